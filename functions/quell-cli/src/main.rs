@@ -1,0 +1,158 @@
+//! `quell`: replay any event locally and see exactly what quell would do.
+//!
+//! Exit codes: 0 a plan was made (even an empty one), 2 the input or policy was rejected
+//! (one line says what and where), 1 anything else.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use quell_core::{Context, Policy, plan_input, render};
+
+/// The sample event `quell plan` uses when given no file: stolen EC2 role credentials used
+/// outside AWS.
+const SAMPLE_EVENT: &str =
+    include_str!("../../../events/guardduty/instance-credential-exfiltration-outside.json");
+
+#[derive(Parser)]
+#[command(
+    name = "quell",
+    version,
+    about = "Contain compromised or stale cloud identities"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the containment plan for an event (never changes anything).
+    Plan {
+        /// Event file, or `-` for standard input. Without it, a built-in sample event.
+        file: Option<PathBuf>,
+        /// Policy file (TOML); the built-in default otherwise.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Print the effective policy (the built-in default, or FILE checked and filled in).
+    Policy {
+        #[arg(long)]
+        policy: Option<PathBuf>,
+    },
+}
+
+/// A failure that maps to exit code 2: the user's input or policy was rejected.
+#[derive(Debug)]
+struct Rejected(String);
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Rejected {}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => match e.downcast_ref::<Rejected>() {
+            Some(r) => {
+                eprintln!("quell: rejected: {r}");
+                ExitCode::from(2)
+            }
+            None => {
+                eprintln!("quell: error: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+    }
+}
+
+fn load_policy(path: Option<&PathBuf>) -> anyhow::Result<Policy> {
+    match path {
+        None => Ok(Policy::default()),
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read policy file {}", p.display()))?;
+            Policy::from_toml(&text, &p.display().to_string())
+                .map_err(|e| Rejected(e.to_string()).into())
+        }
+    }
+}
+
+fn read_input(file: Option<&PathBuf>) -> anyhow::Result<(Vec<u8>, String)> {
+    match file {
+        None => Ok((
+            SAMPLE_EVENT.as_bytes().to_vec(),
+            "built-in sample event".into(),
+        )),
+        Some(p) if p.as_os_str() == "-" => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .take(quell_core::json::MAX_INPUT_BYTES as u64 + 1)
+                .read_to_end(&mut buf)
+                .context("cannot read standard input")?;
+            Ok((buf, "standard input".into()))
+        }
+        Some(p) => {
+            let meta =
+                std::fs::metadata(p).with_context(|| format!("cannot read {}", p.display()))?;
+            if meta.len() > quell_core::json::MAX_INPUT_BYTES as u64 {
+                return Err(Rejected(format!(
+                    "{}: {} bytes is over the {}-byte input limit",
+                    p.display(),
+                    meta.len(),
+                    quell_core::json::MAX_INPUT_BYTES
+                ))
+                .into());
+            }
+            let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+            Ok((bytes, p.display().to_string()))
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Plan {
+            file,
+            policy,
+            format,
+        } => {
+            let policy = load_policy(policy.as_ref())?;
+            let (input, origin) = read_input(file.as_ref())?;
+            let plan = plan_input(&input, &policy, &Context::default())
+                .map_err(|e| Rejected(format!("{origin}: {e}")))?;
+            match format {
+                Format::Text => {
+                    if file.is_none() {
+                        println!(
+                            "(no event file given: planning the {origin}; try `quell plan events/<file>.json`)\n"
+                        );
+                    }
+                    print!("{}", render::plan_text(&plan));
+                }
+                Format::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
+            }
+            Ok(())
+        }
+        Command::Policy { policy } => {
+            let policy = load_policy(policy.as_ref())?;
+            println!("{}", serde_json::to_string_pretty(&policy)?);
+            Ok(())
+        }
+    }
+}

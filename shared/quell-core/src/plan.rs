@@ -1,0 +1,668 @@
+//! The planner: findings + policy → an ordered, explained plan. Pure and total.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Cloud, Family, Finding, FindingRef, Runbook, Source, Status, Subject, ids};
+use crate::normalize::{Batch, Ignored};
+use crate::policy::Policy;
+use crate::policy::{Mode, Pattern, Response, SessionScope};
+
+/// Every action quell can plan. The snake_case names are a stable interface (JSON, audit events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    // Rank 0: cut all access.
+    QuarantineUser,
+    QuarantineRole,
+    DisableEntraUser,
+    DisableServicePrincipal,
+    RemoveRoleAssignments,
+    // Rank 1: kill the credential that was used.
+    DeactivateAccessKey,
+    RemoveServicePrincipalCredential,
+    DeactivateDormantAccessKeys,
+    DeleteLoginProfile,
+    // Rank 2: kill sessions minted before now.
+    RevokeRoleSession,
+    RevokeRoleSessions,
+    RevokeUserSessions,
+    RevokeEntraSessions,
+    // Rank 3: record and escalate.
+    ConfirmUserCompromised,
+    TagPrincipal,
+    UpdateSecurityhubFinding,
+    UpdateDefenderAlert,
+    Notify,
+}
+
+impl ActionKind {
+    /// Lower runs first: most-containing first.
+    pub fn rank(self) -> u8 {
+        use ActionKind::*;
+        match self {
+            QuarantineUser
+            | QuarantineRole
+            | DisableEntraUser
+            | DisableServicePrincipal
+            | RemoveRoleAssignments => 0,
+            DeactivateAccessKey
+            | RemoveServicePrincipalCredential
+            | DeactivateDormantAccessKeys
+            | DeleteLoginProfile => 1,
+            RevokeRoleSession | RevokeRoleSessions | RevokeUserSessions | RevokeEntraSessions => 2,
+            ConfirmUserCompromised => 3,
+            TagPrincipal => 4,
+            UpdateSecurityhubFinding | UpdateDefenderAlert => 5,
+            Notify => 6,
+        }
+    }
+
+    /// Containment actions count against the blast-radius cap; bookkeeping does not.
+    pub fn is_containment(self) -> bool {
+        self.rank() <= 3
+    }
+
+    pub fn as_str(self) -> &'static str {
+        use ActionKind::*;
+        match self {
+            QuarantineUser => "quarantine_user",
+            QuarantineRole => "quarantine_role",
+            DisableEntraUser => "disable_entra_user",
+            DisableServicePrincipal => "disable_service_principal",
+            RemoveRoleAssignments => "remove_role_assignments",
+            DeactivateAccessKey => "deactivate_access_key",
+            RemoveServicePrincipalCredential => "remove_service_principal_credential",
+            DeactivateDormantAccessKeys => "deactivate_dormant_access_keys",
+            DeleteLoginProfile => "delete_login_profile",
+            RevokeRoleSession => "revoke_role_session",
+            RevokeRoleSessions => "revoke_role_sessions",
+            RevokeUserSessions => "revoke_user_sessions",
+            RevokeEntraSessions => "revoke_entra_sessions",
+            ConfirmUserCompromised => "confirm_user_compromised",
+            TagPrincipal => "tag_principal",
+            UpdateSecurityhubFinding => "update_securityhub_finding",
+            UpdateDefenderAlert => "update_defender_alert",
+            Notify => "notify",
+        }
+    }
+}
+
+/// What an action acts on: an identity, or a finding record.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Target {
+    #[serde(serialize_with = "crate::model::serialize_subject")]
+    Subject(Subject),
+    Record(FindingRef),
+}
+
+impl Target {
+    pub fn label(&self) -> String {
+        match self {
+            Target::Subject(s) => s.label(),
+            Target::Record(FindingRef::SecurityhubFinding { id, .. }) => {
+                format!("securityhub_finding {id}")
+            }
+            Target::Record(FindingRef::DefenderAlert { id, .. }) => format!("defender_alert {id}"),
+            Target::Record(FindingRef::Finding { source, id }) => {
+                format!("finding {id} ({})", source_name(*source))
+            }
+        }
+    }
+    pub fn subject(&self) -> Option<&Subject> {
+        match self {
+            Target::Subject(s) => Some(s),
+            Target::Record(_) => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Action {
+    pub kind: ActionKind,
+    pub cloud: Cloud,
+    pub target: Target,
+    pub reason: String,
+    /// Id of the finding that caused it.
+    pub finding: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Skip {
+    pub finding: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Target>,
+    pub reason: String,
+}
+
+/// The planner's output. `actions` are in execution order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub mode: Mode,
+    pub findings: Vec<Finding>,
+    pub actions: Vec<Action>,
+    pub skipped: Vec<Skip>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ignored: Vec<Ignored>,
+}
+
+/// Facts about the running deployment the planner must respect.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    /// The identities quell itself runs as (its Lambda role, its managed identity). Never touched.
+    pub own_identities: Vec<Pattern>,
+}
+
+impl Context {
+    /// Protects the caller identity returned by STS `GetCallerIdentity` (an assumed-role or
+    /// user ARN): the role or user itself and every session of it.
+    pub fn with_aws_caller(mut self, caller_arn: &str) -> Context {
+        let mut add = |s: String| {
+            if let Ok(p) = Pattern::new(&s) {
+                self.own_identities.push(p);
+            }
+        };
+        let parts: Vec<&str> = caller_arn.splitn(6, ':').collect();
+        if let [_, partition, _, _, account, resource] = parts.as_slice() {
+            if let Some(rest) = resource.strip_prefix("assumed-role/") {
+                let role = rest.split('/').next().unwrap_or(rest);
+                add(format!("arn:{partition}:iam::{account}:role/{role}"));
+                add(format!(
+                    "arn:{partition}:sts::{account}:assumed-role/{role}/*"
+                ));
+            } else {
+                add(caller_arn.to_string());
+            }
+        }
+        self
+    }
+    /// Protects an Entra object id (quell's managed identity) or UPN.
+    pub fn with_azure_identity(mut self, id: &str) -> Context {
+        if let Ok(p) = Pattern::new(id) {
+            self.own_identities.push(p);
+        }
+        self
+    }
+    fn is_own(&self, s: &Subject) -> bool {
+        let aliases = s.aliases();
+        self.own_identities
+            .iter()
+            .any(|p| aliases.iter().any(|a| p.matches(a)))
+    }
+}
+
+fn source_name(s: Source) -> &'static str {
+    match s {
+        Source::Guardduty => "GuardDuty",
+        Source::Securityhub => "Security Hub",
+        Source::AccessAnalyzer => "Access Analyzer",
+        Source::DefenderXdr => "Defender XDR",
+        Source::GraphAlert => "Defender alert",
+        Source::EntraRiskDetection => "Entra risk detection",
+        Source::EntraRiskyUser => "Entra risky user",
+        Source::Runbook => "runbook",
+    }
+}
+
+fn status_name(s: &Status) -> &'static str {
+    match s {
+        Status::Active => "active",
+        Status::Sample => "a generated sample",
+        Status::Archived => "archived",
+        Status::Resolved => "resolved",
+        Status::Suppressed => "suppressed",
+        Status::Notified => "already NOTIFIED (handled before)",
+        Status::Passed => "a passed or unevaluated compliance check",
+        Status::Deleted => "deleted",
+        Status::Error => "an analysis error",
+        Status::Dismissed => "dismissed, remediated or not at risk",
+    }
+}
+
+struct Builder<'a> {
+    policy: &'a Policy,
+    ctx: &'a Context,
+    actions: Vec<Action>,
+    skipped: Vec<Skip>,
+}
+
+impl Builder<'_> {
+    fn act(&mut self, f: &Finding, kind: ActionKind, target: Target, why: &str) {
+        let cloud = match &target {
+            Target::Subject(s) => s.cloud(),
+            Target::Record(FindingRef::SecurityhubFinding { .. }) => Cloud::Aws,
+            Target::Record(FindingRef::DefenderAlert { .. }) => Cloud::Azure,
+            Target::Record(FindingRef::Finding { source, .. }) => match source {
+                Source::Guardduty | Source::Securityhub | Source::AccessAnalyzer => Cloud::Aws,
+                _ => Cloud::Azure,
+            },
+        };
+        let summary = format!(
+            "{} {} ({} {:.1})",
+            source_name(f.source),
+            f.kind,
+            severity_name(f),
+            f.severity.score
+        );
+        self.actions.push(Action {
+            kind,
+            cloud,
+            target,
+            reason: format!("{summary}: {why}"),
+            finding: f.id.clone(),
+        });
+    }
+
+    fn skip(&mut self, f: &Finding, target: Option<Target>, reason: impl Into<String>) {
+        self.skipped.push(Skip {
+            finding: f.id.clone(),
+            target,
+            reason: reason.into(),
+        });
+    }
+}
+
+fn severity_name(f: &Finding) -> &'static str {
+    use crate::model::SeverityLabel::*;
+    match f.severity.label {
+        Unknown => "unknown severity",
+        Informational => "informational",
+        Low => "low",
+        Medium => "medium",
+        High => "high",
+        Critical => "critical",
+    }
+}
+
+/// Builds the plan for a batch of findings.
+pub fn plan(batch: Batch, policy: &Policy, ctx: &Context) -> Plan {
+    let mut b = Builder {
+        policy,
+        ctx,
+        actions: Vec::new(),
+        skipped: Vec::new(),
+    };
+    for f in &batch.findings {
+        plan_finding(&mut b, f);
+    }
+
+    // Dedupe (same kind on the same target once), keeping the first reason.
+    let mut seen = std::collections::HashSet::new();
+    b.actions
+        .retain(|a| seen.insert((a.kind, a.target.clone())));
+    // Most-containing first; stable, so a finding's own order is kept within a rank.
+    b.actions.sort_by_key(|a| a.kind.rank());
+
+    let containment = b.actions.iter().filter(|a| a.kind.is_containment()).count();
+    if containment > policy.max_actions {
+        let first = batch.findings.first();
+        let reason = format!(
+            "blast-radius cap: the plan would take {containment} containment actions, over max_actions = {}; a human must review",
+            policy.max_actions
+        );
+        for a in b.actions.drain(..) {
+            b.skipped.push(Skip {
+                finding: a.finding,
+                target: Some(a.target),
+                reason: format!("{} withheld by the blast-radius cap", a.kind.as_str()),
+            });
+        }
+        if let Some(f) = first {
+            let target = f.record.clone().unwrap_or(FindingRef::Finding {
+                source: f.source,
+                id: f.id.clone(),
+            });
+            b.act(f, ActionKind::Notify, Target::Record(target), &reason);
+        }
+    }
+
+    Plan {
+        mode: policy.mode,
+        findings: batch.findings,
+        actions: b.actions,
+        skipped: b.skipped,
+        ignored: batch.ignored,
+    }
+}
+
+fn plan_finding(b: &mut Builder<'_>, f: &Finding) {
+    if f.status != Status::Active {
+        b.skip(
+            f,
+            None,
+            format!(
+                "the finding is {}; quell acts only on active findings",
+                status_name(&f.status)
+            ),
+        );
+        return;
+    }
+    let response = match b.policy.family(f.family) {
+        None => Response::Contain, // manual runbooks
+        Some(fp) => {
+            if fp.response == Response::Ignore {
+                b.skip(
+                    f,
+                    None,
+                    format!("policy ignores the {} family", f.family.as_str()),
+                );
+                return;
+            }
+            if f.severity.label == crate::model::SeverityLabel::Unknown {
+                b.skip(
+                    f,
+                    None,
+                    "the severity is unknown, so no threshold is met; quell does not act blind",
+                );
+                return;
+            }
+            if f.severity.label < fp.min_severity {
+                b.skip(
+                    f,
+                    None,
+                    format!(
+                        "{} is below min_severity = {} for the {} family",
+                        severity_name(f),
+                        serde_json::to_value(fp.min_severity)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default(),
+                        f.family.as_str()
+                    ),
+                );
+                return;
+            }
+            fp.response
+        }
+    };
+    let before = b.actions.len();
+    if f.subjects.is_empty() {
+        if response == Response::Notify {
+            let target = f.record.clone().unwrap_or(FindingRef::Finding {
+                source: f.source,
+                id: f.id.clone(),
+            });
+            b.act(
+                f,
+                ActionKind::Notify,
+                Target::Record(target),
+                "policy asks for a human review of this family",
+            );
+        } else {
+            let why = if f.notes.is_empty() {
+                "the finding names no identity quell can contain".to_string()
+            } else {
+                format!(
+                    "the finding names no identity quell can contain ({})",
+                    f.notes.join("; ")
+                )
+            };
+            b.skip(f, None, why);
+        }
+    }
+    for s in &f.subjects {
+        if let Some(reason) = protection(b, s) {
+            b.skip(f, Some(Target::Subject(s.clone())), reason);
+            continue;
+        }
+        if response == Response::Notify {
+            b.act(
+                f,
+                ActionKind::Notify,
+                Target::Subject(s.clone()),
+                &format!(
+                    "policy asks for a human review of {} findings",
+                    f.family.as_str()
+                ),
+            );
+        } else {
+            contain(b, f, s);
+        }
+    }
+    // Record on the finding what was done, once per finding that produced actions.
+    let produced = b.actions.len() > before;
+    if produced {
+        match &f.record {
+            Some(r @ FindingRef::SecurityhubFinding { .. }) if b.policy.aws.update_securityhub => {
+                b.act(
+                    f,
+                    ActionKind::UpdateSecurityhubFinding,
+                    Target::Record(r.clone()),
+                    "mark the finding NOTIFIED with a note of what quell did",
+                );
+            }
+            Some(r @ FindingRef::DefenderAlert { .. })
+                if b.policy.azure.update_defender_alerts
+                    && matches!(f.source, Source::GraphAlert | Source::DefenderXdr) =>
+            {
+                b.act(
+                    f,
+                    ActionKind::UpdateDefenderAlert,
+                    Target::Record(r.clone()),
+                    "set the alert inProgress with a comment of what quell did",
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Why a subject must not be touched, if it must not.
+fn protection(b: &Builder<'_>, s: &Subject) -> Option<String> {
+    if b.ctx.is_own(s) {
+        return Some(
+            "this is the identity quell itself runs as; quell never contains itself".into(),
+        );
+    }
+    if let Some(p) = b.policy.protection_for(s) {
+        return Some(format!("protected principal (matches {:?})", p.as_str()));
+    }
+    match s {
+        Subject::IamRole { name, .. } | Subject::RoleSession { name, .. }
+            if ids::is_service_linked_role(name) =>
+        {
+            Some("service-linked role: owned by an AWS service and never modified".into())
+        }
+        _ => None,
+    }
+}
+
+fn contain(b: &mut Builder<'_>, f: &Finding, s: &Subject) {
+    use ActionKind::*;
+    let p = b.policy;
+    let runbook = f.runbook;
+    let t = || Target::Subject(s.clone());
+    let compromise = matches!(
+        f.family,
+        Family::CredentialCompromise | Family::AnomalousBehavior | Family::IdentityRisk
+    );
+    let wants = |r: Runbook| runbook == Some(r) || runbook == Some(Runbook::Contain);
+    match s {
+        Subject::AccessKey {
+            account,
+            access_key_id,
+            user,
+        } => {
+            let user_subject = user.as_ref().map(|u| {
+                Target::Subject(Subject::IamUser {
+                    account: account.clone(),
+                    name: u.clone(),
+                })
+            });
+            if ids::is_temporary_key(access_key_id) {
+                b.skip(
+                    f,
+                    Some(t()),
+                    "ASIA… keys are temporary STS credentials and cannot be deactivated; revoking the sessions instead",
+                );
+            } else if runbook.is_none() || wants(Runbook::DisableKey) || runbook == Some(Runbook::Quarantine) {
+                b.act(f, DeactivateAccessKey, t(), "deactivate exactly this access key (the user's other keys are untouched)");
+            }
+            match user_subject {
+                Some(u) => {
+                    if compromise || runbook.is_some_and(|r| r != Runbook::DisableKey) {
+                        if runbook.is_none() || wants(Runbook::RevokeSessions) {
+                            b.act(f, RevokeUserSessions, u.clone(), "deny STS tokens the user minted before now");
+                        }
+                        if (p.aws.quarantine_users && runbook.is_none()) || wants(Runbook::Quarantine) {
+                            b.act(f, QuarantineUser, u.clone(), "attach the deny-all quarantine policy");
+                        }
+                        if p.aws.delete_login_profile && compromise {
+                            b.act(f, DeleteLoginProfile, u.clone(), "delete the console password (policy delete_login_profile)");
+                        }
+                    }
+                    b.act(f, TagPrincipal, u, "tag the user quell:quarantined with the finding id");
+                }
+                None if ids::is_temporary_key(access_key_id) => b.act(
+                    f,
+                    Notify,
+                    t(),
+                    "a temporary key of an unknown principal: find its session in CloudTrail",
+                ),
+                None => {}
+            }
+        }
+        Subject::IamUser { .. } => {
+            if f.family == Family::UnusedAccess && runbook.is_none() {
+                match f.kind.as_str() {
+                    "UnusedIAMUserPassword" => {
+                        if p.aws.delete_login_profile {
+                            b.act(f, DeleteLoginProfile, t(), "the console password is unused past the dormancy period");
+                        } else {
+                            b.act(f, Notify, t(), "the console password is unused; delete it or set aws.delete_login_profile");
+                        }
+                    }
+                    "UnusedPermission" => b.act(f, Notify, t(), "unused permissions: right-size the user's policies"),
+                    _ => {
+                        b.act(f, DeactivateDormantAccessKeys, t(), &format!("deactivate the user's access keys unused for {} days or more", p.dormancy_days));
+                        b.act(f, TagPrincipal, t(), "tag the user with the finding id");
+                    }
+                }
+                return;
+            }
+            match runbook {
+                Some(Runbook::DisableKey) => {
+                    b.skip(f, Some(t()), "disable_key needs an access key id as the principal");
+                    return;
+                }
+                Some(Runbook::DisableDormantKeys) => {
+                    b.act(f, DeactivateDormantAccessKeys, t(), &format!("deactivate the user's access keys unused for {} days or more", p.dormancy_days));
+                }
+                _ => {}
+            }
+            if (p.aws.quarantine_users && runbook.is_none()) || wants(Runbook::Quarantine) {
+                b.act(f, QuarantineUser, t(), "attach the deny-all quarantine policy");
+            }
+            if runbook.is_none() || wants(Runbook::RevokeSessions) {
+                b.act(f, RevokeUserSessions, t(), "deny the user's console and STS sessions issued before now");
+            }
+            if p.aws.delete_login_profile && (runbook.is_none() || runbook == Some(Runbook::Contain)) {
+                b.act(f, DeleteLoginProfile, t(), "delete the console password (policy delete_login_profile)");
+            }
+            if runbook.is_none() && !p.aws.quarantine_users {
+                b.act(f, Notify, t(), "the finding names no access key: review the user's long-term keys (or set aws.quarantine_users)");
+            }
+            b.act(f, TagPrincipal, t(), "tag the user quell:quarantined with the finding id");
+        }
+        Subject::IamRole { name, .. } => {
+            if ids::is_identity_center_role(name) {
+                b.act(f, Notify, t(), "Identity Center roles are managed by Identity Center; revoke the user's access there");
+                return;
+            }
+            if f.family == Family::UnusedAccess && runbook.is_none() {
+                if f.kind == "UnusedIAMRole" && p.aws.quarantine_unused_roles {
+                    b.act(f, QuarantineRole, t(), &format!("the role is unused past {} days (policy quarantine_unused_roles)", p.role_staleness_days));
+                    b.act(f, TagPrincipal, t(), "tag the role with the finding id");
+                } else {
+                    b.act(f, Notify, t(), "unused role or permissions: review and remove (set aws.quarantine_unused_roles to quarantine unused roles)");
+                }
+                return;
+            }
+            if (p.aws.quarantine_roles && runbook.is_none()) || wants(Runbook::Quarantine) {
+                b.act(f, QuarantineRole, t(), "attach the deny-all quarantine policy");
+            }
+            if runbook.is_none() || wants(Runbook::RevokeSessions) {
+                b.act(f, RevokeRoleSessions, t(), "deny every session of the role issued before now (no single session is known)");
+            }
+            if runbook != Some(Runbook::DisableKey) {
+                b.act(f, TagPrincipal, t(), "tag the role quell:quarantined with the finding id");
+            }
+        }
+        Subject::RoleSession { account, name, .. } => {
+            let role = Target::Subject(Subject::IamRole {
+                account: account.clone(),
+                name: name.clone(),
+            });
+            if (p.aws.quarantine_roles && runbook.is_none()) || wants(Runbook::Quarantine) {
+                b.act(f, QuarantineRole, role.clone(), "attach the deny-all quarantine policy to the role");
+            }
+            if runbook.is_none() || wants(Runbook::RevokeSessions) {
+                match p.aws.session_scope {
+                    SessionScope::Session => b.act(f, RevokeRoleSession, t(), "deny this session's tokens issued before now; the workload gets fresh credentials, the stolen ones die"),
+                    SessionScope::Role => b.act(f, RevokeRoleSessions, role.clone(), "deny every session of the role issued before now (policy session_scope = role)"),
+                }
+            }
+            b.act(f, TagPrincipal, role, "tag the role quell:quarantined with the finding id");
+        }
+        Subject::Root { .. } => b.act(f, Notify, t(), "root credentials cannot be restricted by IAM: rotate the root password and keys and review with AssumeRoot"),
+        Subject::FederatedUser { .. } => b.act(f, Notify, t(), "federated-user tokens can only be revoked on the IAM user that minted them (GetFederationToken): find it in CloudTrail"),
+        Subject::IdentityCenterSession { .. } => b.act(f, Notify, t(), "Identity Center permission-set roles are managed by Identity Center; remove the user's assignment and sessions there"),
+        Subject::EntraUser { id, on_premises_synced, .. } => {
+            if (p.azure.disable_users && runbook.is_none()) || wants(Runbook::Quarantine) {
+                b.act(f, DisableEntraUser, t(), "set accountEnabled = false");
+            }
+            if runbook.is_none() || wants(Runbook::RevokeSessions) {
+                b.act(f, RevokeEntraSessions, t(), "revoke refresh tokens and session cookies (revokeSignInSessions)");
+            }
+            if p.azure.confirm_compromised
+                && (runbook.is_none() || runbook == Some(Runbook::Contain))
+                && (compromise || runbook.is_some())
+            {
+                if id.is_some() {
+                    b.act(f, ConfirmUserCompromised, t(), "confirm the user compromised in Identity Protection (user risk high)");
+                } else {
+                    b.act(f, ConfirmUserCompromised, t(), "confirm the user compromised in Identity Protection (the executor resolves the UPN to an object id)");
+                }
+            }
+            if *on_premises_synced == Some(true) {
+                b.act(f, Notify, t(), "the user is synced from on-premises AD: a cloud disable is reverted by the next sync; disable the account in AD");
+            }
+        }
+        Subject::OnPremisesAccount { .. } => b.act(f, Notify, t(), "an on-premises AD account with no Entra object: disable it and reset its password in Active Directory"),
+        Subject::ServicePrincipal { key_id, .. } => {
+            if (p.azure.disable_service_principals && runbook.is_none())
+                || wants(Runbook::Quarantine)
+            {
+                b.act(f, DisableServicePrincipal, t(), "set accountEnabled = false on the service principal");
+            }
+            match key_id {
+                Some(_) if runbook.is_none() || wants(Runbook::DisableKey) => b.act(
+                    f,
+                    RemoveServicePrincipalCredential,
+                    t(),
+                    "remove exactly this password credential (removePassword keyId)",
+                ),
+                None if runbook == Some(Runbook::DisableKey) => {
+                    b.skip(f, Some(t()), "disable_key needs key_id, the credential's keyId");
+                }
+                _ => {}
+            }
+        }
+        Subject::ManagedIdentity { .. } => {
+            if (p.azure.remove_role_assignments && runbook.is_none())
+                || wants(Runbook::Quarantine)
+            {
+                b.act(f, RemoveRoleAssignments, t(), "delete the identity's ARM role assignments (recorded, so they can be restored)");
+            } else {
+                b.act(f, Notify, t(), "managed identities cannot be disabled: review its role assignments (or set azure.remove_role_assignments)");
+            }
+        }
+    }
+}
+
+impl Plan {
+    /// A plan that changes nothing (only notify or no action at all).
+    pub fn is_empty(&self) -> bool {
+        self.actions.iter().all(|a| a.kind == ActionKind::Notify)
+    }
+}

@@ -1,0 +1,470 @@
+//! The operator's policy: what quell may do, to whom, and when. TOML; see `policy.example.toml`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::PolicyError;
+use crate::model::{Family, SeverityLabel, Subject};
+
+/// The commented example policy shipped in the repository; it equals [`Policy::default`].
+pub const EXAMPLE_POLICY: &str = include_str!("../../../policy.example.toml");
+
+/// Whether plans are executed or only reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Mode {
+    #[default]
+    #[serde(rename = "dry-run")]
+    DryRun,
+    #[serde(rename = "enforce")]
+    Enforce,
+}
+
+/// What to do about a family of findings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    /// Contain the identities the finding names.
+    Contain,
+    /// Escalate to a human only.
+    Notify,
+    /// Do nothing (the plan says why).
+    Ignore,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FamilyPolicy {
+    pub response: Response,
+    pub min_severity: SeverityLabel,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Families {
+    pub credential_compromise: FamilyPolicy,
+    pub anomalous_behavior: FamilyPolicy,
+    pub identity_risk: FamilyPolicy,
+    pub unused_access: FamilyPolicy,
+    pub posture: FamilyPolicy,
+}
+
+impl Default for Families {
+    fn default() -> Self {
+        let fp = |response, min_severity| FamilyPolicy {
+            response,
+            min_severity,
+        };
+        Families {
+            credential_compromise: fp(Response::Contain, SeverityLabel::Medium),
+            anomalous_behavior: fp(Response::Notify, SeverityLabel::Medium),
+            identity_risk: fp(Response::Contain, SeverityLabel::High),
+            unused_access: fp(Response::Contain, SeverityLabel::Low),
+            posture: fp(Response::Notify, SeverityLabel::Low),
+        }
+    }
+}
+
+/// How widely to revoke an assumed-role session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionScope {
+    /// Deny only the stolen session (`aws:userid` = `AROA…:<session>`) for tokens issued before now.
+    #[default]
+    Session,
+    /// Deny every session of the role issued before now, as the IAM console's "Revoke sessions".
+    Role,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsPolicy {
+    pub session_scope: SessionScope,
+    /// Attach the deny-all quarantine policy to users named by a compromise finding.
+    pub quarantine_users: bool,
+    /// Attach the deny-all quarantine policy to roles named by a compromise finding.
+    pub quarantine_roles: bool,
+    /// Delete console passwords of compromised or dormant users (cannot be undone by quell).
+    pub delete_login_profile: bool,
+    /// Quarantine roles Access Analyzer reports as unused (otherwise notify).
+    pub quarantine_unused_roles: bool,
+    /// Mark Security Hub findings NOTIFIED with a note once handled.
+    pub update_securityhub: bool,
+    /// Role quell assumes in member accounts.
+    pub member_role_name: String,
+}
+
+impl Default for AwsPolicy {
+    fn default() -> Self {
+        AwsPolicy {
+            session_scope: SessionScope::Session,
+            quarantine_users: false,
+            quarantine_roles: false,
+            delete_login_profile: false,
+            quarantine_unused_roles: false,
+            update_securityhub: true,
+            member_role_name: "QuellMemberRole".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AzurePolicy {
+    /// Disable (accountEnabled=false) users named by a compromise finding.
+    pub disable_users: bool,
+    /// Mark users compromised in Identity Protection (raises their user risk to high).
+    pub confirm_compromised: bool,
+    /// Disable service principals named by a compromise finding.
+    pub disable_service_principals: bool,
+    /// Delete the ARM role assignments of a compromised managed identity (otherwise notify).
+    pub remove_role_assignments: bool,
+    /// Set Defender alerts to inProgress with a comment once handled.
+    pub update_defender_alerts: bool,
+}
+
+impl Default for AzurePolicy {
+    fn default() -> Self {
+        AzurePolicy {
+            disable_users: true,
+            confirm_compromised: true,
+            disable_service_principals: true,
+            remove_role_assignments: false,
+            update_defender_alerts: true,
+        }
+    }
+}
+
+/// A protection pattern: `*` matches any run of characters; matching ignores case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Pattern(String);
+
+impl TryFrom<String> for Pattern {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let t = s.trim();
+        if t.is_empty() {
+            return Err("a protection pattern cannot be empty".into());
+        }
+        if t.len() > 512 {
+            return Err("a protection pattern is limited to 512 characters".into());
+        }
+        Ok(Pattern(t.to_ascii_lowercase()))
+    }
+}
+
+impl From<Pattern> for String {
+    fn from(p: Pattern) -> String {
+        p.0
+    }
+}
+
+impl Pattern {
+    pub fn new(s: &str) -> Result<Pattern, String> {
+        Pattern::try_from(s.to_string())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// Glob match with `*`, ignoring ASCII case. Linear time (no backtracking blow-up).
+    pub fn matches(&self, text: &str) -> bool {
+        let text = text.to_ascii_lowercase();
+        let p = self.0.as_bytes();
+        let t = text.as_bytes();
+        let (mut pi, mut ti) = (0usize, 0usize);
+        let mut star: Option<(usize, usize)> = None;
+        while ti < t.len() {
+            if pi < p.len() && p.get(pi) != Some(&b'*') && p.get(pi) == t.get(ti) {
+                pi += 1;
+                ti += 1;
+            } else if p.get(pi) == Some(&b'*') {
+                star = Some((pi, ti));
+                pi += 1;
+            } else if let Some((sp, st)) = star {
+                pi = sp + 1;
+                ti = st + 1;
+                star = Some((sp, st + 1));
+            } else {
+                return false;
+            }
+        }
+        while p.get(pi) == Some(&b'*') {
+            pi += 1;
+        }
+        pi == p.len()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    pub mode: Mode,
+    /// Blast-radius cap: a plan with more containment actions than this holds only a `notify`.
+    pub max_actions: usize,
+    /// Principals carrying this tag (any value) are never touched.
+    pub exemption_tag: String,
+    /// Keys, passwords and secrets unused this long are dormant.
+    pub dormancy_days: u32,
+    /// Roles unused this long are stale.
+    pub role_staleness_days: u32,
+    /// Break-glass and other principals quell must never touch (ARNs, names, UPNs, object ids).
+    pub protected: Vec<Pattern>,
+    pub families: Families,
+    pub aws: AwsPolicy,
+    pub azure: AzurePolicy,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        let p = |s: &str| Pattern(s.to_ascii_lowercase());
+        Policy {
+            mode: Mode::DryRun,
+            max_actions: 10,
+            exemption_tag: "quell:exempt".into(),
+            dormancy_days: 90,
+            role_staleness_days: 180,
+            protected: vec![
+                p("*break-glass*"),
+                p("*breakglass*"),
+                p("arn:aws:iam::*:role/OrganizationAccountAccessRole"),
+                p("arn:aws:iam::*:role/AWSControlTowerExecution"),
+                p("arn:aws:iam::*:role/stacksets-exec-*"),
+                p("arn:aws:iam::*:role/Quell*"),
+            ],
+            families: Families::default(),
+            aws: AwsPolicy::default(),
+            azure: AzurePolicy::default(),
+        }
+    }
+}
+
+impl Policy {
+    /// Parses a policy file. `origin` names it in errors (a path, or "built-in").
+    pub fn from_toml(text: &str, origin: &str) -> Result<Policy, PolicyError> {
+        let policy: Policy = toml::from_str(text).map_err(|e| {
+            let (line, field) = match e.span() {
+                Some(span) => {
+                    let upto = text.get(..span.start).unwrap_or("");
+                    let line = upto.matches('\n').count() + 1;
+                    let line_text = text.lines().nth(line - 1).unwrap_or("");
+                    let field = line_text
+                        .split_once('=')
+                        .map(|(k, _)| k.trim().to_string())
+                        .unwrap_or_else(|| line_text.trim().to_string());
+                    (line, field)
+                }
+                None => (0, String::new()),
+            };
+            let message = e.message().trim().to_string();
+            if line == 0 {
+                PolicyError::Parse {
+                    origin: origin.to_string(),
+                    message,
+                }
+            } else {
+                PolicyError::Field {
+                    origin: origin.to_string(),
+                    line,
+                    field,
+                    message,
+                }
+            }
+        })?;
+        policy.validate(text, origin)?;
+        Ok(policy)
+    }
+
+    fn validate(&self, text: &str, origin: &str) -> Result<(), PolicyError> {
+        let field_err = |field: &str, message: String| {
+            let line = text
+                .lines()
+                .position(|l| l.trim_start().starts_with(field))
+                .map_or(0, |i| i + 1);
+            PolicyError::Field {
+                origin: origin.to_string(),
+                line,
+                field: field.to_string(),
+                message,
+            }
+        };
+        if !(1..=1000).contains(&self.max_actions) {
+            return Err(field_err(
+                "max_actions",
+                format!("{} is out of range; use 1 to 1000", self.max_actions),
+            ));
+        }
+        if !(1..=3650).contains(&self.dormancy_days) {
+            return Err(field_err(
+                "dormancy_days",
+                format!("{} is out of range; use 1 to 3650", self.dormancy_days),
+            ));
+        }
+        if !(1..=3650).contains(&self.role_staleness_days) {
+            return Err(field_err(
+                "role_staleness_days",
+                format!(
+                    "{} is out of range; use 1 to 3650",
+                    self.role_staleness_days
+                ),
+            ));
+        }
+        let tag = &self.exemption_tag;
+        if tag.is_empty() || tag.len() > 128 || tag.starts_with("aws:") {
+            return Err(field_err(
+                "exemption_tag",
+                "must be a 1-128 character tag key that does not start with \"aws:\"".into(),
+            ));
+        }
+        if self.aws.member_role_name.is_empty()
+            || !crate::model::ids::is_iam_name(&self.aws.member_role_name)
+        {
+            return Err(field_err(
+                "member_role_name",
+                "must be an IAM role name".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Applies deployment overrides (Lambda and Functions app settings). `get` reads a variable;
+    /// passing it in keeps this function pure.
+    ///
+    /// `QUELL_MODE` (`dry-run`|`enforce`), `QUELL_PROTECTED` (comma-separated patterns, added to
+    /// the file's), `QUELL_MAX_ACTIONS`, `QUELL_EXEMPTION_TAG`, `QUELL_MEMBER_ROLE_NAME`.
+    pub fn apply_overrides(
+        &mut self,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), PolicyError> {
+        let bad = |var: &str, message: String| PolicyError::Parse {
+            origin: format!("environment variable {var}"),
+            message,
+        };
+        if let Some(m) = get("QUELL_MODE").filter(|v| !v.trim().is_empty()) {
+            self.mode = match m.trim() {
+                "dry-run" => Mode::DryRun,
+                "enforce" => Mode::Enforce,
+                other => {
+                    return Err(bad(
+                        "QUELL_MODE",
+                        format!("{other:?} is not a mode; use dry-run or enforce"),
+                    ));
+                }
+            };
+        }
+        if let Some(list) = get("QUELL_PROTECTED") {
+            for item in list.split(',').filter(|s| !s.trim().is_empty()) {
+                let p = Pattern::new(item).map_err(|m| bad("QUELL_PROTECTED", m))?;
+                if !self.protected.contains(&p) {
+                    self.protected.push(p);
+                }
+            }
+        }
+        if let Some(n) = get("QUELL_MAX_ACTIONS").filter(|v| !v.trim().is_empty()) {
+            self.max_actions = n
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| (1..=1000).contains(n))
+                .ok_or_else(|| {
+                    bad(
+                        "QUELL_MAX_ACTIONS",
+                        format!("{n:?} is not a number from 1 to 1000"),
+                    )
+                })?;
+        }
+        if let Some(t) = get("QUELL_EXEMPTION_TAG").filter(|v| !v.trim().is_empty()) {
+            self.exemption_tag = t.trim().to_string();
+        }
+        if let Some(r) = get("QUELL_MEMBER_ROLE_NAME").filter(|v| !v.trim().is_empty()) {
+            if !crate::model::ids::is_iam_name(r.trim()) {
+                return Err(bad(
+                    "QUELL_MEMBER_ROLE_NAME",
+                    format!("{r:?} is not an IAM role name"),
+                ));
+            }
+            self.aws.member_role_name = r.trim().to_string();
+        }
+        Ok(())
+    }
+
+    pub fn family(&self, family: Family) -> Option<FamilyPolicy> {
+        let f = &self.families;
+        match family {
+            Family::CredentialCompromise => Some(f.credential_compromise),
+            Family::AnomalousBehavior => Some(f.anomalous_behavior),
+            Family::IdentityRisk => Some(f.identity_risk),
+            Family::UnusedAccess => Some(f.unused_access),
+            Family::Posture => Some(f.posture),
+            Family::Manual => None,
+        }
+    }
+
+    /// The first protection pattern matching any of the subject's names.
+    pub fn protection_for(&self, subject: &Subject) -> Option<&Pattern> {
+        let aliases = subject.aliases();
+        self.protected
+            .iter()
+            .find(|p| aliases.iter().any(|a| p.matches(a)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_policy_is_the_default() {
+        let p = Policy::from_toml(EXAMPLE_POLICY, "policy.example.toml").unwrap();
+        assert_eq!(p, Policy::default());
+    }
+
+    #[test]
+    fn errors_name_line_and_field() {
+        let text = "mode = \"dry-run\"\nmax_actions = \"ten\"\n";
+        let e = Policy::from_toml(text, "p.toml").unwrap_err().to_string();
+        assert!(e.contains("line 2"), "{e}");
+        assert!(e.contains("`max_actions`"), "{e}");
+
+        let text = "[aws]\nsession_scop = \"role\"\n";
+        let e = Policy::from_toml(text, "p.toml").unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("session_scop"), "{e}");
+
+        let text = "mode = \"enforce\"\n\nmax_actions = 0\n";
+        let e = Policy::from_toml(text, "p.toml").unwrap_err().to_string();
+        assert!(e.contains("line 3") && e.contains("max_actions"), "{e}");
+
+        let text = "[families.posture]\nresponse = \"nuke\"\nmin_severity = \"low\"\n";
+        let e = Policy::from_toml(text, "p.toml").unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("response"), "{e}");
+    }
+
+    #[test]
+    fn patterns_glob_case_insensitively() {
+        let p = Pattern::new("arn:aws:iam::*:role/BreakGlass*").unwrap();
+        assert!(p.matches("arn:aws:iam::111122223333:role/breakglass-admin"));
+        assert!(!p.matches("arn:aws:iam::111122223333:role/admin"));
+        assert!(Pattern::new("*").unwrap().matches(""));
+        assert!(Pattern::new("a*b*c").unwrap().matches("axxbyyc"));
+        assert!(!Pattern::new("a*b*c").unwrap().matches("axxbyy"));
+        assert!(Pattern::new(" ").is_err());
+    }
+
+    #[test]
+    fn overrides_apply_and_validate() {
+        let mut p = Policy::default();
+        let env = |k: &str| match k {
+            "QUELL_MODE" => Some("enforce".to_string()),
+            "QUELL_PROTECTED" => Some("alice@contoso.com, arn:aws:iam::*:user/ops".to_string()),
+            _ => None,
+        };
+        p.apply_overrides(env).unwrap();
+        assert_eq!(p.mode, Mode::Enforce);
+        assert!(
+            p.protected
+                .contains(&Pattern::new("alice@contoso.com").unwrap())
+        );
+        let e = p
+            .apply_overrides(|k| (k == "QUELL_MODE").then(|| "yolo".to_string()))
+            .unwrap_err();
+        assert!(e.to_string().contains("QUELL_MODE"));
+    }
+}

@@ -1,0 +1,540 @@
+//! Every event in `events/` normalizes and plans to exactly the subjects and actions a security
+//! engineer expects, under the built-in default policy.
+
+use quell_core::{Context, Policy, plan_input};
+use quell_tests::{event, json_files, label, root};
+use serde_json::Value;
+
+struct Case {
+    file: &'static str,
+    subjects: &'static [&'static str],
+    actions: &'static [&'static str],
+    skipped: usize,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        file: "access-analyzer/deleted-finding.json",
+        subjects: &["iam_user:deleted-user"],
+        actions: &[],
+        skipped: 1,
+    },
+    Case {
+        file: "access-analyzer/unused-access-key.json",
+        subjects: &["iam_user:legacy-ftp-sync"],
+        actions: &[
+            "deactivate_dormant_access_keys iam_user:legacy-ftp-sync",
+            "tag_principal iam_user:legacy-ftp-sync",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "access-analyzer/unused-password.json",
+        subjects: &["iam_user:j.ortega"],
+        actions: &["notify iam_user:j.ortega"],
+        skipped: 0,
+    },
+    Case {
+        file: "access-analyzer/unused-permission.json",
+        subjects: &["iam_role:analytics-readonly"],
+        actions: &["notify iam_role:analytics-readonly"],
+        skipped: 0,
+    },
+    Case {
+        file: "access-analyzer/unused-role.json",
+        subjects: &["iam_role:poc-lambda-2023"],
+        actions: &["notify iam_role:poc-lambda-2023"],
+        skipped: 0,
+    },
+    Case {
+        file: "defender/graph-alert-mdi-compromised-user.json",
+        subjects: &["entra_user:david.chen@contoso.com"],
+        actions: &[
+            "disable_entra_user entra_user:david.chen@contoso.com",
+            "revoke_entra_sessions entra_user:david.chen@contoso.com",
+            "confirm_user_compromised entra_user:david.chen@contoso.com",
+            "update_defender_alert defender_alert:da638362889287051192_1877443251",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "defender/graph-alerts-list-oauth-app.json",
+        subjects: &[
+            "service_principal:legacy-crm-connector",
+            "service_principal:legacy-crm-connector",
+        ],
+        actions: &[
+            "disable_service_principal service_principal:legacy-crm-connector",
+            "update_defender_alert defender_alert:da638362889287051192_1877443253",
+        ],
+        skipped: 1,
+    },
+    Case {
+        file: "defender/xdr-evidence-without-alertinfo.json",
+        subjects: &["entra_user:rosa.garcia@contoso.com"],
+        actions: &[],
+        skipped: 1,
+    },
+    Case {
+        file: "defender/xdr-mdi-onprem-account.json",
+        subjects: &["on_premises_account:svc-sqlbackup"],
+        actions: &[
+            "update_defender_alert defender_alert:ab1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f",
+            "notify on_premises_account:svc-sqlbackup",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "defender/xdr-mdi-pass-the-ticket.json",
+        subjects: &["entra_user:rosa.garcia@contoso.com"],
+        actions: &[
+            "disable_entra_user entra_user:rosa.garcia@contoso.com",
+            "revoke_entra_sessions entra_user:rosa.garcia@contoso.com",
+            "confirm_user_compromised entra_user:rosa.garcia@contoso.com",
+            "update_defender_alert defender_alert:aa8b2d41c6-0f3e-4b1c-9a7d-5e6f7a8b9c0d",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "entra/diagnostic-records-mixed.json",
+        subjects: &[
+            "entra_user:kai.tanaka@contoso.com",
+            "entra_user:ines.duarte@contoso.com",
+        ],
+        actions: &[
+            "disable_entra_user entra_user:kai.tanaka@contoso.com",
+            "revoke_entra_sessions entra_user:kai.tanaka@contoso.com",
+            "confirm_user_compromised entra_user:kai.tanaka@contoso.com",
+        ],
+        skipped: 1,
+    },
+    Case {
+        file: "entra/risk-detection-leaked-credentials.json",
+        subjects: &["entra_user:maya.singh@contoso.com"],
+        actions: &[
+            "disable_entra_user entra_user:maya.singh@contoso.com",
+            "revoke_entra_sessions entra_user:maya.singh@contoso.com",
+            "confirm_user_compromised entra_user:maya.singh@contoso.com",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "entra/risky-user-confirmed-compromised.json",
+        subjects: &["entra_user:omar.haddad@contoso.com"],
+        actions: &[
+            "disable_entra_user entra_user:omar.haddad@contoso.com",
+            "revoke_entra_sessions entra_user:omar.haddad@contoso.com",
+            "confirm_user_compromised entra_user:omar.haddad@contoso.com",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "entra/risky-users-list-dismissed.json",
+        subjects: &["entra_user:lena.berg@contoso.com"],
+        actions: &[],
+        skipped: 1,
+    },
+    Case {
+        file: "functions-host/eventhub-batch-triple-encoded.json",
+        subjects: &[
+            "entra_user:rosa.garcia@contoso.com",
+            "entra_user:ines.duarte@contoso.com",
+        ],
+        actions: &[
+            "disable_entra_user entra_user:rosa.garcia@contoso.com",
+            "revoke_entra_sessions entra_user:rosa.garcia@contoso.com",
+            "confirm_user_compromised entra_user:rosa.garcia@contoso.com",
+            "update_defender_alert defender_alert:aa8b2d41c6-0f3e-4b1c-9a7d-5e6f7a8b9c0d",
+        ],
+        skipped: 1,
+    },
+    Case {
+        file: "functions-host/http-graph-alert-query-string.json",
+        subjects: &["entra_user:jordan.white@contoso.com"],
+        actions: &[
+            "disable_entra_user entra_user:jordan.white@contoso.com",
+            "revoke_entra_sessions entra_user:jordan.white@contoso.com",
+            "confirm_user_compromised entra_user:jordan.white@contoso.com",
+            "update_defender_alert defender_alert:da638362889287051192_1877443299",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "functions-host/http-runbook-query-object.json",
+        subjects: &["entra_user:3b9e2f71-4c8d-4a5e-9f1b-6d2c8e7a0b45"],
+        actions: &["revoke_entra_sessions entra_user:3b9e2f71-4c8d-4a5e-9f1b-6d2c8e7a0b45"],
+        skipped: 0,
+    },
+    Case {
+        file: "guardduty/archived-finding.json",
+        subjects: &["access_key:AKIAZ4XQ7PLMQ9W8E7R6"],
+        actions: &[],
+        skipped: 1,
+    },
+    Case {
+        file: "guardduty/attack-sequence-compromised-credentials.json",
+        subjects: &[
+            "access_key:AKIAZ4XQ7PLMRPT5Y6U7",
+            "role_session:etl-runner/etl-session-2211",
+        ],
+        actions: &[
+            "deactivate_access_key access_key:AKIAZ4XQ7PLMRPT5Y6U7",
+            "revoke_user_sessions iam_user:svc-reporting",
+            "revoke_role_session role_session:etl-runner/etl-session-2211",
+            "tag_principal iam_user:svc-reporting",
+            "tag_principal iam_role:etl-runner",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "guardduty/breakglass-user-protected.json",
+        subjects: &["access_key:AKIAZ4XQ7PLMBG1A2S3D"],
+        actions: &[],
+        skipped: 1,
+    },
+    Case {
+        file: "guardduty/console-login-no-key.json",
+        subjects: &["iam_user:finance-mwright"],
+        actions: &[
+            "revoke_user_sessions iam_user:finance-mwright",
+            "tag_principal iam_user:finance-mwright",
+            "notify iam_user:finance-mwright",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "guardduty/ec2-backdoor-no-identity.json",
+        subjects: &[],
+        actions: &[],
+        skipped: 1,
+    },
+    Case {
+        file: "guardduty/federated-user-anomalous.json",
+        subjects: &["federated_user:partner-sync"],
+        actions: &["notify federated_user:partner-sync"],
+        skipped: 0,
+    },
+    Case {
+        file: "guardduty/iamuser-malicious-ip-temporary-key.json",
+        subjects: &["access_key:ASIAZ4XQ7PLMN5B6V7C8"],
+        actions: &[
+            "revoke_user_sessions iam_user:data-analyst-jlee",
+            "tag_principal iam_user:data-analyst-jlee",
+        ],
+        skipped: 1,
+    },
+    Case {
+        file: "guardduty/iamuser-tor-caller-akia.json",
+        subjects: &["access_key:AKIAZ4XQ7PLMCJ3N8R2T"],
+        actions: &[
+            "deactivate_access_key access_key:AKIAZ4XQ7PLMCJ3N8R2T",
+            "revoke_user_sessions iam_user:ci-deployer",
+            "tag_principal iam_user:ci-deployer",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "guardduty/identity-center-session.json",
+        subjects: &["identity_center_session:AWSReservedSSO_AdministratorAccess_6f1e2d3c4b5a6978"],
+        actions: &[
+            "notify identity_center_session:AWSReservedSSO_AdministratorAccess_6f1e2d3c4b5a6978",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "guardduty/instance-credential-exfiltration-inside.json",
+        subjects: &["role_session:batch-worker/i-04f1d2c3b4a596877"],
+        actions: &[
+            "revoke_role_session role_session:batch-worker/i-04f1d2c3b4a596877",
+            "tag_principal iam_role:batch-worker",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "guardduty/instance-credential-exfiltration-outside.json",
+        subjects: &["role_session:web-checkout-ec2/i-0a7c3e9f1b2d4e6f8"],
+        actions: &[
+            "revoke_role_session role_session:web-checkout-ec2/i-0a7c3e9f1b2d4e6f8",
+            "tag_principal iam_role:web-checkout-ec2",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "guardduty/recon-malicious-ip.json",
+        subjects: &["access_key:AKIAV7KQ2MPXR3C0N4XY"],
+        actions: &["notify access_key:AKIAV7KQ2MPXR3C0N4XY"],
+        skipped: 0,
+    },
+    Case {
+        file: "guardduty/root-credential-usage.json",
+        subjects: &["root:"],
+        actions: &["notify root:"],
+        skipped: 0,
+    },
+    Case {
+        file: "guardduty/sample-finding.json",
+        subjects: &["iam_user:GeneratedFindingUserName"],
+        actions: &[],
+        skipped: 1,
+    },
+    Case {
+        file: "guardduty/service-linked-role-session.json",
+        subjects: &["role_session:AWSServiceRoleForECS/ecs-service-scheduler"],
+        actions: &[],
+        skipped: 1,
+    },
+    Case {
+        file: "guardduty/stealth-cloudtrail-disabled-low.json",
+        subjects: &["role_session:jenkins-deploy/jenkins-deploy-8812"],
+        actions: &[],
+        skipped: 1,
+    },
+    Case {
+        file: "runbook/contain-entra-user.json",
+        subjects: &["entra_user:nadia.petrova@contoso.com"],
+        actions: &[
+            "disable_entra_user entra_user:nadia.petrova@contoso.com",
+            "revoke_entra_sessions entra_user:nadia.petrova@contoso.com",
+            "confirm_user_compromised entra_user:nadia.petrova@contoso.com",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "runbook/disable-access-key.json",
+        subjects: &["access_key:AKIAZ4XQ7PLMGIST0001"],
+        actions: &[
+            "deactivate_access_key access_key:AKIAZ4XQ7PLMGIST0001",
+            "tag_principal iam_user:ci-deployer",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "runbook/disable-dormant-keys.json",
+        subjects: &["iam_user:old-jenkins"],
+        actions: &[
+            "deactivate_dormant_access_keys iam_user:old-jenkins",
+            "tag_principal iam_user:old-jenkins",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "runbook/disable-service-principal-secret.json",
+        subjects: &["service_principal:5e4d3c2b-1a09-4f8e-b7d6-c5b4a3f2e1d0"],
+        actions: &[
+            "remove_service_principal_credential service_principal:5e4d3c2b-1a09-4f8e-b7d6-c5b4a3f2e1d0",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "runbook/quarantine-iam-user.json",
+        subjects: &["iam_user:contractor-apatel"],
+        actions: &[
+            "quarantine_user iam_user:contractor-apatel",
+            "tag_principal iam_user:contractor-apatel",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "runbook/quarantine-managed-identity.json",
+        subjects: &["managed_identity:a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d"],
+        actions: &["remove_role_assignments managed_identity:a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d"],
+        skipped: 0,
+    },
+    Case {
+        file: "runbook/revoke-role-session.json",
+        subjects: &["role_session:web-checkout-ec2/i-0a7c3e9f1b2d4e6f8"],
+        actions: &[
+            "revoke_role_session role_session:web-checkout-ec2/i-0a7c3e9f1b2d4e6f8",
+            "tag_principal iam_role:web-checkout-ec2",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "securityhub/custom-action-batch-two-findings.json",
+        subjects: &[
+            "access_key:AKIAV7KQ2MPXTOR9K8J7",
+            "role_session:payments-api/payments-api-task-7d9c",
+        ],
+        actions: &[
+            "deactivate_access_key access_key:AKIAV7KQ2MPXTOR9K8J7",
+            "revoke_user_sessions iam_user:build-agent",
+            "tag_principal iam_user:build-agent",
+            "update_securityhub_finding securityhub_finding:2bd4f6a8c0e25a3f9d7b5f3d1b9f7d52",
+            "update_securityhub_finding securityhub_finding:3ce5a7b9d1f36b4a8e6c4a2e0c8a6e63",
+            "notify role_session:payments-api/payments-api-task-7d9c",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "securityhub/imported-aggregator-member-account.json",
+        subjects: &["iam_user:temp-migration"],
+        actions: &[
+            "deactivate_dormant_access_keys iam_user:temp-migration",
+            "tag_principal iam_user:temp-migration",
+            "update_securityhub_finding securityhub_finding:7f3e2d1c-0b9a-4877-9a65-4c3b2a1f0e2d",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "securityhub/imported-guardduty-access-key.json",
+        subjects: &["access_key:AKIAZ4XQ7PLMDV4R5T6Y"],
+        actions: &[
+            "deactivate_access_key access_key:AKIAZ4XQ7PLMDV4R5T6Y",
+            "revoke_user_sessions iam_user:devops-tkim",
+            "tag_principal iam_user:devops-tkim",
+            "update_securityhub_finding securityhub_finding:1ac3e5a7b9d14f2e8c6a4e2c0a8e6c41",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "securityhub/imported-iam3-key-rotation.json",
+        subjects: &["iam_user:reporting-bot"],
+        actions: &[
+            "update_securityhub_finding securityhub_finding:7f3e2d1c-0b9a-4877-9a65-4c3b2a1f0e3d",
+            "notify iam_user:reporting-bot",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "securityhub/imported-iam6-root-mfa-account.json",
+        subjects: &[],
+        actions: &[
+            "update_securityhub_finding securityhub_finding:7f3e2d1c-0b9a-4877-9a65-4c3b2a1f0e6d",
+            "notify securityhub_finding:7f3e2d1c-0b9a-4877-9a65-4c3b2a1f0e6d",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "securityhub/imported-iam8-unused-credentials.json",
+        subjects: &["iam_user:old-etl-loader"],
+        actions: &[
+            "deactivate_dormant_access_keys iam_user:old-etl-loader",
+            "tag_principal iam_user:old-etl-loader",
+            "update_securityhub_finding securityhub_finding:7f3e2d1c-0b9a-4877-9a65-4c3b2a1f0e8d",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "securityhub/imported-passed-control.json",
+        subjects: &["iam_user:active-dev"],
+        actions: &[],
+        skipped: 1,
+    },
+    Case {
+        file: "securityhub/imported-resolved.json",
+        subjects: &["iam_user:retired-contractor"],
+        actions: &[],
+        skipped: 1,
+    },
+];
+
+fn plan_json(file: &str) -> Value {
+    let plan = plan_input(&event(file), &Policy::default(), &Context::default())
+        .unwrap_or_else(|e| panic!("{file}: rejected: {e}"));
+    serde_json::to_value(&plan).unwrap()
+}
+
+#[test]
+fn every_event_plans_exactly_as_expected() {
+    let mut failures = Vec::new();
+    for case in CASES {
+        let plan = plan_json(case.file);
+        let subjects: Vec<String> = plan["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|f| f["subjects"].as_array().unwrap().iter().map(label))
+            .collect();
+        let actions: Vec<String> = plan["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| format!("{} {}", a["kind"].as_str().unwrap(), label(&a["target"])))
+            .collect();
+        let skipped = plan["skipped"].as_array().unwrap().len();
+        if subjects != case.subjects || actions != case.actions || skipped != case.skipped {
+            failures.push(format!(
+                "{}:\n  subjects {subjects:?}\n  expected {:?}\n  actions  {actions:?}\n  expected {:?}\n  skipped {skipped} (expected {})",
+                case.file, case.subjects, case.actions, case.skipped
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn every_event_file_has_a_case_and_there_are_enough() {
+    let files = json_files(&root().join("events"));
+    let cased: Vec<&str> = CASES.iter().map(|c| c.file).collect();
+    for f in &files {
+        assert!(
+            cased.contains(&f.as_str()),
+            "events/{f} has no expectation in tests/events.rs"
+        );
+    }
+    assert!(
+        files.len() >= 30,
+        "at least 30 events, found {}",
+        files.len()
+    );
+}
+
+#[test]
+fn the_json_schema_has_the_documented_fields() {
+    let plan = plan_json("securityhub/imported-guardduty-access-key.json");
+    assert_eq!(plan["mode"], "dry-run");
+    let f = &plan["findings"][0];
+    for key in [
+        "source", "id", "type", "severity", "subjects", "family", "status",
+    ] {
+        assert!(!f[key].is_null(), "finding.{key} missing");
+    }
+    assert_eq!(f["source"], "securityhub");
+    assert_eq!(f["severity"]["label"], "high");
+    assert_eq!(f["severity"]["score"], 7.0);
+    let s = &f["subjects"][0];
+    assert_eq!(s["cloud"], "aws");
+    assert_eq!(s["kind"], "access_key");
+    assert_eq!(s["account"], "111122223333");
+    assert_eq!(s["access_key_id"], "AKIAZ4XQ7PLMDV4R5T6Y");
+    let a = &plan["actions"][0];
+    assert_eq!(a["kind"], "deactivate_access_key");
+    assert_eq!(a["cloud"], "aws");
+    assert_eq!(a["target"]["access_key_id"], "AKIAZ4XQ7PLMDV4R5T6Y");
+    assert!(
+        a["reason"]
+            .as_str()
+            .unwrap()
+            .contains("deactivate exactly this access key")
+    );
+    assert!(plan["skipped"].is_array());
+
+    let azure = plan_json("entra/risk-detection-leaked-credentials.json");
+    let s = &azure["findings"][0]["subjects"][0];
+    assert_eq!(s["cloud"], "azure");
+    assert_eq!(s["id"], "2d4f6a8c-0e2b-4d6f-8a0c-2e4b6d8f0a1c");
+    assert_eq!(s["name"], "maya.singh@contoso.com");
+}
+
+#[test]
+fn aggregated_findings_act_in_the_owning_account_not_the_envelope_account() {
+    let plan = plan_json("securityhub/imported-aggregator-member-account.json");
+    // The envelope account is 999988887777 (the Security Hub administrator).
+    for a in plan["actions"].as_array().unwrap() {
+        let acct = a["target"]["account"].as_str().unwrap();
+        assert_eq!(acct, "444455556666", "{a}");
+    }
+}
+
+#[test]
+fn temporary_keys_are_never_deactivated() {
+    for case in CASES {
+        let plan = plan_json(case.file);
+        for a in plan["actions"].as_array().unwrap() {
+            if a["kind"] == "deactivate_access_key" {
+                let key = a["target"]["access_key_id"].as_str().unwrap();
+                assert!(key.starts_with("AKIA"), "{}: deactivates {key}", case.file);
+            }
+        }
+    }
+}
