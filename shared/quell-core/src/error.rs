@@ -50,9 +50,9 @@ pub enum InputError {
     #[error("{pointer}: the batch holds no events; send at least one")]
     EmptyBatch { pointer: String },
     #[error(
-        "unrecognised input: expected one of: an EventBridge event from aws.guardduty, aws.securityhub or aws.access-analyzer; a Defender XDR or Entra diagnostic Event Hub message ({{\"records\":[…]}}); a Graph security alert (alerts_v2) or list; an Entra riskDetection or riskyUser (or list); a runbook request ({{\"runbook\":…}}); or an Azure Functions host invocation ({{\"Data\":…}}){hint}"
+        "{pointer}: unrecognised input: expected one of: an EventBridge event from aws.guardduty, aws.securityhub or aws.access-analyzer; a Defender XDR or Entra diagnostic Event Hub message ({{\"records\":[…]}}); a Graph security alert (alerts_v2) or list; an Entra riskDetection or riskyUser (or list); a runbook request ({{\"runbook\":…}}); or an Azure Functions host invocation ({{\"Data\":…}}){hint}"
     )]
-    UnknownShape { hint: String },
+    UnknownShape { pointer: String, hint: String },
 }
 
 impl InputError {

@@ -403,7 +403,29 @@ fn securityhub(env: &Obj<'_>, custom_action: bool) -> Result<Batch, InputError> 
     }
     let mut out = Batch::default();
     for f in findings {
-        out.findings.push(asff(&f, action_name.clone())?);
+        let types: Vec<&str> = f
+            .arr("Resources")?
+            .iter()
+            .filter_map(|r| r.get("Type").and_then(|t| t.as_str()))
+            .collect();
+        let about_identity = types
+            .iter()
+            .any(|t| t.starts_with("AwsIam") || *t == "AwsAccount");
+        if about_identity {
+            out.findings.push(asff(&f, action_name.clone())?);
+        } else {
+            out.ignored.push(super::Ignored {
+                pointer: f.here().to_string(),
+                reason: format!(
+                    "the finding concerns {}, not an IAM identity or account",
+                    if types.is_empty() {
+                        "no resource".to_string()
+                    } else {
+                        types.join(", ")
+                    }
+                ),
+            });
+        }
     }
     Ok(out)
 }

@@ -138,6 +138,7 @@ fn detect(o: &Obj<'_>, layers: usize) -> Result<Batch, InputError> {
         ""
     };
     Err(InputError::UnknownShape {
+        pointer: o.here().to_string(),
         hint: hint.to_string(),
     })
 }

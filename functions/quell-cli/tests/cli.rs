@@ -1,0 +1,145 @@
+//! The `quell` binary's contract: exit codes, one-line errors, text and JSON output.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn quell(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_quell"))
+        .args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input).unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn plan_without_a_file_uses_the_built_in_sample_and_changes_nothing() {
+    let out = quell(&["plan"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.contains("mode: dry-run"), "{s}");
+    assert!(s.contains("revoke_role_session"), "{s}");
+    assert!(s.contains("built-in sample event"), "{s}");
+}
+
+#[test]
+fn json_output_parses_and_has_the_schema_keys() {
+    let out = quell(
+        &[
+            "plan",
+            "events/guardduty/iamuser-tor-caller-akia.json",
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for k in ["mode", "findings", "actions", "skipped"] {
+        assert!(v.get(k).is_some(), "missing {k}");
+    }
+    assert_eq!(v["actions"][0]["kind"], "deactivate_access_key");
+}
+
+#[test]
+fn stdin_is_read_with_dash() {
+    let input = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../events/runbook/quarantine-iam-user.json"
+    ))
+    .unwrap();
+    let out = quell(&["plan", "-"], Some(&input));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("quarantine_user"));
+}
+
+#[test]
+fn an_empty_plan_still_exits_zero() {
+    let out = quell(&["plan", "events/guardduty/sample-finding.json"], None);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("actions: none"));
+}
+
+#[test]
+fn rejected_input_exits_two_with_one_line() {
+    let out = quell(
+        &["plan", "-"],
+        Some(br#"{"runbook":"quarantine","principal":"#),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("quell: rejected: standard input: input is not valid JSON"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn an_invalid_policy_is_rejected_naming_line_and_field() {
+    let dir = std::env::temp_dir().join(format!("quell-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("bad.toml");
+    std::fs::write(
+        &p,
+        "mode = \"dry-run\"\n[aws]\nsession_scope = \"everything\"\n",
+    )
+    .unwrap();
+    let out = quell(
+        &[
+            "plan",
+            "events/guardduty/iamuser-tor-caller-akia.json",
+            "--policy",
+            p.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("line 3") && err.contains("session_scope"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_policy_changes_the_plan() {
+    let dir = std::env::temp_dir().join(format!("quell-cli-p-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("role-scope.toml");
+    std::fs::write(&p, "[aws]\nsession_scope = \"role\"\n").unwrap();
+    let out = quell(
+        &[
+            "plan",
+            "events/guardduty/instance-credential-exfiltration-outside.json",
+            "--policy",
+            p.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let s = text(&out.stdout);
+    assert!(
+        s.contains("revoke_role_sessions") && !s.contains("revoke_role_session "),
+        "{s}"
+    );
+}
+
+#[test]
+fn a_missing_file_exits_one() {
+    let out = quell(&["plan", "no/such/file.json"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("cannot read no/such/file.json"));
+}
