@@ -47,10 +47,10 @@ pub fn json_files(dir: &std::path::Path) -> Vec<String> {
             let p = e.path();
             if p.is_dir() {
                 walk(base, &p, out);
-            } else if p.extension().is_some_and(|x| x == "json") {
-                if let Ok(rel) = p.strip_prefix(base) {
-                    out.push(rel.to_string_lossy().replace('\\', "/"));
-                }
+            } else if p.extension().is_some_and(|x| x == "json")
+                && let Ok(rel) = p.strip_prefix(base)
+            {
+                out.push(rel.to_string_lossy().replace('\\', "/"));
             }
         }
     }
