@@ -190,7 +190,7 @@ fn mutate(v: &mut Value, mut pick: usize, replacement: &Value) -> bool {
             let key = &keys[pick % n];
             pick /= n.max(1);
             let child = map.get_mut(key).unwrap();
-            if pick % 3 == 0 || !mutate(child, pick, replacement) {
+            if pick.is_multiple_of(3) || !mutate(child, pick, replacement) {
                 *child = replacement.clone();
             }
             true
@@ -202,7 +202,7 @@ fn mutate(v: &mut Value, mut pick: usize, replacement: &Value) -> bool {
             }
             let child = &mut items[pick % n];
             pick /= n.max(1);
-            if pick % 3 == 0 || !mutate(child, pick, replacement) {
+            if pick.is_multiple_of(3) || !mutate(child, pick, replacement) {
                 *child = replacement.clone();
             }
             true
