@@ -23,6 +23,7 @@ pub mod normalize;
 pub mod plan;
 pub mod policy;
 pub mod render;
+pub mod report;
 
 pub use error::{InputError, PolicyError};
 pub use model::{

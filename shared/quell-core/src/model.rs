@@ -578,6 +578,17 @@ pub mod ids {
     pub fn is_service_linked_role(name: &str) -> bool {
         name.starts_with("AWSServiceRoleFor")
     }
+    /// A stable 64-bit FNV-1a hash of some strings (separated), for deterministic ids.
+    pub fn stable_hash(parts: &[&str]) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for p in parts {
+            for b in p.bytes().chain(std::iter::once(0)) {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        h
+    }
     /// Identity Center permission-set roles: managed by Identity Center, which reverts edits.
     pub fn is_identity_center_role(name: &str) -> bool {
         name.starts_with("AWSReservedSSO_")

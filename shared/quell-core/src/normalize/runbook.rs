@@ -34,7 +34,10 @@ pub(super) fn request(o: &Obj<'_>) -> Result<Finding, InputError> {
     let id = match o.text("id")? {
         Some(id) => id.to_string(),
         // Stable, so replaying the same request is recognisably the same request.
-        None => format!("runbook-{:016x}", fnv1a(&[name, principal, reason])),
+        None => format!(
+            "runbook-{:016x}",
+            ids::stable_hash(&[name, principal, reason])
+        ),
     };
     let mut notes = vec![format!("reason: {reason}")];
     if let Some(by) = requested_by {
@@ -57,17 +60,6 @@ pub(super) fn request(o: &Obj<'_>) -> Result<Finding, InputError> {
         runbook: Some(runbook),
         notes,
     })
-}
-
-fn fnv1a(parts: &[&str]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for p in parts {
-        for b in p.bytes().chain(std::iter::once(0)) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
 }
 
 fn principal_subject(o: &Obj<'_>, principal: &str) -> Result<Subject, InputError> {
