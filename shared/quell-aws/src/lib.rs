@@ -1,1 +1,55 @@
+//! quell's AWS adapter: the only crate that calls AWS. It executes the AWS actions of a
+//! [`quell_core::Plan`] with the AWS SDK for Rust and publishes the audit event.
 
+pub mod audit;
+pub mod clients;
+pub mod docs;
+pub mod error;
+pub mod executor;
+
+pub use clients::{Accounts, AwsClients, ClientSource, Fixed, load_config};
+pub use error::ExecError;
+pub use executor::{AwsExecutor, SystemClock};
+
+use quell_core::ActionKind;
+
+/// The AWS API actions the executor may call for each action kind. The SAM template's roles
+/// are checked against this table (tests/sam.rs), so a new call cannot ship without its
+/// permission, and no role holds one the code does not use.
+pub fn permissions(kind: ActionKind) -> &'static [&'static str] {
+    use ActionKind::*;
+    const READ_USER: &str = "iam:GetUser";
+    const READ_ROLE: &str = "iam:GetRole";
+    match kind {
+        DeactivateAccessKey => &[
+            READ_USER,
+            "iam:GetAccessKeyLastUsed",
+            "iam:ListAccessKeys",
+            "iam:UpdateAccessKey",
+        ],
+        DeactivateDormantAccessKeys => &[
+            READ_USER,
+            "iam:ListAccessKeys",
+            "iam:GetAccessKeyLastUsed",
+            "iam:UpdateAccessKey",
+        ],
+        QuarantineUser | RevokeUserSessions => {
+            &[READ_USER, "iam:GetUserPolicy", "iam:PutUserPolicy"]
+        }
+        QuarantineRole | RevokeRoleSessions | RevokeRoleSession => {
+            &[READ_ROLE, "iam:GetRolePolicy", "iam:PutRolePolicy"]
+        }
+        DeleteLoginProfile => &[READ_USER, "iam:GetLoginProfile", "iam:DeleteLoginProfile"],
+        TagPrincipal => &[READ_USER, READ_ROLE, "iam:TagUser", "iam:TagRole"],
+        UpdateSecurityhubFinding => &["securityhub:GetFindings", "securityhub:BatchUpdateFindings"],
+        Notify => &[],
+        // Azure actions: no AWS permission.
+        DisableEntraUser
+        | DisableServicePrincipal
+        | RemoveRoleAssignments
+        | RemoveServicePrincipalCredential
+        | RevokeEntraSessions
+        | ConfirmUserCompromised
+        | UpdateDefenderAlert => &[],
+    }
+}

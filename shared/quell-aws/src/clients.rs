@@ -1,0 +1,169 @@
+//! Where the executor gets SDK clients for an account: its own, or a member account through
+//! the member role (`AssumeRoleProvider`).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use aws_config::retry::RetryConfig;
+use aws_config::sts::AssumeRoleProvider;
+use aws_config::timeout::TimeoutConfig;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use tokio::sync::Mutex;
+
+use crate::error::ExecError;
+
+/// The clients an executor uses in one account.
+#[derive(Clone, Debug)]
+pub struct AwsClients {
+    pub iam: aws_sdk_iam::Client,
+    pub securityhub: aws_sdk_securityhub::Client,
+}
+
+impl AwsClients {
+    pub fn new(cfg: &SdkConfig) -> AwsClients {
+        AwsClients {
+            iam: aws_sdk_iam::Client::new(cfg),
+            securityhub: aws_sdk_securityhub::Client::new(cfg),
+        }
+    }
+}
+
+/// A capability: clients acting in a given account.
+pub trait ClientSource: Send + Sync {
+    /// Clients for `account`; `session` names the assumed-role session (it shows in CloudTrail).
+    fn clients(
+        &self,
+        account: &str,
+        session: &str,
+    ) -> impl Future<Output = Result<AwsClients, ExecError>> + Send;
+    /// Clients in quell's own account (Security Hub updates, the audit bus).
+    fn home(&self) -> AwsClients;
+}
+
+/// The same clients for every account: a single-account deployment, or tests.
+pub struct Fixed(pub AwsClients);
+
+impl ClientSource for Fixed {
+    async fn clients(&self, _account: &str, _session: &str) -> Result<AwsClients, ExecError> {
+        Ok(self.0.clone())
+    }
+    fn home(&self) -> AwsClients {
+        self.0.clone()
+    }
+}
+
+/// Own-account clients, and member-account clients through `arn:<partition>:iam::<account>:role/<member role>`.
+pub struct Accounts {
+    base: SdkConfig,
+    home: AwsClients,
+    own_account: String,
+    partition: String,
+    member_role: String,
+    cache: Mutex<HashMap<String, AwsClients>>,
+}
+
+impl Accounts {
+    pub fn new(base: SdkConfig, own_account: &str, partition: &str, member_role: &str) -> Accounts {
+        Accounts {
+            home: AwsClients::new(&base),
+            base,
+            own_account: own_account.to_string(),
+            partition: partition.to_string(),
+            member_role: member_role.to_string(),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn member_role_arn(&self, account: &str) -> String {
+        format!(
+            "arn:{}:iam::{account}:role/{}",
+            self.partition, self.member_role
+        )
+    }
+}
+
+impl ClientSource for Accounts {
+    async fn clients(&self, account: &str, session: &str) -> Result<AwsClients, ExecError> {
+        if account == self.own_account {
+            return Ok(self.home.clone());
+        }
+        let mut cache = self.cache.lock().await;
+        if let Some(c) = cache.get(account) {
+            return Ok(c.clone());
+        }
+        let provider = AssumeRoleProvider::builder(self.member_role_arn(account))
+            .configure(&self.base)
+            .session_name(session)
+            .build()
+            .await;
+        let cfg = self
+            .base
+            .clone()
+            .into_builder()
+            .credentials_provider(SharedCredentialsProvider::new(provider))
+            .build();
+        let clients = AwsClients::new(&cfg);
+        cache.insert(account.to_string(), clients.clone());
+        Ok(clients)
+    }
+    fn home(&self) -> AwsClients {
+        self.home.clone()
+    }
+}
+
+/// The SDK configuration quell uses: standard retry (5 attempts, jittered backoff from 200 ms,
+/// at most 5 s between attempts) and a 20 s bound per operation including retries.
+/// `endpoint_url` (or `AWS_ENDPOINT_URL`) points every client at an emulator.
+pub async fn load_config(endpoint_url: Option<&str>) -> SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .retry_config(retry_config())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_timeout(Duration::from_secs(20))
+                .connect_timeout(Duration::from_secs(3))
+                .build(),
+        );
+    if let Some(url) = endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    loader.load().await
+}
+
+pub fn retry_config() -> RetryConfig {
+    RetryConfig::standard()
+        .with_max_attempts(5)
+        .with_initial_backoff(Duration::from_millis(200))
+        .with_max_backoff(Duration::from_secs(5))
+}
+
+/// A session name from a finding id: `quell-<id>` restricted to `[\w+=,.@-]`, ≤ 64 characters.
+pub fn session_name(finding: &str) -> String {
+    let clean: String = finding
+        .chars()
+        .rev()
+        .filter(|c| c.is_ascii_alphanumeric() || "+=,.@-_".contains(*c))
+        .take(58)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!("quell-{clean}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn session_names_are_valid_and_bounded() {
+        let s = super::session_name(
+            "arn:aws:securityhub:us-east-1:111122223333:subscription/aws-foundational/v/1.0.0/IAM.8/finding/7f3e2d1c-0b9a-4877-9a65-4c3b2a1f0e8d",
+        );
+        assert!(s.len() <= 64, "{s}");
+        assert!(s.starts_with("quell-") && s.ends_with("0e8d"));
+        assert!(
+            s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+=,.@-_".contains(c))
+        );
+    }
+}
