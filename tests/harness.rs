@@ -59,3 +59,84 @@ pub fn json_files(dir: &std::path::Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// A `moto_server` (AWS API emulator) on 127.0.0.1 with a free port, one per test binary.
+/// It dies with the test process. Tests give their resources unique names instead of
+/// resetting moto, so they can run in parallel.
+pub struct Moto {
+    pub url: String,
+}
+
+/// The account moto's default credentials act in: the "own" account of the tests' events.
+pub const MOTO_ACCOUNT: &str = "111122223333";
+
+impl Moto {
+    pub fn shared() -> &'static Moto {
+        static MOTO: std::sync::OnceLock<Moto> = std::sync::OnceLock::new();
+        MOTO.get_or_init(Moto::start)
+    }
+
+    fn start() -> Moto {
+        let exe = std::env::var("QUELL_MOTO_SERVER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| root().join(".venv/moto/bin/moto_server"));
+        assert!(
+            exe.exists(),
+            "moto_server not found at {}: run scripts/test (it installs moto into .venv/moto) or set QUELL_MOTO_SERVER",
+            exe.display()
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port on 127.0.0.1");
+        // A watchdog shell stops moto when this test process exits.
+        let script = format!(
+            "\"{}\" -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; while kill -0 {} 2>/dev/null; do sleep 0.5; done; kill $m",
+            exe.display(),
+            std::process::id()
+        );
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env("MOTO_ACCOUNT_ID", MOTO_ACCOUNT)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if http_get_ok(port, "/moto-api/") {
+                return Moto { url };
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "moto_server did not answer on {url} within 30 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+fn http_get_ok(port: u16, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+    if s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .is_err()
+    {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    matches!(s.read(&mut buf), Ok(n) if n >= 12 && buf.starts_with(b"HTTP/1.") && &buf[9..12] == b"200")
+}
+
+/// A name unique to this test run, for moto resources.
+pub fn unique(prefix: &str) -> String {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}-{}-{n}", std::process::id())
+}

@@ -27,12 +27,12 @@ pub enum ActionKind {
     RevokeRoleSessions,
     RevokeUserSessions,
     RevokeEntraSessions,
-    // Rank 3: record and escalate.
+    // Rank 3+: record and escalate.
     ConfirmUserCompromised,
     TagPrincipal,
+    Notify,
     UpdateSecurityhubFinding,
     UpdateDefenderAlert,
-    Notify,
 }
 
 impl ActionKind {
@@ -52,8 +52,9 @@ impl ActionKind {
             RevokeRoleSession | RevokeRoleSessions | RevokeUserSessions | RevokeEntraSessions => 2,
             ConfirmUserCompromised => 3,
             TagPrincipal => 4,
-            UpdateSecurityhubFinding | UpdateDefenderAlert => 5,
-            Notify => 6,
+            Notify => 5,
+            // Last, so the note on the finding records everything quell did.
+            UpdateSecurityhubFinding | UpdateDefenderAlert => 6,
         }
     }
 

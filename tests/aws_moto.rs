@@ -1,0 +1,698 @@
+//! The AWS executor against a real AWS API emulator (moto_server): seed IAM state, run a plan,
+//! assert what moto holds afterwards, run it again and assert nothing changes.
+
+use std::sync::Arc;
+
+use aws_config::SdkConfig;
+use aws_credential_types::Credentials;
+use aws_sdk_iam::types::StatusType;
+use quell_aws::{AwsClients, AwsExecutor, Fixed, docs};
+use quell_core::clock::FixedClock;
+use quell_core::policy::{Mode, SessionScope};
+use quell_core::report::{Report, Status};
+use quell_core::{ActionKind, Context, Plan, Policy, plan_input};
+use quell_tests::{MOTO_ACCOUNT, Moto, event, unique};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+const NOW: OffsetDateTime = time::macros::datetime!(2026-11-23 12:00:00 UTC);
+
+async fn sdk() -> SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(&Moto::shared().url)
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+        .load()
+        .await
+}
+
+async fn iam() -> aws_sdk_iam::Client {
+    aws_sdk_iam::Client::new(&sdk().await)
+}
+
+fn enforce() -> Policy {
+    Policy {
+        mode: Mode::Enforce,
+        ..Policy::default()
+    }
+}
+
+async fn executor(policy: Policy, now: OffsetDateTime) -> AwsExecutor<Fixed> {
+    AwsExecutor::new(
+        Fixed(AwsClients::new(&sdk().await)),
+        policy,
+        Context::default(),
+        Arc::new(FixedClock(now)),
+    )
+}
+
+fn plan(input: &Value, policy: &Policy) -> Plan {
+    plan_input(input.to_string().as_bytes(), policy, &Context::default()).unwrap()
+}
+
+fn status_of(r: &Report, kind: ActionKind) -> Vec<Status> {
+    r.results
+        .iter()
+        .filter(|x| x.action.kind == kind)
+        .map(|x| x.outcome.status)
+        .collect()
+}
+
+/// Runs twice; the second run must change nothing.
+async fn run_twice(exec: &AwsExecutor<Fixed>, plan: &Plan) -> Report {
+    let first = exec.execute(plan).await;
+    let second = exec.execute(plan).await;
+    for r in &second.results {
+        if r.action.kind == ActionKind::Notify {
+            continue;
+        }
+        assert!(
+            matches!(r.outcome.status, Status::AlreadyInState | Status::Skipped),
+            "second run changed {} {}: {:?}",
+            r.action.kind.as_str(),
+            r.action.target.label(),
+            r.outcome
+        );
+    }
+    first
+}
+
+async fn new_user(iam: &aws_sdk_iam::Client, prefix: &str) -> (String, Vec<String>) {
+    let user = unique(prefix);
+    iam.create_user().user_name(&user).send().await.unwrap();
+    let mut keys = Vec::new();
+    for _ in 0..2 {
+        let k = iam
+            .create_access_key()
+            .user_name(&user)
+            .send()
+            .await
+            .unwrap();
+        keys.push(k.access_key().unwrap().access_key_id().to_string());
+    }
+    (user, keys)
+}
+
+async fn key_status(iam: &aws_sdk_iam::Client, user: &str) -> Vec<(String, StatusType)> {
+    let out = iam.list_access_keys().user_name(user).send().await.unwrap();
+    out.access_key_metadata()
+        .iter()
+        .map(|k| {
+            (
+                k.access_key_id().unwrap().to_string(),
+                k.status().unwrap().clone(),
+            )
+        })
+        .collect()
+}
+
+async fn user_policy(iam: &aws_sdk_iam::Client, user: &str, name: &str) -> Option<Value> {
+    let out = iam
+        .get_user_policy()
+        .user_name(user)
+        .policy_name(name)
+        .send()
+        .await
+        .ok()?;
+    docs::parse(out.policy_document())
+}
+
+async fn role_policy(iam: &aws_sdk_iam::Client, role: &str, name: &str) -> Option<Value> {
+    let out = iam
+        .get_role_policy()
+        .role_name(role)
+        .policy_name(name)
+        .send()
+        .await
+        .ok()?;
+    docs::parse(out.policy_document())
+}
+
+async fn new_role(iam: &aws_sdk_iam::Client, name: &str, path: &str) -> String {
+    let trust = json!({"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]});
+    let out = iam
+        .create_role()
+        .role_name(name)
+        .path(path)
+        .assume_role_policy_document(trust.to_string())
+        .send()
+        .await
+        .unwrap();
+    out.role().unwrap().role_id().to_string()
+}
+
+fn tor_event(user: &str, key: &str) -> Value {
+    let mut v: Value =
+        serde_json::from_slice(&event("guardduty/iamuser-tor-caller-akia.json")).unwrap();
+    let d = &mut v["detail"]["resource"]["accessKeyDetails"];
+    d["userName"] = json!(user);
+    d["accessKeyId"] = json!(key);
+    v["detail"]["accountId"] = json!(MOTO_ACCOUNT);
+    v["detail"]["id"] = json!(unique("finding"));
+    v
+}
+
+#[tokio::test]
+async fn compromised_key_is_deactivated_exactly_and_sessions_revoked_and_user_tagged() {
+    let iam = iam().await;
+    let (user, keys) = new_user(&iam, "tor").await;
+    let input = tor_event(&user, &keys[0]);
+    let policy = enforce();
+    let p = plan(&input, &policy);
+    let exec = executor(policy, NOW).await;
+    let report = run_twice(&exec, &p).await;
+
+    assert_eq!(
+        status_of(&report, ActionKind::DeactivateAccessKey),
+        [Status::Applied]
+    );
+    let keys_now = key_status(&iam, &user).await;
+    assert!(
+        keys_now.contains(&(keys[0].clone(), StatusType::Inactive)),
+        "{keys_now:?}"
+    );
+    assert!(
+        keys_now.contains(&(keys[1].clone(), StatusType::Active)),
+        "the other key must stay active: {keys_now:?}"
+    );
+
+    let doc = user_policy(&iam, &user, docs::USER_REVOKE_POLICY)
+        .await
+        .expect("revocation policy");
+    let st = &doc["Statement"][0];
+    assert_eq!(st["Effect"], "Deny");
+    assert_eq!(st["Action"], "*");
+    assert_eq!(
+        st["Condition"]["DateLessThan"]["aws:TokenIssueTime"],
+        "2026-11-23T12:00:00Z"
+    );
+
+    let tags = iam.list_user_tags().user_name(&user).send().await.unwrap();
+    let tag = tags
+        .tags()
+        .iter()
+        .find(|t| t.key() == docs::QUARANTINE_TAG)
+        .expect("tag");
+    let finding = input["detail"]["id"].as_str().unwrap();
+    assert_eq!(tag.value(), format!("{finding} 2026-11-23T12:00:00Z"));
+
+    let inverse = report.results[0].outcome.inverse.as_ref().expect("inverse");
+    assert_eq!(inverse.call, "iam:UpdateAccessKey");
+    assert_eq!(inverse.params["Status"], "Active");
+}
+
+#[tokio::test]
+async fn a_key_without_its_user_is_resolved_and_the_owner_is_checked() {
+    let iam = iam().await;
+    let (user, keys) = new_user(&iam, "nouser").await;
+    let req =
+        json!({"runbook":"disable_key","principal":keys[1],"account":MOTO_ACCOUNT,"reason":"test"});
+    let policy = enforce();
+    let report = run_twice(&executor(policy.clone(), NOW).await, &plan(&req, &policy)).await;
+    assert_eq!(
+        status_of(&report, ActionKind::DeactivateAccessKey),
+        [Status::Applied]
+    );
+    assert!(
+        key_status(&iam, &user)
+            .await
+            .contains(&(keys[1].clone(), StatusType::Inactive))
+    );
+
+    // The same request on a break-glass user's key: resolved, found protected, untouched.
+    let (bg, bg_keys) = new_user(&iam, "breakglass-ops").await;
+    let req = json!({"runbook":"disable_key","principal":bg_keys[0],"account":MOTO_ACCOUNT,"reason":"test"});
+    let report = executor(policy.clone(), NOW)
+        .await
+        .execute(&plan(&req, &policy))
+        .await;
+    let r = &report.results[0];
+    assert_eq!(r.outcome.status, Status::Skipped);
+    assert!(
+        r.outcome.detail.contains("protected principal"),
+        "{:?}",
+        r.outcome
+    );
+    assert!(
+        key_status(&iam, &bg)
+            .await
+            .iter()
+            .all(|(_, s)| *s == StatusType::Active)
+    );
+}
+
+#[tokio::test]
+async fn stolen_instance_credentials_revoke_only_that_session() {
+    let iam = iam().await;
+    let role = unique("web-ec2");
+    let role_id = new_role(&iam, &role, "/").await;
+    let mut v: Value = serde_json::from_slice(&event(
+        "guardduty/instance-credential-exfiltration-outside.json",
+    ))
+    .unwrap();
+    let d = &mut v["detail"]["resource"]["accessKeyDetails"];
+    d["userName"] = json!(role);
+    d["principalId"] = json!(format!("{role_id}:i-0a7c3e9f1b2d4e6f8"));
+    v["detail"]["accountId"] = json!(MOTO_ACCOUNT);
+    let policy = enforce();
+    let p = plan(&v, &policy);
+    let report = run_twice(&executor(policy, NOW).await, &p).await;
+    assert_eq!(
+        status_of(&report, ActionKind::RevokeRoleSession),
+        [Status::Applied]
+    );
+    let userid = format!("{role_id}:i-0a7c3e9f1b2d4e6f8");
+    let doc = role_policy(&iam, &role, &docs::session_revoke_policy_name(&userid))
+        .await
+        .expect("session policy");
+    let cond = &doc["Statement"][0]["Condition"];
+    assert_eq!(cond["StringEquals"]["aws:userid"], userid.as_str());
+    assert_eq!(
+        cond["DateLessThan"]["aws:TokenIssueTime"],
+        "2026-11-23T12:00:00Z"
+    );
+    assert!(
+        role_policy(&iam, &role, docs::ROLE_REVOKE_POLICY)
+            .await
+            .is_none(),
+        "the whole role must not be revoked"
+    );
+}
+
+#[tokio::test]
+async fn role_scope_revokes_every_session_and_a_later_finding_moves_the_cutoff() {
+    let iam = iam().await;
+    let role = unique("batch");
+    let role_id = new_role(&iam, &role, "/").await;
+    let mut v: Value = serde_json::from_slice(&event(
+        "guardduty/instance-credential-exfiltration-inside.json",
+    ))
+    .unwrap();
+    let d = &mut v["detail"]["resource"]["accessKeyDetails"];
+    d["userName"] = json!(role);
+    d["principalId"] = json!(format!("{role_id}:i-04f1d2c3b4a596877"));
+    v["detail"]["accountId"] = json!(MOTO_ACCOUNT);
+    let mut policy = enforce();
+    policy.aws.session_scope = SessionScope::Role;
+    let report = run_twice(&executor(policy.clone(), NOW).await, &plan(&v, &policy)).await;
+    assert_eq!(
+        status_of(&report, ActionKind::RevokeRoleSessions),
+        [Status::Applied]
+    );
+    let doc = role_policy(&iam, &role, docs::ROLE_REVOKE_POLICY)
+        .await
+        .unwrap();
+    assert_eq!(
+        doc["Statement"][0]["Condition"]["DateLessThan"]["aws:TokenIssueTime"],
+        "2026-11-23T12:00:00Z"
+    );
+
+    // A new finding an hour later extends the cut-off; the inverse restores the old one.
+    v["detail"]["id"] = json!(unique("later"));
+    let later = NOW + time::Duration::hours(1);
+    let report = executor(policy.clone(), later)
+        .await
+        .execute(&plan(&v, &policy))
+        .await;
+    let r = report
+        .results
+        .iter()
+        .find(|r| r.action.kind == ActionKind::RevokeRoleSessions)
+        .unwrap();
+    assert_eq!(r.outcome.status, Status::Applied);
+    let inv = r.outcome.inverse.as_ref().unwrap();
+    assert_eq!(inv.call, "iam:PutRolePolicy");
+    assert_eq!(
+        inv.params["PolicyDocument"]["Statement"][0]["Condition"]["DateLessThan"]["aws:TokenIssueTime"],
+        "2026-11-23T12:00:00Z"
+    );
+    let doc = role_policy(&iam, &role, docs::ROLE_REVOKE_POLICY)
+        .await
+        .unwrap();
+    assert_eq!(
+        doc["Statement"][0]["Condition"]["DateLessThan"]["aws:TokenIssueTime"],
+        "2026-11-23T13:00:00Z"
+    );
+}
+
+#[tokio::test]
+async fn quarantine_attaches_the_deny_all_policy_to_users_and_roles() {
+    let iam = iam().await;
+    let (user, _) = new_user(&iam, "contractor").await;
+    let role = unique("lambda-x");
+    new_role(&iam, &role, "/").await;
+    let policy = enforce();
+    for principal in [
+        format!("arn:aws:iam::{MOTO_ACCOUNT}:user/{user}"),
+        format!("arn:aws:iam::{MOTO_ACCOUNT}:role/{role}"),
+    ] {
+        let req = json!({"runbook":"quarantine","principal":principal,"reason":"test"});
+        let report = run_twice(&executor(policy.clone(), NOW).await, &plan(&req, &policy)).await;
+        assert_eq!(
+            report.results[0].outcome.status,
+            Status::Applied,
+            "{:?}",
+            report.results[0]
+        );
+    }
+    let u = user_policy(&iam, &user, docs::QUARANTINE_POLICY)
+        .await
+        .unwrap();
+    let r = role_policy(&iam, &role, docs::QUARANTINE_POLICY)
+        .await
+        .unwrap();
+    assert!(docs::is_deny_all(&u) && docs::is_deny_all(&r));
+}
+
+#[tokio::test]
+async fn login_profile_is_deleted_only_when_policy_asks() {
+    let iam = iam().await;
+    let (user, _) = new_user(&iam, "console").await;
+    iam.create_login_profile()
+        .user_name(&user)
+        .password("Quell-test-Passw0rd!")
+        .send()
+        .await
+        .unwrap();
+    let mut v: Value =
+        serde_json::from_slice(&event("guardduty/console-login-no-key.json")).unwrap();
+    v["detail"]["resource"]["accessKeyDetails"]["userName"] = json!(user);
+    v["detail"]["accountId"] = json!(MOTO_ACCOUNT);
+
+    let policy = enforce();
+    let p = plan(&v, &policy);
+    assert!(
+        p.actions
+            .iter()
+            .all(|a| a.kind != ActionKind::DeleteLoginProfile)
+    );
+
+    let mut policy = enforce();
+    policy.aws.delete_login_profile = true;
+    let report = run_twice(&executor(policy.clone(), NOW).await, &plan(&v, &policy)).await;
+    assert_eq!(
+        status_of(&report, ActionKind::DeleteLoginProfile),
+        [Status::Applied]
+    );
+    assert!(
+        iam.get_login_profile()
+            .user_name(&user)
+            .send()
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn dormant_keys_are_judged_by_the_injected_clock() {
+    let iam = iam().await;
+    let (user, keys) = new_user(&iam, "dormant").await;
+    iam.update_access_key()
+        .user_name(&user)
+        .access_key_id(&keys[1])
+        .status(StatusType::Inactive)
+        .send()
+        .await
+        .unwrap();
+    let req = json!({"runbook":"disable_dormant_keys","principal":format!("arn:aws:iam::{MOTO_ACCOUNT}:user/{user}"),"reason":"test"});
+    let policy = enforce();
+    let p = plan(&req, &policy);
+    let real_now = OffsetDateTime::now_utc();
+
+    // Ten days after creation: nothing is dormant under the 90-day default.
+    let report = executor(policy.clone(), real_now + time::Duration::days(10))
+        .await
+        .execute(&p)
+        .await;
+    assert_eq!(
+        status_of(&report, ActionKind::DeactivateDormantAccessKeys),
+        [Status::AlreadyInState]
+    );
+    assert!(
+        key_status(&iam, &user)
+            .await
+            .contains(&(keys[0].clone(), StatusType::Active))
+    );
+
+    // A hundred days later, the never-used key is dormant; the inactive one is not touched again.
+    let report = run_twice(
+        &executor(policy.clone(), real_now + time::Duration::days(100)).await,
+        &p,
+    )
+    .await;
+    let r = report
+        .results
+        .iter()
+        .find(|r| r.action.kind == ActionKind::DeactivateDormantAccessKeys)
+        .unwrap();
+    assert_eq!(r.outcome.status, Status::Applied);
+    assert!(
+        r.outcome.detail.contains(&keys[0]) && !r.outcome.detail.contains(&keys[1]),
+        "{}",
+        r.outcome.detail
+    );
+    assert!(
+        key_status(&iam, &user)
+            .await
+            .iter()
+            .all(|(_, s)| *s == StatusType::Inactive)
+    );
+}
+
+#[tokio::test]
+async fn the_exemption_tag_stops_every_action() {
+    let iam = iam().await;
+    let (user, keys) = new_user(&iam, "exempt").await;
+    iam.tag_user()
+        .user_name(&user)
+        .tags(
+            aws_sdk_iam::types::Tag::builder()
+                .key("quell:exempt")
+                .value("SEC-1 approved")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let policy = enforce();
+    let report = executor(policy.clone(), NOW)
+        .await
+        .execute(&plan(&tor_event(&user, &keys[0]), &policy))
+        .await;
+    for r in &report.results {
+        assert_eq!(r.outcome.status, Status::Skipped, "{r:?}");
+        assert!(r.outcome.detail.contains("exemption tag quell:exempt"));
+    }
+    assert!(
+        key_status(&iam, &user)
+            .await
+            .iter()
+            .all(|(_, s)| *s == StatusType::Active)
+    );
+    assert!(
+        user_policy(&iam, &user, docs::USER_REVOKE_POLICY)
+            .await
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn service_linked_roles_are_never_modified_even_when_named_otherwise() {
+    let iam = iam().await;
+    let role = unique("looks-normal");
+    new_role(&iam, &role, "/aws-service-role/example.amazonaws.com/").await;
+    let req = json!({"runbook":"quarantine","principal":format!("arn:aws:iam::{MOTO_ACCOUNT}:role/aws-service-role/example.amazonaws.com/{role}"),"reason":"test"});
+    let policy = enforce();
+    let report = executor(policy.clone(), NOW)
+        .await
+        .execute(&plan(&req, &policy))
+        .await;
+    assert_eq!(report.results[0].outcome.status, Status::Skipped);
+    assert!(report.results[0].outcome.detail.contains("service-linked"));
+    assert!(
+        role_policy(&iam, &role, docs::QUARANTINE_POLICY)
+            .await
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn dry_run_changes_nothing() {
+    let iam = iam().await;
+    let (user, keys) = new_user(&iam, "dry").await;
+    let policy = Policy::default();
+    assert_eq!(policy.mode, Mode::DryRun);
+    let report = executor(policy.clone(), NOW)
+        .await
+        .execute(&plan(&tor_event(&user, &keys[0]), &policy))
+        .await;
+    assert!(
+        report
+            .results
+            .iter()
+            .all(|r| r.outcome.status == Status::DryRun)
+    );
+    assert!(
+        key_status(&iam, &user)
+            .await
+            .iter()
+            .all(|(_, s)| *s == StatusType::Active)
+    );
+    assert!(
+        user_policy(&iam, &user, docs::USER_REVOKE_POLICY)
+            .await
+            .is_none()
+    );
+    assert!(
+        iam.list_user_tags()
+            .user_name(&user)
+            .send()
+            .await
+            .unwrap()
+            .tags()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn one_failure_does_not_hide_the_others() {
+    let iam = iam().await;
+    let (user, keys) = new_user(&iam, "partial").await;
+    // A Custom Action batch: one finding names a user that does not exist, one a real key.
+    let mut v: Value =
+        serde_json::from_slice(&event("securityhub/custom-action-batch-two-findings.json"))
+            .unwrap();
+    let ghost = &mut v["detail"]["findings"][0]["Resources"][0]["Details"]["AwsIamAccessKey"];
+    ghost["PrincipalName"] = json!("no-such-user-quell");
+    ghost["AccountId"] = json!(MOTO_ACCOUNT);
+    v["detail"]["findings"][0]["AwsAccountId"] = json!(MOTO_ACCOUNT);
+    let real = tor_event(&user, &keys[0]);
+    let mut policy = enforce();
+    policy.aws.update_securityhub = false;
+    let mut batch = quell_core::normalize(v.to_string().as_bytes()).unwrap();
+    batch.findings.truncate(1);
+    batch.findings.extend(
+        quell_core::normalize(real.to_string().as_bytes())
+            .unwrap()
+            .findings,
+    );
+    let p = quell_core::plan(batch, &policy, &Context::default());
+    let report = executor(policy, NOW).await.execute(&p).await;
+    let keys_actions: Vec<(&str, Status, Option<&str>)> = report
+        .results
+        .iter()
+        .filter(|r| r.action.kind == ActionKind::DeactivateAccessKey)
+        .map(|r| {
+            (
+                r.action.finding.as_str(),
+                r.outcome.status,
+                r.outcome.error_code.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(keys_actions.len(), 2, "{keys_actions:?}");
+    assert!(
+        keys_actions
+            .iter()
+            .any(|(_, s, c)| *s == Status::Failed && *c == Some("NoSuchEntity")),
+        "{keys_actions:?}"
+    );
+    assert!(
+        keys_actions.iter().any(|(_, s, _)| *s == Status::Applied),
+        "{keys_actions:?}"
+    );
+    assert!(
+        key_status(&iam, &user)
+            .await
+            .contains(&(keys[0].clone(), StatusType::Inactive))
+    );
+    assert_eq!(
+        report.summary.failed,
+        report
+            .results
+            .iter()
+            .filter(|r| r.outcome.status == Status::Failed)
+            .count()
+    );
+}
+
+#[tokio::test]
+async fn the_audit_event_reaches_the_bus_with_the_report() {
+    let cfg = sdk().await;
+    let eb = aws_sdk_eventbridge::Client::new(&cfg);
+    let sqs = aws_sdk_sqs::Client::new(&cfg);
+    let bus = unique("quell-audit");
+    eb.create_event_bus().name(&bus).send().await.unwrap();
+    let q = sqs
+        .create_queue()
+        .queue_name(unique("audit-q"))
+        .send()
+        .await
+        .unwrap();
+    let url = q.queue_url().unwrap().to_string();
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    eb.put_rule()
+        .name(unique("all-quell"))
+        .event_bus_name(&bus)
+        .event_pattern(
+            json!({"source": ["quell"], "detail-type": ["Identity Containment Report"]})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let rules = eb.list_rules().event_bus_name(&bus).send().await.unwrap();
+    let rule = rules.rules()[0].name().unwrap().to_string();
+    eb.put_targets()
+        .rule(&rule)
+        .event_bus_name(&bus)
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("q")
+                .arn(arn)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    let iam = iam().await;
+    let (user, keys) = new_user(&iam, "audited").await;
+    let policy = enforce();
+    let report = executor(policy.clone(), NOW)
+        .await
+        .execute(&plan(&tor_event(&user, &keys[0]), &policy))
+        .await;
+    quell_aws::audit::publish(&eb, &bus, &report).await.unwrap();
+
+    let msgs = sqs
+        .receive_message()
+        .queue_url(&url)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_str(msgs.messages()[0].body().unwrap()).unwrap();
+    assert_eq!(body["source"], "quell");
+    assert_eq!(body["detail-type"], "Identity Containment Report");
+    assert_eq!(body["detail"]["summary"]["applied"], 3);
+    assert_eq!(
+        body["detail"]["results"][0]["action"]["kind"],
+        "deactivate_access_key"
+    );
+    assert_eq!(
+        body["detail"]["results"][0]["outcome"]["inverse"]["call"],
+        "iam:UpdateAccessKey"
+    );
+}
