@@ -65,6 +65,8 @@ pub fn json_files(dir: &std::path::Path) -> Vec<String> {
 /// resetting moto, so they can run in parallel.
 pub struct Moto {
     pub url: String,
+    /// The watchdog shell; it exits with moto when the test process ends.
+    _watchdog: std::process::Child,
 }
 
 /// The account moto's default credentials act in: the "own" account of the tests' events.
@@ -95,7 +97,7 @@ impl Moto {
             exe.display(),
             std::process::id()
         );
-        std::process::Command::new("sh")
+        let watchdog = std::process::Command::new("sh")
             .arg("-c")
             .arg(script)
             .env("MOTO_ACCOUNT_ID", MOTO_ACCOUNT)
@@ -106,7 +108,10 @@ impl Moto {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
             if http_get_ok(port, "/moto-api/") {
-                return Moto { url };
+                return Moto {
+                    url,
+                    _watchdog: watchdog,
+                };
             }
             assert!(
                 std::time::Instant::now() < deadline,
