@@ -78,6 +78,8 @@ impl Moto {
         MOTO.get_or_init(Moto::start)
     }
 
+    // The watchdog shell outlives this function on purpose: it exits when the test process does.
+    #[allow(clippy::zombie_processes)]
     fn start() -> Moto {
         let exe = std::env::var("QUELL_MOTO_SERVER")
             .map(PathBuf::from)
