@@ -1,0 +1,219 @@
+//! The Lambda edge every quell AWS function shares. It holds no decision logic: decode →
+//! `Finding` → plan → execute or dry-run → audit → report.
+//!
+//! Error mapping: bad or foreign events are answered with `{"status":"rejected"}` (success,
+//! so Lambda does not retry a poison event); retryable failures (throttling, 5xx, network) fail
+//! the invocation so Lambda's retry policy runs it again (every action is idempotent).
+
+use std::sync::Arc;
+
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use lambda_runtime::{LambdaEvent, service_fn};
+use quell_aws::{Accounts, AwsExecutor, ClientSource, SystemClock};
+use quell_core::{Context, Policy, plan_input};
+use serde_json::{Value, json};
+use thiserror::Error;
+
+/// Which events a function accepts. A function refuses others, so a misrouted or spoofed
+/// event cannot reach an executor through the wrong door.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepts {
+    Guardduty,
+    Securityhub,
+    AccessAnalyzer,
+    /// The runbook function: runbook requests and any supported event, invoked directly.
+    Any,
+}
+
+impl Accepts {
+    fn source(self) -> Option<&'static str> {
+        match self {
+            Accepts::Guardduty => Some("aws.guardduty"),
+            Accepts::Securityhub => Some("aws.securityhub"),
+            Accepts::AccessAnalyzer => Some("aws.access-analyzer"),
+            Accepts::Any => None,
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum EdgeError {
+    #[error("configuration: {0}; fix the function's environment")]
+    Config(String),
+    #[error("AWS: {0}")]
+    Aws(String),
+    #[error(
+        "{failed} action(s) failed with a retryable error ({codes}); the invocation fails so Lambda retries it"
+    )]
+    Retryable { failed: usize, codes: String },
+}
+
+impl From<EdgeError> for lambda_runtime::Diagnostic {
+    fn from(e: EdgeError) -> lambda_runtime::Diagnostic {
+        let error_type = match e {
+            EdgeError::Config(_) => "quell.Config",
+            EdgeError::Aws(_) => "quell.Aws",
+            EdgeError::Retryable { .. } => "quell.Retryable",
+        };
+        lambda_runtime::Diagnostic {
+            error_type: error_type.into(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+/// Everything built once at init and reused across invocations.
+pub struct Edge<S> {
+    accepts: Accepts,
+    policy: Policy,
+    ctx: Context,
+    executor: AwsExecutor<S>,
+    audit: Option<(aws_sdk_eventbridge::Client, String)>,
+}
+
+/// Reads the policy: a bundled file (`QUELL_POLICY_FILE`) or the built-in default, then the
+/// environment overrides (`QUELL_MODE`, `QUELL_PROTECTED`, …).
+pub fn load_policy(get: impl Fn(&str) -> Option<String>) -> Result<Policy, EdgeError> {
+    let mut policy = match get("QUELL_POLICY_FILE").filter(|p| !p.is_empty()) {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                EdgeError::Config(format!("cannot read QUELL_POLICY_FILE {path}: {e}"))
+            })?;
+            Policy::from_toml(&text, &path).map_err(|e| EdgeError::Config(e.to_string()))?
+        }
+        None => Policy::default(),
+    };
+    policy
+        .apply_overrides(get)
+        .map_err(|e| EdgeError::Config(e.to_string()))?;
+    Ok(policy)
+}
+
+/// Builds the production edge: SDK clients once, the caller identity protected.
+pub async fn init(accepts: Accepts) -> Result<Edge<Accounts>, EdgeError> {
+    let env = |k: &str| std::env::var(k).ok();
+    let policy = load_policy(env)?;
+    let config = quell_aws::load_config(None).await;
+    let sts = aws_sdk_sts::Client::new(&config);
+    let me = sts
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| EdgeError::Aws(format!("sts:GetCallerIdentity failed: {e}")))?;
+    let arn = me.arn().unwrap_or_default().to_string();
+    let account = me.account().unwrap_or_default().to_string();
+    let partition = arn.split(':').nth(1).unwrap_or("aws").to_string();
+    let ctx = Context::default().with_aws_caller(&arn);
+    let audit = env("QUELL_AUDIT_BUS")
+        .filter(|b| !b.is_empty())
+        .map(|bus| (aws_sdk_eventbridge::Client::new(&config), bus));
+    let source = Accounts::new(config, &account, &partition, &policy.aws.member_role_name);
+    tracing::info!(caller = %arn, mode = ?policy.mode, audit = audit.is_some(), "quell initialised");
+    Ok(Edge::new(accepts, policy, ctx, source, audit))
+}
+
+impl<S: ClientSource> Edge<S> {
+    pub fn new(
+        accepts: Accepts,
+        policy: Policy,
+        ctx: Context,
+        source: S,
+        audit: Option<(aws_sdk_eventbridge::Client, String)>,
+    ) -> Edge<S> {
+        let executor = AwsExecutor::new(source, policy.clone(), ctx.clone(), Arc::new(SystemClock));
+        Edge {
+            accepts,
+            policy,
+            ctx,
+            executor,
+            audit,
+        }
+    }
+
+    /// Replaces the clock (tests).
+    pub fn with_executor(mut self, executor: AwsExecutor<S>) -> Edge<S> {
+        self.executor = executor;
+        self
+    }
+
+    fn rejected(&self, error: String) -> Value {
+        tracing::warn!(%error, "event rejected; no action taken");
+        json!({"status": "rejected", "error": error})
+    }
+
+    /// Handles one invocation payload.
+    pub async fn handle(&self, payload: Value) -> Result<Value, EdgeError> {
+        if let Some(expected) = self.accepts.source() {
+            match serde_json::from_value::<EventBridgeEvent<Value>>(payload.clone()) {
+                Ok(ev) if ev.source == expected => {}
+                Ok(ev) => {
+                    return Ok(self.rejected(format!(
+                        "this function handles {expected} events, not {:?}",
+                        ev.source
+                    )));
+                }
+                Err(e) => {
+                    return Ok(
+                        self.rejected(format!("not an EventBridge event from {expected}: {e}"))
+                    );
+                }
+            }
+        }
+        let bytes = serde_json::to_vec(&payload).map_err(|e| EdgeError::Config(e.to_string()))?;
+        let plan = match plan_input(&bytes, &self.policy, &self.ctx) {
+            Ok(p) => p,
+            Err(e) => return Ok(self.rejected(e.to_string())),
+        };
+        let report = self.executor.execute(&plan).await;
+        for line in report.lines() {
+            tracing::info!(target: "quell::action", "{line}");
+        }
+        if let Some((client, bus)) = &self.audit
+            && (!report.results.is_empty() || !report.skipped.is_empty())
+            && let Err(e) = quell_aws::audit::publish(client, bus, &report).await
+        {
+            // The actions are done; a retry would only report already_in_state.
+            tracing::error!(error = %e, bus, "audit event not published; the report is in this log");
+        }
+        if report.should_retry() {
+            let failed: Vec<&str> = report
+                .results
+                .iter()
+                .filter(|r| r.outcome.retryable)
+                .filter_map(|r| r.outcome.error_code.as_deref())
+                .collect();
+            return Err(EdgeError::Retryable {
+                failed: failed.len(),
+                codes: failed.join(", "),
+            });
+        }
+        serde_json::to_value(&report).map_err(|e| EdgeError::Config(e.to_string()))
+    }
+}
+
+/// JSON logs, as CloudWatch and Lambda's JSON log format expect. `RUST_LOG` filters.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_current_span(false)
+        .without_time()
+        .try_init();
+}
+
+/// The whole function: init once, then serve invocations.
+pub async fn run(accepts: Accepts) -> Result<(), lambda_runtime::Error> {
+    init_logging();
+    let edge = init(accepts).await.map_err(|e| {
+        tracing::error!(error = %e, "init failed");
+        e
+    })?;
+    let edge = &edge;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        edge.handle(event.payload).await
+    }))
+    .await
+}

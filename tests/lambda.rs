@@ -1,0 +1,325 @@
+//! The Lambda edge, fed with `events/` files, against moto: seeded principals are contained,
+//! a second invocation changes nothing, foreign and malformed events are rejected without a
+//! retry, and retryable failures fail the invocation.
+
+use std::sync::Arc;
+
+use aws_credential_types::Credentials;
+use aws_sdk_iam::types::StatusType;
+use quell_aws::{AwsClients, AwsExecutor, Fixed, docs};
+use quell_core::clock::FixedClock;
+use quell_core::policy::Mode;
+use quell_core::{Context, Policy};
+use quell_lambda::{Accepts, Edge, EdgeError, load_policy};
+use quell_tests::{Moto, event};
+use serde_json::{Value, json};
+
+const NOW: time::OffsetDateTime = time::macros::datetime!(2026-11-23 12:00:00 UTC);
+
+async fn sdk() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(&Moto::shared().url)
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+        .load()
+        .await
+}
+
+async fn edge(accepts: Accepts, mode: Mode) -> Edge<Fixed> {
+    let policy = Policy {
+        mode,
+        ..Policy::default()
+    };
+    edge_with(accepts, policy, NOW).await
+}
+
+async fn edge_with(accepts: Accepts, policy: Policy, now: time::OffsetDateTime) -> Edge<Fixed> {
+    let cfg = sdk().await;
+    let clients = AwsClients::new(&cfg);
+    let executor = AwsExecutor::new(
+        Fixed(clients.clone()),
+        policy.clone(),
+        Context::default(),
+        Arc::new(FixedClock(now)),
+    );
+    Edge::new(accepts, policy, Context::default(), Fixed(clients), None).with_executor(executor)
+}
+
+fn load(file: &str) -> Value {
+    serde_json::from_slice(&event(file)).unwrap()
+}
+
+/// Creates `user` with two keys; returns the key ids.
+async fn seed_user(iam: &aws_sdk_iam::Client, user: &str) -> Vec<String> {
+    iam.create_user().user_name(user).send().await.unwrap();
+    let mut keys = Vec::new();
+    for _ in 0..2 {
+        let k = iam
+            .create_access_key()
+            .user_name(user)
+            .send()
+            .await
+            .unwrap();
+        keys.push(k.access_key().unwrap().access_key_id().to_string());
+    }
+    keys
+}
+
+async fn statuses(iam: &aws_sdk_iam::Client, user: &str) -> Vec<(String, StatusType)> {
+    iam.list_access_keys()
+        .user_name(user)
+        .send()
+        .await
+        .unwrap()
+        .access_key_metadata()
+        .iter()
+        .map(|k| {
+            (
+                k.access_key_id().unwrap().to_string(),
+                k.status().unwrap().clone(),
+            )
+        })
+        .collect()
+}
+
+fn outcome_statuses(report: &Value) -> Vec<String> {
+    report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["action"]["kind"].as_str().unwrap(),
+                r["outcome"]["status"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn guardduty_function_contains_the_seeded_user_and_is_idempotent() {
+    let iam = aws_sdk_iam::Client::new(&sdk().await);
+    let keys = seed_user(&iam, "ci-deployer").await;
+    let mut ev = load("guardduty/iamuser-tor-caller-akia.json");
+    ev["detail"]["resource"]["accessKeyDetails"]["accessKeyId"] = json!(keys[0]);
+    let edge = edge(Accepts::Guardduty, Mode::Enforce).await;
+
+    let first = edge.handle(ev.clone()).await.unwrap();
+    assert_eq!(
+        outcome_statuses(&first),
+        [
+            "deactivate_access_key applied",
+            "revoke_user_sessions applied",
+            "tag_principal applied"
+        ]
+    );
+    let second = edge.handle(ev).await.unwrap();
+    assert_eq!(
+        outcome_statuses(&second),
+        [
+            "deactivate_access_key already_in_state",
+            "revoke_user_sessions already_in_state",
+            "tag_principal already_in_state"
+        ]
+    );
+    let s = statuses(&iam, "ci-deployer").await;
+    assert!(
+        s.contains(&(keys[0].clone(), StatusType::Inactive))
+            && s.contains(&(keys[1].clone(), StatusType::Active))
+    );
+}
+
+#[tokio::test]
+async fn securityhub_function_contains_the_key_in_an_imported_finding() {
+    let iam = aws_sdk_iam::Client::new(&sdk().await);
+    let keys = seed_user(&iam, "devops-tkim").await;
+    let mut ev = load("securityhub/imported-guardduty-access-key.json");
+    let r = &mut ev["detail"]["findings"][0]["Resources"][0];
+    r["Id"] = json!(format!("AWS::IAM::AccessKey:{}", keys[1]));
+    r["Details"]["AwsIamAccessKey"]["AccessKeyId"] = json!(keys[1]);
+    // Security Hub's BatchUpdateFindings is not in moto (tests/aws_mocks.rs covers it).
+    let mut policy = Policy {
+        mode: Mode::Enforce,
+        ..Policy::default()
+    };
+    policy.aws.update_securityhub = false;
+    let edge = edge_with(Accepts::Securityhub, policy, NOW).await;
+    let report = edge.handle(ev).await.unwrap();
+    assert_eq!(report["summary"]["applied"], 3, "{report}");
+    assert!(
+        statuses(&iam, "devops-tkim")
+            .await
+            .contains(&(keys[1].clone(), StatusType::Inactive))
+    );
+    assert!(
+        statuses(&iam, "devops-tkim")
+            .await
+            .contains(&(keys[0].clone(), StatusType::Active))
+    );
+}
+
+#[tokio::test]
+async fn access_analyzer_function_deactivates_dormant_keys_and_is_idempotent() {
+    let iam = aws_sdk_iam::Client::new(&sdk().await);
+    seed_user(&iam, "legacy-ftp-sync").await;
+    let ev = load("access-analyzer/unused-access-key.json");
+    let policy = Policy {
+        mode: Mode::Enforce,
+        ..Policy::default()
+    };
+    // The keys were just created and never used: 100 days on, both are dormant.
+    let later = time::OffsetDateTime::now_utc() + time::Duration::days(100);
+    let edge = edge_with(Accepts::AccessAnalyzer, policy, later).await;
+    let report = edge.handle(ev.clone()).await.unwrap();
+    assert_eq!(
+        outcome_statuses(&report),
+        [
+            "deactivate_dormant_access_keys applied",
+            "tag_principal applied"
+        ]
+    );
+    assert!(
+        statuses(&iam, "legacy-ftp-sync")
+            .await
+            .iter()
+            .all(|(_, s)| *s == StatusType::Inactive)
+    );
+    let again = edge.handle(ev).await.unwrap();
+    assert_eq!(
+        outcome_statuses(&again),
+        [
+            "deactivate_dormant_access_keys already_in_state",
+            "tag_principal already_in_state"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn runbook_function_quarantines_the_requested_user() {
+    let iam = aws_sdk_iam::Client::new(&sdk().await);
+    seed_user(&iam, "contractor-apatel").await;
+    let edge = edge(Accepts::Any, Mode::Enforce).await;
+    let report = edge
+        .handle(load("runbook/quarantine-iam-user.json"))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome_statuses(&report),
+        ["quarantine_user applied", "tag_principal applied"]
+    );
+    let doc = iam
+        .get_user_policy()
+        .user_name("contractor-apatel")
+        .policy_name(docs::QUARANTINE_POLICY)
+        .send()
+        .await
+        .unwrap();
+    assert!(docs::is_deny_all(
+        &docs::parse(doc.policy_document()).unwrap()
+    ));
+}
+
+#[tokio::test]
+async fn every_aws_event_file_runs_through_the_runbook_function_in_dry_run() {
+    let edge = edge(Accepts::Any, Mode::DryRun).await;
+    for dir in ["guardduty", "securityhub", "access-analyzer", "runbook"] {
+        for file in quell_tests::json_files(&quell_tests::root().join("events").join(dir)) {
+            let report = edge.handle(load(&format!("{dir}/{file}"))).await.unwrap();
+            assert_ne!(report["status"], "rejected", "{dir}/{file}: {report}");
+            for r in report["results"].as_array().unwrap() {
+                assert_eq!(r["outcome"]["status"], "dry_run", "{dir}/{file}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn foreign_and_malformed_events_are_rejected_without_a_retry() {
+    let edge = edge(Accepts::Guardduty, Mode::Enforce).await;
+    let sh = edge
+        .handle(load("securityhub/imported-iam8-unused-credentials.json"))
+        .await
+        .unwrap();
+    assert_eq!(sh["status"], "rejected");
+    assert!(
+        sh["error"]
+            .as_str()
+            .unwrap()
+            .contains("handles aws.guardduty events, not \"aws.securityhub\"")
+    );
+    let junk = edge.handle(json!({"hello": "world"})).await.unwrap();
+    assert_eq!(junk["status"], "rejected");
+    let mut bad = load("guardduty/iamuser-tor-caller-akia.json");
+    bad["detail"]["resource"]["accessKeyDetails"]["userName"] = json!(["x"]);
+    let bad = edge.handle(bad).await.unwrap();
+    assert_eq!(
+        bad["error"],
+        "/detail/resource/accessKeyDetails/userName: expected a string, found an array"
+    );
+}
+
+#[tokio::test]
+async fn retryable_failures_fail_the_invocation() {
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    let throttled = mock!(aws_sdk_iam::Client::get_user)
+        .sequence()
+        .http_status(400, Some(r#"<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>1</RequestId></ErrorResponse>"#.to_string()))
+        .repeatedly()
+        .build();
+    let iam = mock_client!(aws_sdk_iam, RuleMode::MatchAny, &[&throttled], |c| c
+        .retry_config(
+            aws_config::retry::RetryConfig::standard()
+                .with_max_attempts(2)
+                .with_initial_backoff(std::time::Duration::from_millis(1))
+        ));
+    let cfg = sdk().await;
+    let clients = AwsClients {
+        iam,
+        securityhub: aws_sdk_securityhub::Client::new(&cfg),
+    };
+    let policy = Policy {
+        mode: Mode::Enforce,
+        ..Policy::default()
+    };
+    let edge = Edge::new(
+        Accepts::Any,
+        policy,
+        Context::default(),
+        Fixed(clients),
+        None,
+    );
+    let err = edge
+        .handle(load("runbook/quarantine-iam-user.json"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EdgeError::Retryable { .. }), "{err}");
+    assert!(err.to_string().contains("Throttling"));
+    let diag: lambda_runtime::Diagnostic = err.into();
+    assert_eq!(diag.error_type, "quell.Retryable");
+}
+
+#[test]
+fn policy_comes_from_the_bundled_file_and_environment() {
+    let dir = std::env::temp_dir().join(format!("quell-lambda-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("policy.toml");
+    std::fs::write(&file, "max_actions = 3\n").unwrap();
+    let path = file.to_string_lossy().to_string();
+    let p = load_policy(|k| match k {
+        "QUELL_POLICY_FILE" => Some(path.clone()),
+        "QUELL_MODE" => Some("enforce".into()),
+        "QUELL_PROTECTED" => Some("arn:aws:iam::*:user/ceo".into()),
+        _ => None,
+    })
+    .unwrap();
+    assert_eq!((p.mode, p.max_actions), (Mode::Enforce, 3));
+    assert!(
+        p.protected
+            .iter()
+            .any(|x| x.as_str() == "arn:aws:iam::*:user/ceo")
+    );
+    assert_eq!(load_policy(|_| None).unwrap(), Policy::default());
+    let e = load_policy(|k| (k == "QUELL_MODE").then(|| "on".to_string())).unwrap_err();
+    assert!(e.to_string().contains("QUELL_MODE"), "{e}");
+}
