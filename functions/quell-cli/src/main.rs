@@ -45,6 +45,19 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
+    /// Execute the plan for an event with your AWS credentials (standard credential chain;
+    /// `AWS_ENDPOINT_URL` points at an emulator). Asks for confirmation unless `--yes`.
+    Apply {
+        /// Event file, or `-` for standard input (then `--yes` is required).
+        file: PathBuf,
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Do not ask; apply at once.
+        #[arg(long)]
+        yes: bool,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
     /// Print the effective policy (the built-in default, or FILE checked and filled in).
     Policy {
         #[arg(long)]
@@ -149,10 +162,89 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Apply {
+            file,
+            policy,
+            yes,
+            format,
+        } => apply(&file, policy.as_ref(), yes, format),
         Command::Policy { policy } => {
             let policy = load_policy(policy.as_ref())?;
             println!("{}", serde_json::to_string_pretty(&policy)?);
             Ok(())
         }
     }
+}
+
+fn apply(
+    file: &PathBuf,
+    policy: Option<&PathBuf>,
+    yes: bool,
+    format: Format,
+) -> anyhow::Result<()> {
+    let mut policy = load_policy(policy)?;
+    policy.mode = quell_core::Mode::Enforce;
+    let (input, origin) = read_input(Some(file))?;
+    let plan = plan_input(&input, &policy, &Context::default())
+        .map_err(|e| Rejected(format!("{origin}: {e}")))?;
+    eprint!("{}", render::plan_text(&plan));
+    let changes = plan
+        .actions
+        .iter()
+        .filter(|a| a.kind != quell_core::ActionKind::Notify)
+        .count();
+    if changes == 0 {
+        eprintln!("\nnothing to apply");
+        return Ok(());
+    }
+    if !yes {
+        if file.as_os_str() == "-" || !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            anyhow::bail!("refusing to change anything without confirmation: pass --yes");
+        }
+        eprint!("\napply these {changes} changes with your AWS credentials? type yes: ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if answer.trim() != "yes" {
+            anyhow::bail!("not applied");
+        }
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    let report = runtime.block_on(async {
+        let config = quell_aws::load_config(None).await;
+        let me = aws_sdk_sts::Client::new(&config)
+            .get_caller_identity()
+            .send()
+            .await
+            .context("sts:GetCallerIdentity failed: check your AWS credentials and region")?;
+        let arn = me.arn().unwrap_or_default().to_string();
+        let account = me.account().unwrap_or_default().to_string();
+        let partition = arn.split(':').nth(1).unwrap_or("aws").to_string();
+        let ctx = Context::default().with_aws_caller(&arn);
+        let source =
+            quell_aws::Accounts::new(config, &account, &partition, &policy.aws.member_role_name);
+        let executor = quell_aws::AwsExecutor::new(
+            source,
+            policy.clone(),
+            ctx,
+            std::sync::Arc::new(quell_aws::SystemClock),
+        );
+        anyhow::Ok(executor.execute(&plan).await)
+    })?;
+    match format {
+        Format::Text => {
+            for line in report.lines() {
+                println!("{line}");
+            }
+            let s = &report.summary;
+            println!(
+                "\n{} applied, {} already in state, {} skipped, {} failed",
+                s.applied, s.already_in_state, s.skipped, s.failed
+            );
+        }
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    if report.summary.failed > 0 {
+        anyhow::bail!("{} action(s) failed; see the report", report.summary.failed);
+    }
+    Ok(())
 }

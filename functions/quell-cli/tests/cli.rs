@@ -143,3 +143,70 @@ fn a_missing_file_exits_one() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("cannot read no/such/file.json"));
 }
+
+#[test]
+fn apply_refuses_without_confirmation() {
+    let out = quell(
+        &["apply", "events/runbook/quarantine-iam-user.json"],
+        Some(b""),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("refusing to change anything without confirmation: pass --yes")
+    );
+}
+
+#[test]
+fn apply_with_yes_contains_for_real_and_a_second_run_changes_nothing() {
+    use aws_credential_types::Credentials;
+    let moto = quell_tests::Moto::shared();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let user = quell_tests::unique("cli-apply");
+    rt.block_on(async {
+        let cfg = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(&moto.url)
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "t"))
+            .load()
+            .await;
+        aws_sdk_iam::Client::new(&cfg)
+            .create_user()
+            .user_name(&user)
+            .send()
+            .await
+            .unwrap();
+    });
+    let dir = std::env::temp_dir().join(format!("quell-apply-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ev = dir.join("req.json");
+    std::fs::write(
+        &ev,
+        format!(r#"{{"runbook":"quarantine","principal":"arn:aws:iam::{}:user/{user}","reason":"cli test"}}"#, quell_tests::MOTO_ACCOUNT),
+    )
+    .unwrap();
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_quell"))
+            .args(["apply", ev.to_str().unwrap(), "--yes"])
+            .env("AWS_ENDPOINT_URL", &moto.url)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    let s = text(&first.stdout);
+    assert!(
+        s.contains(&format!("applied quarantine_user iam_user {user}")),
+        "{s}"
+    );
+    assert!(s.contains("2 applied, 0 already in state"), "{s}");
+    let second = run();
+    assert!(
+        text(&second.stdout).contains("0 applied, 2 already in state"),
+        "{}",
+        text(&second.stdout)
+    );
+}
