@@ -10,7 +10,7 @@ use std::sync::Arc;
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use lambda_runtime::{LambdaEvent, service_fn};
 use quell_aws::{Accounts, AwsExecutor, ClientSource, SystemClock};
-use quell_core::{Context, Policy, plan_input};
+use quell_core::{ActionKind, Context, Policy, plan_input};
 use serde_json::{Value, json};
 use thiserror::Error;
 
@@ -26,6 +26,77 @@ pub enum Accepts {
 }
 
 impl Accepts {
+    pub const ALL: [Accepts; 4] = [
+        Accepts::Guardduty,
+        Accepts::Securityhub,
+        Accepts::AccessAnalyzer,
+        Accepts::Any,
+    ];
+
+    /// The AWS action kinds a plan from this function's events can hold, under any policy.
+    /// The function's IAM role in `samplesam.yaml` holds exactly their permissions
+    /// (`quell_aws::permissions`); tests/sam.rs checks both directions.
+    pub fn action_kinds(self) -> &'static [ActionKind] {
+        use ActionKind::*;
+        const THREAT: &[ActionKind] = &[
+            QuarantineUser,
+            QuarantineRole,
+            DeactivateAccessKey,
+            DeleteLoginProfile,
+            RevokeRoleSession,
+            RevokeRoleSessions,
+            RevokeUserSessions,
+            TagPrincipal,
+            Notify,
+        ];
+        match self {
+            Accepts::Guardduty => THREAT,
+            Accepts::Securityhub => &[
+                QuarantineUser,
+                QuarantineRole,
+                DeactivateAccessKey,
+                DeactivateDormantAccessKeys,
+                DeleteLoginProfile,
+                RevokeRoleSession,
+                RevokeRoleSessions,
+                RevokeUserSessions,
+                TagPrincipal,
+                Notify,
+                UpdateSecurityhubFinding,
+            ],
+            Accepts::AccessAnalyzer => &[
+                DeactivateDormantAccessKeys,
+                DeleteLoginProfile,
+                QuarantineRole,
+                TagPrincipal,
+                Notify,
+            ],
+            Accepts::Any => &[
+                QuarantineUser,
+                QuarantineRole,
+                DeactivateAccessKey,
+                DeactivateDormantAccessKeys,
+                DeleteLoginProfile,
+                RevokeRoleSession,
+                RevokeRoleSessions,
+                RevokeUserSessions,
+                TagPrincipal,
+                Notify,
+                UpdateSecurityhubFinding,
+            ],
+        }
+    }
+
+    /// The function's logical id in `samplesam.yaml`.
+    pub fn logical_id(self) -> &'static str {
+        match self {
+            Accepts::Guardduty => "GuardDutyFunction",
+            Accepts::Securityhub => "SecurityHubFunction",
+            Accepts::AccessAnalyzer => "AccessAnalyzerFunction",
+            Accepts::Any => "RunbookFunction",
+        }
+    }
+
     fn source(self) -> Option<&'static str> {
         match self {
             Accepts::Guardduty => Some("aws.guardduty"),
