@@ -1,0 +1,9 @@
+//! quell's Azure adapter: the only crate that calls Microsoft Graph and Azure Resource Manager.
+
+pub mod client;
+pub mod executor;
+pub mod token;
+
+pub use client::{AzError, Endpoints, Http};
+pub use executor::AzureExecutor;
+pub use token::{StaticToken, TokenSource};
