@@ -23,15 +23,6 @@ use crate::clients::{AwsClients, ClientSource, session_name};
 use crate::docs;
 use crate::error::{ExecError, classify};
 
-/// The wall clock, for production edges.
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> OffsetDateTime {
-        OffsetDateTime::now_utc()
-    }
-}
-
 /// Executes plans in AWS.
 pub struct AwsExecutor<S> {
     source: S,

@@ -9,7 +9,8 @@ pub mod executor;
 
 pub use clients::{Accounts, AwsClients, ClientSource, Fixed, load_config};
 pub use error::ExecError;
-pub use executor::{AwsExecutor, SystemClock};
+pub use executor::AwsExecutor;
+pub use quell_core::clock::SystemClock;
 
 use quell_core::ActionKind;
 

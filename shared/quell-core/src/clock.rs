@@ -16,6 +16,16 @@ impl Clock for FixedClock {
     }
 }
 
+/// The wall clock. Edges (Lambda, the custom handler, the CLI) pass it to executors; nothing in
+/// the planner or normalizers calls it, which keeps plans deterministic.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+}
+
 /// RFC 3339 at second precision with `Z`, as IAM condition keys expect.
 pub fn rfc3339_seconds(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);

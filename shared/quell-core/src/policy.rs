@@ -386,6 +386,26 @@ impl Policy {
         Ok(())
     }
 
+    /// The deployment policy: the file named by `QUELL_POLICY_FILE` (read with `read`) or the
+    /// built-in default, then the environment overrides. Both are passed in, so this stays pure.
+    pub fn load(
+        get: impl Fn(&str) -> Option<String>,
+        read: impl Fn(&str) -> Result<String, String>,
+    ) -> Result<Policy, PolicyError> {
+        let mut policy = match get("QUELL_POLICY_FILE").filter(|p| !p.is_empty()) {
+            Some(path) => {
+                let text = read(&path).map_err(|e| PolicyError::Parse {
+                    origin: format!("file {path} (QUELL_POLICY_FILE)"),
+                    message: format!("cannot read it: {e}"),
+                })?;
+                Policy::from_toml(&text, &path)?
+            }
+            None => Policy::default(),
+        };
+        policy.apply_overrides(get)?;
+        Ok(policy)
+    }
+
     pub fn family(&self, family: Family) -> Option<FamilyPolicy> {
         let f = &self.families;
         match family {

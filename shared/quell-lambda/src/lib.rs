@@ -145,19 +145,10 @@ pub struct Edge<S> {
 /// Reads the policy: a bundled file (`QUELL_POLICY_FILE`) or the built-in default, then the
 /// environment overrides (`QUELL_MODE`, `QUELL_PROTECTED`, …).
 pub fn load_policy(get: impl Fn(&str) -> Option<String>) -> Result<Policy, EdgeError> {
-    let mut policy = match get("QUELL_POLICY_FILE").filter(|p| !p.is_empty()) {
-        Some(path) => {
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                EdgeError::Config(format!("cannot read QUELL_POLICY_FILE {path}: {e}"))
-            })?;
-            Policy::from_toml(&text, &path).map_err(|e| EdgeError::Config(e.to_string()))?
-        }
-        None => Policy::default(),
-    };
-    policy
-        .apply_overrides(get)
-        .map_err(|e| EdgeError::Config(e.to_string()))?;
-    Ok(policy)
+    Policy::load(get, |p| {
+        std::fs::read_to_string(p).map_err(|e| e.to_string())
+    })
+    .map_err(|e| EdgeError::Config(e.to_string()))
 }
 
 /// Builds the production edge: SDK clients once, the caller identity protected.

@@ -59,3 +59,78 @@ fn special_binding(value: &Value, at: &str) -> Result<Option<Batch>, InputError>
     }
     Ok(None)
 }
+
+/// The messages of a host invocation, each normalized on its own, so that one malformed Event
+/// Hub message is reported without blocking the others in its batch. Input that is not a host
+/// invocation is one message.
+pub fn messages(value: &Value) -> Vec<(String, Result<Batch, InputError>)> {
+    let Value::Object(map) = value else {
+        return vec![("/".into(), super::normalize_value(value))];
+    };
+    let Some(Value::Object(data)) = map.get("Data") else {
+        return vec![("/".into(), super::normalize_value(value))];
+    };
+    if data.is_empty() {
+        return vec![(
+            "/Data".into(),
+            Err(InputError::EmptyBatch {
+                pointer: "/Data".into(),
+            }),
+        )];
+    }
+    let mut out = Vec::new();
+    for (key, v) in data {
+        let at = format!("/Data/{}", key.replace('~', "~0").replace('/', "~1"));
+        match special_binding(v, &at) {
+            Ok(Some(b)) => {
+                out.push((at, Ok(b)));
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                out.push((at, Err(e)));
+                continue;
+            }
+        }
+        // A batch: a JSON string holding an array (cardinality many), or the array itself.
+        let decoded = match v {
+            Value::String(s) => crate::json::parse(s.as_bytes()).ok(),
+            _ => None,
+        };
+        match decoded.as_ref().unwrap_or(v) {
+            Value::Array(items) if !items.is_empty() => {
+                for (i, item) in items.iter().enumerate() {
+                    let p = format!("{at}/{i}");
+                    out.push((p.clone(), normalize_at(item, p, 1)));
+                }
+            }
+            _ => out.push((at.clone(), normalize_at(v, at, 0))),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn one_bad_message_does_not_block_the_batch() {
+        let good =
+            json!({"runbook":"revoke_sessions","principal":"alice@contoso.com","reason":"r"})
+                .to_string();
+        let batch = json!([good, "{not json", good]).to_string();
+        let msgs = super::messages(&json!({"Data": {"events": batch}, "Metadata": {}}));
+        assert_eq!(msgs.len(), 3);
+        assert!(msgs[0].1.is_ok() && msgs[2].1.is_ok());
+        let err = msgs[1].1.as_ref().unwrap_err().to_string();
+        assert!(err.starts_with("/Data/events/1:"), "{err}");
+    }
+
+    #[test]
+    fn non_host_input_is_one_message() {
+        let msgs = super::messages(&json!({"hello": 1}));
+        assert_eq!(msgs.len(), 1);
+        assert!(msgs[0].1.is_err());
+    }
+}

@@ -3,7 +3,7 @@
 
 mod aws;
 mod entra;
-mod host;
+pub mod host;
 mod microsoft;
 mod runbook;
 

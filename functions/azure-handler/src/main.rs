@@ -1,0 +1,63 @@
+//! `handler`: the custom-handler binary the Functions host starts (host.json
+//! `defaultExecutablePath`). Listens on 127.0.0.1:`FUNCTIONS_CUSTOMHANDLER_PORT`.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use azure_handler::{App, router};
+use quell_azure::{AzureExecutor, Endpoints, Http};
+use quell_core::clock::SystemClock;
+use quell_core::{Context, Policy};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    // The host captures stdout into the function logs.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_ansi(false)
+        .init();
+    let env = |k: &str| std::env::var(k).ok();
+    let port: u16 = env("FUNCTIONS_CUSTOMHANDLER_PORT")
+        .unwrap_or_else(|| "8080".into())
+        .parse()
+        .context("FUNCTIONS_CUSTOMHANDLER_PORT must be a port number")?;
+    let policy = Policy::load(env, |p| {
+        std::fs::read_to_string(p).map_err(|e| e.to_string())
+    })?;
+    let mut ctx = Context::default();
+    // The managed identity quell runs as is never contained.
+    for id in ["QUELL_OWN_OBJECT_ID", "AZURE_CLIENT_ID"] {
+        if let Some(v) = env(id).filter(|v| !v.is_empty()) {
+            ctx = ctx.with_azure_identity(&v);
+        }
+    }
+    let tokens = quell_azure::token::from_env(env)?;
+    let http = Http::new(Endpoints::from_env(env), tokens);
+    let subscriptions: Vec<String> = env("QUELL_AZURE_SUBSCRIPTIONS")
+        .unwrap_or_default()
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let executor = AzureExecutor::new(
+        http,
+        policy.clone(),
+        ctx.clone(),
+        Arc::new(SystemClock),
+        subscriptions,
+    );
+    let app = Arc::new(App {
+        policy,
+        ctx,
+        executor,
+    });
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
+    tracing::info!(port, "quell custom handler listening");
+    axum::serve(listener, router(app)).await?;
+    Ok(())
+}
