@@ -277,12 +277,10 @@ impl AzureExecutor {
     }
 
     async fn confirm_compromised(&self, s: &Subject) -> Outcome {
-        let id = match s {
-            Subject::EntraUser { id: Some(id), .. } => id.clone(),
-            _ => match self.read_user(s, "id,userPrincipalName").await {
-                Ok(u) => u["id"].as_str().unwrap_or_default().to_string(),
-                Err(o) => return o,
-            },
+        // Always read first: the user's UPN may match a protection pattern.
+        let id = match self.read_user(s, "id,userPrincipalName").await {
+            Ok(u) => u["id"].as_str().unwrap_or_default().to_string(),
+            Err(o) => return o,
         };
         let risky = self
             .http

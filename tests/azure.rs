@@ -1,0 +1,560 @@
+//! The Azure executor against wiremock fakes of Microsoft Graph and ARM, pinned to the
+//! documented REST contract: method, path, body, bearer token, status codes, error bodies,
+//! 429 with Retry-After.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quell_azure::{AzureExecutor, Endpoints, Http, StaticToken};
+use quell_core::clock::FixedClock;
+use quell_core::policy::{Mode, Pattern};
+use quell_core::report::{Report, Status};
+use quell_core::{ActionKind, Context, Policy, plan_input};
+use serde_json::{Value, json};
+use wiremock::matchers::{body_json, header, method, path, query_param};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const NOW: time::OffsetDateTime = time::macros::datetime!(2026-11-23 12:00:00 UTC);
+const USER: &str = "3b9e2f71-4c8d-4a5e-9f1b-6d2c8e7a0b45";
+const TOKEN: &str = "test-graph-token";
+
+fn enforce() -> Policy {
+    Policy {
+        mode: Mode::Enforce,
+        ..Policy::default()
+    }
+}
+
+fn executor(server: &MockServer, policy: Policy) -> AzureExecutor {
+    let http = Http::new(
+        Endpoints {
+            graph: server.uri(),
+            arm: format!("{}/arm", server.uri()),
+        },
+        Arc::new(StaticToken(TOKEN.into())),
+    );
+    AzureExecutor::new(
+        http,
+        policy,
+        Context::default(),
+        Arc::new(FixedClock(NOW)),
+        vec!["sub-1".into()],
+    )
+}
+
+fn runbook(runbook: &str, principal: &str, extra: Value) -> Vec<u8> {
+    let mut v = json!({"runbook": runbook, "principal": principal, "reason": "test", "tenant": "7c1f4e2a-9b3d-4a6e-8f5c-2d1b0a9e8c7f"});
+    if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+        o.extend(e.clone());
+    }
+    v.to_string().into_bytes()
+}
+
+async fn run(server: &MockServer, policy: Policy, input: &[u8]) -> Report {
+    let plan = plan_input(input, &policy, &Context::default()).unwrap();
+    executor(server, policy).execute(&plan).await
+}
+
+fn result(r: &Report, kind: ActionKind) -> &quell_core::report::Outcome {
+    &r.results
+        .iter()
+        .find(|x| x.action.kind == kind)
+        .unwrap_or_else(|| panic!("no {kind:?} in {r:?}"))
+        .outcome
+}
+
+fn user_json(enabled: bool, synced: Option<bool>) -> Value {
+    json!({"id": USER, "userPrincipalName": "rosa.garcia@contoso.com", "accountEnabled": enabled, "onPremisesSyncEnabled": synced})
+}
+
+async fn mock_user(server: &MockServer, body: Value) {
+    Mock::given(method("GET"))
+        .and(path(format!("/v1.0/users/{USER}")))
+        .and(header("authorization", format!("Bearer {TOKEN}").as_str()))
+        .respond_with(ResponseTemplate::new(200).set_body_json(body))
+        .mount(server)
+        .await;
+}
+
+#[tokio::test]
+async fn disable_user_patches_account_enabled_with_the_bearer_token() {
+    let server = MockServer::start().await;
+    mock_user(&server, user_json(true, None)).await;
+    Mock::given(method("PATCH"))
+        .and(path(format!("/v1.0/users/{USER}")))
+        .and(header("authorization", format!("Bearer {TOKEN}").as_str()))
+        .and(body_json(json!({"accountEnabled": false})))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let r = run(&server, enforce(), &runbook("quarantine", USER, json!({}))).await;
+    let o = result(&r, ActionKind::DisableEntraUser);
+    assert_eq!(o.status, Status::Applied, "{o:?}");
+    assert_eq!(o.inverse.as_ref().unwrap().params["accountEnabled"], true);
+}
+
+#[tokio::test]
+async fn an_already_disabled_user_is_left_alone() {
+    let server = MockServer::start().await;
+    mock_user(&server, user_json(false, Some(false))).await;
+    Mock::given(method("PATCH"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let r = run(&server, enforce(), &runbook("quarantine", USER, json!({}))).await;
+    assert_eq!(
+        result(&r, ActionKind::DisableEntraUser).status,
+        Status::AlreadyInState
+    );
+}
+
+#[tokio::test]
+async fn a_missing_user_fails_with_the_graph_error_code() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(format!("/v1.0/users/{USER}")))
+        .respond_with(ResponseTemplate::new(404).set_body_json(json!({"error": {"code": "Request_ResourceNotFound", "message": format!("Resource '{USER}' does not exist or one of its queried reference-property objects are not present.")}})))
+        .mount(&server)
+        .await;
+    let r = run(&server, enforce(), &runbook("contain", USER, json!({}))).await;
+    let o = result(&r, ActionKind::DisableEntraUser);
+    assert_eq!(o.status, Status::Failed);
+    assert_eq!(o.error_code.as_deref(), Some("Request_ResourceNotFound"));
+    assert!(!o.retryable);
+    // The other actions still ran and reported.
+    assert_eq!(r.results.len(), 3);
+}
+
+#[tokio::test]
+async fn insufficient_privileges_are_reported_not_retried() {
+    let server = MockServer::start().await;
+    mock_user(&server, user_json(true, None)).await;
+    Mock::given(method("PATCH"))
+        .and(path(format!("/v1.0/users/{USER}")))
+        .respond_with(ResponseTemplate::new(403).set_body_json(json!({"error": {"code": "Authorization_RequestDenied", "message": "Insufficient privileges to complete the operation."}})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let r = run(&server, enforce(), &runbook("quarantine", USER, json!({}))).await;
+    let o = result(&r, ActionKind::DisableEntraUser);
+    assert_eq!(
+        (o.status, o.error_code.as_deref(), o.retryable),
+        (Status::Failed, Some("Authorization_RequestDenied"), false)
+    );
+}
+
+#[tokio::test]
+async fn throttling_honours_retry_after_then_succeeds() {
+    let server = MockServer::start().await;
+    mock_user(&server, user_json(true, None)).await;
+    Mock::given(method("PATCH"))
+        .and(path(format!("/v1.0/users/{USER}")))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("Retry-After", "1")
+                .set_body_json(
+                    json!({"error": {"code": "TooManyRequests", "message": "Too many requests"}}),
+                ),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path(format!("/v1.0/users/{USER}")))
+        .respond_with(ResponseTemplate::new(204))
+        .with_priority(2)
+        .expect(1)
+        .mount(&server)
+        .await;
+    let started = Instant::now();
+    let r = run(&server, enforce(), &runbook("quarantine", USER, json!({}))).await;
+    assert_eq!(
+        result(&r, ActionKind::DisableEntraUser).status,
+        Status::Applied
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After: 1 was not honoured"
+    );
+}
+
+#[tokio::test]
+async fn an_on_premises_synced_user_is_disabled_and_escalated() {
+    let server = MockServer::start().await;
+    mock_user(&server, user_json(true, Some(true))).await;
+    Mock::given(method("PATCH"))
+        .and(path(format!("/v1.0/users/{USER}")))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    let r = run(&server, enforce(), &runbook("quarantine", USER, json!({}))).await;
+    assert_eq!(
+        result(&r, ActionKind::DisableEntraUser).status,
+        Status::Applied
+    );
+    let notify = result(&r, ActionKind::Notify);
+    assert!(notify.detail.contains("on-premises AD"), "{notify:?}");
+
+    // A cloud-only user gets no such escalation.
+    let server = MockServer::start().await;
+    mock_user(&server, user_json(true, Some(false))).await;
+    Mock::given(method("PATCH"))
+        .and(path(format!("/v1.0/users/{USER}")))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    let r = run(&server, enforce(), &runbook("quarantine", USER, json!({}))).await;
+    assert!(
+        r.results
+            .iter()
+            .all(|x| x.action.kind != ActionKind::Notify)
+    );
+}
+
+#[tokio::test]
+async fn a_protected_user_learned_at_read_time_is_not_touched() {
+    let server = MockServer::start().await;
+    mock_user(
+        &server,
+        json!({"id": USER, "userPrincipalName": "breakglass@contoso.com", "accountEnabled": true}),
+    )
+    .await;
+    Mock::given(method("PATCH"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(0)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let mut policy = enforce();
+    policy.protected.push(Pattern::new("breakglass@*").unwrap());
+    let r = run(&server, policy, &runbook("contain", USER, json!({}))).await;
+    for x in &r.results {
+        assert_eq!(x.outcome.status, Status::Skipped, "{x:?}");
+        assert!(x.outcome.detail.contains("protected principal"));
+    }
+}
+
+#[tokio::test]
+async fn dry_run_makes_no_call() {
+    let server = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(200))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let r = run(
+        &server,
+        Policy::default(),
+        &runbook("contain", USER, json!({})),
+    )
+    .await;
+    assert!(r.results.iter().all(|x| x.outcome.status == Status::DryRun));
+}
+
+#[tokio::test]
+async fn sessions_are_revoked_unless_a_revocation_is_recent() {
+    let server = MockServer::start().await;
+    mock_user(&server, json!({"id": USER, "userPrincipalName": "rosa.garcia@contoso.com", "signInSessionsValidFromDateTime": "2026-11-01T08:00:00Z"})).await;
+    Mock::given(method("POST"))
+        .and(path(format!("/v1.0/users/{USER}/revokeSignInSessions")))
+        .and(header("authorization", format!("Bearer {TOKEN}").as_str()))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#Edm.Boolean", "value": true})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let r = run(
+        &server,
+        enforce(),
+        &runbook("revoke_sessions", USER, json!({})),
+    )
+    .await;
+    assert_eq!(
+        result(&r, ActionKind::RevokeEntraSessions).status,
+        Status::Applied
+    );
+
+    let server = MockServer::start().await;
+    mock_user(
+        &server,
+        json!({"id": USER, "signInSessionsValidFromDateTime": "2026-11-23T11:58:00Z"}),
+    )
+    .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let r = run(
+        &server,
+        enforce(),
+        &runbook("revoke_sessions", USER, json!({})),
+    )
+    .await;
+    assert_eq!(
+        result(&r, ActionKind::RevokeEntraSessions).status,
+        Status::AlreadyInState
+    );
+}
+
+#[tokio::test]
+async fn confirm_compromised_posts_user_ids_once_and_is_paced() {
+    let server = MockServer::start().await;
+    for id in [USER, "6b7c8d9e-0f1a-4b2c-8d3e-4f5a6b7c8d9e"] {
+        Mock::given(method("GET"))
+            .and(path(format!("/v1.0/users/{id}")))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(
+                    json!({"id": id, "userPrincipalName": format!("{id}@contoso.com")}),
+                ),
+            )
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path(format!("/v1.0/identityProtection/riskyUsers/{id}")))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"id": id, "riskState": "atRisk", "riskLevel": "high"})),
+            )
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path(
+                "/v1.0/identityProtection/riskyUsers/confirmCompromised",
+            ))
+            .and(body_json(json!({"userIds": [id]})))
+            .respond_with(ResponseTemplate::new(204))
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+    let mut policy = enforce();
+    policy.azure.disable_users = false;
+    // Two risky users in one Entra diagnostic message: confirm both, one Identity Protection call per second.
+    let rec = |id: &str| {
+        json!({"time": "11/21/2026 6:14:10 AM", "category": "RiskyUsers", "tenantId": "7c1f4e2a-9b3d-4a6e-8f5c-2d1b0a9e8c7f",
+        "properties": {"id": id, "userPrincipalName": "x@contoso.com", "riskState": "confirmedCompromised", "riskLevel": "high", "isDeleted": false}})
+    };
+    let input =
+        json!({"records": [rec(USER), rec("6b7c8d9e-0f1a-4b2c-8d3e-4f5a6b7c8d9e")]}).to_string();
+    let plan = plan_input(input.as_bytes(), &policy, &Context::default()).unwrap();
+    let ex = executor(&server, policy);
+    // Only the identityProtection calls matter here; sessions are revoked elsewhere.
+    let plan = quell_core::Plan {
+        actions: plan
+            .actions
+            .into_iter()
+            .filter(|a| a.kind == ActionKind::ConfirmUserCompromised)
+            .collect(),
+        ..plan
+    };
+    let started = Instant::now();
+    let r = ex.execute(&plan).await;
+    assert_eq!(r.summary.applied, 2, "{r:?}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "four Identity Protection calls need three one-second gaps"
+    );
+}
+
+#[tokio::test]
+async fn service_principals_are_disabled_and_their_named_secret_removed() {
+    let server = MockServer::start().await;
+    let sp = "5e4d3c2b-1a09-4f8e-b7d6-c5b4a3f2e1d0";
+    let key = "c0ffee00-1234-4abc-9def-0123456789ab";
+    Mock::given(method("GET"))
+        .and(path(format!("/v1.0/servicePrincipals/{sp}")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": sp, "appId": "0c9b8a7f-6e5d-4c4b-a3a2-918f7e6d5c4b", "displayName": "legacy-crm-connector", "accountEnabled": true, "passwordCredentials": []})))
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path(format!("/v1.0/servicePrincipals/{sp}")))
+        .and(body_json(json!({"accountEnabled": false})))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&server)
+        .await;
+    // The secret lives on the application, as most client secrets do.
+    Mock::given(method("GET"))
+        .and(path("/v1.0/applications(appId='0c9b8a7f-6e5d-4c4b-a3a2-918f7e6d5c4b')"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "app-object-1", "passwordCredentials": [{"keyId": key, "displayName": "ci"}]})))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1.0/applications/app-object-1/removePassword"))
+        .and(body_json(json!({"keyId": key})))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let input = runbook(
+        "contain",
+        sp,
+        json!({"principal_type": "service_principal", "key_id": key}),
+    );
+    let r = run(&server, enforce(), &input).await;
+    assert_eq!(
+        result(&r, ActionKind::DisableServicePrincipal).status,
+        Status::Applied
+    );
+    assert_eq!(
+        result(&r, ActionKind::RemoveServicePrincipalCredential).status,
+        Status::Applied
+    );
+}
+
+#[tokio::test]
+async fn a_secret_that_is_gone_is_already_in_state() {
+    let server = MockServer::start().await;
+    let sp = "5e4d3c2b-1a09-4f8e-b7d6-c5b4a3f2e1d0";
+    Mock::given(method("GET"))
+        .and(path(format!("/v1.0/servicePrincipals/{sp}")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": sp, "appId": "0c9b8a7f-6e5d-4c4b-a3a2-918f7e6d5c4b", "passwordCredentials": []})))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(
+            "/v1.0/applications(appId='0c9b8a7f-6e5d-4c4b-a3a2-918f7e6d5c4b')",
+        ))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"id": "app-object-1", "passwordCredentials": []})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let input = runbook(
+        "disable_key",
+        sp,
+        json!({"principal_type": "service_principal", "key_id": "c0ffee00-1234-4abc-9def-0123456789ab"}),
+    );
+    let r = run(&server, enforce(), &input).await;
+    assert_eq!(
+        result(&r, ActionKind::RemoveServicePrincipalCredential).status,
+        Status::AlreadyInState
+    );
+}
+
+#[tokio::test]
+async fn a_managed_identitys_role_assignments_are_deleted_and_recorded() {
+    let server = MockServer::start().await;
+    let mi = "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d";
+    let ra = |name: &str, principal: &str| {
+        json!({
+            "id": format!("/subscriptions/sub-1/providers/Microsoft.Authorization/roleAssignments/{name}"),
+            "name": name,
+            "properties": {"principalId": principal, "scope": "/subscriptions/sub-1", "roleDefinitionId": "/subscriptions/sub-1/providers/Microsoft.Authorization/roleDefinitions/b24988ac-6180-42a0-ab88-20f7382dd24c"}
+        })
+    };
+    Mock::given(method("GET"))
+        .and(path("/arm/subscriptions/sub-1/providers/Microsoft.Authorization/roleAssignments"))
+        .and(query_param("api-version", "2022-04-01"))
+        .and(query_param("$filter", format!("assignedTo('{mi}')").as_str()))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": [ra("ra-1", mi), ra("ra-2", mi), ra("ra-other", "ffffffff-0000-0000-0000-000000000000")]})))
+        .mount(&server)
+        .await;
+    Mock::given(method("DELETE"))
+        .and(path(
+            "/arm/subscriptions/sub-1/providers/Microsoft.Authorization/roleAssignments/ra-1",
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(ra("ra-1", mi)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    // 204: already deleted (idempotent delete).
+    Mock::given(method("DELETE"))
+        .and(path(
+            "/arm/subscriptions/sub-1/providers/Microsoft.Authorization/roleAssignments/ra-2",
+        ))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("DELETE"))
+        .and(path(
+            "/arm/subscriptions/sub-1/providers/Microsoft.Authorization/roleAssignments/ra-other",
+        ))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let input = runbook(
+        "quarantine",
+        mi,
+        json!({"principal_type": "managed_identity"}),
+    );
+    let r = run(&server, enforce(), &input).await;
+    let o = result(&r, ActionKind::RemoveRoleAssignments);
+    assert_eq!(o.status, Status::Applied, "{o:?}");
+    assert_eq!(
+        o.inverse.as_ref().unwrap().params["assignments"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn the_defender_alert_is_set_in_progress_with_a_comment() {
+    let server = MockServer::start().await;
+    let alert = "da638362889287051192_1877443251";
+    Mock::given(method("GET"))
+        .and(path(format!("/v1.0/security/alerts_v2/{alert}")))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"id": alert, "status": "new"})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path(format!("/v1.0/security/alerts_v2/{alert}")))
+        .and(body_json(json!({"status": "inProgress"})))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"id": alert, "status": "inProgress"})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("/v1.0/security/alerts_v2/{alert}/comments")))
+        .and(wiremock::matchers::body_partial_json(
+            json!({"@odata.type": "microsoft.graph.security.alertComment"}),
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": []})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut policy = enforce();
+    policy.azure.disable_users = false;
+    policy.azure.confirm_compromised = false;
+    let plan = plan_input(
+        &quell_tests::event("defender/graph-alert-mdi-compromised-user.json"),
+        &policy,
+        &Context::default(),
+    )
+    .unwrap();
+    let plan = quell_core::Plan {
+        actions: plan
+            .actions
+            .into_iter()
+            .filter(|a| a.kind == ActionKind::UpdateDefenderAlert)
+            .collect(),
+        ..plan
+    };
+    let r = executor(&server, policy).execute(&plan).await;
+    assert_eq!(
+        result(&r, ActionKind::UpdateDefenderAlert).status,
+        Status::Applied
+    );
+}
