@@ -6,6 +6,7 @@ pub mod clients;
 pub mod docs;
 pub mod error;
 pub mod executor;
+pub mod sweep;
 
 pub use clients::{Accounts, AwsClients, ClientSource, Fixed, load_config};
 pub use error::ExecError;

@@ -25,6 +25,7 @@ pub mod plan;
 pub mod policy;
 pub mod render;
 pub mod report;
+pub mod sweep;
 
 pub use error::{InputError, PolicyError};
 pub use model::{

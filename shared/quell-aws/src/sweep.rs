@@ -1,0 +1,426 @@
+//! The AWS dormant-credential sweep of one account, with the fewest API calls: one credential
+//! report (Generate + Get), exemption tags in bulk, one `ListAccessKeys` per user holding a
+//! dormant key, `GetAccessKeyLastUsed` only where two keys cannot be told apart, and one
+//! `UpdateAccessKey` per dormant key.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_iam::types::{EntityType, ReportStateType, StatusType};
+use quell_core::clock::rfc3339_seconds;
+use quell_core::model::Subject;
+use quell_core::plan::Context;
+use quell_core::policy::Policy;
+use quell_core::report::{Outcome, Status};
+use quell_core::sweep::{
+    CredentialRow, Dormancy, ListedKey, Pairing, key_dormancy, pair_slots, parse_credential_report,
+    password_dormancy,
+};
+use serde::Serialize;
+use serde_json::json;
+use time::OffsetDateTime;
+use tokio::sync::Semaphore;
+
+use crate::error::{ExecError, classify};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyFinding {
+    pub user: String,
+    pub slot: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    pub dormancy: Dormancy,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PasswordFinding {
+    pub user: String,
+    pub dormancy: Dormancy,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepReport {
+    pub account: String,
+    pub swept_at: String,
+    pub dormancy_days: u32,
+    pub enforce: bool,
+    pub users: usize,
+    /// Every active key that is dormant, and what was done.
+    pub keys: Vec<KeyFinding>,
+    /// Console passwords unused for the dormancy period.
+    pub passwords: Vec<PasswordFinding>,
+}
+
+impl SweepReport {
+    pub fn count(&self, status: Status) -> usize {
+        self.keys
+            .iter()
+            .filter(|k| k.outcome.status == status)
+            .count()
+            + self
+                .passwords
+                .iter()
+                .filter(|p| p.outcome.status == status)
+                .count()
+    }
+}
+
+pub struct SweepOptions {
+    pub account: String,
+    pub policy: Policy,
+    pub ctx: Context,
+    pub now: OffsetDateTime,
+    /// False: report what would be done, change nothing.
+    pub enforce: bool,
+    /// Concurrent per-user reads and writes.
+    pub concurrency: usize,
+    /// Called with (users checked, users to check) as the sweep progresses.
+    pub progress: Option<Arc<dyn Fn(usize, usize) + Send + Sync>>,
+}
+
+/// Gets a fresh credential report: `GenerateCredentialReport` until `COMPLETE`, then
+/// `GetCredentialReport` (regenerating once if AWS says it is missing or expired).
+pub async fn credential_report(iam: &aws_sdk_iam::Client) -> Result<String, ExecError> {
+    for _ in 0..2 {
+        let mut complete = false;
+        for _ in 0..60 {
+            let state = iam
+                .generate_credential_report()
+                .send()
+                .await
+                .map_err(classify)?
+                .state()
+                .cloned();
+            if state == Some(ReportStateType::Complete) {
+                complete = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        if !complete {
+            return Err(ExecError::new(
+                "ReportInProgress",
+                "the credential report did not complete in 30 s; run the sweep again",
+            ));
+        }
+        match iam.get_credential_report().send().await.map_err(classify) {
+            Ok(out) => {
+                let bytes = out
+                    .content()
+                    .map(|b| b.as_ref().to_vec())
+                    .unwrap_or_default();
+                return String::from_utf8(bytes).map_err(|_| {
+                    ExecError::new("InvalidReport", "the credential report is not UTF-8")
+                });
+            }
+            Err(e)
+                if e.is("ReportNotPresent")
+                    || e.is("ReportExpired")
+                    || e.is("ReportInProgress") =>
+            {
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ExecError::new(
+        "ReportNotPresent",
+        "no credential report could be read",
+    ))
+}
+
+/// Users carrying the exemption tag, read in bulk (one paginated call for the account).
+async fn exempt_users(iam: &aws_sdk_iam::Client, tag: &str) -> Result<HashSet<String>, ExecError> {
+    let mut out = HashSet::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let page = iam
+            .get_account_authorization_details()
+            .filter(EntityType::User)
+            .set_marker(marker.take())
+            .send()
+            .await
+            .map_err(classify)?;
+        for u in page.user_detail_list() {
+            if u.tags().iter().any(|t| t.key() == tag)
+                && let Some(name) = u.user_name()
+            {
+                out.insert(name.to_string());
+            }
+        }
+        if page.is_truncated() {
+            marker = page.marker().map(str::to_string);
+            if marker.is_some() {
+                continue;
+            }
+        }
+        return Ok(out);
+    }
+}
+
+fn protected(opts: &SweepOptions, user: &str) -> Option<String> {
+    let s = Subject::IamUser {
+        account: opts.account.clone(),
+        name: user.to_string(),
+    };
+    if let Some(p) = opts.policy.protection_for(&s) {
+        return Some(format!("protected principal (matches {:?})", p.as_str()));
+    }
+    let aliases = s.aliases();
+    if opts
+        .ctx
+        .own_identities
+        .iter()
+        .any(|p| aliases.iter().any(|a| p.matches(a)))
+    {
+        return Some("this is the identity quell runs as".into());
+    }
+    None
+}
+
+/// Sweeps one account: fetches a fresh credential report and acts on it.
+pub async fn sweep_account(
+    iam: &aws_sdk_iam::Client,
+    opts: &SweepOptions,
+) -> Result<SweepReport, ExecError> {
+    let csv = credential_report(iam).await?;
+    sweep_report(iam, &csv, opts).await
+}
+
+/// Acts on a credential report already fetched (CSV).
+pub async fn sweep_report(
+    iam: &aws_sdk_iam::Client,
+    csv: &str,
+    opts: &SweepOptions,
+) -> Result<SweepReport, ExecError> {
+    let rows =
+        parse_credential_report(csv).map_err(|e| ExecError::new("InvalidReport", e.to_string()))?;
+    let days = opts.policy.dormancy_days;
+    let mut report = SweepReport {
+        account: opts.account.clone(),
+        swept_at: rfc3339_seconds(opts.now),
+        dormancy_days: days,
+        enforce: opts.enforce,
+        users: rows.len(),
+        keys: Vec::new(),
+        passwords: Vec::new(),
+    };
+
+    // Pure triage: which users hold dormant active keys, and which are protected.
+    let mut candidates: Vec<(CredentialRow, Vec<(u8, Dormancy)>)> = Vec::new();
+    for row in rows {
+        let pw = password_dormancy(&row, opts.now, days);
+        if matches!(pw, Dormancy::Dormant { .. }) {
+            let outcome = match protected(opts, &row.user) {
+                Some(r) => Outcome::skipped(r),
+                None => Outcome::skipped(if opts.policy.aws.delete_login_profile {
+                    "console password dormant: delete_login_profile runs through a runbook request (not deleted by the sweep)"
+                } else {
+                    "console password dormant: flagged for review (set aws.delete_login_profile to remove it)"
+                }),
+            };
+            report.passwords.push(PasswordFinding {
+                user: row.user.clone(),
+                dormancy: pw,
+                outcome,
+            });
+        }
+        let dormant: Vec<(u8, Dormancy)> = row
+            .keys
+            .iter()
+            .map(|k| (k.slot, key_dormancy(k, opts.now, days)))
+            .filter(|(_, d)| matches!(d, Dormancy::Dormant { .. }))
+            .collect();
+        if dormant.is_empty() {
+            continue;
+        }
+        if let Some(reason) = protected(opts, &row.user) {
+            for (slot, d) in dormant {
+                report.keys.push(KeyFinding {
+                    user: row.user.clone(),
+                    slot,
+                    access_key_id: None,
+                    dormancy: d,
+                    outcome: Outcome::skipped(reason.clone()),
+                });
+            }
+            continue;
+        }
+        candidates.push((row, dormant));
+    }
+    if candidates.is_empty() {
+        return Ok(report);
+    }
+    let exempt = exempt_users(iam, &opts.policy.exemption_tag).await?;
+
+    let total = candidates.len();
+    let gate = Arc::new(Semaphore::new(opts.concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (row, dormant) in candidates {
+        if exempt.contains(&row.user) {
+            for (slot, d) in dormant {
+                report.keys.push(KeyFinding {
+                    user: row.user.clone(),
+                    slot,
+                    access_key_id: None,
+                    dormancy: d,
+                    outcome: Outcome::skipped(format!(
+                        "the user carries the exemption tag {}",
+                        opts.policy.exemption_tag
+                    )),
+                });
+            }
+            continue;
+        }
+        let iam = iam.clone();
+        let gate = gate.clone();
+        let enforce = opts.enforce;
+        let cutoff = opts.now - time::Duration::days(i64::from(days));
+        tasks.spawn(async move {
+            let _permit = gate.acquire_owned().await;
+            sweep_user(&iam, row, dormant, enforce, cutoff).await
+        });
+    }
+    let mut done = 0;
+    while let Some(joined) = tasks.join_next().await {
+        done += 1;
+        if let Some(p) = &opts.progress {
+            p(done, total);
+        }
+        match joined {
+            Ok(findings) => report.keys.extend(findings),
+            Err(e) => {
+                return Err(ExecError::new(
+                    "Internal",
+                    format!("a sweep task failed: {e}"),
+                ));
+            }
+        }
+    }
+    report
+        .keys
+        .sort_by(|a, b| (&a.user, a.slot).cmp(&(&b.user, b.slot)));
+    Ok(report)
+}
+
+async fn sweep_user(
+    iam: &aws_sdk_iam::Client,
+    row: CredentialRow,
+    dormant: Vec<(u8, Dormancy)>,
+    enforce: bool,
+    cutoff: OffsetDateTime,
+) -> Vec<KeyFinding> {
+    let finding = |slot: u8, key: Option<String>, outcome: Outcome| {
+        let dormancy = dormant
+            .iter()
+            .find(|(s, _)| *s == slot)
+            .map(|(_, d)| d.clone())
+            .unwrap_or(Dormancy::Unknown);
+        KeyFinding {
+            user: row.user.clone(),
+            slot,
+            access_key_id: key,
+            dormancy,
+            outcome,
+        }
+    };
+    let listed = match iam.list_access_keys().user_name(&row.user).send().await {
+        Ok(out) => out
+            .access_key_metadata()
+            .iter()
+            .filter_map(|k| {
+                Some(ListedKey {
+                    id: k.access_key_id()?.to_string(),
+                    active: k.status() == Some(&StatusType::Active),
+                    created: OffsetDateTime::from_unix_timestamp(k.create_date()?.secs()).ok()?,
+                })
+            })
+            .collect::<Vec<_>>(),
+        Err(e) => {
+            let e = classify(e);
+            return dormant
+                .iter()
+                .map(|(s, _)| {
+                    finding(
+                        *s,
+                        None,
+                        Outcome::failed(e.code.clone(), e.message.clone(), e.retryable),
+                    )
+                })
+                .collect();
+        }
+    };
+    let slots: Vec<u8> = dormant.iter().map(|(s, _)| *s).collect();
+    let mut to_disable: HashMap<String, u8> = HashMap::new();
+    let mut out = Vec::new();
+    for (slot, pairing) in pair_slots(&row, &slots, &listed) {
+        match pairing {
+            Pairing::ByCreation { key } => {
+                to_disable.insert(key, slot);
+            }
+            Pairing::AllDormant { keys } => {
+                for k in keys {
+                    to_disable.entry(k).or_insert(slot);
+                }
+            }
+            Pairing::NeedsLastUsed { candidates } => {
+                // Confirm each candidate's own last use; act only on the provably dormant ones.
+                for k in candidates {
+                    match iam.get_access_key_last_used().access_key_id(&k).send().await {
+                        Ok(o) => {
+                            let last = o.access_key_last_used().and_then(|u| u.last_used_date()).map(|d| d.secs());
+                            let created = listed.iter().find(|l| l.id == k).map(|l| l.created.unix_timestamp());
+                            if last.or(created).is_some_and(|t| t < cutoff.unix_timestamp()) {
+                                to_disable.entry(k).or_insert(slot);
+                            }
+                        }
+                        Err(e) => {
+                            let e = classify(e);
+                            out.push(finding(slot, Some(k), Outcome::failed(e.code.clone(), e.message.clone(), e.retryable)));
+                        }
+                    }
+                }
+            }
+            Pairing::NoMatch => out.push(finding(slot, None, Outcome::skipped("no active key matches this slot: the report predates a rotation; it is left alone"))),
+        }
+    }
+    let mut keys: Vec<(String, u8)> = to_disable.into_iter().collect();
+    keys.sort();
+    for (key, slot) in keys {
+        let outcome = if !enforce {
+            Outcome {
+                status: Status::DryRun,
+                detail: format!("would deactivate {key}"),
+                error_code: None,
+                retryable: false,
+                inverse: None,
+            }
+        } else {
+            match iam
+                .update_access_key()
+                .user_name(&row.user)
+                .access_key_id(&key)
+                .status(StatusType::Inactive)
+                .send()
+                .await
+            {
+                Ok(_) => Outcome::applied(
+                    format!("deactivated {key}"),
+                    Some(quell_core::report::Inverse {
+                        call: "iam:UpdateAccessKey".into(),
+                        params: json!({"UserName": row.user, "AccessKeyId": key, "Status": "Active"}),
+                    }),
+                ),
+                Err(e) => {
+                    let e = classify(e);
+                    Outcome::failed(e.code.clone(), e.message.clone(), e.retryable)
+                }
+            }
+        };
+        out.push(finding(slot, Some(key), outcome));
+    }
+    out
+}

@@ -1,0 +1,374 @@
+//! The AWS dormant-key sweep against moto with hundreds of users: used, unused, inactive,
+//! exempted and protected keys; a second run changes nothing; the time source is injected.
+//!
+//! moto cannot backdate keys, so the main test writes the credential report itself from moto's
+//! real users and key creation times, with chosen last-use dates, and the sweep acts on moto
+//! (`ListAccessKeys`, `UpdateAccessKey`). `the_report_is_generated_and_read_from_moto` covers
+//! fetching the real report.
+
+use aws_credential_types::Credentials;
+use aws_sdk_iam::types::{StatusType, Tag};
+use quell_aws::sweep::{SweepOptions, credential_report, sweep_account, sweep_report};
+use quell_core::policy::Pattern;
+use quell_core::report::Status;
+use quell_core::{Context, Policy};
+use quell_tests::{MOTO_ACCOUNT, Moto, unique};
+use time::OffsetDateTime;
+
+const HEADER: &str = "user,arn,user_creation_time,password_enabled,password_last_used,password_last_changed,password_next_rotation,mfa_active,access_key_1_active,access_key_1_last_rotated,access_key_1_last_used_date,access_key_1_last_used_region,access_key_1_last_used_service,access_key_2_active,access_key_2_last_rotated,access_key_2_last_used_date,access_key_2_last_used_region,access_key_2_last_used_service,cert_1_active,cert_1_last_rotated,cert_2_active,cert_2_last_rotated";
+
+async fn iam() -> aws_sdk_iam::Client {
+    let cfg = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(&Moto::shared().url)
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+        .load()
+        .await;
+    aws_sdk_iam::Client::new(&cfg)
+}
+
+fn opts(policy: Policy, now: OffsetDateTime, enforce: bool) -> SweepOptions {
+    SweepOptions {
+        account: MOTO_ACCOUNT.into(),
+        policy,
+        ctx: Context::default(),
+        now,
+        enforce,
+        concurrency: 8,
+        progress: None,
+    }
+}
+
+fn fmt(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Kind {
+    /// key 1 used yesterday, key 2 never used and old: only key 2 is dormant
+    Mixed,
+    /// both keys unused for a year
+    BothDormant,
+    /// key 2 dormant but already inactive
+    Inactive,
+    /// dormant, but the user carries the exemption tag
+    Exempt,
+    /// dormant, but the user matches a protection pattern
+    Protected,
+    /// never used but created recently
+    Fresh,
+}
+
+#[tokio::test]
+async fn hundreds_of_users_only_dormant_active_keys_are_disabled_and_a_second_run_changes_nothing()
+{
+    let iam = iam().await;
+    let now = OffsetDateTime::now_utc();
+    let kinds = [
+        Kind::Mixed,
+        Kind::BothDormant,
+        Kind::Inactive,
+        Kind::Exempt,
+        Kind::Protected,
+        Kind::Fresh,
+    ];
+    let prefix = unique("sweep");
+    let mut rows = vec![HEADER.to_string()];
+    let mut expected_disabled = Vec::new();
+    let mut expected_active = Vec::new();
+    // Users first; then every first key, then (a second later) every second key, so a user's two
+    // keys never share a creation second (that case has its own test below).
+    let users: Vec<(Kind, String)> = (0..240)
+        .map(|i| {
+            let kind = kinds[i % kinds.len()];
+            let user = if kind == Kind::Protected {
+                format!("breakglass-{prefix}-{i}")
+            } else {
+                format!("{prefix}-{i}")
+            };
+            (kind, user)
+        })
+        .collect();
+    for (kind, user) in &users {
+        iam.create_user().user_name(user).send().await.unwrap();
+        if *kind == Kind::Exempt {
+            iam.tag_user()
+                .user_name(user)
+                .tags(
+                    Tag::builder()
+                        .key("quell:exempt")
+                        .value("SEC-9")
+                        .build()
+                        .unwrap(),
+                )
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    let mut all_keys: Vec<Vec<(String, OffsetDateTime)>> = vec![Vec::new(); users.len()];
+    for pass in 0..2 {
+        if pass == 1 {
+            tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        }
+        for (i, (_, user)) in users.iter().enumerate() {
+            let k = iam
+                .create_access_key()
+                .user_name(user)
+                .send()
+                .await
+                .unwrap();
+            let k = k.access_key().unwrap();
+            let created =
+                OffsetDateTime::from_unix_timestamp(k.create_date().unwrap().secs()).unwrap();
+            all_keys[i].push((k.access_key_id().to_string(), created));
+        }
+    }
+    for (i, (kind, user)) in users.iter().enumerate() {
+        let (kind, user) = (*kind, user.clone());
+        let mut keys = all_keys[i].clone();
+        let keys_real: Vec<String> = keys.iter().map(|(k, _)| k.clone()).collect();
+        if kind == Kind::Inactive {
+            iam.update_access_key()
+                .user_name(&user)
+                .access_key_id(&keys[1].0)
+                .status(StatusType::Inactive)
+                .send()
+                .await
+                .unwrap();
+        }
+        // The report as AWS would write it for this world: the keys were created a year before
+        // `now` for every kind but Fresh. We keep the real creation seconds so pairing works,
+        // and put the sweep's clock a year ahead instead.
+        let k1_used = (kind == Kind::Mixed).then(|| fmt(now + time::Duration::days(364)));
+        let k2_used: Option<String> = None;
+        let k2_active = kind != Kind::Inactive;
+        // Fresh keys: the report says they were created a day before the sweep's clock.
+        if kind == Kind::Fresh {
+            keys[0].1 = now + time::Duration::days(364);
+            keys[1].1 = now + time::Duration::days(364);
+        }
+        rows.push(format!(
+            "{user},arn:aws:iam::{MOTO_ACCOUNT}:user/{user},{},false,N/A,N/A,N/A,false,true,{},{},us-east-1,s3,{k2_active},{},{},N/A,N/A,false,N/A,false,N/A",
+            fmt(keys[0].1),
+            fmt(keys[0].1),
+            k1_used.unwrap_or_else(|| "N/A".into()),
+            fmt(keys[1].1),
+            k2_used.unwrap_or_else(|| "N/A".into()),
+        ));
+        match kind {
+            Kind::Mixed => {
+                expected_active.push((user.clone(), keys[0].0.clone()));
+                expected_disabled.push((user.clone(), keys[1].0.clone()));
+            }
+            Kind::BothDormant => {
+                expected_disabled.push((user.clone(), keys[0].0.clone()));
+                expected_disabled.push((user.clone(), keys[1].0.clone()));
+            }
+            Kind::Inactive => expected_disabled.push((user.clone(), keys[0].0.clone())),
+            Kind::Exempt | Kind::Protected => {
+                expected_active.push((user.clone(), keys[0].0.clone()));
+                expected_active.push((user.clone(), keys[1].0.clone()));
+            }
+            Kind::Fresh => {
+                expected_active.push((user.clone(), keys_real[0].clone()));
+                expected_active.push((user.clone(), keys_real[1].clone()));
+            }
+        }
+    }
+    let csv = rows.join("\n");
+    let mut policy = Policy::default();
+    policy.protected.push(Pattern::new("breakglass-*").unwrap());
+    let clock = now + time::Duration::days(365);
+
+    // Dry-run first: nothing changes.
+    let dry = sweep_report(&iam, &csv, &opts(policy.clone(), clock, false))
+        .await
+        .unwrap();
+    assert!(dry.count(Status::DryRun) > 0);
+    assert_eq!(dry.count(Status::Applied), 0);
+
+    let first = sweep_report(&iam, &csv, &opts(policy.clone(), clock, true))
+        .await
+        .unwrap();
+    assert_eq!(first.users, 240);
+    let applied: Vec<(String, String)> = first
+        .keys
+        .iter()
+        .filter(|k| k.outcome.status == Status::Applied)
+        .map(|k| (k.user.clone(), k.access_key_id.clone().unwrap()))
+        .collect();
+    assert_eq!(
+        applied.len(),
+        expected_disabled.len(),
+        "{:?}",
+        first
+            .keys
+            .iter()
+            .filter(|k| k.outcome.status != Status::Applied)
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+    for (user, key) in &expected_disabled {
+        assert!(
+            applied.contains(&(user.clone(), key.clone())),
+            "{user} {key} should be disabled"
+        );
+    }
+    // The exempted and protected users are reported, not touched.
+    let skipped: Vec<&str> = first
+        .keys
+        .iter()
+        .filter(|k| k.outcome.status == Status::Skipped)
+        .map(|k| k.outcome.detail.as_str())
+        .collect();
+    assert!(skipped.iter().any(|d| d.contains("exemption tag")));
+    assert!(skipped.iter().any(|d| d.contains("protected principal")));
+    for (user, key) in &expected_active {
+        let keys = iam.list_access_keys().user_name(user).send().await.unwrap();
+        let k = keys
+            .access_key_metadata()
+            .iter()
+            .find(|k| k.access_key_id() == Some(key))
+            .unwrap();
+        assert_eq!(
+            k.status(),
+            Some(&StatusType::Active),
+            "{user} {key} must stay active"
+        );
+    }
+
+    // Second run, with the state the first run left: the report now shows those keys inactive.
+    let after: String = csv
+        .lines()
+        .map(|l| {
+            let mut cells: Vec<String> = l.split(',').map(str::to_string).collect();
+            if let Some(user) = cells.first().cloned() {
+                for (slot_col, rot_col) in [(8usize, 9usize), (13, 14)] {
+                    if cells.len() > rot_col && applied.iter().any(|(u, _)| *u == user) {
+                        let disabled_here = first.keys.iter().any(|k| {
+                            k.user == user
+                                && k.outcome.status == Status::Applied
+                                && k.slot == if slot_col == 8 { 1 } else { 2 }
+                        });
+                        if disabled_here {
+                            cells[slot_col] = "false".into();
+                        }
+                    }
+                }
+            }
+            cells.join(",")
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let second = sweep_report(&iam, &after, &opts(policy, clock, true))
+        .await
+        .unwrap();
+    assert_eq!(
+        second.count(Status::Applied),
+        0,
+        "a second run must change nothing"
+    );
+}
+
+#[tokio::test]
+async fn the_report_is_generated_and_read_from_moto() {
+    let iam = iam().await;
+    let user = unique("report");
+    iam.create_user().user_name(&user).send().await.unwrap();
+    iam.create_access_key()
+        .user_name(&user)
+        .send()
+        .await
+        .unwrap();
+    let csv = credential_report(&iam).await.unwrap();
+    assert!(
+        csv.lines()
+            .next()
+            .unwrap()
+            .starts_with("user,arn,user_creation_time")
+    );
+    assert!(csv.contains(&user));
+    // Against the real report: a year later, this user's never-used key is dormant.
+    let report = sweep_account(
+        &iam,
+        &opts(
+            Policy::default(),
+            OffsetDateTime::now_utc() + time::Duration::days(365),
+            false,
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(
+        report
+            .keys
+            .iter()
+            .any(|k| k.user == user && k.outcome.status == Status::DryRun)
+    );
+    // Today, nothing of this user is dormant.
+    let report = sweep_account(
+        &iam,
+        &opts(Policy::default(), OffsetDateTime::now_utc(), false),
+    )
+    .await
+    .unwrap();
+    assert!(!report.keys.iter().any(|k| k.user == user));
+}
+
+#[tokio::test]
+async fn twin_keys_created_in_the_same_second_are_never_guessed() {
+    let iam = iam().await;
+    let user = unique("twins");
+    iam.create_user().user_name(&user).send().await.unwrap();
+    let mut keys = Vec::new();
+    for _ in 0..2 {
+        let k = iam
+            .create_access_key()
+            .user_name(&user)
+            .send()
+            .await
+            .unwrap();
+        let k = k.access_key().unwrap();
+        keys.push((
+            k.access_key_id().to_string(),
+            OffsetDateTime::from_unix_timestamp(k.create_date().unwrap().secs()).unwrap(),
+        ));
+    }
+    let now = OffsetDateTime::now_utc();
+    // The report claims both slots were rotated in the same second and that slot 2 was used
+    // recently: the sweep cannot tell the keys apart from the report, so it asks
+    // GetAccessKeyLastUsed for each; moto reports neither used, so both are provably dormant.
+    let t = fmt(keys[0].1);
+    let csv = format!(
+        "{HEADER}\n{user},arn:aws:iam::{MOTO_ACCOUNT}:user/{user},{t},false,N/A,N/A,N/A,false,true,{t},N/A,N/A,N/A,true,{t},{},us-east-1,s3,false,N/A,false,N/A",
+        fmt(now + time::Duration::days(364))
+    );
+    if keys[0].1.unix_timestamp() != keys[1].1.unix_timestamp() {
+        // The keys landed in different seconds: pairing is exact and only slot 1 is dormant.
+        let r = sweep_report(
+            &iam,
+            &csv,
+            &opts(Policy::default(), now + time::Duration::days(365), false),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.keys.len(), 1);
+        assert_eq!(r.keys[0].access_key_id.as_deref(), Some(keys[0].0.as_str()));
+        return;
+    }
+    let r = sweep_report(
+        &iam,
+        &csv,
+        &opts(Policy::default(), now + time::Duration::days(365), false),
+    )
+    .await
+    .unwrap();
+    let named: Vec<&str> = r
+        .keys
+        .iter()
+        .filter_map(|k| k.access_key_id.as_deref())
+        .collect();
+    assert_eq!(named.len(), 2, "{r:?}");
+}
