@@ -142,7 +142,6 @@ async fn hundreds_of_users_only_dormant_active_keys_are_disabled_and_a_second_ru
         // `now` for every kind but Fresh. We keep the real creation seconds so pairing works,
         // and put the sweep's clock a year ahead instead.
         let k1_used = (kind == Kind::Mixed).then(|| fmt(now + time::Duration::days(364)));
-        let k2_used: Option<String> = None;
         let k2_active = kind != Kind::Inactive;
         // Fresh keys: the report says they were created a day before the sweep's clock.
         if kind == Kind::Fresh {
@@ -155,7 +154,7 @@ async fn hundreds_of_users_only_dormant_active_keys_are_disabled_and_a_second_ru
             fmt(keys[0].1),
             k1_used.unwrap_or_else(|| "N/A".into()),
             fmt(keys[1].1),
-            k2_used.unwrap_or_else(|| "N/A".into()),
+            "N/A", // key 2 is never used
         ));
         match kind {
             Kind::Mixed => {
