@@ -58,10 +58,35 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
+    /// Sweep for dormant access keys and console passwords (dry-run unless --yes).
+    Sweep {
+        #[command(subcommand)]
+        cloud: SweepCloud,
+    },
     /// Print the effective policy (the built-in default, or FILE checked and filled in).
     Policy {
         #[arg(long)]
         policy: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SweepCloud {
+    /// One AWS account: the credential report, then only the calls dormant keys need.
+    Aws {
+        /// Account to sweep through the member role (default: the caller's account).
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Deactivate the dormant keys (otherwise report only).
+        #[arg(long)]
+        yes: bool,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+        /// Concurrent per-user calls.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
     },
 }
 
@@ -168,12 +193,135 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             yes,
             format,
         } => apply(&file, policy.as_ref(), yes, format),
+        Command::Sweep {
+            cloud:
+                SweepCloud::Aws {
+                    account,
+                    policy,
+                    yes,
+                    format,
+                    concurrency,
+                },
+        } => sweep_aws(account, policy.as_ref(), yes, format, concurrency),
         Command::Policy { policy } => {
             let policy = load_policy(policy.as_ref())?;
             println!("{}", serde_json::to_string_pretty(&policy)?);
             Ok(())
         }
     }
+}
+
+/// The caller's identity and an account-aware client source, from the standard credential chain.
+async fn aws_session(policy: &Policy) -> anyhow::Result<(quell_aws::Accounts, String, Context)> {
+    let config = quell_aws::load_config(None).await;
+    let me = aws_sdk_sts::Client::new(&config)
+        .get_caller_identity()
+        .send()
+        .await
+        .context("sts:GetCallerIdentity failed: check your AWS credentials and region")?;
+    let arn = me.arn().unwrap_or_default().to_string();
+    let account = me.account().unwrap_or_default().to_string();
+    let partition = arn.split(':').nth(1).unwrap_or("aws").to_string();
+    let ctx = Context::default().with_aws_caller(&arn);
+    let source =
+        quell_aws::Accounts::new(config, &account, &partition, &policy.aws.member_role_name);
+    Ok((source, account, ctx))
+}
+
+fn sweep_aws(
+    account: Option<String>,
+    policy: Option<&PathBuf>,
+    yes: bool,
+    format: Format,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    use quell_aws::ClientSource;
+    use quell_core::report::Status;
+    use std::io::IsTerminal;
+    let policy = load_policy(policy)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let report = runtime.block_on(async {
+        let (source, own, ctx) = aws_session(&policy).await?;
+        let account = account.unwrap_or(own);
+        let clients = source
+            .clients(&account, "quell-sweep")
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let progress: Option<std::sync::Arc<dyn Fn(usize, usize) + Send + Sync>> =
+            if std::io::stderr().is_terminal() {
+                Some(std::sync::Arc::new(|done, total| {
+                    if total >= 20 {
+                        eprint!("\rchecking users with dormant keys: {done}/{total}");
+                        if done == total {
+                            eprintln!();
+                        }
+                    }
+                }))
+            } else {
+                None
+            };
+        let opts = quell_aws::sweep::SweepOptions {
+            account,
+            policy: policy.clone(),
+            ctx,
+            now: quell_core::clock::Clock::now(&quell_core::clock::SystemClock),
+            enforce: yes,
+            concurrency,
+            progress,
+        };
+        quell_aws::sweep::sweep_account(&clients.iam, &opts)
+            .await
+            .map_err(|e| anyhow::anyhow!("sweep failed: {e}"))
+    })?;
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Text => {
+            let mode = if report.enforce {
+                "enforce"
+            } else {
+                "dry-run (pass --yes to deactivate)"
+            };
+            println!(
+                "account {} · {} users · dormant after {} days · {mode}\n",
+                report.account, report.users, report.dormancy_days
+            );
+            println!(
+                "{:<32} {:<4} {:<22} {:<16} detail",
+                "user", "slot", "key", "outcome"
+            );
+            for k in &report.keys {
+                let status = format!("{:?}", k.outcome.status);
+                let key = k.access_key_id.as_deref().unwrap_or("-");
+                println!(
+                    "{:<32} {:<4} {key:<22} {status:<16} {}",
+                    k.user, k.slot, k.outcome.detail
+                );
+            }
+            for p in &report.passwords {
+                let status = format!("{:?}", p.outcome.status);
+                println!(
+                    "{:<32} {:<4} {:<22} {status:<16} {}",
+                    p.user, "pw", "-", p.outcome.detail
+                );
+            }
+            let skipped = report
+                .keys
+                .iter()
+                .filter(|k| k.outcome.status == Status::Skipped)
+                .count();
+            println!(
+                "\n{} keys deactivated, {} would be, {skipped} skipped, {} failed; {} dormant console passwords",
+                report.count(Status::Applied),
+                report.count(Status::DryRun),
+                report.count(Status::Failed),
+                report.passwords.len()
+            );
+        }
+    }
+    if report.count(Status::Failed) > 0 {
+        anyhow::bail!("some keys could not be deactivated; see the report");
+    }
+    Ok(())
 }
 
 fn apply(
@@ -210,18 +358,7 @@ fn apply(
     }
     let runtime = tokio::runtime::Runtime::new()?;
     let report = runtime.block_on(async {
-        let config = quell_aws::load_config(None).await;
-        let me = aws_sdk_sts::Client::new(&config)
-            .get_caller_identity()
-            .send()
-            .await
-            .context("sts:GetCallerIdentity failed: check your AWS credentials and region")?;
-        let arn = me.arn().unwrap_or_default().to_string();
-        let account = me.account().unwrap_or_default().to_string();
-        let partition = arn.split(':').nth(1).unwrap_or("aws").to_string();
-        let ctx = Context::default().with_aws_caller(&arn);
-        let source =
-            quell_aws::Accounts::new(config, &account, &partition, &policy.aws.member_role_name);
+        let (source, _, ctx) = aws_session(&policy).await?;
         let executor = quell_aws::AwsExecutor::new(
             source,
             policy.clone(),

@@ -210,3 +210,22 @@ fn apply_with_yes_contains_for_real_and_a_second_run_changes_nothing() {
         text(&second.stdout)
     );
 }
+
+#[test]
+fn sweep_aws_reports_in_dry_run_by_default() {
+    let moto = quell_tests::Moto::shared();
+    let out = Command::new(env!("CARGO_BIN_EXE_quell"))
+        .args(["sweep", "aws"])
+        .env("AWS_ENDPOINT_URL", &moto.url)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.contains(&format!("account {}", quell_tests::MOTO_ACCOUNT)), "{s}");
+    assert!(s.contains("dry-run (pass --yes to deactivate)"), "{s}");
+    assert!(s.contains("0 keys deactivated"), "{s}");
+}
