@@ -147,3 +147,8 @@ pub fn unique(prefix: &str) -> String {
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!("{prefix}-{}-{n}", std::process::id())
 }
+
+/// A file under `events/`, parsed.
+pub fn event_json(rel: &str) -> Value {
+    serde_json::from_slice(&event(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}

@@ -65,14 +65,39 @@ fn each_function_role_holds_exactly_what_its_code_can_call() {
     }
 }
 
+fn sweep_permissions() -> BTreeSet<String> {
+    quell_aws::SWEEP_PERMISSIONS
+        .iter()
+        .map(|p| p.to_string())
+        .collect()
+}
+
 #[test]
-fn the_member_role_holds_exactly_the_iam_calls_of_every_action() {
+fn the_member_role_holds_exactly_the_iam_calls_of_every_action_and_the_sweep() {
     let t = template("infra/aws/member-role.yaml");
-    let want: BTreeSet<String> = needed(Accepts::Any.action_kinds())
+    let mut want: BTreeSet<String> = needed(Accepts::Any.action_kinds())
         .into_iter()
         .filter(|a| a.starts_with("iam:"))
         .collect();
+    want.extend(sweep_permissions());
     assert_eq!(role_actions(&t, "QuellMemberRole"), want);
+}
+
+#[test]
+fn the_sweep_functions_hold_exactly_what_the_sweep_calls() {
+    let t = template("samplesam.yaml");
+    assert_eq!(role_actions(&t, "SweeperRole"), sweep_permissions());
+    assert_eq!(
+        role_actions(&t, "SweepSchedulerRole"),
+        BTreeSet::new(),
+        "the scheduler touches no IAM principal"
+    );
+    let sched = &t["Resources"]["SweepSchedulerFunction"]["Properties"]["Events"]["Schedule"];
+    assert_eq!(sched["Type"], "Schedule");
+    let rule =
+        &t["Resources"]["SweeperFunction"]["Properties"]["Events"]["SweepRequested"]["Properties"];
+    assert_eq!(rule["Pattern"]["detail-type"][0], "Sweep Requested");
+    assert_eq!(rule["EventBusName"]["Ref"], "AuditBus");
 }
 
 /// Policies that switch on every optional action.

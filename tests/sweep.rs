@@ -371,3 +371,140 @@ async fn twin_keys_created_in_the_same_second_are_never_guessed() {
         .collect();
     assert_eq!(named.len(), 2, "{r:?}");
 }
+
+async fn sdk() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(&Moto::shared().url)
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+        .load()
+        .await
+}
+
+#[tokio::test]
+async fn the_scheduler_requests_one_sweep_per_account_and_the_sweeper_sweeps_it() {
+    use quell_lambda::sweep::{AccountList, Scheduler, Sweeper};
+    let cfg = sdk().await;
+    let eb = aws_sdk_eventbridge::Client::new(&cfg);
+    let sqs = aws_sdk_sqs::Client::new(&cfg);
+    let bus = unique("quell-bus");
+    eb.create_event_bus().name(&bus).send().await.unwrap();
+    let q = sqs
+        .create_queue()
+        .queue_name(unique("sweeps"))
+        .send()
+        .await
+        .unwrap();
+    let url = q.queue_url().unwrap().to_string();
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap();
+    let arn =
+        attrs.attributes().unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn].clone();
+    let rule = unique("sweep-requested");
+    eb.put_rule()
+        .name(&rule)
+        .event_bus_name(&bus)
+        .event_pattern(r#"{"source":["quell"],"detail-type":["Sweep Requested"]}"#)
+        .send()
+        .await
+        .unwrap();
+    eb.put_targets()
+        .rule(&rule)
+        .event_bus_name(&bus)
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("q")
+                .arn(arn)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    // 12 accounts: two PutEvents calls (10 entries each at most).
+    let accounts: Vec<String> = (0..12).map(|i| format!("1000000000{i:02}")).collect();
+    let scheduler = Scheduler {
+        accounts: AccountList::Explicit(accounts.clone()),
+        eventbridge: eb.clone(),
+        bus: bus.clone(),
+    };
+    let out = scheduler.handle().await.unwrap();
+    assert_eq!(out["requested"], 12);
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let msgs = sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        for m in msgs.messages() {
+            let ev: serde_json::Value = serde_json::from_str(m.body().unwrap()).unwrap();
+            assert_eq!(ev["detail-type"], "Sweep Requested");
+            got.push(ev);
+        }
+    }
+    let mut named: Vec<String> = got
+        .iter()
+        .map(|e| e["detail"]["account"].as_str().unwrap().to_string())
+        .collect();
+    named.sort();
+    assert_eq!(named, accounts);
+
+    // The sweeper takes such an event for moto's account: a dry-run sweep report comes back.
+    let sweeper = Sweeper {
+        source: quell_aws::Fixed(quell_aws::AwsClients::new(&cfg)),
+        policy: Policy::default(),
+        ctx: Context::default(),
+        clock: std::sync::Arc::new(quell_core::clock::FixedClock(OffsetDateTime::now_utc())),
+        audit: None,
+    };
+    let mut ev = got[0].clone();
+    ev["detail"]["account"] = serde_json::json!(MOTO_ACCOUNT);
+    let report = sweeper.handle(ev).await.unwrap();
+    assert_eq!(report["account"], MOTO_ACCOUNT);
+    assert_eq!(report["enforce"], false);
+    // A foreign event or a bad account is rejected, not retried.
+    let bad = sweeper.handle(serde_json::json!({"source": "quell", "detail-type": "Sweep Requested", "detail": {"account": "12"}})).await.unwrap();
+    assert_eq!(bad["status"], "rejected");
+    let foreign = sweeper
+        .handle(quell_tests::event_json(
+            "guardduty/iamuser-tor-caller-akia.json",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(foreign["status"], "rejected");
+}
+
+#[tokio::test]
+async fn the_organization_lists_active_accounts() {
+    let cfg = sdk().await;
+    let org = aws_sdk_organizations::Client::new(&cfg);
+    let _ = org
+        .create_organization()
+        .feature_set(aws_sdk_organizations::types::OrganizationFeatureSet::All)
+        .send()
+        .await;
+    let created = org
+        .create_account()
+        .account_name(unique("member"))
+        .email(format!("{}@example.com", unique("m")))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.create_account_status().is_some());
+    let accounts = quell_aws::audit::organization_accounts(&org).await.unwrap();
+    assert!(accounts.len() >= 2, "{accounts:?}");
+    assert!(
+        accounts
+            .iter()
+            .all(|a| quell_core::model::ids::is_account(a))
+    );
+}

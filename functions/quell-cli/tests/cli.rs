@@ -225,7 +225,10 @@ fn sweep_aws_reports_in_dry_run_by_default() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let s = text(&out.stdout);
-    assert!(s.contains(&format!("account {}", quell_tests::MOTO_ACCOUNT)), "{s}");
+    assert!(
+        s.contains(&format!("account {}", quell_tests::MOTO_ACCOUNT)),
+        "{s}"
+    );
     assert!(s.contains("dry-run (pass --yes to deactivate)"), "{s}");
     assert!(s.contains("0 keys deactivated"), "{s}");
 }

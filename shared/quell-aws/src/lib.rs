@@ -15,6 +15,16 @@ pub use quell_core::clock::SystemClock;
 
 use quell_core::ActionKind;
 
+/// The AWS API actions the account sweep calls (`sweep::sweep_account`).
+pub const SWEEP_PERMISSIONS: &[&str] = &[
+    "iam:GenerateCredentialReport",
+    "iam:GetCredentialReport",
+    "iam:GetAccountAuthorizationDetails",
+    "iam:ListAccessKeys",
+    "iam:GetAccessKeyLastUsed",
+    "iam:UpdateAccessKey",
+];
+
 /// The AWS API actions the executor may call for each action kind. The SAM template's roles
 /// are checked against this table (tests/sam.rs), so a new call cannot ship without its
 /// permission, and no role holds one the code does not use.

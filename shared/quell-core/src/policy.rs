@@ -90,6 +90,8 @@ pub struct AwsPolicy {
     pub update_securityhub: bool,
     /// Role quell assumes in member accounts.
     pub member_role_name: String,
+    /// Accounts the scheduled sweep covers; empty: every active account of the organization.
+    pub sweep_accounts: Vec<String>,
 }
 
 impl Default for AwsPolicy {
@@ -102,6 +104,7 @@ impl Default for AwsPolicy {
             quarantine_unused_roles: false,
             update_securityhub: true,
             member_role_name: "QuellMemberRole".into(),
+            sweep_accounts: Vec::new(),
         }
     }
 }
@@ -312,6 +315,17 @@ impl Policy {
             return Err(field_err(
                 "exemption_tag",
                 "must be a 1-128 character tag key that does not start with \"aws:\"".into(),
+            ));
+        }
+        if let Some(bad) = self
+            .aws
+            .sweep_accounts
+            .iter()
+            .find(|a| !crate::model::ids::is_account(a))
+        {
+            return Err(field_err(
+                "sweep_accounts",
+                format!("{bad:?} is not a 12-digit AWS account id"),
             ));
         }
         if self.aws.member_role_name.is_empty()

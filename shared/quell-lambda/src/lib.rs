@@ -5,6 +5,8 @@
 //! so Lambda does not retry a poison event); retryable failures (throttling, 5xx, network) fail
 //! the invocation so Lambda's retry policy runs it again (every action is idempotent).
 
+pub mod sweep;
+
 use std::sync::Arc;
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
@@ -276,6 +278,63 @@ pub async fn run(accepts: Accepts) -> Result<(), lambda_runtime::Error> {
     let edge = &edge;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         edge.handle(event.payload).await
+    }))
+    .await
+}
+
+/// The sweep scheduler function: on its schedule, request one sweep per account.
+pub async fn run_scheduler() -> Result<(), lambda_runtime::Error> {
+    init_logging();
+    let env = |k: &str| std::env::var(k).ok();
+    let policy = load_policy(env)?;
+    let config = quell_aws::load_config(None).await;
+    let bus = env("QUELL_AUDIT_BUS")
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| EdgeError::Config("QUELL_AUDIT_BUS is not set".into()))?;
+    let accounts = if policy.aws.sweep_accounts.is_empty() {
+        sweep::AccountList::Organization(aws_sdk_organizations::Client::new(&config))
+    } else {
+        sweep::AccountList::Explicit(policy.aws.sweep_accounts.clone())
+    };
+    let scheduler = sweep::Scheduler {
+        accounts,
+        eventbridge: aws_sdk_eventbridge::Client::new(&config),
+        bus,
+    };
+    let scheduler = &scheduler;
+    lambda_runtime::run(service_fn(move |_: LambdaEvent<Value>| async move {
+        scheduler.handle().await
+    }))
+    .await
+}
+
+/// The sweeper function: sweep the account each `Sweep Requested` event names.
+pub async fn run_sweeper() -> Result<(), lambda_runtime::Error> {
+    init_logging();
+    let env = |k: &str| std::env::var(k).ok();
+    let policy = load_policy(env)?;
+    let config = quell_aws::load_config(None).await;
+    let me = aws_sdk_sts::Client::new(&config)
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| EdgeError::Aws(format!("sts:GetCallerIdentity failed: {e}")))?;
+    let arn = me.arn().unwrap_or_default().to_string();
+    let account = me.account().unwrap_or_default().to_string();
+    let partition = arn.split(':').nth(1).unwrap_or("aws").to_string();
+    let audit = env("QUELL_AUDIT_BUS")
+        .filter(|b| !b.is_empty())
+        .map(|bus| (aws_sdk_eventbridge::Client::new(&config), bus));
+    let sweeper = sweep::Sweeper {
+        source: Accounts::new(config, &account, &partition, &policy.aws.member_role_name),
+        ctx: Context::default().with_aws_caller(&arn),
+        policy,
+        clock: Arc::new(SystemClock),
+        audit,
+    };
+    let sweeper = &sweeper;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        sweeper.handle(event.payload).await
     }))
     .await
 }
