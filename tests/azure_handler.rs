@@ -36,6 +36,7 @@ async fn start(policy: Policy, graph: &str) -> String {
         policy,
         ctx: Context::default(),
         executor,
+        clock: Arc::new(FixedClock(NOW)),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -202,13 +203,26 @@ async fn an_http_runbook_with_query_as_an_object_works() {
 }
 
 #[tokio::test]
-async fn the_timer_answers_without_acting() {
-    let url = start(Policy::default(), "http://127.0.0.1:9").await;
+async fn the_timer_sweeps_the_tenant_in_dry_run() {
+    let g = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path_regex("^/(v1.0|beta)/"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": []})))
+        .mount(&g)
+        .await;
+    let url = start(Policy::default(), &g.uri()).await;
     let timer = json!({"Data": {"timer": {"Schedule": {"AdjustForDST": true}, "ScheduleStatus": null, "IsPastDue": false}},
                        "Metadata": {"sys": {"MethodName": "PostureSweep", "UtcNow": "2026-11-23T03:00:00.0042Z", "RandGuid": "x"}}});
     let (status, body) = post(&url, "PostureSweep", timer.to_string().into_bytes()).await;
     assert_eq!(status, 200);
-    assert_eq!(body["ReturnValue"]["status"], "skipped");
+    assert_eq!(body["ReturnValue"]["enforce"], false, "{body}");
+    assert_eq!(body["ReturnValue"]["credentials_checked"], 0);
+    assert!(
+        body["Logs"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("swept 0 credentials")
+    );
 }
 
 #[tokio::test]

@@ -68,6 +68,7 @@ pub struct App {
     pub policy: Policy,
     pub ctx: Context,
     pub executor: AzureExecutor,
+    pub clock: Arc<dyn quell_core::clock::Clock>,
 }
 
 /// The router: `GET /` (readiness) and `POST /<FunctionName>`.
@@ -131,15 +132,7 @@ impl App {
             Err(e) => return self.rejected(function, format!("the host body is not usable: {e}")),
         };
         if function == Function::PostureSweep {
-            // The Azure credential sweep is issue #5; until then the timer only reports.
-            let line = "posture sweep: no Azure sweep is configured in this version; nothing done"
-                .to_string();
-            return host_response(
-                function,
-                200,
-                json!({"status": "skipped", "detail": line}),
-                vec![line],
-            );
+            return self.sweep().await;
         }
         let mut logs = Vec::new();
         let mut batch = Batch::default();
@@ -183,6 +176,57 @@ impl App {
             result["rejected"] = json!(rejected);
         }
         host_response(function, 200, result, logs)
+    }
+
+    /// The timer: sweep the tenant for stale service-principal credentials.
+    async fn sweep(&self) -> Value {
+        let opts = quell_azure::sweep::AzureSweepOptions {
+            policy: &self.policy,
+            ctx: &self.ctx,
+            now: self.clock.now(),
+            enforce: self.policy.mode == quell_core::Mode::Enforce,
+        };
+        match quell_azure::sweep::sweep_tenant(self.executor.http(), &opts).await {
+            Ok(report) => {
+                let mut logs: Vec<String> = report
+                    .credentials
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{:?} {} {} credential {} ({}): {}",
+                            c.outcome.status,
+                            c.owner_kind,
+                            c.display_name,
+                            c.key_id,
+                            c.reason,
+                            c.outcome.detail
+                        )
+                    })
+                    .collect();
+                logs.push(format!(
+                    "swept {} credentials: {} stale; {} service principals without recent sign-in",
+                    report.credentials_checked,
+                    report.credentials.len(),
+                    report.stale_service_principals.len()
+                ));
+                host_response(
+                    Function::PostureSweep,
+                    200,
+                    serde_json::to_value(&report).unwrap_or(Value::Null),
+                    logs,
+                )
+            }
+            Err(e) => {
+                let line = format!("sweep failed: {e}");
+                tracing::error!("{line}");
+                host_response(
+                    Function::PostureSweep,
+                    200,
+                    json!({"status": "failed", "error": e.to_string()}),
+                    vec![line],
+                )
+            }
+        }
     }
 
     fn rejected(&self, function: Function, error: String) -> Value {

@@ -48,6 +48,11 @@ impl AzureExecutor {
         }
     }
 
+    /// The Graph/ARM client (the scheduled sweep uses it too).
+    pub fn http(&self) -> &Http {
+        &self.http
+    }
+
     /// Runs the plan: dry-run unless the plan's mode is `enforce`.
     pub async fn execute(&self, plan: &Plan) -> Report {
         let now = self.clock.now();

@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod executor;
+pub mod sweep;
 pub mod token;
 
 pub use client::{AzError, Endpoints, Http};

@@ -1,0 +1,284 @@
+//! The Azure stale-credential sweep of one tenant: application and service-principal password
+//! credentials that are expired, or unused for the dormancy period, are removed
+//! (`removePassword`); service principals with no sign-in for the staleness period are reported.
+//! Paged Graph results (`@odata.nextLink`) are followed.
+
+use std::collections::HashMap;
+
+use quell_core::clock::rfc3339_seconds;
+use quell_core::model::Subject;
+use quell_core::plan::Context;
+use quell_core::policy::Policy;
+use quell_core::report::{Inverse, Outcome, Status};
+use reqwest::Method;
+use serde::Serialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::client::{Api, AzError, Http, seg};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CredentialFinding {
+    /// `application` or `servicePrincipal`.
+    pub owner_kind: String,
+    pub owner_id: String,
+    pub app_id: String,
+    pub display_name: String,
+    pub key_id: String,
+    /// Why it is stale: `expired`, `unused`, `never_used`.
+    pub reason: String,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StalePrincipal {
+    pub id: String,
+    pub app_id: String,
+    pub display_name: String,
+    pub last_sign_in: Option<String>,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AzureSweepReport {
+    pub swept_at: String,
+    pub enforce: bool,
+    pub dormancy_days: u32,
+    /// Whether sign-in activity was available (else only expiry was judged).
+    pub activity_available: bool,
+    pub credentials_checked: usize,
+    pub credentials: Vec<CredentialFinding>,
+    pub stale_service_principals: Vec<StalePrincipal>,
+}
+
+impl AzureSweepReport {
+    pub fn count(&self, status: Status) -> usize {
+        self.credentials
+            .iter()
+            .filter(|c| c.outcome.status == status)
+            .count()
+    }
+}
+
+fn when(v: &Value) -> Option<OffsetDateTime> {
+    v.as_str()
+        .and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok())
+}
+
+/// Every item of a paged Graph collection, following `@odata.nextLink`.
+pub async fn all_pages(http: &Http, first: &str) -> Result<Vec<Value>, AzError> {
+    let base = http.endpoints().graph.trim_end_matches('/').to_string();
+    let mut items = Vec::new();
+    let mut next = Some(first.to_string());
+    let mut pages = 0;
+    while let Some(path) = next.take() {
+        pages += 1;
+        if pages > 10_000 {
+            break; // a runaway nextLink loop
+        }
+        let page = http.call(Method::GET, Api::Graph, &path, None).await?.body;
+        if let Some(values) = page["value"].as_array() {
+            items.extend(values.iter().cloned());
+        }
+        next = page["@odata.nextLink"]
+            .as_str()
+            .and_then(|l| l.strip_prefix(&base).map(str::to_string));
+    }
+    Ok(items)
+}
+
+/// Last sign-in per credential keyId, or `None` when the report is not available (it is beta,
+/// global-cloud only and needs AuditLog.Read.All).
+async fn credential_activity(http: &Http) -> Option<HashMap<String, Option<OffsetDateTime>>> {
+    let rows = all_pages(http, "/beta/reports/appCredentialSignInActivities")
+        .await
+        .ok()?;
+    Some(
+        rows.iter()
+            .filter_map(|r| {
+                let key = r["keyId"].as_str()?.to_string();
+                Some((key, when(&r["signInActivity"]["lastSignInDateTime"])))
+            })
+            .collect(),
+    )
+}
+
+pub struct AzureSweepOptions<'a> {
+    pub policy: &'a Policy,
+    pub ctx: &'a Context,
+    pub now: OffsetDateTime,
+    pub enforce: bool,
+}
+
+fn protected(opts: &AzureSweepOptions<'_>, id: &str, app_id: &str, name: &str) -> Option<String> {
+    for s in [
+        Subject::ServicePrincipal {
+            tenant: None,
+            id: id.to_string(),
+            name: Some(name.to_string()),
+            key_id: None,
+        },
+        Subject::ServicePrincipal {
+            tenant: None,
+            id: app_id.to_string(),
+            name: None,
+            key_id: None,
+        },
+    ] {
+        if let Some(p) = opts.policy.protection_for(&s) {
+            return Some(format!("protected principal (matches {:?})", p.as_str()));
+        }
+        let aliases = s.aliases();
+        if opts
+            .ctx
+            .own_identities
+            .iter()
+            .any(|p| aliases.iter().any(|a| p.matches(a)))
+        {
+            return Some("this is the identity quell runs as".into());
+        }
+    }
+    None
+}
+
+/// Sweeps the tenant.
+pub async fn sweep_tenant(
+    http: &Http,
+    opts: &AzureSweepOptions<'_>,
+) -> Result<AzureSweepReport, AzError> {
+    let days = opts.policy.dormancy_days;
+    let cutoff = opts.now - time::Duration::days(i64::from(days));
+    let activity = credential_activity(http).await;
+    let mut report = AzureSweepReport {
+        swept_at: rfc3339_seconds(opts.now),
+        enforce: opts.enforce,
+        dormancy_days: days,
+        activity_available: activity.is_some(),
+        credentials_checked: 0,
+        credentials: Vec::new(),
+        stale_service_principals: Vec::new(),
+    };
+    for (kind, collection) in [
+        (
+            "application",
+            "/v1.0/applications?$select=id,appId,displayName,passwordCredentials",
+        ),
+        (
+            "servicePrincipal",
+            "/v1.0/servicePrincipals?$select=id,appId,displayName,passwordCredentials",
+        ),
+    ] {
+        for owner in all_pages(http, collection).await? {
+            let id = owner["id"].as_str().unwrap_or_default().to_string();
+            let app_id = owner["appId"].as_str().unwrap_or_default().to_string();
+            let name = owner["displayName"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            for cred in owner["passwordCredentials"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                report.credentials_checked += 1;
+                let Some(key) = cred["keyId"].as_str() else {
+                    continue;
+                };
+                let end = when(&cred["endDateTime"]);
+                let start = when(&cred["startDateTime"]);
+                let reason = if end.is_some_and(|e| e < opts.now) {
+                    "expired"
+                } else {
+                    match activity.as_ref().map(|a| a.get(key)) {
+                        // Activity known for this key.
+                        Some(Some(Some(last))) if *last < cutoff => "unused",
+                        Some(Some(Some(_))) => continue,
+                        // In the report with no sign-in, or absent from it: never used.
+                        Some(Some(None)) | Some(None) if start.is_some_and(|s| s < cutoff) => {
+                            "never_used"
+                        }
+                        _ => continue, // no activity data: only expiry can be judged
+                    }
+                };
+                let outcome = if let Some(r) = protected(opts, &id, &app_id, &name) {
+                    Outcome::skipped(r)
+                } else if !opts.enforce {
+                    Outcome {
+                        status: Status::DryRun,
+                        detail: format!("would remove password credential {key}"),
+                        error_code: None,
+                        retryable: false,
+                        inverse: None,
+                    }
+                } else {
+                    let path = match kind {
+                        "application" => format!("/v1.0/applications/{}/removePassword", seg(&id)),
+                        _ => format!("/v1.0/servicePrincipals/{}/removePassword", seg(&id)),
+                    };
+                    match http
+                        .call(
+                            Method::POST,
+                            Api::Graph,
+                            &path,
+                            Some(&json!({"keyId": key})),
+                        )
+                        .await
+                    {
+                        Ok(_) => Outcome::applied(
+                            format!("removed password credential {key}"),
+                            Some(Inverse {
+                                call: format!(
+                                    "graph:POST {}",
+                                    path.replace("removePassword", "addPassword")
+                                ),
+                                params: json!({"note": "a removed secret cannot be restored; add a new one"}),
+                            }),
+                        ),
+                        // Removed meanwhile: nothing left to do.
+                        Err(e) if e.status == 404 => {
+                            Outcome::already(format!("credential {key} is already gone"))
+                        }
+                        Err(e) => Outcome::failed(e.code.clone(), e.message.clone(), e.retryable),
+                    }
+                };
+                report.credentials.push(CredentialFinding {
+                    owner_kind: kind.into(),
+                    owner_id: id.clone(),
+                    app_id: app_id.clone(),
+                    display_name: name.clone(),
+                    key_id: key.to_string(),
+                    reason: reason.into(),
+                    outcome,
+                });
+            }
+        }
+    }
+    // Service principals with no sign-in for the staleness period: reported for review.
+    let stale_cutoff = opts.now - time::Duration::days(i64::from(opts.policy.role_staleness_days));
+    if let Ok(rows) = all_pages(http, "/beta/reports/servicePrincipalSignInActivities").await {
+        for r in rows {
+            let last = when(&r["lastSignInActivity"]["lastSignInDateTime"]);
+            if last.is_some_and(|l| l >= stale_cutoff) {
+                continue;
+            }
+            let id = r["id"].as_str().unwrap_or_default().to_string();
+            let app_id = r["appId"].as_str().unwrap_or_default().to_string();
+            let outcome = match protected(opts, &id, &app_id, "") {
+                Some(reason) => Outcome::skipped(reason),
+                None => Outcome::skipped(format!(
+                    "no sign-in for {} days: review it (quell reports stale service principals, it does not disable them on a schedule)",
+                    opts.policy.role_staleness_days
+                )),
+            };
+            report.stale_service_principals.push(StalePrincipal {
+                id,
+                app_id,
+                display_name: String::new(),
+                last_sign_in: last.map(rfc3339_seconds),
+                outcome,
+            });
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,167 @@
+//! The Azure stale-credential sweep against a wiremock Graph with paging: expired, unused,
+//! never-used and recent secrets; protected principals; missing activity data.
+
+use std::sync::Arc;
+
+use quell_azure::sweep::{AzureSweepOptions, sweep_tenant};
+use quell_azure::{Endpoints, Http, StaticToken};
+use quell_core::policy::Pattern;
+use quell_core::report::Status;
+use quell_core::{Context, Policy};
+use serde_json::json;
+use wiremock::matchers::{body_json, method, path, query_param};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const NOW: time::OffsetDateTime = time::macros::datetime!(2026-11-23 12:00:00 UTC);
+
+fn http(server: &MockServer) -> Http {
+    Http::new(
+        Endpoints {
+            graph: server.uri(),
+            arm: server.uri(),
+        },
+        Arc::new(StaticToken("t".into())),
+    )
+}
+
+fn cred(key: &str, start: &str, end: &str) -> serde_json::Value {
+    json!({"keyId": key, "displayName": "ci", "startDateTime": start, "endDateTime": end})
+}
+
+async fn world(server: &MockServer, activity: bool) {
+    // Applications, in two pages.
+    Mock::given(method("GET"))
+        .and(path("/v1.0/applications"))
+        .and(query_param("$skiptoken", "page2"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": [
+            {"id": "app-2", "appId": "appid-2", "displayName": "breakglass-automation", "passwordCredentials": [cred("k-protected", "2024-01-01T00:00:00Z", "2025-01-01T00:00:00Z")]}
+        ]})))
+        .with_priority(1)
+        .mount(server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1.0/applications"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "value": [{"id": "app-1", "appId": "appid-1", "displayName": "billing-sync", "passwordCredentials": [
+                cred("k-expired", "2024-01-01T00:00:00Z", "2026-01-01T00:00:00Z"),
+                cred("k-unused", "2025-01-01T00:00:00Z", "2027-12-31T00:00:00Z"),
+                cred("k-recent", "2025-01-01T00:00:00Z", "2027-12-31T00:00:00Z"),
+                cred("k-never", "2025-06-01T00:00:00Z", "2027-12-31T00:00:00Z"),
+                cred("k-new", "2026-11-20T00:00:00Z", "2027-12-31T00:00:00Z")
+            ]}],
+            "@odata.nextLink": format!("{}/v1.0/applications?$skiptoken=page2", server.uri())
+        })))
+        .with_priority(2)
+        .mount(server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1.0/servicePrincipals"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": [{"id": "sp-1", "appId": "appid-1", "displayName": "billing-sync", "passwordCredentials": []}]})))
+        .mount(server)
+        .await;
+    let activity_response = if activity {
+        ResponseTemplate::new(200).set_body_json(json!({"value": [
+            {"keyId": "k-unused", "appId": "appid-1", "signInActivity": {"lastSignInDateTime": "2026-03-01T00:00:00Z"}},
+            {"keyId": "k-recent", "appId": "appid-1", "signInActivity": {"lastSignInDateTime": "2026-11-22T00:00:00Z"}}
+        ]}))
+    } else {
+        ResponseTemplate::new(403).set_body_json(json!({"error": {"code": "Authorization_RequestDenied", "message": "no AuditLog.Read.All"}}))
+    };
+    Mock::given(method("GET"))
+        .and(path("/beta/reports/appCredentialSignInActivities"))
+        .respond_with(activity_response)
+        .mount(server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/beta/reports/servicePrincipalSignInActivities"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": [
+            {"id": "sp-1", "appId": "appid-1", "lastSignInActivity": {"lastSignInDateTime": "2025-01-01T00:00:00Z"}},
+            {"id": "sp-9", "appId": "appid-9", "lastSignInActivity": {"lastSignInDateTime": "2026-11-01T00:00:00Z"}}
+        ]})))
+        .mount(server)
+        .await;
+}
+
+fn policy() -> Policy {
+    let mut p = Policy::default();
+    p.protected.push(Pattern::new("breakglass-*").unwrap());
+    p
+}
+
+#[tokio::test]
+async fn stale_secrets_are_removed_across_pages_and_the_rest_left_alone() {
+    let server = MockServer::start().await;
+    world(&server, true).await;
+    for key in ["k-expired", "k-unused", "k-never"] {
+        Mock::given(method("POST"))
+            .and(path("/v1.0/applications/app-1/removePassword"))
+            .and(body_json(json!({"keyId": key})))
+            .respond_with(ResponseTemplate::new(204))
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+    let policy = policy();
+    let ctx = Context::default();
+    let report = sweep_tenant(
+        &http(&server),
+        &AzureSweepOptions {
+            policy: &policy,
+            ctx: &ctx,
+            now: NOW,
+            enforce: true,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(report.activity_available);
+    assert_eq!(report.credentials_checked, 6);
+    let by_key: Vec<(&str, &str, Status)> = report
+        .credentials
+        .iter()
+        .map(|c| (c.key_id.as_str(), c.reason.as_str(), c.outcome.status))
+        .collect();
+    assert_eq!(
+        by_key,
+        [
+            ("k-expired", "expired", Status::Applied),
+            ("k-unused", "unused", Status::Applied),
+            ("k-never", "never_used", Status::Applied),
+            ("k-protected", "expired", Status::Skipped),
+        ]
+    );
+    assert_eq!(report.stale_service_principals.len(), 1);
+    assert_eq!(report.stale_service_principals[0].id, "sp-1");
+}
+
+#[tokio::test]
+async fn without_activity_data_only_expired_secrets_are_judged_and_dry_run_changes_nothing() {
+    let server = MockServer::start().await;
+    world(&server, false).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let policy = policy();
+    let ctx = Context::default();
+    let report = sweep_tenant(
+        &http(&server),
+        &AzureSweepOptions {
+            policy: &policy,
+            ctx: &ctx,
+            now: NOW,
+            enforce: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(!report.activity_available);
+    let keys: Vec<&str> = report
+        .credentials
+        .iter()
+        .map(|c| c.key_id.as_str())
+        .collect();
+    assert_eq!(keys, ["k-expired", "k-protected"]);
+    assert_eq!(report.count(Status::DryRun), 1);
+}
