@@ -53,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
         policy,
         ctx,
         executor,
+        clock: Arc::new(SystemClock),
     });
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
