@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_iam::types::{EntityType, ReportStateType, StatusType};
+use aws_sdk_iam::types::{EntityType, StatusType};
 use quell_core::clock::rfc3339_seconds;
 use quell_core::model::Subject;
 use quell_core::plan::Context;
@@ -81,31 +81,16 @@ pub struct SweepOptions {
     pub progress: Option<Arc<dyn Fn(usize, usize) + Send + Sync>>,
 }
 
-/// Gets a fresh credential report: `GenerateCredentialReport` until `COMPLETE`, then
-/// `GetCredentialReport` (regenerating once if AWS says it is missing or expired).
+/// Gets a fresh credential report in as few calls as possible: `GenerateCredentialReport`
+/// (AWS reuses a report under four hours old), then `GetCredentialReport`, waiting while AWS
+/// answers `ReportInProgress` and regenerating once if it says the report is missing or expired.
 pub async fn credential_report(iam: &aws_sdk_iam::Client) -> Result<String, ExecError> {
-    for _ in 0..2 {
-        let mut complete = false;
-        for _ in 0..60 {
-            let state = iam
-                .generate_credential_report()
-                .send()
-                .await
-                .map_err(classify)?
-                .state()
-                .cloned();
-            if state == Some(ReportStateType::Complete) {
-                complete = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        if !complete {
-            return Err(ExecError::new(
-                "ReportInProgress",
-                "the credential report did not complete in 30 s; run the sweep again",
-            ));
-        }
+    let mut generated_again = false;
+    iam.generate_credential_report()
+        .send()
+        .await
+        .map_err(classify)?;
+    for _ in 0..120 {
         match iam.get_credential_report().send().await.map_err(classify) {
             Ok(out) => {
                 let bytes = out
@@ -116,19 +101,22 @@ pub async fn credential_report(iam: &aws_sdk_iam::Client) -> Result<String, Exec
                     ExecError::new("InvalidReport", "the credential report is not UTF-8")
                 });
             }
-            Err(e)
-                if e.is("ReportNotPresent")
-                    || e.is("ReportExpired")
-                    || e.is("ReportInProgress") =>
-            {
-                continue;
+            Err(e) if e.is("ReportInProgress") => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) if (e.is("ReportNotPresent") || e.is("ReportExpired")) && !generated_again => {
+                generated_again = true;
+                iam.generate_credential_report()
+                    .send()
+                    .await
+                    .map_err(classify)?;
             }
             Err(e) => return Err(e),
         }
     }
     Err(ExecError::new(
-        "ReportNotPresent",
-        "no credential report could be read",
+        "ReportInProgress",
+        "the credential report did not complete within a minute; run the sweep again",
     ))
 }
 
