@@ -165,3 +165,53 @@ async fn without_activity_data_only_expired_secrets_are_judged_and_dry_run_chang
     assert_eq!(keys, ["k-expired", "k-protected"]);
     assert_eq!(report.count(Status::DryRun), 1);
 }
+
+#[tokio::test]
+async fn stale_service_principals_are_disabled_only_when_the_policy_asks() {
+    let server = MockServer::start().await;
+    world(&server, true).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path("/v1.0/servicePrincipals/sp-1"))
+        .and(body_json(json!({"accountEnabled": false})))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut policy = policy();
+    let ctx = Context::default();
+    let r = sweep_tenant(
+        &http(&server),
+        &AzureSweepOptions {
+            policy: &policy,
+            ctx: &ctx,
+            now: NOW,
+            enforce: true,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        r.stale_service_principals[0].outcome.status,
+        Status::Skipped
+    );
+    policy.azure.disable_stale_service_principals = true;
+    let r = sweep_tenant(
+        &http(&server),
+        &AzureSweepOptions {
+            policy: &policy,
+            ctx: &ctx,
+            now: NOW,
+            enforce: true,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        r.stale_service_principals[0].outcome.status,
+        Status::Applied
+    );
+}

@@ -508,3 +508,89 @@ async fn the_organization_lists_active_accounts() {
             .all(|a| quell_core::model::ids::is_account(a))
     );
 }
+
+#[tokio::test]
+async fn dormant_console_passwords_are_deleted_only_when_asked_and_never_for_exempt_users() {
+    let iam = iam().await;
+    let now = OffsetDateTime::now_utc();
+    let plain = unique("pw-plain");
+    let exempt = unique("pw-exempt");
+    for u in [&plain, &exempt] {
+        iam.create_user().user_name(u).send().await.unwrap();
+        iam.create_login_profile()
+            .user_name(u)
+            .password("Quell-test-Passw0rd!")
+            .send()
+            .await
+            .unwrap();
+    }
+    iam.tag_user()
+        .user_name(&exempt)
+        .tags(
+            Tag::builder()
+                .key("quell:exempt")
+                .value("x")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let row = |u: &str| {
+        format!(
+            "{u},arn:aws:iam::{MOTO_ACCOUNT}:user/{u},{},true,N/A,N/A,N/A,false,false,N/A,N/A,N/A,N/A,false,N/A,N/A,N/A,N/A,false,N/A,false,N/A",
+            fmt(now)
+        )
+    };
+    let csv = format!("{HEADER}\n{}\n{}", row(&plain), row(&exempt));
+    let clock = now + time::Duration::days(365);
+
+    // Default policy: flagged only.
+    let r = sweep_report(&iam, &csv, &opts(Policy::default(), clock, true))
+        .await
+        .unwrap();
+    assert_eq!(r.passwords.len(), 2);
+    assert!(
+        r.passwords
+            .iter()
+            .all(|p| p.outcome.status == Status::Skipped)
+    );
+    assert!(
+        iam.get_login_profile()
+            .user_name(&plain)
+            .send()
+            .await
+            .is_ok()
+    );
+
+    let mut policy = Policy::default();
+    policy.aws.delete_login_profile = true;
+    let r = sweep_report(&iam, &csv, &opts(policy, clock, true))
+        .await
+        .unwrap();
+    let by_user = |u: &str| {
+        r.passwords
+            .iter()
+            .find(|p| p.user == u)
+            .unwrap()
+            .outcome
+            .clone()
+    };
+    assert_eq!(by_user(&plain).status, Status::Applied);
+    assert_eq!(by_user(&exempt).status, Status::Skipped);
+    assert!(by_user(&exempt).detail.contains("exemption tag"));
+    assert!(
+        iam.get_login_profile()
+            .user_name(&plain)
+            .send()
+            .await
+            .is_err()
+    );
+    assert!(
+        iam.get_login_profile()
+            .user_name(&exempt)
+            .send()
+            .await
+            .is_ok()
+    );
+}

@@ -23,6 +23,7 @@ pub const SWEEP_PERMISSIONS: &[&str] = &[
     "iam:ListAccessKeys",
     "iam:GetAccessKeyLastUsed",
     "iam:UpdateAccessKey",
+    "iam:DeleteLoginProfile",
 ];
 
 /// The AWS API actions the executor may call for each action kind. The SAM template's roles

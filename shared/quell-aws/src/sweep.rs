@@ -197,24 +197,13 @@ pub async fn sweep_report(
         passwords: Vec::new(),
     };
 
-    // Pure triage: which users hold dormant active keys, and which are protected.
+    // Pure triage first: dormant passwords, and users holding dormant active keys.
+    let mut passwords: Vec<(String, Dormancy)> = Vec::new();
     let mut candidates: Vec<(CredentialRow, Vec<(u8, Dormancy)>)> = Vec::new();
     for row in rows {
         let pw = password_dormancy(&row, opts.now, days);
         if matches!(pw, Dormancy::Dormant { .. }) {
-            let outcome = match protected(opts, &row.user) {
-                Some(r) => Outcome::skipped(r),
-                None => Outcome::skipped(if opts.policy.aws.delete_login_profile {
-                    "console password dormant: delete_login_profile runs through a runbook request (not deleted by the sweep)"
-                } else {
-                    "console password dormant: flagged for review (set aws.delete_login_profile to remove it)"
-                }),
-            };
-            report.passwords.push(PasswordFinding {
-                user: row.user.clone(),
-                dormancy: pw,
-                outcome,
-            });
+            passwords.push((row.user.clone(), pw));
         }
         let dormant: Vec<(u8, Dormancy)> = row
             .keys
@@ -239,10 +228,32 @@ pub async fn sweep_report(
         }
         candidates.push((row, dormant));
     }
-    if candidates.is_empty() {
+    if candidates.is_empty() && passwords.is_empty() {
         return Ok(report);
     }
+    // Exemption tags in bulk, before any write.
     let exempt = exempt_users(iam, &opts.policy.exemption_tag).await?;
+    for (user, dormancy) in passwords {
+        let outcome = if let Some(r) = protected(opts, &user) {
+            Outcome::skipped(r)
+        } else if exempt.contains(&user) {
+            Outcome::skipped(format!(
+                "the user carries the exemption tag {}",
+                opts.policy.exemption_tag
+            ))
+        } else if !opts.policy.aws.delete_login_profile {
+            Outcome::skipped(
+                "console password dormant: flagged for review (set aws.delete_login_profile to delete it)",
+            )
+        } else {
+            delete_password(iam, &user, opts.enforce).await
+        };
+        report.passwords.push(PasswordFinding {
+            user,
+            dormancy,
+            outcome,
+        });
+    }
 
     let total = candidates.len();
     let gate = Arc::new(Semaphore::new(opts.concurrency.max(1)));
@@ -292,6 +303,37 @@ pub async fn sweep_report(
         .keys
         .sort_by(|a, b| (&a.user, a.slot).cmp(&(&b.user, b.slot)));
     Ok(report)
+}
+
+/// Deletes a dormant console password (policy `aws.delete_login_profile`; the caller has
+/// checked protection and the exemption tag).
+async fn delete_password(iam: &aws_sdk_iam::Client, user: &str, enforce: bool) -> Outcome {
+    if !enforce {
+        return Outcome {
+            status: Status::DryRun,
+            detail: "would delete the dormant console password".into(),
+            error_code: None,
+            retryable: false,
+            inverse: None,
+        };
+    }
+    match iam
+        .delete_login_profile()
+        .user_name(user)
+        .send()
+        .await
+        .map_err(classify)
+    {
+        Ok(_) => Outcome::applied(
+            "deleted the dormant console password",
+            Some(quell_core::report::Inverse {
+                call: "iam:CreateLoginProfile".into(),
+                params: json!({"UserName": user, "PasswordResetRequired": true, "Note": "the old password cannot be restored"}),
+            }),
+        ),
+        Err(e) if e.is("NoSuchEntity") => Outcome::already("the console password is already gone"),
+        Err(e) => Outcome::failed(e.code.clone(), e.message.clone(), e.retryable),
+    }
 }
 
 async fn sweep_user(

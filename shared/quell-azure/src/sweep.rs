@@ -266,10 +266,40 @@ pub async fn sweep_tenant(
             let app_id = r["appId"].as_str().unwrap_or_default().to_string();
             let outcome = match protected(opts, &id, &app_id, "") {
                 Some(reason) => Outcome::skipped(reason),
-                None => Outcome::skipped(format!(
-                    "no sign-in for {} days: review it (quell reports stale service principals, it does not disable them on a schedule)",
-                    opts.policy.role_staleness_days
-                )),
+                None if !opts.policy.azure.disable_stale_service_principals => {
+                    Outcome::skipped(format!(
+                        "no sign-in for {} days: review it (set azure.disable_stale_service_principals to disable)",
+                        opts.policy.role_staleness_days
+                    ))
+                }
+                None if !opts.enforce => Outcome {
+                    status: Status::DryRun,
+                    detail: "would disable the service principal".into(),
+                    error_code: None,
+                    retryable: false,
+                    inverse: None,
+                },
+                None => {
+                    let path = format!("/v1.0/servicePrincipals/{}", seg(&id));
+                    match http
+                        .call(
+                            Method::PATCH,
+                            Api::Graph,
+                            &path,
+                            Some(&json!({"accountEnabled": false})),
+                        )
+                        .await
+                    {
+                        Ok(_) => Outcome::applied(
+                            "accountEnabled = false (no recent sign-in)",
+                            Some(Inverse {
+                                call: format!("graph:PATCH {path}"),
+                                params: json!({"accountEnabled": true}),
+                            }),
+                        ),
+                        Err(e) => Outcome::failed(e.code.clone(), e.message.clone(), e.retryable),
+                    }
+                }
             };
             report.stale_service_principals.push(StalePrincipal {
                 id,

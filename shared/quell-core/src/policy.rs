@@ -122,6 +122,9 @@ pub struct AzurePolicy {
     pub remove_role_assignments: bool,
     /// Set Defender alerts to inProgress with a comment once handled.
     pub update_defender_alerts: bool,
+    /// The scheduled sweep disables service principals with no sign-in for
+    /// `role_staleness_days` (otherwise it reports them).
+    pub disable_stale_service_principals: bool,
 }
 
 impl Default for AzurePolicy {
@@ -132,6 +135,7 @@ impl Default for AzurePolicy {
             disable_service_principals: true,
             remove_role_assignments: false,
             update_defender_alerts: true,
+            disable_stale_service_principals: false,
         }
     }
 }
