@@ -3,27 +3,20 @@
 
 use std::sync::Arc;
 
-use aws_config::SdkConfig;
-use aws_credential_types::Credentials;
 use aws_sdk_iam::types::StatusType;
 use quell_aws::{AwsClients, AwsExecutor, Fixed, docs};
 use quell_core::clock::FixedClock;
 use quell_core::policy::{Mode, SessionScope};
 use quell_core::report::{Report, Status};
 use quell_core::{ActionKind, Context, Plan, Policy, plan_input};
-use quell_tests::{MOTO_ACCOUNT, Moto, event, unique};
+use quell_tests::{MOTO_ACCOUNT, event, unique};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 const NOW: OffsetDateTime = time::macros::datetime!(2026-11-23 12:00:00 UTC);
 
-async fn sdk() -> SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(&Moto::shared().url)
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
-        .load()
-        .await
+async fn sdk() -> aws_config::SdkConfig {
+    quell_tests::moto_sdk().await
 }
 
 async fn iam() -> aws_sdk_iam::Client {

@@ -152,3 +152,15 @@ pub fn unique(prefix: &str) -> String {
 pub fn event_json(rel: &str) -> Value {
     serde_json::from_slice(&event(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
+
+/// An SDK configuration that reaches the shared moto with test credentials.
+pub async fn moto_sdk() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(&Moto::shared().url)
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "testing", "testing", None, None, "tests",
+        ))
+        .load()
+        .await
+}

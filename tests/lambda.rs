@@ -4,25 +4,19 @@
 
 use std::sync::Arc;
 
-use aws_credential_types::Credentials;
 use aws_sdk_iam::types::StatusType;
 use quell_aws::{AwsClients, AwsExecutor, Fixed, docs};
 use quell_core::clock::FixedClock;
 use quell_core::policy::Mode;
 use quell_core::{Context, Policy};
 use quell_lambda::{Accepts, Edge, EdgeError, load_policy};
-use quell_tests::{Moto, event};
+use quell_tests::event;
 use serde_json::{Value, json};
 
 const NOW: time::OffsetDateTime = time::macros::datetime!(2026-11-23 12:00:00 UTC);
 
 async fn sdk() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(&Moto::shared().url)
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
-        .load()
-        .await
+    quell_tests::moto_sdk().await
 }
 
 async fn edge(accepts: Accepts, mode: Mode) -> Edge<Fixed> {

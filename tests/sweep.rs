@@ -6,25 +6,18 @@
 //! (`ListAccessKeys`, `UpdateAccessKey`). `the_report_is_generated_and_read_from_moto` covers
 //! fetching the real report.
 
-use aws_credential_types::Credentials;
 use aws_sdk_iam::types::{StatusType, Tag};
 use quell_aws::sweep::{SweepOptions, credential_report, sweep_account, sweep_report};
 use quell_core::policy::Pattern;
 use quell_core::report::Status;
 use quell_core::{Context, Policy};
-use quell_tests::{MOTO_ACCOUNT, Moto, unique};
+use quell_tests::{MOTO_ACCOUNT, unique};
 use time::OffsetDateTime;
 
 const HEADER: &str = "user,arn,user_creation_time,password_enabled,password_last_used,password_last_changed,password_next_rotation,mfa_active,access_key_1_active,access_key_1_last_rotated,access_key_1_last_used_date,access_key_1_last_used_region,access_key_1_last_used_service,access_key_2_active,access_key_2_last_rotated,access_key_2_last_used_date,access_key_2_last_used_region,access_key_2_last_used_service,cert_1_active,cert_1_last_rotated,cert_2_active,cert_2_last_rotated";
 
 async fn iam() -> aws_sdk_iam::Client {
-    let cfg = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(&Moto::shared().url)
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
-        .load()
-        .await;
-    aws_sdk_iam::Client::new(&cfg)
+    aws_sdk_iam::Client::new(&quell_tests::moto_sdk().await)
 }
 
 fn opts(policy: Policy, now: OffsetDateTime, enforce: bool) -> SweepOptions {
@@ -373,12 +366,7 @@ async fn twin_keys_created_in_the_same_second_are_never_guessed() {
 }
 
 async fn sdk() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(&Moto::shared().url)
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
-        .load()
-        .await
+    quell_tests::moto_sdk().await
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use aws_sdk_securityhub::types::{
 use quell_core::Cloud;
 use quell_core::clock::{Clock, rfc3339_seconds};
 use quell_core::model::{FindingRef, Subject, ids};
-use quell_core::plan::{Action, ActionKind, Context, Plan, Target};
+use quell_core::plan::{Action, ActionKind, Context, Plan, Target, protection_reason};
 use quell_core::policy::{Mode, Policy};
 use quell_core::report::{ActionResult, Inverse, Outcome, Report};
 use serde_json::json;
@@ -334,20 +334,8 @@ impl<S: ClientSource> Run<'_, S> {
                 name: name.to_string(),
             },
         };
-        if let Some(p) = self.exec.policy.protection_for(&subject) {
-            return Err(Outcome::skipped(format!(
-                "protected principal (matches {:?})",
-                p.as_str()
-            )));
-        }
-        if self
-            .exec
-            .ctx
-            .own_identities
-            .iter()
-            .any(|p| subject.aliases().iter().any(|a| p.matches(a)))
-        {
-            return Err(Outcome::skipped("this is the identity quell runs as"));
+        if let Some(reason) = protection_reason(&self.exec.policy, &self.exec.ctx, &subject) {
+            return Err(Outcome::skipped(reason));
         }
         let iam = &self.clients.iam;
         let (path, role_id, tags) = match kind {

@@ -154,19 +154,7 @@ fn protected(opts: &SweepOptions, user: &str) -> Option<String> {
         account: opts.account.clone(),
         name: user.to_string(),
     };
-    if let Some(p) = opts.policy.protection_for(&s) {
-        return Some(format!("protected principal (matches {:?})", p.as_str()));
-    }
-    let aliases = s.aliases();
-    if opts
-        .ctx
-        .own_identities
-        .iter()
-        .any(|p| aliases.iter().any(|a| p.matches(a)))
-    {
-        return Some("this is the identity quell runs as".into());
-    }
-    None
+    quell_core::plan::protection_reason(&opts.policy, &opts.ctx, &s)
 }
 
 /// Sweeps one account: fetches a fresh credential report and acts on it.

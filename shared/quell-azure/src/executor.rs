@@ -140,19 +140,7 @@ impl AzureExecutor {
     }
 
     fn protected(&self, s: &Subject) -> Option<String> {
-        if let Some(p) = self.policy.protection_for(s) {
-            return Some(format!("protected principal (matches {:?})", p.as_str()));
-        }
-        let aliases = s.aliases();
-        if self
-            .ctx
-            .own_identities
-            .iter()
-            .any(|p| aliases.iter().any(|a| p.matches(a)))
-        {
-            return Some("this is the identity quell runs as".into());
-        }
-        None
+        quell_core::plan::protection_reason(&self.policy, &self.ctx, s)
     }
 
     /// The user's path segment: object id if known, else UPN.

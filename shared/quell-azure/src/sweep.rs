@@ -112,7 +112,7 @@ pub struct AzureSweepOptions<'a> {
 }
 
 fn protected(opts: &AzureSweepOptions<'_>, id: &str, app_id: &str, name: &str) -> Option<String> {
-    for s in [
+    [
         Subject::ServicePrincipal {
             tenant: None,
             id: id.to_string(),
@@ -125,21 +125,9 @@ fn protected(opts: &AzureSweepOptions<'_>, id: &str, app_id: &str, name: &str) -
             name: None,
             key_id: None,
         },
-    ] {
-        if let Some(p) = opts.policy.protection_for(&s) {
-            return Some(format!("protected principal (matches {:?})", p.as_str()));
-        }
-        let aliases = s.aliases();
-        if opts
-            .ctx
-            .own_identities
-            .iter()
-            .any(|p| aliases.iter().any(|a| p.matches(a)))
-        {
-            return Some("this is the identity quell runs as".into());
-        }
-    }
-    None
+    ]
+    .iter()
+    .find_map(|s| quell_core::plan::protection_reason(opts.policy, opts.ctx, s))
 }
 
 /// Sweeps the tenant.

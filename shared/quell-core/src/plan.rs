@@ -184,7 +184,8 @@ impl Context {
         }
         self
     }
-    fn is_own(&self, s: &Subject) -> bool {
+    /// True when `s` is one of the identities quell runs as.
+    pub fn is_own(&self, s: &Subject) -> bool {
         let aliases = s.aliases();
         self.own_identities
             .iter()
@@ -448,14 +449,16 @@ fn plan_finding(b: &mut Builder<'_>, f: &Finding) {
     }
 }
 
-/// Why a subject must not be touched, if it must not.
-fn protection(b: &Builder<'_>, s: &Subject) -> Option<String> {
-    if b.ctx.is_own(s) {
+/// Why a subject must never be touched, if it must not: quell's own identity, a protection
+/// pattern, a service-linked role. The planner and every executor and sweep ask this one
+/// function, so the rule cannot drift between them.
+pub fn protection_reason(policy: &Policy, ctx: &Context, s: &Subject) -> Option<String> {
+    if ctx.is_own(s) {
         return Some(
             "this is the identity quell itself runs as; quell never contains itself".into(),
         );
     }
-    if let Some(p) = b.policy.protection_for(s) {
+    if let Some(p) = policy.protection_for(s) {
         return Some(format!("protected principal (matches {:?})", p.as_str()));
     }
     match s {
@@ -466,6 +469,10 @@ fn protection(b: &Builder<'_>, s: &Subject) -> Option<String> {
         }
         _ => None,
     }
+}
+
+fn protection(b: &Builder<'_>, s: &Subject) -> Option<String> {
+    protection_reason(b.policy, b.ctx, s)
 }
 
 fn contain(b: &mut Builder<'_>, f: &Finding, s: &Subject) {
