@@ -582,3 +582,103 @@ async fn dormant_console_passwords_are_deleted_only_when_asked_and_never_for_exe
             .is_ok()
     );
 }
+
+#[tokio::test]
+async fn unused_roles_are_flagged_or_quarantined_and_service_and_exempt_roles_are_not() {
+    let iam = iam().await;
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    let plain = unique("old-lambda");
+    let exempt = unique("kept-role");
+    let linked = unique("linked");
+    iam.create_role()
+        .role_name(&plain)
+        .assume_role_policy_document(trust)
+        .send()
+        .await
+        .unwrap();
+    iam.create_role()
+        .role_name(&exempt)
+        .assume_role_policy_document(trust)
+        .tags(
+            Tag::builder()
+                .key("quell:exempt")
+                .value("x")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    iam.create_role()
+        .role_name(&linked)
+        .path("/aws-service-role/example.amazonaws.com/")
+        .assume_role_policy_document(trust)
+        .send()
+        .await
+        .unwrap();
+    let clock = OffsetDateTime::now_utc() + time::Duration::days(365);
+    let mine = |r: &quell_aws::sweep::SweepReport| -> Vec<(String, Status)> {
+        let mut v: Vec<(String, Status)> = r
+            .roles
+            .iter()
+            .filter(|f| [&plain, &exempt, &linked].contains(&&f.role))
+            .map(|f| (f.role.clone(), f.outcome.status))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    // Default policy: flagged, not changed.
+    let r = sweep_account(&iam, &opts(Policy::default(), clock, true))
+        .await
+        .unwrap();
+    let mut want = vec![
+        (exempt.clone(), Status::Skipped),
+        (plain.clone(), Status::Skipped),
+    ];
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        mine(&r),
+        want,
+        "the service-linked role is not even reported"
+    );
+
+    let mut policy = Policy::default();
+    policy.aws.quarantine_unused_roles = true;
+    let r = sweep_account(&iam, &opts(policy.clone(), clock, true))
+        .await
+        .unwrap();
+    let mut want = vec![
+        (exempt.clone(), Status::Skipped),
+        (plain.clone(), Status::Applied),
+    ];
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(mine(&r), want);
+    let doc = iam
+        .get_role_policy()
+        .role_name(&plain)
+        .policy_name(quell_aws::docs::QUARANTINE_POLICY)
+        .send()
+        .await
+        .unwrap();
+    assert!(quell_aws::docs::is_deny_all(
+        &quell_aws::docs::parse(doc.policy_document()).unwrap()
+    ));
+    assert!(
+        iam.get_role_policy()
+            .role_name(&exempt)
+            .policy_name(quell_aws::docs::QUARANTINE_POLICY)
+            .send()
+            .await
+            .is_err()
+    );
+    // Again: nothing changes.
+    let r = sweep_account(&iam, &opts(policy, clock, true))
+        .await
+        .unwrap();
+    let mut want = vec![
+        (exempt.clone(), Status::Skipped),
+        (plain.clone(), Status::AlreadyInState),
+    ];
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(mine(&r), want);
+}

@@ -304,17 +304,25 @@ fn sweep_aws(
                     p.user, "pw", "-", p.outcome.detail
                 );
             }
+            for r in &report.roles {
+                let status = format!("{:?}", r.outcome.status);
+                println!(
+                    "{:<32} {:<4} {:<22} {status:<16} {}",
+                    r.role, "role", "-", r.outcome.detail
+                );
+            }
             let skipped = report
                 .keys
                 .iter()
                 .filter(|k| k.outcome.status == Status::Skipped)
                 .count();
             println!(
-                "\n{} keys deactivated, {} would be, {skipped} skipped, {} failed; {} dormant console passwords",
+                "\n{} changes made, {} would be, {skipped} keys skipped, {} failed; {} dormant console passwords; {} unused roles",
                 report.count(Status::Applied),
                 report.count(Status::DryRun),
                 report.count(Status::Failed),
-                report.passwords.len()
+                report.passwords.len(),
+                report.roles.len()
             );
         }
     }

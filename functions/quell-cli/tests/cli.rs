@@ -230,5 +230,5 @@ fn sweep_aws_reports_in_dry_run_by_default() {
         "{s}"
     );
     assert!(s.contains("dry-run (pass --yes to deactivate)"), "{s}");
-    assert!(s.contains("0 keys deactivated"), "{s}");
+    assert!(s.contains("0 changes made"), "{s}");
 }

@@ -15,7 +15,8 @@ pub use quell_core::clock::SystemClock;
 
 use quell_core::ActionKind;
 
-/// The AWS API actions the account sweep calls (`sweep::sweep_account`).
+/// The AWS API actions the account sweep calls (`sweep::sweep_account`): the report, the bulk
+/// account details, key deactivation, password deletion and unused-role quarantine.
 pub const SWEEP_PERMISSIONS: &[&str] = &[
     "iam:GenerateCredentialReport",
     "iam:GetCredentialReport",
@@ -24,6 +25,8 @@ pub const SWEEP_PERMISSIONS: &[&str] = &[
     "iam:GetAccessKeyLastUsed",
     "iam:UpdateAccessKey",
     "iam:DeleteLoginProfile",
+    "iam:GetRolePolicy",
+    "iam:PutRolePolicy",
 ];
 
 /// The AWS API actions the executor may call for each action kind. The SAM template's roles

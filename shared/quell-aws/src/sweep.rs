@@ -52,6 +52,15 @@ pub struct SweepReport {
     pub keys: Vec<KeyFinding>,
     /// Console passwords unused for the dormancy period.
     pub passwords: Vec<PasswordFinding>,
+    /// Roles unused for `role_staleness_days`.
+    pub roles: Vec<RoleFinding>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RoleFinding {
+    pub role: String,
+    pub dormancy: Dormancy,
+    pub outcome: Outcome,
 }
 
 impl SweepReport {
@@ -120,14 +129,32 @@ pub async fn credential_report(iam: &aws_sdk_iam::Client) -> Result<String, Exec
     ))
 }
 
-/// Users carrying the exemption tag, read in bulk (one paginated call for the account).
-async fn exempt_users(iam: &aws_sdk_iam::Client, tag: &str) -> Result<HashSet<String>, ExecError> {
-    let mut out = HashSet::new();
+/// A role as `GetAccountAuthorizationDetails` describes it.
+struct RoleInfo {
+    name: String,
+    path: String,
+    created: Option<OffsetDateTime>,
+    last_used: Option<OffsetDateTime>,
+    exempt: bool,
+}
+
+/// Users carrying the exemption tag, and every role with its last use: one paginated
+/// `GetAccountAuthorizationDetails` for the whole account.
+async fn account_details(
+    iam: &aws_sdk_iam::Client,
+    tag: &str,
+) -> Result<(HashSet<String>, Vec<RoleInfo>), ExecError> {
+    let when = |d: Option<&aws_sdk_iam::primitives::DateTime>| {
+        d.and_then(|d| OffsetDateTime::from_unix_timestamp(d.secs()).ok())
+    };
+    let mut users = HashSet::new();
+    let mut roles = Vec::new();
     let mut marker: Option<String> = None;
     loop {
         let page = iam
             .get_account_authorization_details()
             .filter(EntityType::User)
+            .filter(EntityType::Role)
             .set_marker(marker.take())
             .send()
             .await
@@ -136,8 +163,18 @@ async fn exempt_users(iam: &aws_sdk_iam::Client, tag: &str) -> Result<HashSet<St
             if u.tags().iter().any(|t| t.key() == tag)
                 && let Some(name) = u.user_name()
             {
-                out.insert(name.to_string());
+                users.insert(name.to_string());
             }
+        }
+        for r in page.role_detail_list() {
+            let Some(name) = r.role_name() else { continue };
+            roles.push(RoleInfo {
+                name: name.to_string(),
+                path: r.path().unwrap_or("/").to_string(),
+                created: when(r.create_date()),
+                last_used: when(r.role_last_used().and_then(|u| u.last_used_date())),
+                exempt: r.tags().iter().any(|t| t.key() == tag),
+            });
         }
         if page.is_truncated() {
             marker = page.marker().map(str::to_string);
@@ -145,7 +182,7 @@ async fn exempt_users(iam: &aws_sdk_iam::Client, tag: &str) -> Result<HashSet<St
                 continue;
             }
         }
-        return Ok(out);
+        return Ok((users, roles));
     }
 }
 
@@ -183,6 +220,7 @@ pub async fn sweep_report(
         users: rows.len(),
         keys: Vec::new(),
         passwords: Vec::new(),
+        roles: Vec::new(),
     };
 
     // Pure triage first: dormant passwords, and users holding dormant active keys.
@@ -216,11 +254,13 @@ pub async fn sweep_report(
         }
         candidates.push((row, dormant));
     }
-    if candidates.is_empty() && passwords.is_empty() {
-        return Ok(report);
+    // Exemption tags and role activity in bulk, before any write.
+    let (exempt, roles) = account_details(iam, &opts.policy.exemption_tag).await?;
+    for role in roles {
+        if let Some(finding) = stale_role(iam, opts, role).await {
+            report.roles.push(finding);
+        }
     }
-    // Exemption tags in bulk, before any write.
-    let exempt = exempt_users(iam, &opts.policy.exemption_tag).await?;
     for (user, dormancy) in passwords {
         let outcome = if let Some(r) = protected(opts, &user) {
             Outcome::skipped(r)
@@ -291,6 +331,105 @@ pub async fn sweep_report(
         .keys
         .sort_by(|a, b| (&a.user, a.slot).cmp(&(&b.user, b.slot)));
     Ok(report)
+}
+
+/// Judges one role against `role_staleness_days`; quarantines it when the policy asks.
+async fn stale_role(
+    iam: &aws_sdk_iam::Client,
+    opts: &SweepOptions,
+    role: RoleInfo,
+) -> Option<RoleFinding> {
+    let slot = quell_core::sweep::KeySlot {
+        slot: 0,
+        active: true,
+        last_rotated: role.created,
+        last_used: role.last_used,
+    };
+    let dormancy = key_dormancy(&slot, opts.now, opts.policy.role_staleness_days);
+    if !matches!(dormancy, Dormancy::Dormant { .. }) {
+        return None;
+    }
+    let subject = Subject::IamRole {
+        account: opts.account.clone(),
+        name: role.name.clone(),
+    };
+    let outcome = if role.path.starts_with("/aws-service-role/")
+        || quell_core::model::ids::is_service_linked_role(&role.name)
+    {
+        return None; // service-linked roles are AWS's; not even reported
+    } else if role.path.starts_with("/aws-reserved/")
+        || quell_core::model::ids::is_identity_center_role(&role.name)
+    {
+        Outcome::skipped("Identity Center role: manage its permission set in Identity Center")
+    } else if let Some(r) = quell_core::plan::protection_reason(&opts.policy, &opts.ctx, &subject) {
+        Outcome::skipped(r)
+    } else if role.exempt {
+        Outcome::skipped(format!(
+            "the role carries the exemption tag {}",
+            opts.policy.exemption_tag
+        ))
+    } else if !opts.policy.aws.quarantine_unused_roles {
+        Outcome::skipped(format!(
+            "unused for {} days: flagged for review (set aws.quarantine_unused_roles to quarantine)",
+            opts.policy.role_staleness_days
+        ))
+    } else if !opts.enforce {
+        Outcome {
+            status: Status::DryRun,
+            detail: "would attach the deny-all quarantine policy".into(),
+            error_code: None,
+            retryable: false,
+            inverse: None,
+        }
+    } else {
+        quarantine_role(iam, &role.name).await
+    };
+    Some(RoleFinding {
+        role: role.name,
+        dormancy,
+        outcome,
+    })
+}
+
+async fn quarantine_role(iam: &aws_sdk_iam::Client, role: &str) -> Outcome {
+    let existing = iam
+        .get_role_policy()
+        .role_name(role)
+        .policy_name(crate::docs::QUARANTINE_POLICY)
+        .send()
+        .await
+        .map_err(classify);
+    match existing {
+        Ok(out)
+            if crate::docs::parse(out.policy_document())
+                .is_some_and(|d| crate::docs::is_deny_all(&d)) =>
+        {
+            return Outcome::already("the role already has the deny-all quarantine policy");
+        }
+        Ok(_) => {}
+        Err(e) if e.is("NoSuchEntity") => {}
+        Err(e) => return Outcome::failed(e.code.clone(), e.message.clone(), e.retryable),
+    }
+    match iam
+        .put_role_policy()
+        .role_name(role)
+        .policy_name(crate::docs::QUARANTINE_POLICY)
+        .policy_document(crate::docs::quarantine())
+        .send()
+        .await
+    {
+        Ok(_) => Outcome::applied(
+            "attached the deny-all quarantine policy (unused role)",
+            Some(quell_core::report::Inverse {
+                call: "iam:DeleteRolePolicy".into(),
+                params: json!({"RoleName": role, "PolicyName": crate::docs::QUARANTINE_POLICY}),
+            }),
+        ),
+        Err(e) => {
+            let e = classify(e);
+            Outcome::failed(e.code.clone(), e.message.clone(), e.retryable)
+        }
+    }
 }
 
 /// Deletes a dormant console password (policy `aws.delete_login_profile`; the caller has
