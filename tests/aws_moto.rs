@@ -615,50 +615,11 @@ async fn the_audit_event_reaches_the_bus_with_the_report() {
     let cfg = sdk().await;
     let eb = aws_sdk_eventbridge::Client::new(&cfg);
     let sqs = aws_sdk_sqs::Client::new(&cfg);
-    let bus = unique("quell-audit");
-    eb.create_event_bus().name(&bus).send().await.unwrap();
-    let q = sqs
-        .create_queue()
-        .queue_name(unique("audit-q"))
-        .send()
-        .await
-        .unwrap();
-    let url = q.queue_url().unwrap().to_string();
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes()
-        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-        .clone();
-    eb.put_rule()
-        .name(unique("all-quell"))
-        .event_bus_name(&bus)
-        .event_pattern(
-            json!({"source": ["quell"], "detail-type": ["Identity Containment Report"]})
-                .to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let rules = eb.list_rules().event_bus_name(&bus).send().await.unwrap();
-    let rule = rules.rules()[0].name().unwrap().to_string();
-    eb.put_targets()
-        .rule(&rule)
-        .event_bus_name(&bus)
-        .targets(
-            aws_sdk_eventbridge::types::Target::builder()
-                .id("q")
-                .arn(arn)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let (bus, url) = quell_tests::bus_to_queue(
+        &cfg,
+        r#"{"source": ["quell"], "detail-type": ["Identity Containment Report"]}"#,
+    )
+    .await;
 
     let iam = iam().await;
     let (user, keys) = new_user(&iam, "audited").await;

@@ -164,3 +164,49 @@ pub async fn moto_sdk() -> aws_config::SdkConfig {
         .load()
         .await
 }
+
+/// A new EventBridge bus in moto whose events matching `pattern` land in a new SQS queue.
+/// Returns (bus name, queue URL).
+pub async fn bus_to_queue(cfg: &aws_config::SdkConfig, pattern: &str) -> (String, String) {
+    let eb = aws_sdk_eventbridge::Client::new(cfg);
+    let sqs = aws_sdk_sqs::Client::new(cfg);
+    let bus = unique("quell-bus");
+    eb.create_event_bus().name(&bus).send().await.unwrap();
+    let q = sqs
+        .create_queue()
+        .queue_name(unique("queue"))
+        .send()
+        .await
+        .unwrap();
+    let url = q.queue_url().unwrap().to_string();
+    let arn_attr = aws_sdk_sqs::types::QueueAttributeName::QueueArn;
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(arn_attr.clone())
+        .send()
+        .await
+        .unwrap();
+    let arn = attrs.attributes().unwrap()[&arn_attr].clone();
+    let rule = unique("rule");
+    eb.put_rule()
+        .name(&rule)
+        .event_bus_name(&bus)
+        .event_pattern(pattern)
+        .send()
+        .await
+        .unwrap();
+    let target = aws_sdk_eventbridge::types::Target::builder()
+        .id("q")
+        .arn(arn)
+        .build()
+        .unwrap();
+    eb.put_targets()
+        .rule(&rule)
+        .event_bus_name(&bus)
+        .targets(target)
+        .send()
+        .await
+        .unwrap();
+    (bus, url)
+}

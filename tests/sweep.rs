@@ -375,45 +375,11 @@ async fn the_scheduler_requests_one_sweep_per_account_and_the_sweeper_sweeps_it(
     let cfg = sdk().await;
     let eb = aws_sdk_eventbridge::Client::new(&cfg);
     let sqs = aws_sdk_sqs::Client::new(&cfg);
-    let bus = unique("quell-bus");
-    eb.create_event_bus().name(&bus).send().await.unwrap();
-    let q = sqs
-        .create_queue()
-        .queue_name(unique("sweeps"))
-        .send()
-        .await
-        .unwrap();
-    let url = q.queue_url().unwrap().to_string();
-    let attrs = sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap();
-    let arn =
-        attrs.attributes().unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn].clone();
-    let rule = unique("sweep-requested");
-    eb.put_rule()
-        .name(&rule)
-        .event_bus_name(&bus)
-        .event_pattern(r#"{"source":["quell"],"detail-type":["Sweep Requested"]}"#)
-        .send()
-        .await
-        .unwrap();
-    eb.put_targets()
-        .rule(&rule)
-        .event_bus_name(&bus)
-        .targets(
-            aws_sdk_eventbridge::types::Target::builder()
-                .id("q")
-                .arn(arn)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let (bus, url) = quell_tests::bus_to_queue(
+        &cfg,
+        r#"{"source":["quell"],"detail-type":["Sweep Requested"]}"#,
+    )
+    .await;
 
     // 12 accounts: two PutEvents calls (10 entries each at most).
     let accounts: Vec<String> = (0..12).map(|i| format!("1000000000{i:02}")).collect();

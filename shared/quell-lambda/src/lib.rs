@@ -53,7 +53,8 @@ impl Accepts {
         ];
         match self {
             Accepts::Guardduty => THREAT,
-            Accepts::Securityhub => &[
+            // Security Hub carries every family; the runbook function accepts any event.
+            Accepts::Securityhub | Accepts::Any => &[
                 QuarantineUser,
                 QuarantineRole,
                 DeactivateAccessKey,
@@ -72,19 +73,6 @@ impl Accepts {
                 QuarantineRole,
                 TagPrincipal,
                 Notify,
-            ],
-            Accepts::Any => &[
-                QuarantineUser,
-                QuarantineRole,
-                DeactivateAccessKey,
-                DeactivateDormantAccessKeys,
-                DeleteLoginProfile,
-                RevokeRoleSession,
-                RevokeRoleSessions,
-                RevokeUserSessions,
-                TagPrincipal,
-                Notify,
-                UpdateSecurityhubFinding,
             ],
         }
     }
