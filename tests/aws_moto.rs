@@ -650,3 +650,120 @@ async fn the_audit_event_reaches_the_bus_with_the_report() {
         "iam:UpdateAccessKey"
     );
 }
+
+/// Clients acting in `account` through an assumed role, as a member account would be reached.
+async fn clients_in(account: &str) -> aws_sdk_iam::Client {
+    let sts = aws_sdk_sts::Client::new(&sdk().await);
+    let out = sts
+        .assume_role()
+        .role_arn(format!("arn:aws:iam::{account}:role/SeedRole"))
+        .role_session_name("seed")
+        .send()
+        .await
+        .unwrap();
+    let c = out.credentials().unwrap();
+    let creds = aws_credential_types::Credentials::new(
+        c.access_key_id(),
+        c.secret_access_key(),
+        Some(c.session_token().to_string()),
+        None,
+        "seed",
+    );
+    let cfg = sdk()
+        .await
+        .into_builder()
+        .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(creds))
+        .build();
+    aws_sdk_iam::Client::new(&cfg)
+}
+
+#[tokio::test]
+async fn a_member_account_is_reached_through_the_member_role() {
+    let member = "444455556666";
+    let iam_member = clients_in(member).await;
+    let user = unique("member-user");
+    iam_member
+        .create_user()
+        .user_name(&user)
+        .send()
+        .await
+        .unwrap();
+    // moto's server mode does not isolate accounts for assumed-role credentials, so this test
+    // cannot show the user is invisible from quell's own account; it drives the real
+    // AssumeRoleProvider path (role ARN, session name, credentials) end to end.
+
+    let policy = enforce();
+    let source = quell_aws::Accounts::new(
+        sdk().await,
+        MOTO_ACCOUNT,
+        "aws",
+        &policy.aws.member_role_name,
+    );
+    assert_eq!(
+        source.member_role_arn(member),
+        "arn:aws:iam::444455556666:role/QuellMemberRole"
+    );
+    let exec = AwsExecutor::new(
+        source,
+        policy.clone(),
+        Context::default(),
+        Arc::new(FixedClock(NOW)),
+    );
+    let req = json!({"runbook": "quarantine", "principal": format!("arn:aws:iam::{member}:user/{user}"), "reason": "test"});
+    let report = exec.execute(&plan(&req, &policy)).await;
+    assert_eq!(
+        report.results[0].outcome.status,
+        Status::Applied,
+        "{:?}",
+        report.results[0]
+    );
+    let doc = iam_member
+        .get_user_policy()
+        .user_name(&user)
+        .policy_name(docs::QUARANTINE_POLICY)
+        .send()
+        .await
+        .unwrap();
+    assert!(docs::is_deny_all(
+        &docs::parse(doc.policy_document()).unwrap()
+    ));
+}
+
+#[tokio::test]
+async fn identity_center_roles_are_never_modified() {
+    let iam = iam().await;
+    let role = unique("AWSReservedSSO_Admin");
+    new_role(&iam, &role, "/aws-reserved/sso.amazonaws.com/").await;
+    // Addressed as a plain role (a runbook with the role's ARN minus the reserved prefix
+    // would be planned as notify); the executor refuses it by its path too.
+    let mut policy = enforce();
+    policy.aws.quarantine_roles = true;
+    let p = quell_core::Plan {
+        mode: Mode::Enforce,
+        findings: vec![],
+        actions: vec![quell_core::Action {
+            kind: ActionKind::QuarantineRole,
+            cloud: quell_core::Cloud::Aws,
+            target: quell_core::Target::Subject(quell_core::Subject::IamRole {
+                account: MOTO_ACCOUNT.into(),
+                name: role.clone(),
+            }),
+            reason: "test".into(),
+            finding: "f".into(),
+        }],
+        skipped: vec![],
+        ignored: vec![],
+    };
+    let report = executor(policy, NOW).await.execute(&p).await;
+    assert_eq!(report.results[0].outcome.status, Status::Skipped);
+    assert!(
+        report.results[0].outcome.detail.contains("Identity Center"),
+        "{:?}",
+        report.results[0]
+    );
+    assert!(
+        role_policy(&iam, &role, docs::QUARANTINE_POLICY)
+            .await
+            .is_none()
+    );
+}

@@ -538,3 +538,39 @@ fn temporary_keys_are_never_deactivated() {
         }
     }
 }
+
+#[test]
+fn the_blast_radius_cap_replaces_a_large_plan_with_one_notify() {
+    // The attack sequence plans 5 actions, 3 of them containment (a key, a user's sessions, a
+    // role session). A cap of 2 withholds them all.
+    let mut policy = Policy::default();
+    policy.max_actions = 2;
+    let plan = plan_input(
+        &event("guardduty/attack-sequence-compromised-credentials.json"),
+        &policy,
+        &Context::default(),
+    )
+    .unwrap();
+    let kinds: Vec<&str> = plan.actions.iter().map(|a| a.kind.as_str()).collect();
+    assert_eq!(kinds, ["notify"]);
+    assert!(plan.actions[0].reason.contains(
+        "blast-radius cap: the plan would take 3 containment actions, over max_actions = 2"
+    ));
+    let withheld: Vec<&str> = plan.skipped.iter().map(|s| s.reason.as_str()).collect();
+    assert_eq!(withheld.len(), 5, "{withheld:?}");
+    assert!(
+        withheld
+            .iter()
+            .all(|r| r.ends_with("withheld by the blast-radius cap"))
+    );
+
+    // At the cap exactly, nothing is withheld.
+    policy.max_actions = 3;
+    let plan = plan_input(
+        &event("guardduty/attack-sequence-compromised-credentials.json"),
+        &policy,
+        &Context::default(),
+    )
+    .unwrap();
+    assert_eq!(plan.actions.len(), 5);
+}
