@@ -543,8 +543,10 @@ fn temporary_keys_are_never_deactivated() {
 fn the_blast_radius_cap_replaces_a_large_plan_with_one_notify() {
     // The attack sequence plans 5 actions, 3 of them containment (a key, a user's sessions, a
     // role session). A cap of 2 withholds them all.
-    let mut policy = Policy::default();
-    policy.max_actions = 2;
+    let mut policy = Policy {
+        max_actions: 2,
+        ..Policy::default()
+    };
     let plan = plan_input(
         &event("guardduty/attack-sequence-compromised-credentials.json"),
         &policy,

@@ -72,6 +72,17 @@ enum Command {
 
 #[derive(Subcommand)]
 enum SweepCloud {
+    /// The Entra tenant: stale application and service-principal secrets. Tokens come from
+    /// QUELL_AZURE_CREDENTIAL (managed_identity, workload_identity or client_secret).
+    Azure {
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Remove the stale secrets (otherwise report only).
+        #[arg(long)]
+        yes: bool,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
     /// One AWS account: the credential report, then only the calls dormant keys need.
     Aws {
         /// Account to sweep through the member role (default: the caller's account).
@@ -203,6 +214,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     concurrency,
                 },
         } => sweep_aws(account, policy.as_ref(), yes, format, concurrency),
+        Command::Sweep {
+            cloud:
+                SweepCloud::Azure {
+                    policy,
+                    yes,
+                    format,
+                },
+        } => sweep_azure(policy.as_ref(), yes, format),
         Command::Policy { policy } => {
             let policy = load_policy(policy.as_ref())?;
             println!("{}", serde_json::to_string_pretty(&policy)?);
@@ -328,6 +347,80 @@ fn sweep_aws(
     }
     if report.count(Status::Failed) > 0 {
         anyhow::bail!("some keys could not be deactivated; see the report");
+    }
+    Ok(())
+}
+
+fn sweep_azure(policy: Option<&PathBuf>, yes: bool, format: Format) -> anyhow::Result<()> {
+    use quell_core::report::Status;
+    let policy = load_policy(policy)?;
+    let env = |k: &str| std::env::var(k).ok();
+    let tokens = quell_azure::token::from_env(env).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let http = quell_azure::Http::new(quell_azure::Endpoints::from_env(env), tokens);
+    let mut ctx = Context::default();
+    if let Some(id) = env("AZURE_CLIENT_ID").filter(|v| !v.is_empty()) {
+        ctx = ctx.with_azure_identity(&id);
+    }
+    let opts = quell_azure::sweep::AzureSweepOptions {
+        policy: &policy,
+        ctx: &ctx,
+        now: quell_core::clock::Clock::now(&quell_core::clock::SystemClock),
+        enforce: yes,
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    let report = runtime
+        .block_on(quell_azure::sweep::sweep_tenant(&http, &opts))
+        .map_err(|e| anyhow::anyhow!("sweep failed: {e}"))?;
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Text => {
+            let mode = if report.enforce {
+                "enforce"
+            } else {
+                "dry-run (pass --yes to remove)"
+            };
+            let activity = if report.activity_available {
+                "sign-in activity"
+            } else {
+                "expiry only (no sign-in activity available)"
+            };
+            println!(
+                "tenant · {} credentials checked · dormant after {} days · judged by {activity} · {mode}\n",
+                report.credentials_checked, report.dormancy_days
+            );
+            println!(
+                "{:<36} {:<38} {:<12} {:<16} detail",
+                "owner", "keyId", "reason", "outcome"
+            );
+            for c in &report.credentials {
+                let owner = format!("{} {}", c.owner_kind, c.display_name);
+                let status = format!("{:?}", c.outcome.status);
+                println!(
+                    "{owner:<36} {:<38} {:<12} {status:<16} {}",
+                    c.key_id, c.reason, c.outcome.detail
+                );
+            }
+            for p in &report.stale_service_principals {
+                let status = format!("{:?}", p.outcome.status);
+                println!(
+                    "{:<36} {:<38} {:<12} {status:<16} {}",
+                    format!("servicePrincipal {}", p.id),
+                    "-",
+                    "no sign-in",
+                    p.outcome.detail
+                );
+            }
+            println!(
+                "\n{} removed, {} would be, {} failed; {} service principals without recent sign-in",
+                report.count(Status::Applied),
+                report.count(Status::DryRun),
+                report.count(Status::Failed),
+                report.stale_service_principals.len()
+            );
+        }
+    }
+    if report.count(Status::Failed) > 0 {
+        anyhow::bail!("some credentials could not be removed; see the report");
     }
     Ok(())
 }

@@ -232,3 +232,48 @@ fn sweep_aws_reports_in_dry_run_by_default() {
     assert!(s.contains("dry-run (pass --yes to deactivate)"), "{s}");
     assert!(s.contains("0 changes made"), "{s}");
 }
+
+#[test]
+fn sweep_azure_reports_stale_secrets_in_dry_run() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(async {
+        use wiremock::matchers::{method, path};
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let server = MockServer::start().await;
+        let expires = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600).to_string();
+        Mock::given(method("GET"))
+            .and(path("/msi/token"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "access_token": "t", "expires_on": expires, "token_type": "Bearer", "resource": "https://graph.microsoft.com"})))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/v1.0/applications"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"value": [
+                {"id": "app-1", "appId": "appid-1", "displayName": "billing-sync", "passwordCredentials": [
+                    {"keyId": "k-expired", "startDateTime": "2020-01-01T00:00:00Z", "endDateTime": "2021-01-01T00:00:00Z"}]}]})))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"value": []})))
+            .mount(&server)
+            .await;
+        Mock::given(method("POST")).respond_with(ResponseTemplate::new(204)).expect(0).mount(&server).await;
+        server
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_quell"))
+        .args(["sweep", "azure"])
+        .env("QUELL_AZURE_CREDENTIAL", "managed_identity")
+        .env("IDENTITY_ENDPOINT", format!("{}/msi/token", server.uri()))
+        .env("IDENTITY_HEADER", "x")
+        .env("QUELL_GRAPH_URL", server.uri())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(
+        s.contains("k-expired") && s.contains("expired") && s.contains("DryRun"),
+        "{s}"
+    );
+    assert!(s.contains("0 removed, 1 would be"), "{s}");
+}
