@@ -583,6 +583,9 @@ async fn unused_roles_are_flagged_or_quarantined_and_service_and_exempt_roles_ar
         .await
         .unwrap();
     let clock = OffsetDateTime::now_utc() + time::Duration::days(365);
+    // A report with no users: roles come from the bulk account read, and no key of the other
+    // tests sharing this moto is touched (a year on, every key in moto looks dormant).
+    let no_users = HEADER;
     let mine = |r: &quell_aws::sweep::SweepReport| -> Vec<(String, Status)> {
         let mut v: Vec<(String, Status)> = r
             .roles
@@ -594,7 +597,7 @@ async fn unused_roles_are_flagged_or_quarantined_and_service_and_exempt_roles_ar
         v
     };
     // Default policy: flagged, not changed.
-    let r = sweep_account(&iam, &opts(Policy::default(), clock, true))
+    let r = sweep_report(&iam, no_users, &opts(Policy::default(), clock, true))
         .await
         .unwrap();
     let mut want = vec![
@@ -610,7 +613,7 @@ async fn unused_roles_are_flagged_or_quarantined_and_service_and_exempt_roles_ar
 
     let mut policy = Policy::default();
     policy.aws.quarantine_unused_roles = true;
-    let r = sweep_account(&iam, &opts(policy.clone(), clock, true))
+    let r = sweep_report(&iam, no_users, &opts(policy.clone(), clock, true))
         .await
         .unwrap();
     let mut want = vec![
@@ -638,7 +641,7 @@ async fn unused_roles_are_flagged_or_quarantined_and_service_and_exempt_roles_ar
             .is_err()
     );
     // Again: nothing changes.
-    let r = sweep_account(&iam, &opts(policy, clock, true))
+    let r = sweep_report(&iam, no_users, &opts(policy, clock, true))
         .await
         .unwrap();
     let mut want = vec![

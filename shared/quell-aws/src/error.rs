@@ -43,6 +43,13 @@ impl ExecError {
     }
 }
 
+impl From<ExecError> for quell_core::report::Outcome {
+    /// A failed outcome carrying the AWS error code.
+    fn from(e: ExecError) -> Self {
+        quell_core::report::Outcome::failed(e.code, e.message, e.retryable)
+    }
+}
+
 /// Classifies any SDK error. Transport failures (no answer, timeouts) are retryable.
 pub fn classify<E, R>(err: SdkError<E, R>) -> ExecError
 where

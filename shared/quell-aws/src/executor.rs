@@ -21,7 +21,8 @@ use tokio::sync::Mutex;
 
 use crate::clients::{AwsClients, ClientSource, session_name};
 use crate::docs;
-use crate::error::{ExecError, classify};
+use crate::error::classify;
+use crate::iam::{self, Kind};
 
 /// Executes plans in AWS.
 pub struct AwsExecutor<S> {
@@ -29,12 +30,6 @@ pub struct AwsExecutor<S> {
     policy: Policy,
     ctx: Context,
     clock: Arc<dyn Clock>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-enum Kind {
-    User,
-    Role,
 }
 
 /// What the pre-write read of a principal found.
@@ -116,7 +111,7 @@ impl<S: ClientSource> AwsExecutor<S> {
                     .await
                 {
                     Ok(c) => c,
-                    Err(e) => return failed(e),
+                    Err(e) => return Outcome::from(e),
                 };
                 let run = Run {
                     exec: self,
@@ -188,7 +183,7 @@ impl<S: ClientSource> AwsExecutor<S> {
                     return Outcome::already("the finding's workflow is already NOTIFIED");
                 }
             }
-            Err(e) => return failed(classify(e)),
+            Err(e) => return Outcome::from(classify(e)),
         }
         let mine: Vec<String> = done
             .iter()
@@ -242,13 +237,9 @@ impl<S: ClientSource> AwsExecutor<S> {
                     }),
                 ),
             },
-            Err(e) => failed(classify(e)),
+            Err(e) => Outcome::from(classify(e)),
         }
     }
-}
-
-fn failed(e: ExecError) -> Outcome {
-    Outcome::failed(e.code.clone(), e.message.clone(), e.retryable)
 }
 
 /// One action's context.
@@ -345,7 +336,7 @@ impl<S: ClientSource> Run<'_, S> {
                     .user_name(name)
                     .send()
                     .await
-                    .map_err(|e| failed(classify(e)))?;
+                    .map_err(|e| Outcome::from(classify(e)))?;
                 let Some(u) = out.user() else {
                     return Err(Outcome::failed(
                         "NoSuchEntity",
@@ -361,7 +352,7 @@ impl<S: ClientSource> Run<'_, S> {
                     .role_name(name)
                     .send()
                     .await
-                    .map_err(|e| failed(classify(e)))?;
+                    .map_err(|e| Outcome::from(classify(e)))?;
                 let Some(r) = out.role() else {
                     return Err(Outcome::failed(
                         "NoSuchEntity",
@@ -432,7 +423,7 @@ impl<S: ClientSource> Run<'_, S> {
                         );
                     }
                 },
-                Err(e) => return failed(classify(e)),
+                Err(e) => return Outcome::from(classify(e)),
             },
         };
         let p = match self.guard(Kind::User, &user).await {
@@ -441,7 +432,7 @@ impl<S: ClientSource> Run<'_, S> {
         };
         let keys = match iam.list_access_keys().user_name(&p.name).send().await {
             Ok(out) => out,
-            Err(e) => return failed(classify(e)),
+            Err(e) => return Outcome::from(classify(e)),
         };
         let Some(meta) = keys
             .access_key_metadata()
@@ -472,7 +463,7 @@ impl<S: ClientSource> Run<'_, S> {
                     params: json!({"UserName": p.name, "AccessKeyId": key, "Status": "Active"}),
                 }),
             ),
-            Err(e) => failed(classify(e)),
+            Err(e) => Outcome::from(classify(e)),
         }
     }
 
@@ -484,7 +475,7 @@ impl<S: ClientSource> Run<'_, S> {
         let iam = &self.clients.iam;
         let keys = match iam.list_access_keys().user_name(&p.name).send().await {
             Ok(out) => out,
-            Err(e) => return failed(classify(e)),
+            Err(e) => return Outcome::from(classify(e)),
         };
         let days = i64::from(self.exec.policy.dormancy_days);
         let cutoff = self.now - time::Duration::days(days);
@@ -504,7 +495,7 @@ impl<S: ClientSource> Run<'_, S> {
                     .and_then(|u| u.last_used_date())
                     .or(k.create_date())
                     .map(|d| d.secs()),
-                Err(e) => return failed(classify(e)),
+                Err(e) => return Outcome::from(classify(e)),
             };
             // Never used: measured from creation. No date at all: not provably dormant.
             if last.is_some_and(|secs| secs < cutoff.unix_timestamp()) {
@@ -526,7 +517,7 @@ impl<S: ClientSource> Run<'_, S> {
                 .send()
                 .await
             {
-                return failed(classify(e));
+                return Outcome::from(classify(e));
             }
         }
         Outcome::applied(
@@ -541,124 +532,10 @@ impl<S: ClientSource> Run<'_, S> {
         )
     }
 
-    async fn get_inline(
-        &self,
-        kind: Kind,
-        name: &str,
-        policy: &str,
-    ) -> Result<Option<String>, ExecError> {
-        let iam = &self.clients.iam;
-        let r = match kind {
-            Kind::User => iam
-                .get_user_policy()
-                .user_name(name)
-                .policy_name(policy)
-                .send()
-                .await
-                .map(|o| o.policy_document().to_string())
-                .map_err(classify),
-            Kind::Role => iam
-                .get_role_policy()
-                .role_name(name)
-                .policy_name(policy)
-                .send()
-                .await
-                .map(|o| o.policy_document().to_string())
-                .map_err(classify),
-        };
-        match r {
-            Ok(doc) => Ok(Some(doc)),
-            Err(e) if e.is("NoSuchEntity") => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn put_inline(
-        &self,
-        kind: Kind,
-        name: &str,
-        policy: &str,
-        doc: &str,
-    ) -> Result<(), ExecError> {
-        let iam = &self.clients.iam;
-        match kind {
-            Kind::User => iam
-                .put_user_policy()
-                .user_name(name)
-                .policy_name(policy)
-                .policy_document(doc)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(classify),
-            Kind::Role => iam
-                .put_role_policy()
-                .role_name(name)
-                .policy_name(policy)
-                .policy_document(doc)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(classify),
-        }
-    }
-
-    fn undo_inline(kind: Kind, name: &str, policy: &str, previous: Option<String>) -> Inverse {
-        let (who, put, delete) = match kind {
-            Kind::User => ("UserName", "iam:PutUserPolicy", "iam:DeleteUserPolicy"),
-            Kind::Role => ("RoleName", "iam:PutRolePolicy", "iam:DeleteRolePolicy"),
-        };
-        match previous {
-            Some(doc) => Inverse {
-                call: put.into(),
-                params: json!({who: name, "PolicyName": policy, "PolicyDocument": docs::parse(&doc)}),
-            },
-            None => Inverse {
-                call: delete.into(),
-                params: json!({who: name, "PolicyName": policy}),
-            },
-        }
-    }
-
     async fn quarantine(&self, kind: Kind, name: &str) -> Outcome {
-        let p = match self.guard(kind, name).await {
-            Ok(p) => p,
-            Err(o) => return o,
-        };
-        let existing = match self
-            .get_inline(kind, &p.name, docs::QUARANTINE_POLICY)
-            .await
-        {
-            Ok(e) => e,
-            Err(e) => return failed(e),
-        };
-        if existing
-            .as_deref()
-            .and_then(docs::parse)
-            .is_some_and(|d| docs::is_deny_all(&d))
-        {
-            return Outcome::already(format!(
-                "{name} already has the {} deny-all policy",
-                docs::QUARANTINE_POLICY
-            ));
-        }
-        match self
-            .put_inline(kind, &p.name, docs::QUARANTINE_POLICY, &docs::quarantine())
-            .await
-        {
-            Ok(()) => Outcome::applied(
-                format!(
-                    "attached inline deny-all policy {} to {name}",
-                    docs::QUARANTINE_POLICY
-                ),
-                Some(Self::undo_inline(
-                    kind,
-                    &p.name,
-                    docs::QUARANTINE_POLICY,
-                    existing,
-                )),
-            ),
-            Err(e) => failed(e),
+        match self.guard(kind, name).await {
+            Ok(p) => iam::quarantine(&self.clients.iam, kind, &p.name).await,
+            Err(o) => o,
         }
     }
 
@@ -704,9 +581,9 @@ impl<S: ClientSource> Run<'_, S> {
                 )
             }
         };
-        let existing = match self.get_inline(kind, &p.name, &policy_name).await {
+        let existing = match iam::get_inline(&self.clients.iam, kind, &p.name, &policy_name).await {
             Ok(e) => e,
-            Err(e) => return failed(e),
+            Err(e) => return Outcome::from(e),
         };
         if let Some((old_sid, old_cutoff)) = existing
             .as_deref()
@@ -725,46 +602,22 @@ impl<S: ClientSource> Run<'_, S> {
                 ));
             }
         }
-        match self.put_inline(kind, &p.name, &policy_name, &doc).await {
+        match iam::put_inline(&self.clients.iam, kind, &p.name, &policy_name, &doc).await {
             Ok(()) => Outcome::applied(
                 format!(
                     "{what}: tokens issued before {} denied ({policy_name})",
                     self.stamp
                 ),
-                Some(Self::undo_inline(kind, &p.name, &policy_name, existing)),
+                Some(iam::undo_inline(kind, &p.name, &policy_name, existing)),
             ),
-            Err(e) => failed(e),
+            Err(e) => Outcome::from(e),
         }
     }
 
     async fn delete_login_profile(&self, user: &str) -> Outcome {
-        let p = match self.guard(Kind::User, user).await {
-            Ok(p) => p,
-            Err(o) => return o,
-        };
-        let iam = &self.clients.iam;
-        match iam
-            .get_login_profile()
-            .user_name(&p.name)
-            .send()
-            .await
-            .map_err(classify)
-        {
-            Ok(_) => {}
-            Err(e) if e.is("NoSuchEntity") => {
-                return Outcome::already(format!("{user} has no console password"));
-            }
-            Err(e) => return failed(e),
-        }
-        match iam.delete_login_profile().user_name(&p.name).send().await {
-            Ok(_) => Outcome::applied(
-                format!("deleted the console password of {user}"),
-                Some(Inverse {
-                    call: "iam:CreateLoginProfile".into(),
-                    params: json!({"UserName": p.name, "PasswordResetRequired": true, "Note": "the old password cannot be restored; set a new one"}),
-                }),
-            ),
-            Err(e) => failed(classify(e)),
+        match self.guard(Kind::User, user).await {
+            Ok(p) => iam::delete_login_profile(&self.clients.iam, &p.name).await,
+            Err(o) => o,
         }
     }
 
@@ -839,7 +692,7 @@ impl<S: ClientSource> Run<'_, S> {
                     },
                 }),
             ),
-            Err(e) => failed(e),
+            Err(e) => Outcome::from(e),
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod clients;
 pub mod docs;
 pub mod error;
 pub mod executor;
+mod iam;
 pub mod sweep;
 
 pub use clients::{Accounts, AwsClients, ClientSource, Fixed, load_config};
@@ -24,6 +25,7 @@ pub const SWEEP_PERMISSIONS: &[&str] = &[
     "iam:ListAccessKeys",
     "iam:GetAccessKeyLastUsed",
     "iam:UpdateAccessKey",
+    "iam:GetLoginProfile",
     "iam:DeleteLoginProfile",
     "iam:GetRolePolicy",
     "iam:PutRolePolicy",

@@ -274,7 +274,11 @@ pub async fn sweep_report(
                 "console password dormant: flagged for review (set aws.delete_login_profile to delete it)",
             )
         } else {
-            delete_password(iam, &user, opts.enforce).await
+            if opts.enforce {
+                crate::iam::delete_login_profile(iam, &user).await
+            } else {
+                Outcome::dry_run("would delete the dormant console password")
+            }
         };
         report.passwords.push(PasswordFinding {
             user,
@@ -374,93 +378,15 @@ async fn stale_role(
             opts.policy.role_staleness_days
         ))
     } else if !opts.enforce {
-        Outcome {
-            status: Status::DryRun,
-            detail: "would attach the deny-all quarantine policy".into(),
-            error_code: None,
-            retryable: false,
-            inverse: None,
-        }
+        Outcome::dry_run("would attach the deny-all quarantine policy")
     } else {
-        quarantine_role(iam, &role.name).await
+        crate::iam::quarantine(iam, crate::iam::Kind::Role, &role.name).await
     };
     Some(RoleFinding {
         role: role.name,
         dormancy,
         outcome,
     })
-}
-
-async fn quarantine_role(iam: &aws_sdk_iam::Client, role: &str) -> Outcome {
-    let existing = iam
-        .get_role_policy()
-        .role_name(role)
-        .policy_name(crate::docs::QUARANTINE_POLICY)
-        .send()
-        .await
-        .map_err(classify);
-    match existing {
-        Ok(out)
-            if crate::docs::parse(out.policy_document())
-                .is_some_and(|d| crate::docs::is_deny_all(&d)) =>
-        {
-            return Outcome::already("the role already has the deny-all quarantine policy");
-        }
-        Ok(_) => {}
-        Err(e) if e.is("NoSuchEntity") => {}
-        Err(e) => return Outcome::failed(e.code.clone(), e.message.clone(), e.retryable),
-    }
-    match iam
-        .put_role_policy()
-        .role_name(role)
-        .policy_name(crate::docs::QUARANTINE_POLICY)
-        .policy_document(crate::docs::quarantine())
-        .send()
-        .await
-    {
-        Ok(_) => Outcome::applied(
-            "attached the deny-all quarantine policy (unused role)",
-            Some(quell_core::report::Inverse {
-                call: "iam:DeleteRolePolicy".into(),
-                params: json!({"RoleName": role, "PolicyName": crate::docs::QUARANTINE_POLICY}),
-            }),
-        ),
-        Err(e) => {
-            let e = classify(e);
-            Outcome::failed(e.code.clone(), e.message.clone(), e.retryable)
-        }
-    }
-}
-
-/// Deletes a dormant console password (policy `aws.delete_login_profile`; the caller has
-/// checked protection and the exemption tag).
-async fn delete_password(iam: &aws_sdk_iam::Client, user: &str, enforce: bool) -> Outcome {
-    if !enforce {
-        return Outcome {
-            status: Status::DryRun,
-            detail: "would delete the dormant console password".into(),
-            error_code: None,
-            retryable: false,
-            inverse: None,
-        };
-    }
-    match iam
-        .delete_login_profile()
-        .user_name(user)
-        .send()
-        .await
-        .map_err(classify)
-    {
-        Ok(_) => Outcome::applied(
-            "deleted the dormant console password",
-            Some(quell_core::report::Inverse {
-                call: "iam:CreateLoginProfile".into(),
-                params: json!({"UserName": user, "PasswordResetRequired": true, "Note": "the old password cannot be restored"}),
-            }),
-        ),
-        Err(e) if e.is("NoSuchEntity") => Outcome::already("the console password is already gone"),
-        Err(e) => Outcome::failed(e.code.clone(), e.message.clone(), e.retryable),
-    }
 }
 
 async fn sweep_user(
@@ -548,13 +474,7 @@ async fn sweep_user(
     keys.sort();
     for (key, slot) in keys {
         let outcome = if !enforce {
-            Outcome {
-                status: Status::DryRun,
-                detail: format!("would deactivate {key}"),
-                error_code: None,
-                retryable: false,
-                inverse: None,
-            }
+            Outcome::dry_run(format!("would deactivate {key}"))
         } else {
             match iam
                 .update_access_key()
@@ -571,10 +491,7 @@ async fn sweep_user(
                         params: json!({"UserName": row.user, "AccessKeyId": key, "Status": "Active"}),
                     }),
                 ),
-                Err(e) => {
-                    let e = classify(e);
-                    Outcome::failed(e.code.clone(), e.message.clone(), e.retryable)
-                }
+                Err(e) => classify(e).into(),
             }
         };
         out.push(finding(slot, Some(key), outcome));

@@ -192,13 +192,7 @@ pub async fn sweep_tenant(
                 let outcome = if let Some(r) = protected(opts, &id, &app_id, &name) {
                     Outcome::skipped(r)
                 } else if !opts.enforce {
-                    Outcome {
-                        status: Status::DryRun,
-                        detail: format!("would remove password credential {key}"),
-                        error_code: None,
-                        retryable: false,
-                        inverse: None,
-                    }
+                    Outcome::dry_run(format!("would remove password credential {key}"))
                 } else {
                     let path = match kind {
                         "application" => format!("/v1.0/applications/{}/removePassword", seg(&id)),
@@ -260,13 +254,7 @@ pub async fn sweep_tenant(
                         opts.policy.role_staleness_days
                     ))
                 }
-                None if !opts.enforce => Outcome {
-                    status: Status::DryRun,
-                    detail: "would disable the service principal".into(),
-                    error_code: None,
-                    retryable: false,
-                    inverse: None,
-                },
+                None if !opts.enforce => Outcome::dry_run("would disable the service principal"),
                 None => {
                     let path = format!("/v1.0/servicePrincipals/{}", seg(&id));
                     match http

@@ -75,6 +75,15 @@ impl Outcome {
             inverse: None,
         }
     }
+    pub fn dry_run(detail: impl Into<String>) -> Outcome {
+        Outcome {
+            status: Status::DryRun,
+            detail: detail.into(),
+            error_code: None,
+            retryable: false,
+            inverse: None,
+        }
+    }
     pub fn failed(code: impl Into<String>, detail: impl Into<String>, retryable: bool) -> Outcome {
         Outcome {
             status: Status::Failed,
@@ -142,13 +151,11 @@ impl Report {
             .iter()
             .map(|a| ActionResult {
                 action: a.clone(),
-                outcome: Outcome {
-                    status: Status::DryRun,
-                    detail: format!("would {} on {}", a.kind.as_str(), a.target.label()),
-                    error_code: None,
-                    retryable: false,
-                    inverse: None,
-                },
+                outcome: Outcome::dry_run(format!(
+                    "would {} on {}",
+                    a.kind.as_str(),
+                    a.target.label()
+                )),
             })
             .collect();
         Report::new(plan, executed_at, results)
