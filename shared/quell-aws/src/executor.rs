@@ -52,10 +52,6 @@ impl<S: ClientSource> AwsExecutor<S> {
         }
     }
 
-    pub fn source(&self) -> &S {
-        &self.source
-    }
-
     /// Runs the plan: dry-run unless the plan's mode is `enforce`.
     pub async fn execute(&self, plan: &Plan) -> Report {
         let now = self.clock.now();

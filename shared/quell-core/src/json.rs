@@ -307,18 +307,6 @@ impl<'a> Obj<'a> {
     }
 }
 
-/// Reads a path of nested objects (`["service", "additionalInfo"]`), returning the final value.
-pub fn dig<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
-    path.iter().try_fold(v, |cur, key| cur.get(key))
-}
-
-/// Reads a nested string, ignoring type mismatches (for optional, informational fields only).
-pub fn dig_str<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
-    dig(v, path)
-        .and_then(Value::as_str)
-        .filter(|s| !s.trim().is_empty())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -45,14 +45,6 @@ pub enum Family {
 }
 
 impl Family {
-    pub const ALL: [Family; 6] = [
-        Family::CredentialCompromise,
-        Family::AnomalousBehavior,
-        Family::IdentityRisk,
-        Family::UnusedAccess,
-        Family::Posture,
-        Family::Manual,
-    ];
     pub fn as_str(self) -> &'static str {
         match self {
             Family::CredentialCompromise => "credential_compromise",

@@ -110,12 +110,6 @@ impl Target {
             }
         }
     }
-    pub fn subject(&self) -> Option<&Subject> {
-        match self {
-            Target::Subject(s) => Some(s),
-            Target::Record(_) => None,
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -665,12 +659,5 @@ fn contain(b: &mut Builder<'_>, f: &Finding, s: &Subject) {
                 b.act(f, Notify, t(), "managed identities cannot be disabled: review its role assignments (or set azure.remove_role_assignments)");
             }
         }
-    }
-}
-
-impl Plan {
-    /// A plan that changes nothing (only notify or no action at all).
-    pub fn is_empty(&self) -> bool {
-        self.actions.iter().all(|a| a.kind == ActionKind::Notify)
     }
 }

@@ -182,7 +182,7 @@ impl<S: ClientSource> Edge<S> {
         }
     }
 
-    /// Replaces the clock (tests).
+    /// Replaces the executor, e.g. with one on a fixed clock (tests).
     pub fn with_executor(mut self, executor: AwsExecutor<S>) -> Edge<S> {
         self.executor = executor;
         self
