@@ -233,18 +233,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 /// The caller's identity and an account-aware client source, from the standard credential chain.
 async fn aws_session(policy: &Policy) -> anyhow::Result<(quell_aws::Accounts, String, Context)> {
     let config = quell_aws::load_config(None).await;
-    let me = aws_sdk_sts::Client::new(&config)
-        .get_caller_identity()
-        .send()
+    let me = quell_aws::session(config, &policy.aws.member_role_name)
         .await
-        .context("sts:GetCallerIdentity failed: check your AWS credentials and region")?;
-    let arn = me.arn().unwrap_or_default().to_string();
-    let account = me.account().unwrap_or_default().to_string();
-    let partition = arn.split(':').nth(1).unwrap_or("aws").to_string();
-    let ctx = Context::default().with_aws_caller(&arn);
-    let source =
-        quell_aws::Accounts::new(config, &account, &partition, &policy.aws.member_role_name);
-    Ok((source, account, ctx))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((me.accounts, me.account, me.ctx))
 }
 
 fn sweep_aws(

@@ -113,6 +113,43 @@ impl ClientSource for Accounts {
     }
 }
 
+/// Who quell runs as, and where it can act.
+pub struct Session {
+    /// Clients for quell's own account, and member accounts through the member role.
+    pub accounts: Accounts,
+    /// The caller's account.
+    pub account: String,
+    /// The caller's ARN (`sts:GetCallerIdentity`).
+    pub arn: String,
+    /// Protects the caller itself (its role and every session of it) from containment.
+    pub ctx: quell_core::Context,
+}
+
+/// Asks STS who quell is (`GetCallerIdentity`) and builds the account-aware clients.
+pub async fn session(config: SdkConfig, member_role: &str) -> Result<Session, ExecError> {
+    let me = aws_sdk_sts::Client::new(&config)
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(crate::error::classify)
+        .map_err(|e| ExecError {
+            message: format!(
+                "sts:GetCallerIdentity failed ({}); check the AWS credentials and region",
+                e.message
+            ),
+            ..e
+        })?;
+    let arn = me.arn().unwrap_or_default().to_string();
+    let account = me.account().unwrap_or_default().to_string();
+    let partition = arn.split(':').nth(1).unwrap_or("aws").to_string();
+    Ok(Session {
+        accounts: Accounts::new(config, &account, &partition, member_role),
+        ctx: quell_core::Context::default().with_aws_caller(&arn),
+        account,
+        arn,
+    })
+}
+
 /// The SDK configuration quell uses: standard retry (5 attempts, jittered backoff from 200 ms,
 /// at most 5 s between attempts) and a 20 s bound per operation including retries.
 /// `endpoint_url` (or `AWS_ENDPOINT_URL`) points every client at an emulator.

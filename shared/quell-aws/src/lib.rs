@@ -9,7 +9,7 @@ pub mod executor;
 mod iam;
 pub mod sweep;
 
-pub use clients::{Accounts, AwsClients, ClientSource, Fixed, load_config};
+pub use clients::{Accounts, AwsClients, ClientSource, Fixed, Session, load_config, session};
 pub use error::ExecError;
 pub use executor::AwsExecutor;
 pub use quell_core::clock::SystemClock;

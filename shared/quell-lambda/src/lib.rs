@@ -141,27 +141,25 @@ pub fn load_policy(get: impl Fn(&str) -> Option<String>) -> Result<Policy, EdgeE
     .map_err(|e| EdgeError::Config(e.to_string()))
 }
 
+/// The audit bus (`QUELL_AUDIT_BUS`) and a client for it, when configured.
+fn audit_bus(config: &aws_config::SdkConfig) -> Option<(aws_sdk_eventbridge::Client, String)> {
+    std::env::var("QUELL_AUDIT_BUS")
+        .ok()
+        .filter(|b| !b.is_empty())
+        .map(|bus| (aws_sdk_eventbridge::Client::new(config), bus))
+}
+
 /// Builds the production edge: SDK clients once, the caller identity protected.
 pub async fn init(accepts: Accepts) -> Result<Edge<Accounts>, EdgeError> {
     let env = |k: &str| std::env::var(k).ok();
     let policy = load_policy(env)?;
     let config = quell_aws::load_config(None).await;
-    let sts = aws_sdk_sts::Client::new(&config);
-    let me = sts
-        .get_caller_identity()
-        .send()
+    let audit = audit_bus(&config);
+    let me = quell_aws::session(config, &policy.aws.member_role_name)
         .await
-        .map_err(|e| EdgeError::Aws(format!("sts:GetCallerIdentity failed: {e}")))?;
-    let arn = me.arn().unwrap_or_default().to_string();
-    let account = me.account().unwrap_or_default().to_string();
-    let partition = arn.split(':').nth(1).unwrap_or("aws").to_string();
-    let ctx = Context::default().with_aws_caller(&arn);
-    let audit = env("QUELL_AUDIT_BUS")
-        .filter(|b| !b.is_empty())
-        .map(|bus| (aws_sdk_eventbridge::Client::new(&config), bus));
-    let source = Accounts::new(config, &account, &partition, &policy.aws.member_role_name);
-    tracing::info!(caller = %arn, mode = ?policy.mode, audit = audit.is_some(), "quell initialised");
-    Ok(Edge::new(accepts, policy, ctx, source, audit))
+        .map_err(|e| EdgeError::Aws(e.to_string()))?;
+    tracing::info!(caller = %me.arn, mode = ?policy.mode, audit = audit.is_some(), "quell initialised");
+    Ok(Edge::new(accepts, policy, me.ctx, me.accounts, audit))
 }
 
 impl<S: ClientSource> Edge<S> {
@@ -302,20 +300,13 @@ pub async fn run_sweeper() -> Result<(), lambda_runtime::Error> {
     let env = |k: &str| std::env::var(k).ok();
     let policy = load_policy(env)?;
     let config = quell_aws::load_config(None).await;
-    let me = aws_sdk_sts::Client::new(&config)
-        .get_caller_identity()
-        .send()
+    let audit = audit_bus(&config);
+    let me = quell_aws::session(config, &policy.aws.member_role_name)
         .await
-        .map_err(|e| EdgeError::Aws(format!("sts:GetCallerIdentity failed: {e}")))?;
-    let arn = me.arn().unwrap_or_default().to_string();
-    let account = me.account().unwrap_or_default().to_string();
-    let partition = arn.split(':').nth(1).unwrap_or("aws").to_string();
-    let audit = env("QUELL_AUDIT_BUS")
-        .filter(|b| !b.is_empty())
-        .map(|bus| (aws_sdk_eventbridge::Client::new(&config), bus));
+        .map_err(|e| EdgeError::Aws(e.to_string()))?;
     let sweeper = sweep::Sweeper {
-        source: Accounts::new(config, &account, &partition, &policy.aws.member_role_name),
-        ctx: Context::default().with_aws_caller(&arn),
+        source: me.accounts,
+        ctx: me.ctx,
         policy,
         clock: Arc::new(SystemClock),
         audit,
