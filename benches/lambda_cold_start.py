@@ -78,7 +78,7 @@ class Stub:
 def start_moto():
     exe = os.environ.get("QUELL_MOTO_SERVER", os.path.join(ROOT, ".venv/moto/bin/moto_server"))
     port = free_port()
-    env = dict(os.environ, MOTO_ACCOUNT_ID="111122223333")
+    env = dict(os.environ, MOTO_ACCOUNT_ID="111122223333", MOTO_IAM_LOAD_MANAGED_POLICIES="true")
     p = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     for _ in range(300):
         try:

@@ -142,7 +142,8 @@ def main():
             dormant = seed(url, n)
             env = dict(os.environ, AWS_ENDPOINT_URL=url, AWS_ACCESS_KEY_ID="testing",
                        AWS_SECRET_ACCESS_KEY="testing", AWS_REGION="us-east-1", AWS_DEFAULT_REGION="us-east-1",
-                       AWS_EC2_METADATA_DISABLED="true", MOTO_ACCOUNT_ID=ACCOUNT)
+                       AWS_EC2_METADATA_DISABLED="true", MOTO_ACCOUNT_ID=ACCOUNT,
+                       MOTO_IAM_LOAD_MANAGED_POLICIES="true")
             results = {}
             reset_world()
             results["quell"] = measure([args.quell, "sweep", "aws", "--yes", "--format", "json"], env)

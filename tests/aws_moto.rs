@@ -121,6 +121,38 @@ async fn role_policy(iam: &aws_sdk_iam::Client, role: &str, name: &str) -> Optio
     docs::parse(out.policy_document())
 }
 
+/// The managed policies attached to a user or role.
+async fn attached(
+    iam: &aws_sdk_iam::Client,
+    user: Option<&str>,
+    role: Option<&str>,
+) -> Vec<String> {
+    let arns = match (user, role) {
+        (Some(u), _) => iam
+            .list_attached_user_policies()
+            .user_name(u)
+            .send()
+            .await
+            .unwrap()
+            .attached_policies()
+            .to_vec(),
+        (None, Some(r)) => iam
+            .list_attached_role_policies()
+            .role_name(r)
+            .send()
+            .await
+            .unwrap()
+            .attached_policies()
+            .to_vec(),
+        _ => vec![],
+    };
+    arns.iter()
+        .filter_map(|p| p.policy_arn().map(str::to_string))
+        .collect()
+}
+
+const DENY_ALL: &str = "arn:aws:iam::aws:policy/AWSDenyAll";
+
 async fn new_role(iam: &aws_sdk_iam::Client, name: &str, path: &str) -> String {
     let trust = json!({"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]});
     let out = iam
@@ -255,14 +287,28 @@ async fn stolen_instance_credentials_revoke_only_that_session() {
         [Status::Applied]
     );
     let userid = format!("{role_id}:i-0a7c3e9f1b2d4e6f8");
-    let doc = role_policy(&iam, &role, &docs::session_revoke_policy_name(&userid))
+    let doc = role_policy(&iam, &role, docs::SESSION_REVOKE_POLICY)
         .await
         .expect("session policy");
-    let cond = &doc["Statement"][0]["Condition"];
-    assert_eq!(cond["StringEquals"]["aws:userid"], userid.as_str());
+    // Bound to the instance by default: denied unless used from its own VPC and private IP.
+    let statements = doc["Statement"].as_array().unwrap();
+    assert_eq!(statements.len(), 2, "{doc}");
+    for st in statements {
+        let cond = &st["Condition"];
+        assert_eq!(cond["StringEquals"]["aws:userid"], userid.as_str());
+        assert_eq!(
+            cond["DateLessThan"]["aws:TokenIssueTime"],
+            "2026-11-23T12:00:00Z"
+        );
+        assert_eq!(cond["Null"]["ec2:SourceInstanceARN"], "false");
+    }
     assert_eq!(
-        cond["DateLessThan"]["aws:TokenIssueTime"],
-        "2026-11-23T12:00:00Z"
+        statements[0]["Condition"]["StringNotEquals"]["aws:ec2InstanceSourceVPC"],
+        "${aws:SourceVpc}"
+    );
+    assert_eq!(
+        statements[1]["Condition"]["StringNotEquals"]["aws:ec2InstanceSourcePrivateIPv4"],
+        "${aws:VpcSourceIp}"
     );
     assert!(
         role_policy(&iam, &role, docs::ROLE_REVOKE_POLICY)
@@ -300,8 +346,21 @@ async fn role_scope_revokes_every_session_and_a_later_finding_moves_the_cutoff()
         "2026-11-23T12:00:00Z"
     );
 
-    // A new finding an hour later extends the cut-off; the inverse restores the old one.
+    // Another finding whose activity predates the cut-off is already covered.
+    v["detail"]["id"] = json!(unique("older"));
+    v["detail"]["service"]["eventLastSeen"] = json!("2026-11-23T11:40:00.000Z");
+    let report = executor(policy.clone(), NOW + time::Duration::hours(1))
+        .await
+        .execute(&plan(&v, &policy))
+        .await;
+    assert_eq!(
+        status_of(&report, ActionKind::RevokeRoleSessions),
+        [Status::AlreadyInState]
+    );
+
+    // A new finding of activity after the cut-off extends it; the inverse restores the old one.
     v["detail"]["id"] = json!(unique("later"));
+    v["detail"]["service"]["eventLastSeen"] = json!("2026-11-23T12:40:00.000Z");
     let later = NOW + time::Duration::hours(1);
     let report = executor(policy.clone(), later)
         .await
@@ -348,13 +407,8 @@ async fn quarantine_attaches_the_deny_all_policy_to_users_and_roles() {
             report.results[0]
         );
     }
-    let u = user_policy(&iam, &user, docs::QUARANTINE_POLICY)
-        .await
-        .unwrap();
-    let r = role_policy(&iam, &role, docs::QUARANTINE_POLICY)
-        .await
-        .unwrap();
-    assert!(docs::is_deny_all(&u) && docs::is_deny_all(&r));
+    assert_eq!(attached(&iam, Some(&user), None).await, [DENY_ALL]);
+    assert_eq!(attached(&iam, None, Some(&role)).await, [DENY_ALL]);
 }
 
 #[tokio::test]
@@ -503,11 +557,7 @@ async fn service_linked_roles_are_never_modified_even_when_named_otherwise() {
         .await;
     assert_eq!(report.results[0].outcome.status, Status::Skipped);
     assert!(report.results[0].outcome.detail.contains("service-linked"));
-    assert!(
-        role_policy(&iam, &role, docs::QUARANTINE_POLICY)
-            .await
-            .is_none()
-    );
+    assert!(attached(&iam, None, Some(&role)).await.is_empty());
 }
 
 #[tokio::test]
@@ -717,16 +767,7 @@ async fn a_member_account_is_reached_through_the_member_role() {
         "{:?}",
         report.results[0]
     );
-    let doc = iam_member
-        .get_user_policy()
-        .user_name(&user)
-        .policy_name(docs::QUARANTINE_POLICY)
-        .send()
-        .await
-        .unwrap();
-    assert!(docs::is_deny_all(
-        &docs::parse(doc.policy_document()).unwrap()
-    ));
+    assert_eq!(attached(&iam_member, Some(&user), None).await, [DENY_ALL]);
 }
 
 #[tokio::test]
@@ -761,9 +802,5 @@ async fn identity_center_roles_are_never_modified() {
         "{:?}",
         report.results[0]
     );
-    assert!(
-        role_policy(&iam, &role, docs::QUARANTINE_POLICY)
-            .await
-            .is_none()
-    );
+    assert!(attached(&iam, None, Some(&role)).await.is_empty());
 }

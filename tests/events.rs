@@ -220,6 +220,7 @@ const CASES: &[Case] = &[
         actions: &[
             "revoke_user_sessions iam_user:data-analyst-jlee",
             "tag_principal iam_user:data-analyst-jlee",
+            "notify iam_user:data-analyst-jlee",
         ],
         skipped: 1,
     },

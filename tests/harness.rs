@@ -103,6 +103,8 @@ impl Moto {
             .arg("-c")
             .arg(script)
             .env("MOTO_ACCOUNT_ID", MOTO_ACCOUNT)
+            // Quarantine attaches the AWS managed AWSDenyAll, which moto loads only on request.
+            .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
             .stdin(std::process::Stdio::null())
             .spawn()
             .expect("start moto_server");

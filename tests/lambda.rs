@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use aws_sdk_iam::types::StatusType;
-use quell_aws::{AwsClients, AwsExecutor, Fixed, docs};
+use quell_aws::{AwsClients, AwsExecutor, Fixed};
 use quell_core::clock::FixedClock;
 use quell_core::policy::Mode;
 use quell_core::{Context, Policy};
@@ -202,16 +202,16 @@ async fn runbook_function_quarantines_the_requested_user() {
         outcome_statuses(&report),
         ["quarantine_user applied", "tag_principal applied"]
     );
-    let doc = iam
-        .get_user_policy()
+    let attached = iam
+        .list_attached_user_policies()
         .user_name("contractor-apatel")
-        .policy_name(docs::QUARANTINE_POLICY)
         .send()
         .await
         .unwrap();
-    assert!(docs::is_deny_all(
-        &docs::parse(doc.policy_document()).unwrap()
-    ));
+    assert_eq!(
+        attached.attached_policies()[0].policy_arn(),
+        Some("arn:aws:iam::aws:policy/AWSDenyAll")
+    );
 }
 
 #[tokio::test]

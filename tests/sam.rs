@@ -190,3 +190,259 @@ fn rules_route_each_source_to_its_function_with_retries_and_a_dead_letter_queue(
     );
     assert_eq!(t["Parameters"]["Mode"]["Default"], "dry-run");
 }
+
+/// Why a trust policy lets more than the exact quell roles assume the role: a wildcard or an
+/// account root as principal, a name pattern on `aws:PrincipalArn`, or no organization check.
+/// A pattern such as `role/quell-*` lets anyone who can create a role of that name in the
+/// security account take over every member account.
+fn trust_violations(t: &Value, trust: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for st in trust["Statement"].as_sequence().unwrap() {
+        if st["Effect"] != "Allow" {
+            continue;
+        }
+        let principal = &st["Principal"]["AWS"];
+        let literal: Vec<&str> = match principal {
+            Value::String(s) => vec![s.as_str()],
+            Value::Sequence(v) => v.iter().filter_map(|x| x.as_str()).collect(),
+            Value::Mapping(m) => match m.get("Ref").and_then(|r| r.as_str()) {
+                Some(param) => {
+                    let pattern = t["Parameters"][param]["AllowedPattern"]
+                        .as_str()
+                        .unwrap_or("");
+                    if pattern.contains('*') || !pattern.contains(":role/quell-") {
+                        out.push(format!(
+                            "principal parameter {param} admits patterns: {pattern:?}"
+                        ));
+                    }
+                    vec![]
+                }
+                None => {
+                    let sub = m.get("Fn::Sub").and_then(|s| s.as_str()).unwrap_or("*");
+                    vec![sub]
+                }
+            },
+            _ => vec!["*"],
+        };
+        for p in literal {
+            if p.contains('*') || p.ends_with(":root") || !p.contains(":role/") {
+                out.push(format!("principal {p:?} is not one exact role"));
+            }
+        }
+        let cond = &st["Condition"];
+        for op in ["ArnLike", "StringLike"] {
+            if let Some(v) = cond[op]["aws:PrincipalArn"]
+                .as_str()
+                .or_else(|| cond[op]["aws:PrincipalArn"]["Fn::Sub"].as_str())
+                && v.contains('*')
+            {
+                out.push(format!("{op} aws:PrincipalArn {v:?} is a name pattern"));
+            }
+        }
+        if cond["StringEquals"]["aws:PrincipalOrgID"].is_null() {
+            out.push("no aws:PrincipalOrgID condition".into());
+        }
+    }
+    out
+}
+
+#[test]
+fn the_member_role_trusts_exact_roles_inside_the_organization_and_a_pattern_is_rejected() {
+    let t = template("infra/aws/member-role.yaml");
+    let role = &t["Resources"]["QuellMemberRole"]["Properties"];
+    assert_eq!(
+        trust_violations(&t, &role["AssumeRolePolicyDocument"]),
+        Vec::<String>::new()
+    );
+    // The trust this template used to have: account root plus a role-name pattern.
+    let old: Value = serde_yaml::from_str(
+        r#"
+Statement:
+  - Effect: Allow
+    Principal: {AWS: {"Fn::Sub": "arn:${AWS::Partition}:iam::${QuellAccountId}:root"}}
+    Action: sts:AssumeRole
+    Condition:
+      ArnLike:
+        aws:PrincipalArn: {"Fn::Sub": "arn:${AWS::Partition}:iam::${QuellAccountId}:role/quell-*"}
+"#,
+    )
+    .unwrap();
+    let v = trust_violations(&t, &old);
+    assert!(v.iter().any(|x| x.contains("name pattern")), "{v:?}");
+    assert!(v.iter().any(|x| x.contains("not one exact role")), "{v:?}");
+    assert!(v.iter().any(|x| x.contains("PrincipalOrgID")), "{v:?}");
+    // Every role that acts in member accounts is in the list the member role trusts.
+    let sam = template("samplesam.yaml");
+    let listed = &sam["Outputs"]["MemberTrustedRoleArns"]["Value"]["Fn::Join"][1];
+    let listed: BTreeSet<&str> = listed
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v["Fn::GetAtt"][0].as_str().unwrap())
+        .collect();
+    for accepts in Accepts::ALL {
+        let role = sam["Resources"][accepts.logical_id()]["Properties"]["Role"]["Fn::GetAtt"][0]
+            .as_str()
+            .unwrap();
+        assert!(
+            listed.contains(role),
+            "{role} is not trusted by the member role"
+        );
+    }
+    assert!(listed.contains("SweeperRole"));
+    assert!(!listed.contains("SweepSchedulerRole"));
+}
+
+/// Every statement in `t`'s roles that allows attaching a managed policy.
+fn attach_statements(t: &Value) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for (name, r) in t["Resources"].as_mapping().unwrap() {
+        if r["Type"] != "AWS::IAM::Role" {
+            continue;
+        }
+        for p in r["Properties"]["Policies"].as_sequence().unwrap() {
+            for st in p["PolicyDocument"]["Statement"].as_sequence().unwrap() {
+                let actions: Vec<&str> = match &st["Action"] {
+                    Value::String(s) => vec![s.as_str()],
+                    Value::Sequence(v) => v.iter().filter_map(|x| x.as_str()).collect(),
+                    _ => vec![],
+                };
+                if st["Effect"] == "Allow"
+                    && actions
+                        .iter()
+                        .any(|a| a.starts_with("iam:Attach") || *a == "iam:*")
+                {
+                    out.push((name.as_str().unwrap().to_string(), st.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn roles_may_attach_only_aws_deny_all() {
+    for path in ["samplesam.yaml", "infra/aws/member-role.yaml"] {
+        let t = template(path);
+        let found = attach_statements(&t);
+        assert!(
+            !found.is_empty(),
+            "{path}: quarantine needs an attach statement"
+        );
+        for (role, st) in found {
+            let cond = st["Condition"].as_mapping().unwrap();
+            assert_eq!(cond.len(), 1, "{path} {role}: {st:?}");
+            assert_eq!(
+                st["Condition"]["ArnEquals"]["iam:PolicyARN"]["Fn::Sub"],
+                "arn:${AWS::Partition}:iam::aws:policy/AWSDenyAll",
+                "{path} {role}"
+            );
+            let actions = st["Action"].as_sequence().map(|v| v.len()).unwrap_or(1);
+            let attach = quell_aws::ATTACH_ACTIONS.len();
+            assert!(actions <= attach, "{path} {role}: only attach actions here");
+        }
+    }
+}
+
+#[test]
+fn role_names_fit_iam_limits_in_every_region() {
+    let t = template("samplesam.yaml");
+    let deployment = t["Parameters"]["DeploymentId"]["AllowedPattern"]
+        .as_str()
+        .unwrap();
+    assert_eq!(deployment, "[a-z0-9]{1,16}");
+    let longest_region = "ap-southeast-7x"; // 15: longer than any region name today
+    for (name, r) in t["Resources"].as_mapping().unwrap() {
+        if r["Type"] != "AWS::IAM::Role" {
+            continue;
+        }
+        let sub = r["Properties"]["RoleName"]["Fn::Sub"].as_str().unwrap();
+        let longest = sub
+            .replace("${AWS::Region}", longest_region)
+            .replace("${DeploymentId}", &"x".repeat(16));
+        assert!(
+            longest.len() <= 64,
+            "{:?}: {longest} is {} characters",
+            name,
+            longest.len()
+        );
+        assert!(
+            sub.starts_with("quell-"),
+            "{name:?}: quell protects its roles by this prefix"
+        );
+    }
+}
+
+#[test]
+fn the_dead_letter_queue_takes_eventbridge_messages() {
+    let t = template("samplesam.yaml");
+    let q = &t["Resources"]["DeadLetterQueue"]["Properties"];
+    // alias/aws/sqs would lock EventBridge out: its key policy does not admit the service.
+    assert!(q["KmsMasterKeyId"].is_null());
+    assert_eq!(q["SqsManagedSseEnabled"], true);
+    let policy = &t["Resources"]["DeadLetterQueuePolicy"]["Properties"];
+    assert_eq!(policy["Queues"][0]["Ref"], "DeadLetterQueue");
+    let st = &policy["PolicyDocument"]["Statement"][0];
+    assert_eq!(st["Principal"]["Service"], "events.amazonaws.com");
+    assert_eq!(st["Action"], "sqs:SendMessage");
+    assert!(
+        st["Condition"]["ArnLike"]["aws:SourceArn"]["Fn::Sub"]
+            .as_str()
+            .unwrap()
+            .contains(":events:${AWS::Region}:${AWS::AccountId}:rule/")
+    );
+}
+
+#[test]
+fn the_scp_guards_the_member_role_quell_roles_and_containment() {
+    let t = template("infra/aws/scp.yaml");
+    let p = &t["Resources"]["QuellGuardRails"]["Properties"];
+    assert_eq!(p["Type"], "SERVICE_CONTROL_POLICY");
+    let sts = p["Content"]["Statement"].as_sequence().unwrap();
+    let by_sid = |sid: &str| {
+        sts.iter()
+            .find(|s| s["Sid"] == sid)
+            .unwrap_or_else(|| panic!("no {sid}"))
+    };
+    for st in sts {
+        assert_eq!(st["Effect"], "Deny");
+    }
+    let assume = by_sid("OnlyQuellAssumesTheMemberRole");
+    assert_eq!(assume["Action"], "sts:AssumeRole");
+    let roles = by_sid("OnlyAdminsChangeQuellRoles");
+    assert!(
+        roles["Action"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|a| a == "iam:Create*")
+    );
+    let hold = by_sid("ContainmentStaysUntilReleased");
+    assert_eq!(
+        hold["Condition"]["Null"]["aws:ResourceTag/quell:quarantined"],
+        "false"
+    );
+    let actions: Vec<&str> = hold["Action"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    for a in [
+        "iam:DetachUserPolicy",
+        "iam:DetachRolePolicy",
+        "iam:DeleteRolePolicy",
+        "iam:CreateAccessKey",
+    ] {
+        assert!(actions.contains(&a), "{a}");
+    }
+    let tags = by_sid("OnlyQuellTagsContainment");
+    assert_eq!(
+        tags["Condition"]["ForAnyValue:StringEquals"]["aws:TagKeys"],
+        quell_aws::docs::QUARANTINE_TAG
+    );
+    // The rendered policy fits Organizations' 5,120-character SCP limit with long parameters.
+    let rendered = serde_json::to_string(&p["Content"]).unwrap();
+    let worst = rendered.len() + 4 * 200; // four substitutions of long admin-role lists
+    assert!(worst <= 5120, "{worst}");
+}

@@ -492,8 +492,8 @@ async fn dormant_console_passwords_are_deleted_only_when_asked_and_never_for_exe
         .unwrap();
     let row = |u: &str| {
         format!(
-            "{u},arn:aws:iam::{MOTO_ACCOUNT}:user/{u},{},true,N/A,N/A,N/A,false,false,N/A,N/A,N/A,N/A,false,N/A,N/A,N/A,N/A,false,N/A,false,N/A",
-            fmt(now)
+            "{u},arn:aws:iam::{MOTO_ACCOUNT}:user/{u},{t},true,N/A,{t},N/A,false,false,N/A,N/A,N/A,N/A,false,N/A,N/A,N/A,N/A,false,N/A,false,N/A",
+            t = fmt(now)
         )
     };
     let csv = format!("{HEADER}\n{}\n{}", row(&plain), row(&exempt));
@@ -622,24 +622,25 @@ async fn unused_roles_are_flagged_or_quarantined_and_service_and_exempt_roles_ar
     ];
     want.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(mine(&r), want);
-    let doc = iam
-        .get_role_policy()
-        .role_name(&plain)
-        .policy_name(quell_aws::docs::QUARANTINE_POLICY)
-        .send()
-        .await
-        .unwrap();
-    assert!(quell_aws::docs::is_deny_all(
-        &quell_aws::docs::parse(doc.policy_document()).unwrap()
-    ));
-    assert!(
-        iam.get_role_policy()
-            .role_name(&exempt)
-            .policy_name(quell_aws::docs::QUARANTINE_POLICY)
-            .send()
-            .await
-            .is_err()
+    let attached = |role: String| {
+        let iam = iam.clone();
+        async move {
+            iam.list_attached_role_policies()
+                .role_name(role)
+                .send()
+                .await
+                .unwrap()
+                .attached_policies()
+                .iter()
+                .filter_map(|p| p.policy_arn().map(str::to_string))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        attached(plain.clone()).await,
+        ["arn:aws:iam::aws:policy/AWSDenyAll"]
     );
+    assert!(attached(exempt.clone()).await.is_empty());
     // Again: nothing changes.
     let r = sweep_report(&iam, no_users, &opts(policy, clock, true))
         .await

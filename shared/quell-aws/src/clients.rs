@@ -9,7 +9,9 @@ use aws_config::SdkConfig;
 use aws_config::retry::RetryConfig;
 use aws_config::sts::AssumeRoleProvider;
 use aws_config::timeout::TimeoutConfig;
-use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_credential_types::provider::error::CredentialsError;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_sdk_iam::error::SdkError;
 use tokio::sync::Mutex;
 
 use crate::error::ExecError;
@@ -93,11 +95,18 @@ impl ClientSource for Accounts {
         if let Some(c) = cache.get(account) {
             return Ok(c.clone());
         }
-        let provider = AssumeRoleProvider::builder(self.member_role_arn(account))
+        let role = self.member_role_arn(account);
+        let provider = AssumeRoleProvider::builder(role.clone())
             .configure(&self.base)
             .session_name(session)
             .build()
             .await;
+        // Assume the role now, so a refusal is reported as what it is. Left to the clients,
+        // it would surface from every call as a dispatch failure and be retried as a network
+        // error.
+        if let Err(e) = provider.provide_credentials().await {
+            return Err(assume_role_error(&role, account, &e));
+        }
         let cfg = self
             .base
             .clone()
@@ -110,6 +119,38 @@ impl ClientSource for Accounts {
     }
     fn home(&self) -> AwsClients {
         self.home.clone()
+    }
+}
+
+/// Why the member role could not be assumed, classified by the STS error inside the
+/// credentials error: `AccessDenied` (role missing, or its trust policy does not name this
+/// function's role) is not retryable; throttling, 5xx and transport failures are.
+pub fn assume_role_error(role: &str, account: &str, e: &CredentialsError) -> ExecError {
+    use aws_sdk_sts::operation::assume_role::AssumeRoleError;
+    use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+    let inner = std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<SdkError<AssumeRoleError, HttpResponse>>())
+        .map(crate::error::classify_ref);
+    let (code, message, retryable) = match (inner, e) {
+        (Some(x), _) => (x.code, x.message, x.retryable),
+        (None, CredentialsError::ProviderTimedOut(_)) => (
+            "Timeout".to_string(),
+            "STS did not answer in time".to_string(),
+            true,
+        ),
+        (None, other) => ("AssumeRoleFailed".to_string(), other.to_string(), false),
+    };
+    let hint = if retryable {
+        "try again"
+    } else {
+        "deploy infra/aws/member-role.yaml in that account with this function's role among QuellRoleArns"
+    };
+    ExecError {
+        message: format!(
+            "could not assume {role} in account {account} ({code}: {message}); {hint}"
+        ),
+        code,
+        retryable,
     }
 }
 

@@ -2,8 +2,13 @@
 
 use serde_json::{Value, json};
 
-/// Inline policy that denies everything (user or role quarantine).
-pub const QUARANTINE_POLICY: &str = "QuellQuarantine";
+/// The AWS managed policy quarantine attaches (`Deny *` on `*`). Attaching a managed policy
+/// needs `iam:Attach*Policy`, which the roles may only use on this ARN (`iam:PolicyARN`), where
+/// an inline `Put*Policy` would let the holder write any policy.
+pub const DENY_ALL_POLICY: &str = "AWSDenyAll";
+/// Inline role policy holding quell's per-session revocations, one statement (or two, for an
+/// EC2 instance bound to its VPC) per session.
+pub const SESSION_REVOKE_POLICY: &str = "QuellRevokeSessions";
 /// Inline role policy revoking every session issued before a time (the IAM console's name).
 pub const ROLE_REVOKE_POLICY: &str = "AWSRevokeOlderSessions";
 /// Inline user policy revoking the user's STS and console sessions issued before a time.
@@ -11,11 +16,48 @@ pub const USER_REVOKE_POLICY: &str = "QuellRevokeOlderSessions";
 /// The tag quell writes on principals it contains.
 pub const QUARANTINE_TAG: &str = "quell:quarantined";
 
-/// Inline role policy name revoking one session (`aws:userid` = `AROA…:<session>`).
-pub fn session_revoke_policy_name(userid: &str) -> String {
+/// `arn:<partition>:iam::aws:policy/AWSDenyAll`.
+pub fn deny_all_arn(partition: &str) -> String {
+    format!("arn:{partition}:iam::aws:policy/{DENY_ALL_POLICY}")
+}
+
+/// The partition of a region: `aws-us-gov` for `us-gov-*`, `aws-cn` for `cn-*`, else `aws`.
+pub fn partition_of_region(region: &str) -> &'static str {
+    if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else if region.starts_with("cn-") {
+        "aws-cn"
+    } else {
+        "aws"
+    }
+}
+
+/// IAM's aggregate inline-policy quotas, in characters excluding white space
+/// (IAM User Guide, "IAM and AWS STS quotas": role 10,240, user 2,048).
+pub const ROLE_INLINE_QUOTA: usize = 10_240;
+pub const USER_INLINE_QUOTA: usize = 2_048;
+
+/// The size IAM counts for a policy document: its characters, white space excluded.
+pub fn policy_size(doc: &str) -> usize {
+    let decoded = urlencoding::decode(doc)
+        .map(|d| d.into_owned())
+        .unwrap_or_else(|_| doc.to_string());
+    decoded.chars().filter(|c| !c.is_whitespace()).count()
+}
+
+/// Revocation statements older than this are pruned: every token they deny has expired.
+/// Role credentials from `AssumeRole*` last at most the role's `MaxSessionDuration` (≤ 12 h),
+/// but credentials AWS services issue for a role (EC2 instance profiles) are not bound by it,
+/// so the floor is 12 hours.
+pub fn prune_after_seconds(max_session_duration: Option<i32>) -> i64 {
+    i64::from(max_session_duration.unwrap_or(3600)).max(12 * 3600)
+}
+
+/// The statement id of one session's revocation by one finding.
+pub fn session_sid(finding: &str, userid: &str) -> String {
     format!(
-        "QuellRevokeSession-{:016x}",
-        quell_core::model::ids::stable_hash(&[userid])
+        "QuellRevoke{:016x}",
+        quell_core::model::ids::stable_hash(&[finding, userid])
     )
 }
 
@@ -25,19 +67,6 @@ pub fn revoke_sid(finding: &str) -> String {
         "QuellRevoke{:016x}",
         quell_core::model::ids::stable_hash(&[finding])
     )
-}
-
-pub fn quarantine() -> String {
-    json!({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Sid": "QuellQuarantineDenyAll",
-            "Effect": "Deny",
-            "Action": "*",
-            "Resource": "*"
-        }]
-    })
-    .to_string()
 }
 
 /// Deny everything for tokens issued before `cutoff` (RFC 3339, second precision, `Z`).
@@ -56,12 +85,26 @@ pub fn revoke_older_sessions(sid: &str, cutoff: &str) -> String {
     .to_string()
 }
 
-/// Deny one role session (`AROA…:<session>`) for tokens issued before `cutoff`: the workload
-/// gets fresh credentials, the stolen ones stop working.
-pub fn revoke_one_session(sid: &str, userid: &str, cutoff: &str) -> String {
-    json!({
-        "Version": "2012-10-17",
-        "Statement": [{
+/// The statements denying one role session (`aws:userid` = `AROA…:<session>`) for tokens
+/// issued before `cutoff`.
+///
+/// `bind_to_instance` (EC2 instance credentials) follows AWS's documented pattern for
+/// credentials used outside their instance (IAM User Guide, global condition keys
+/// `aws:ec2InstanceSourceVPC` and `aws:ec2InstanceSourcePrivateIPv4`): deny unless the
+/// instance's VPC equals the request's `aws:SourceVpc` and its private IP the request's
+/// `aws:VpcSourceIp`, for EC2 role credentials (`ec2:SourceInstanceARN` present) not used by an
+/// AWS service on the caller's behalf. `aws:SourceVpc` and `aws:VpcSourceIp` are present only
+/// on calls through a VPC endpoint, so the instance's own calls to public endpoints with these
+/// credentials are denied too, until EC2 rotates them. moto cannot evaluate policies; the
+/// documents are checked against that pattern in the unit tests.
+pub fn session_statements(
+    sid: &str,
+    userid: &str,
+    cutoff: &str,
+    bind_to_instance: bool,
+) -> Vec<Value> {
+    if !bind_to_instance {
+        return vec![json!({
             "Sid": sid,
             "Effect": "Deny",
             "Action": "*",
@@ -70,9 +113,89 @@ pub fn revoke_one_session(sid: &str, userid: &str, cutoff: &str) -> String {
                 "StringEquals": {"aws:userid": userid},
                 "DateLessThan": {"aws:TokenIssueTime": cutoff}
             }
-        }]
+        })];
+    }
+    let outside = |suffix: &str, key: &str, variable: &str| {
+        json!({
+            "Sid": format!("{sid}{suffix}"),
+            "Effect": "Deny",
+            "Action": "*",
+            "Resource": "*",
+            "Condition": {
+                "StringEquals": {"aws:userid": userid},
+                "DateLessThan": {"aws:TokenIssueTime": cutoff},
+                "StringNotEquals": {key: variable},
+                "Null": {"ec2:SourceInstanceARN": "false"},
+                "BoolIfExists": {"aws:ViaAWSService": "false"}
+            }
+        })
+    };
+    vec![
+        outside("Vpc", "aws:ec2InstanceSourceVPC", "${aws:SourceVpc}"),
+        outside(
+            "Ip",
+            "aws:ec2InstanceSourcePrivateIPv4",
+            "${aws:VpcSourceIp}",
+        ),
+    ]
+}
+
+/// A policy document from statements.
+pub fn document(statements: Vec<Value>) -> String {
+    json!({"Version": "2012-10-17", "Statement": statements}).to_string()
+}
+
+/// The statements of a parsed policy document (a single object counts as one).
+pub fn statements(doc: &Value) -> Vec<Value> {
+    match doc.get("Statement") {
+        Some(Value::Array(a)) => a.clone(),
+        Some(v @ Value::Object(_)) => vec![v.clone()],
+        _ => Vec::new(),
+    }
+}
+
+/// What a revocation statement says: its Sid, the `aws:userid` it names (none: every
+/// session) and its `aws:TokenIssueTime` cut-off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    pub sid: String,
+    pub userid: Option<String>,
+    pub cutoff: String,
+}
+
+pub fn revocation_of(st: &Value) -> Option<Revocation> {
+    let cond = st.get("Condition")?;
+    let cutoff = cond
+        .get("DateLessThan")?
+        .get("aws:TokenIssueTime")?
+        .as_str()?
+        .to_string();
+    Some(Revocation {
+        sid: st
+            .get("Sid")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        userid: cond
+            .get("StringEquals")
+            .and_then(|s| s.get("aws:userid"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        cutoff,
     })
-    .to_string()
+}
+
+/// Whether an existing revocation with `cutoff` (and statement id `sid`) already denies the
+/// stolen credentials. Every token used at `last_seen` was issued before it, so a cut-off at or
+/// after the finding's last occurrence covers it; a later occurrence of the same finding (a
+/// re-stolen credential) is not covered and moves the cut-off. Without an occurrence time, the
+/// same finding's own statement counts as covering.
+pub fn covers(cutoff: &str, sid: &str, our_sid: &str, now: &str, last_seen: Option<&str>) -> bool {
+    cutoff >= now
+        || match last_seen {
+            Some(seen) => cutoff >= seen,
+            None => sid == our_sid,
+        }
 }
 
 /// IAM returns policy documents URL-encoded; this decodes and parses one.
@@ -81,48 +204,9 @@ pub fn parse(doc: &str) -> Option<Value> {
     serde_json::from_str(&decoded).ok()
 }
 
-/// The `Sid` and `aws:TokenIssueTime` cut-off of a revocation document quell wrote.
-pub fn revocation(doc: &Value) -> Option<(String, String)> {
-    let st = doc.get("Statement")?;
-    let st = if let Some(a) = st.as_array() {
-        a.first()?
-    } else {
-        st
-    };
-    let sid = st
-        .get("Sid")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let cutoff = st
-        .get("Condition")?
-        .get("DateLessThan")?
-        .get("aws:TokenIssueTime")?
-        .as_str()?
-        .to_string();
-    Some((sid, cutoff))
-}
-
-/// True when `doc` denies every action on every resource with no condition.
-pub fn is_deny_all(doc: &Value) -> bool {
-    let Some(st) = doc.get("Statement") else {
-        return false;
-    };
-    let stmts: Vec<&Value> = match st.as_array() {
-        Some(a) => a.iter().collect(),
-        None => vec![st],
-    };
-    stmts.iter().any(|s| {
-        let one = |v: Option<&Value>| match v {
-            Some(Value::String(x)) => x == "*",
-            Some(Value::Array(a)) => a.iter().any(|x| x == "*"),
-            _ => false,
-        };
-        s.get("Effect").and_then(Value::as_str) == Some("Deny")
-            && one(s.get("Action"))
-            && one(s.get("Resource"))
-            && s.get("Condition").is_none()
-    })
+/// The first revocation of a document quell wrote (the single-statement policies).
+pub fn revocation(doc: &Value) -> Option<Revocation> {
+    statements(doc).first().and_then(revocation_of)
 }
 
 #[cfg(test)]
@@ -131,31 +215,102 @@ mod tests {
 
     #[test]
     fn documents_round_trip_through_url_encoding() {
-        let doc = revoke_one_session(
+        let doc = document(session_statements(
             "QuellRevokeabc",
-            "AROAEXAMPLE:i-0abc",
+            "AROAEXAMPLE:alice",
             "2026-11-23T10:00:00Z",
-        );
+            false,
+        ));
         let encoded = urlencoding::encode(&doc).into_owned();
         let parsed = parse(&encoded).unwrap();
         assert_eq!(
             revocation(&parsed),
-            Some(("QuellRevokeabc".into(), "2026-11-23T10:00:00Z".into()))
+            Some(Revocation {
+                sid: "QuellRevokeabc".into(),
+                userid: Some("AROAEXAMPLE:alice".into()),
+                cutoff: "2026-11-23T10:00:00Z".into()
+            })
         );
-        assert_eq!(
-            parsed["Statement"][0]["Condition"]["StringEquals"]["aws:userid"],
-            "AROAEXAMPLE:i-0abc"
+        assert_eq!(policy_size(&encoded), policy_size(&doc));
+        assert_eq!(policy_size("{ \"a\" : 1 }"), 7);
+    }
+
+    /// AWS's documented example for EC2 credentials used outside their instance (IAM User
+    /// Guide, aws:ec2InstanceSourceVPC): two Deny statements, each with StringNotEquals on the
+    /// instance key against the request's VPC variable, Null ec2:SourceInstanceARN false and
+    /// BoolIfExists aws:ViaAWSService false. quell's adds the session and the cut-off.
+    #[test]
+    fn the_instance_binding_follows_the_documented_pattern() {
+        let sts = session_statements(
+            "S",
+            "AROAEXAMPLE:i-0abc12345678def90",
+            "2026-11-23T10:00:00Z",
+            true,
         );
-        assert!(is_deny_all(&parse(&quarantine()).unwrap()));
-        assert!(!is_deny_all(&parsed));
+        assert_eq!(sts.len(), 2);
+        let want = [
+            ("aws:ec2InstanceSourceVPC", "${aws:SourceVpc}"),
+            ("aws:ec2InstanceSourcePrivateIPv4", "${aws:VpcSourceIp}"),
+        ];
+        for (st, (key, var)) in sts.iter().zip(want) {
+            assert_eq!(st["Effect"], "Deny");
+            assert_eq!(st["Action"], "*");
+            assert_eq!(st["Resource"], "*");
+            let c = st["Condition"].as_object().unwrap();
+            assert_eq!(c.len(), 5, "{c:?}");
+            assert_eq!(c["StringNotEquals"][key], var);
+            assert_eq!(c["Null"]["ec2:SourceInstanceARN"], "false");
+            assert_eq!(c["BoolIfExists"]["aws:ViaAWSService"], "false");
+            assert_eq!(
+                c["StringEquals"]["aws:userid"],
+                "AROAEXAMPLE:i-0abc12345678def90"
+            );
+            assert_eq!(
+                c["DateLessThan"]["aws:TokenIssueTime"],
+                "2026-11-23T10:00:00Z"
+            );
+        }
+        assert_ne!(sts[0]["Sid"], sts[1]["Sid"]);
     }
 
     #[test]
-    fn names_are_stable_and_valid() {
-        let a = session_revoke_policy_name("AROAEXAMPLE:i-0abc");
-        assert_eq!(a, session_revoke_policy_name("AROAEXAMPLE:i-0abc"));
-        assert_ne!(a, session_revoke_policy_name("AROAEXAMPLE:i-0abd"));
-        assert!(a.len() <= 128 && a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    fn coverage_follows_the_last_occurrence() {
+        let now = "2026-11-23T12:00:00Z";
+        // The same finding re-delivered: covered.
+        assert!(covers(
+            "2026-11-23T10:00:00Z",
+            "A",
+            "A",
+            now,
+            Some("2026-11-23T09:59:00Z")
+        ));
+        // A later occurrence of the same finding: not covered, the cut-off moves.
+        assert!(!covers(
+            "2026-11-23T10:00:00Z",
+            "A",
+            "A",
+            now,
+            Some("2026-11-23T11:00:00Z")
+        ));
+        // No occurrence time: the finding's own statement covers it, another's does not.
+        assert!(covers("2026-11-23T10:00:00Z", "A", "A", now, None));
+        assert!(!covers("2026-11-23T10:00:00Z", "B", "A", now, None));
+        // A cut-off at or after now covers anything.
+        assert!(covers(now, "B", "A", now, Some(now)));
+    }
+
+    #[test]
+    fn ids_are_stable_and_valid() {
+        let a = session_sid("f1", "AROAEXAMPLE:i-0abc");
+        assert_eq!(a, session_sid("f1", "AROAEXAMPLE:i-0abc"));
+        assert_ne!(a, session_sid("f1", "AROAEXAMPLE:i-0abd"));
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
         assert!(revoke_sid("x").chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_eq!(partition_of_region("us-gov-west-1"), "aws-us-gov");
+        assert_eq!(
+            deny_all_arn("aws-cn"),
+            "arn:aws-cn:iam::aws:policy/AWSDenyAll"
+        );
+        assert_eq!(prune_after_seconds(Some(3600)), 12 * 3600);
     }
 }

@@ -26,7 +26,13 @@ const RETRYABLE_CODES: &[&str] = &[
     "ServiceUnavailableException",
     "InternalFailure",
     "InternalError",
+    "InternalException",
     "ServiceFailure",
+    // IAM: another write to the same principal is in flight.
+    "ConcurrentModification",
+    "ConcurrentModificationException",
+    // Security Hub BatchUpdateFindings UnprocessedFindings codes.
+    "ConcurrentUpdateError",
 ];
 
 impl ExecError {
@@ -56,7 +62,16 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    match &err {
+    classify_ref(&err)
+}
+
+/// [`classify`] on a borrowed error.
+pub fn classify_ref<E, R>(err: &SdkError<E, R>) -> ExecError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match err {
         SdkError::ServiceError(se) => {
             let e = se.err();
             let code = e.code().unwrap_or("Unknown").to_string();

@@ -12,16 +12,16 @@ use aws_sdk_securityhub::types::{
 use quell_core::Cloud;
 use quell_core::clock::{Clock, rfc3339_seconds};
 use quell_core::model::{FindingRef, Subject, ids};
-use quell_core::plan::{Action, ActionKind, Context, Plan, Target, protection_reason};
-use quell_core::policy::{Mode, Policy};
-use quell_core::report::{ActionResult, Inverse, Outcome, Report};
+use quell_core::plan::{Action, ActionKind, Context, Plan, Skip, Target, protection_reason_with};
+use quell_core::policy::{InstanceCredentials, Mode, Policy};
+use quell_core::report::{ActionResult, Inverse, Outcome, Report, Status};
 use serde_json::json;
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
 
 use crate::clients::{AwsClients, ClientSource, session_name};
 use crate::docs;
-use crate::error::classify;
+use crate::error::{ExecError, classify};
 use crate::iam::{self, Kind};
 
 /// Executes plans in AWS.
@@ -37,6 +37,8 @@ pub struct AwsExecutor<S> {
 struct Principal {
     name: String,
     role_id: Option<String>,
+    /// A role's `MaxSessionDuration`, in seconds.
+    max_session: Option<i32>,
     tags: Vec<(String, String)>,
 }
 
@@ -62,7 +64,22 @@ impl<S: ClientSource> AwsExecutor<S> {
         let guards: GuardCache = Mutex::new(HashMap::new());
         let mut results: Vec<ActionResult> = Vec::with_capacity(plan.actions.len());
         for action in &plan.actions {
-            let outcome = self.run(action, &stamp, now, &guards, &results).await;
+            let last_seen = plan
+                .findings
+                .iter()
+                .find(|f| f.id == action.finding)
+                .and_then(|f| f.last_seen.as_deref());
+            let outcome = self
+                .run(
+                    action,
+                    &stamp,
+                    now,
+                    last_seen,
+                    &guards,
+                    &results,
+                    &plan.skipped,
+                )
+                .await;
             tracing::info!(
                 kind = action.kind.as_str(),
                 target = %action.target.label(),
@@ -78,24 +95,31 @@ impl<S: ClientSource> AwsExecutor<S> {
         Report::new(plan, stamp, results)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn run(
         &self,
         action: &Action,
         stamp: &str,
         now: OffsetDateTime,
+        last_seen: Option<&str>,
         guards: &GuardCache,
         done: &[ActionResult],
+        withheld: &[Skip],
     ) -> Outcome {
         if action.cloud != Cloud::Aws {
             return Outcome::skipped("not an AWS action; the Azure responder executes it");
         }
         match (&action.kind, &action.target) {
+            (ActionKind::Notify, Target::Subject(Subject::IamUser { account, name })) => {
+                self.notify_user(account, name, &action.finding).await
+            }
             (ActionKind::Notify, _) => Outcome::applied(
                 "escalated to a human: the audit event carries this notice",
                 None,
             ),
             (ActionKind::UpdateSecurityhubFinding, Target::Record(r)) => {
-                self.update_finding(r, &action.finding, done).await
+                self.update_finding(r, &action.finding, done, withheld)
+                    .await
             }
             (_, Target::Subject(s)) => {
                 let Some(account) = s.account() else {
@@ -114,6 +138,7 @@ impl<S: ClientSource> AwsExecutor<S> {
                     clients: &clients,
                     account,
                     finding: &action.finding,
+                    last_seen,
                     stamp,
                     now,
                     guards,
@@ -128,11 +153,52 @@ impl<S: ClientSource> AwsExecutor<S> {
         }
     }
 
+    /// A notice about an IAM user names the user's active access keys, so the human it reaches
+    /// knows what to rotate. Read-only; a failed read still escalates.
+    async fn notify_user(&self, account: &str, user: &str, finding: &str) -> Outcome {
+        let keys = match self.source.clients(account, &session_name(finding)).await {
+            Ok(c) => c
+                .iam
+                .list_access_keys()
+                .user_name(user)
+                .send()
+                .await
+                .map_err(classify),
+            Err(e) => Err(e),
+        };
+        let listed = match keys {
+            Ok(out) => {
+                let active: Vec<&str> = out
+                    .access_key_metadata()
+                    .iter()
+                    .filter(|k| k.status() == Some(&StatusType::Active))
+                    .filter_map(|k| k.access_key_id())
+                    .collect();
+                if active.is_empty() {
+                    format!("{user} has no active access key")
+                } else {
+                    format!("{user}'s active access keys: {}", active.join(", "))
+                }
+            }
+            Err(e) => format!("could not list {user}'s access keys ({})", e.code),
+        };
+        Outcome::applied(
+            format!("escalated to a human: the audit event carries this notice; {listed}"),
+            None,
+        )
+    }
+
+    /// Records on the Security Hub finding what quell did. The workflow becomes NOTIFIED only
+    /// when every action for it succeeded (applied or already in state); when one failed or
+    /// was withheld the finding stays NEW, with a note saying so, for a human or a later retry.
+    /// The note is written only when it changes: Security Hub sends a new "Findings - Imported"
+    /// event on each update, and an unchanged note must not loop.
     async fn update_finding(
         &self,
         r: &FindingRef,
         finding: &str,
         done: &[ActionResult],
+        skipped: &[Skip],
     ) -> Outcome {
         let FindingRef::SecurityhubFinding {
             id,
@@ -154,13 +220,56 @@ impl<S: ClientSource> AwsExecutor<S> {
             ),
             None => home.securityhub.clone(),
         };
+        let mine: Vec<&ActionResult> = done
+            .iter()
+            .filter(|d| {
+                d.action.finding == finding && d.action.kind != ActionKind::UpdateSecurityhubFinding
+            })
+            .collect();
+        let withheld: Vec<&Skip> = skipped
+            .iter()
+            .filter(|s| s.finding == finding && s.reason.contains("withheld"))
+            .collect();
+        let failed = mine
+            .iter()
+            .filter(|d| d.outcome.status == Status::Failed)
+            .count();
+        let contained = failed == 0 && withheld.is_empty();
+        let mut parts: Vec<String> = mine
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} {}: {}",
+                    d.action.kind.as_str(),
+                    d.action.target.label(),
+                    d.outcome.status.as_str()
+                )
+            })
+            .collect();
+        if !withheld.is_empty() {
+            parts.push(format!(
+                "{} action(s) withheld by the blast-radius cap",
+                withheld.len()
+            ));
+        }
+        let mut text = format!("quell: {}", parts.join("; "));
+        if !contained {
+            text = format!(
+                "quell: NOT CONTAINED, left NEW for a human ({failed} failed, {} withheld). {}",
+                withheld.len(),
+                parts.join("; ")
+            );
+        }
+        if text.chars().count() > 512 {
+            text = text.chars().take(509).collect::<String>() + "...";
+        }
         let filter = |v: &str| {
             StringFilter::builder()
                 .value(v)
                 .comparison(StringFilterComparison::Equals)
                 .build()
         };
-        let current = sh
+        let current = match sh
             .get_findings()
             .filters(
                 AwsSecurityFindingFilters::builder()
@@ -169,37 +278,24 @@ impl<S: ClientSource> AwsExecutor<S> {
                     .build(),
             )
             .send()
-            .await;
-        match current {
-            Ok(out) => {
-                let notified = out.findings().iter().any(|f: &AwsSecurityFinding| {
-                    f.workflow().and_then(|w| w.status()) == Some(&WorkflowStatus::Notified)
-                });
-                if notified {
-                    return Outcome::already("the finding's workflow is already NOTIFIED");
-                }
-            }
+            .await
+        {
+            Ok(out) => out.findings().first().cloned(),
             Err(e) => return Outcome::from(classify(e)),
+        };
+        let workflow = current
+            .as_ref()
+            .and_then(|f: &AwsSecurityFinding| f.workflow().and_then(|w| w.status()).cloned());
+        let note = current
+            .as_ref()
+            .and_then(|f| f.note().and_then(|n| n.text()).map(str::to_string));
+        if contained && workflow == Some(WorkflowStatus::Notified) {
+            return Outcome::already("the finding's workflow is already NOTIFIED");
         }
-        let mine: Vec<String> = done
-            .iter()
-            .filter(|d| {
-                d.action.finding == finding && d.action.kind != ActionKind::UpdateSecurityhubFinding
-            })
-            .map(|d| {
-                format!(
-                    "{} {}: {:?}",
-                    d.action.kind.as_str(),
-                    d.action.target.label(),
-                    d.outcome.status
-                )
-            })
-            .collect();
-        let mut text = format!("quell: {}", mine.join("; "));
-        if text.len() > 512 {
-            text = text.chars().take(509).collect::<String>() + "...";
+        if !contained && note.as_deref() == Some(text.as_str()) {
+            return Outcome::already("the finding already carries this note and stays NEW");
         }
-        let result = sh
+        let mut update = sh
             .batch_update_findings()
             .finding_identifiers(
                 AwsSecurityFindingIdentifier::builder()
@@ -207,30 +303,33 @@ impl<S: ClientSource> AwsExecutor<S> {
                     .product_arn(product_arn)
                     .build(),
             )
-            .workflow(
+            .note(NoteUpdate::builder().text(text).updated_by("quell").build());
+        if contained {
+            update = update.workflow(
                 WorkflowUpdate::builder()
                     .status(WorkflowStatus::Notified)
                     .build(),
-            )
-            .note(NoteUpdate::builder().text(text).updated_by("quell").build())
-            .send()
-            .await;
-        match result {
+            );
+        }
+        match update.send().await {
             Ok(out) => match out.unprocessed_findings().first() {
-                Some(u) => Outcome::failed(
+                Some(u) => Outcome::from(ExecError::new(
                     u.error_code().unwrap_or("Unprocessed"),
                     format!(
                         "Security Hub did not process the finding: {}",
                         u.error_message().unwrap_or("no message")
                     ),
-                    false,
-                ),
-                None => Outcome::applied(
+                )),
+                None if contained => Outcome::applied(
                     "workflow NOTIFIED with a note of what quell did",
                     Some(Inverse {
                         call: "securityhub:BatchUpdateFindings".into(),
                         params: json!({"FindingIdentifiers": [{"Id": id, "ProductArn": product_arn}], "Workflow": {"Status": "NEW"}}),
                     }),
+                ),
+                None => Outcome::applied(
+                    "containment incomplete: the finding stays NEW with a note of what failed or was withheld",
+                    None,
                 ),
             },
             Err(e) => Outcome::from(classify(e)),
@@ -244,6 +343,8 @@ struct Run<'a, S> {
     clients: &'a AwsClients,
     account: &'a str,
     finding: &'a str,
+    /// The finding's last occurrence, when the source says.
+    last_seen: Option<&'a str>,
     stamp: &'a str,
     now: OffsetDateTime,
     guards: &'a GuardCache,
@@ -263,6 +364,9 @@ impl<S: ClientSource> Run<'_, S> {
             ) => self.deactivate_key(access_key_id, user.as_deref()).await,
             (DeactivateDormantAccessKeys, Subject::IamUser { name, .. }) => {
                 self.deactivate_dormant(name).await
+            }
+            (DeactivateLongTermKeys, Subject::IamUser { name, .. }) => {
+                self.deactivate_long_term(name).await
             }
             (QuarantineUser, Subject::IamUser { name, .. }) => {
                 self.quarantine(Kind::User, name).await
@@ -321,11 +425,15 @@ impl<S: ClientSource> Run<'_, S> {
                 name: name.to_string(),
             },
         };
-        if let Some(reason) = protection_reason(&self.exec.policy, &self.exec.ctx, &subject) {
-            return Err(Outcome::skipped(reason));
+        let protected = |names: &[&str]| {
+            protection_reason_with(&self.exec.policy, &self.exec.ctx, &subject, names)
+                .map(Outcome::skipped)
+        };
+        if let Some(o) = protected(&[]) {
+            return Err(o);
         }
         let iam = &self.clients.iam;
-        let (path, role_id, tags) = match kind {
+        let (path, arn, role_id, max_session, tags) = match kind {
             Kind::User => {
                 let out = iam
                     .get_user()
@@ -340,7 +448,13 @@ impl<S: ClientSource> Run<'_, S> {
                         false,
                     ));
                 };
-                (u.path().to_string(), None, u.tags().to_vec())
+                (
+                    u.path().to_string(),
+                    u.arn().to_string(),
+                    None,
+                    None,
+                    u.tags().to_vec(),
+                )
             }
             Kind::Role => {
                 let out = iam
@@ -358,11 +472,17 @@ impl<S: ClientSource> Run<'_, S> {
                 };
                 (
                     r.path().to_string(),
+                    r.arn().to_string(),
                     Some(r.role_id().to_string()),
+                    r.max_session_duration(),
                     r.tags().to_vec(),
                 )
             }
         };
+        // The real ARN carries the path a finding may not show (`user/ops/alice`).
+        if let Some(o) = protected(&[arn.as_str()]) {
+            return Err(o);
+        }
         if kind == Kind::Role
             && (path.starts_with("/aws-service-role/") || ids::is_service_linked_role(name))
         {
@@ -390,6 +510,7 @@ impl<S: ClientSource> Run<'_, S> {
         Ok(Principal {
             name: name.to_string(),
             role_id,
+            max_session,
             tags,
         })
     }
@@ -504,28 +625,88 @@ impl<S: ClientSource> Run<'_, S> {
                 p.name
             ));
         }
-        for id in &dormant {
-            if let Err(e) = iam
+        self.deactivate_keys(
+            &p.name,
+            &dormant,
+            &format!("unused for {days} days or more"),
+        )
+        .await
+    }
+
+    /// Deactivates the user's active long-term keys (a temporary key they minted was stolen).
+    async fn deactivate_long_term(&self, user: &str) -> Outcome {
+        let p = match self.guard(Kind::User, user).await {
+            Ok(p) => p,
+            Err(o) => return o,
+        };
+        let keys = match self
+            .clients
+            .iam
+            .list_access_keys()
+            .user_name(&p.name)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) => return Outcome::from(classify(e)),
+        };
+        let active: Vec<String> = keys
+            .access_key_metadata()
+            .iter()
+            .filter(|k| k.status() == Some(&StatusType::Active))
+            .filter_map(|k| k.access_key_id())
+            .filter(|id| !ids::is_temporary_key(id))
+            .map(str::to_string)
+            .collect();
+        if active.is_empty() {
+            return Outcome::already(format!("{} has no active long-term key", p.name));
+        }
+        self.deactivate_keys(&p.name, &active, "the user's long-term keys")
+            .await
+    }
+
+    /// Deactivates each key, continuing past a failure: the outcome names what was done (with
+    /// its inverse) and what was not.
+    async fn deactivate_keys(&self, user: &str, keys: &[String], why: &str) -> Outcome {
+        let mut done: Vec<&str> = Vec::new();
+        let mut failed: Vec<(&str, ExecError)> = Vec::new();
+        for id in keys {
+            match self
+                .clients
+                .iam
                 .update_access_key()
-                .user_name(&p.name)
+                .user_name(user)
                 .access_key_id(id)
                 .status(StatusType::Inactive)
                 .send()
                 .await
             {
-                return Outcome::from(classify(e));
+                Ok(_) => done.push(id),
+                Err(e) => failed.push((id, classify(e))),
             }
         }
-        Outcome::applied(
+        let inverse = (!done.is_empty()).then(|| Inverse {
+            call: "iam:UpdateAccessKey".into(),
+            params: json!({"UserName": user, "AccessKeyIds": done, "Status": "Active"}),
+        });
+        let Some((_, first)) = failed.first() else {
+            return Outcome::applied(format!("deactivated {} ({why})", done.join(", ")), inverse);
+        };
+        let not_done: Vec<String> = failed
+            .iter()
+            .map(|(id, e)| format!("{id} ({}: {})", e.code, e.message))
+            .collect();
+        let mut o = Outcome::failed(
+            first.code.clone(),
             format!(
-                "deactivated {} (unused for {days} days or more)",
-                dormant.join(", ")
+                "deactivated [{}]; could not deactivate {}",
+                done.join(", "),
+                not_done.join(", ")
             ),
-            Some(Inverse {
-                call: "iam:UpdateAccessKey".into(),
-                params: json!({"UserName": p.name, "AccessKeyIds": dormant, "Status": "Active"}),
-            }),
-        )
+            failed.iter().any(|(_, e)| e.retryable),
+        );
+        o.inverse = inverse;
+        o
     }
 
     async fn quarantine(&self, kind: Kind, name: &str) -> Outcome {
@@ -536,8 +717,6 @@ impl<S: ClientSource> Run<'_, S> {
     }
 
     /// Revokes sessions issued before now: the whole principal, or one role session.
-    /// Keyed by finding: the same finding again changes nothing; an existing later cut-off
-    /// already covers ours.
     async fn revoke(
         &self,
         kind: Kind,
@@ -548,66 +727,276 @@ impl<S: ClientSource> Run<'_, S> {
             Ok(p) => p,
             Err(o) => return o,
         };
+        match session {
+            None => self.revoke_all(kind, &p).await,
+            Some((id, session)) => self.revoke_session(&p, id, session).await,
+        }
+    }
+
+    /// Why an existing revocation covers this finding, for the outcome.
+    fn covered_because(&self, cutoff: &str) -> String {
+        match self.last_seen {
+            Some(seen) => format!(
+                "tokens issued before {cutoff} are already denied, which covers the finding's last occurrence at {seen}"
+            ),
+            None => format!("tokens issued before {cutoff} are already denied"),
+        }
+    }
+
+    /// Every session of a user or role issued before now (one statement, one policy). A
+    /// revocation at or after the finding's last occurrence already covers it; a later
+    /// occurrence of the same finding moves the cut-off to now.
+    async fn revoke_all(&self, kind: Kind, p: &Principal) -> Outcome {
         let sid = docs::revoke_sid(self.finding);
-        let (policy_name, doc, what) = match session {
-            None => {
-                let policy = match kind {
-                    Kind::User => docs::USER_REVOKE_POLICY,
-                    Kind::Role => docs::ROLE_REVOKE_POLICY,
-                };
-                (
-                    policy.to_string(),
-                    docs::revoke_older_sessions(&sid, self.stamp),
-                    format!("every session of {name}"),
-                )
-            }
-            Some((id, session)) => {
-                let Some(role_id) = id.map(str::to_string).or(p.role_id.clone()) else {
-                    return Outcome::failed(
-                        "NoSuchEntity",
-                        format!("the role id of {name} is unknown"),
-                        false,
-                    );
-                };
-                let userid = format!("{role_id}:{session}");
-                (
-                    docs::session_revoke_policy_name(&userid),
-                    docs::revoke_one_session(&sid, &userid, self.stamp),
-                    format!("session {userid}"),
-                )
-            }
+        let policy = match kind {
+            Kind::User => docs::USER_REVOKE_POLICY,
+            Kind::Role => docs::ROLE_REVOKE_POLICY,
         };
-        let existing = match iam::get_inline(&self.clients.iam, kind, &p.name, &policy_name).await {
+        let what = format!("every session of {}", p.name);
+        let existing = match iam::get_inline(&self.clients.iam, kind, &p.name, policy).await {
             Ok(e) => e,
             Err(e) => return Outcome::from(e),
         };
-        if let Some((old_sid, old_cutoff)) = existing
+        if let Some(r) = existing
             .as_deref()
             .and_then(docs::parse)
             .as_ref()
             .and_then(docs::revocation)
+            && docs::covers(&r.cutoff, &r.sid, &sid, self.stamp, self.last_seen)
         {
-            if old_sid == sid {
-                return Outcome::already(format!(
-                    "{what}: tokens issued before {old_cutoff} already revoked for this finding"
-                ));
-            }
-            if old_cutoff.as_str() >= self.stamp {
-                return Outcome::already(format!(
-                    "{what}: a revocation with a later cut-off ({old_cutoff}) is in place"
-                ));
-            }
+            return Outcome::already(format!("{what}: {}", self.covered_because(&r.cutoff)));
         }
-        match iam::put_inline(&self.clients.iam, kind, &p.name, &policy_name, &doc).await {
+        let doc = docs::revoke_older_sessions(&sid, self.stamp);
+        match iam::put_inline(&self.clients.iam, kind, &p.name, policy, &doc).await {
             Ok(()) => Outcome::applied(
                 format!(
-                    "{what}: tokens issued before {} denied ({policy_name})",
+                    "{what}: tokens issued before {} denied ({policy})",
                     self.stamp
                 ),
-                Some(iam::undo_inline(kind, &p.name, &policy_name, existing)),
+                Some(iam::undo_inline(kind, &p.name, policy, existing)),
+            ),
+            Err(e) if e.is("LimitExceeded") && kind == Kind::User => Outcome::failed(
+                e.code,
+                format!(
+                    "{}: the user's inline policies are at IAM's {}-character quota; quarantine the user (aws.quarantine_users) or remove an inline policy",
+                    e.message,
+                    docs::USER_INLINE_QUOTA
+                ),
+                false,
             ),
             Err(e) => Outcome::from(e),
         }
+    }
+
+    /// One role session's tokens issued before now, as statements in quell's single
+    /// per-session policy (`QuellRevokeSessions`). Statements older than every token they could
+    /// deny are pruned; when the role's inline policies would still pass IAM's quota, the
+    /// revocation falls back to every session of the role, which subsumes them.
+    async fn revoke_session(&self, p: &Principal, id: Option<&str>, session: &str) -> Outcome {
+        // GetRole's RoleId is the truth: a different id means the role was deleted and
+        // recreated, and the stolen session belonged to the old one.
+        let role_id = match (id, p.role_id.as_deref()) {
+            (Some(seen), Some(now)) if seen != now => {
+                return Outcome::skipped(format!(
+                    "the role {} was deleted and recreated since the finding (RoleId {seen} in the finding, {now} now): the stolen session belonged to the deleted role, and a deny on its aws:userid would never match",
+                    p.name
+                ));
+            }
+            (_, Some(now)) => now.to_string(),
+            (Some(seen), None) => seen.to_string(),
+            (None, None) => {
+                return Outcome::failed(
+                    "NoSuchEntity",
+                    format!("the role id of {} is unknown", p.name),
+                    false,
+                );
+            }
+        };
+        let userid = format!("{role_id}:{session}");
+        let iam_client = &self.clients.iam;
+        let role_sid = docs::revoke_sid(self.finding);
+        let role_wide = match iam::get_inline(
+            iam_client,
+            Kind::Role,
+            &p.name,
+            docs::ROLE_REVOKE_POLICY,
+        )
+        .await
+        {
+            Ok(e) => e,
+            Err(e) => return Outcome::from(e),
+        };
+        if let Some(r) = role_wide
+            .as_deref()
+            .and_then(docs::parse)
+            .as_ref()
+            .and_then(docs::revocation)
+            && docs::covers(&r.cutoff, &r.sid, &role_sid, self.stamp, self.last_seen)
+        {
+            return Outcome::already(format!(
+                "session {userid}: every session of the role is revoked; {}",
+                self.covered_because(&r.cutoff)
+            ));
+        }
+        let existing =
+            match iam::get_inline(iam_client, Kind::Role, &p.name, docs::SESSION_REVOKE_POLICY)
+                .await
+            {
+                Ok(e) => e,
+                Err(e) => return Outcome::from(e),
+            };
+        let sid = docs::session_sid(self.finding, &userid);
+        let mut statements = existing
+            .as_deref()
+            .and_then(docs::parse)
+            .as_ref()
+            .map(docs::statements)
+            .unwrap_or_default();
+        for r in statements.iter().filter_map(docs::revocation_of) {
+            let own_sid = r.sid.trim_end_matches("Vpc").trim_end_matches("Ip");
+            if r.userid.as_deref() == Some(userid.as_str())
+                && docs::covers(&r.cutoff, own_sid, &sid, self.stamp, self.last_seen)
+            {
+                return Outcome::already(format!(
+                    "session {userid}: {}",
+                    self.covered_because(&r.cutoff)
+                ));
+            }
+        }
+        let horizon = rfc3339_seconds(
+            self.now - time::Duration::seconds(docs::prune_after_seconds(p.max_session)),
+        );
+        let before = statements.len();
+        statements.retain(|st| match docs::revocation_of(st) {
+            Some(r) => r.userid.as_deref() != Some(userid.as_str()) && r.cutoff >= horizon,
+            None => true,
+        });
+        let pruned = before - statements.len();
+        let bind = ids::is_instance_id(session)
+            && self.exec.policy.aws.instance_credentials == InstanceCredentials::BindToInstance;
+        statements.extend(docs::session_statements(&sid, &userid, self.stamp, bind));
+        let doc = docs::document(statements);
+        let others = match self.other_inline_size(&p.name).await {
+            Ok(n) => n,
+            Err(e) => return Outcome::from(e),
+        };
+        if others + docs::policy_size(&doc) > docs::ROLE_INLINE_QUOTA {
+            return self
+                .fall_back_to_role(p, &userid, existing, role_wide)
+                .await;
+        }
+        let how = if bind {
+            " unless used from the instance's own VPC and private IP"
+        } else {
+            ""
+        };
+        let pruned = if pruned > 0 {
+            format!("; {pruned} expired or replaced statement(s) pruned")
+        } else {
+            String::new()
+        };
+        match iam::put_inline(
+            iam_client,
+            Kind::Role,
+            &p.name,
+            docs::SESSION_REVOKE_POLICY,
+            &doc,
+        )
+        .await
+        {
+            Ok(()) => Outcome::applied(
+                format!(
+                    "session {userid}: tokens issued before {} denied{how} ({}){pruned}",
+                    self.stamp,
+                    docs::SESSION_REVOKE_POLICY
+                ),
+                Some(iam::undo_inline(
+                    Kind::Role,
+                    &p.name,
+                    docs::SESSION_REVOKE_POLICY,
+                    existing,
+                )),
+            ),
+            Err(e) => Outcome::from(e),
+        }
+    }
+
+    /// The size IAM counts for the role's inline policies other than quell's session policy.
+    async fn other_inline_size(&self, role: &str) -> Result<usize, ExecError> {
+        let mut total = 0;
+        for name in iam::list_inline(&self.clients.iam, Kind::Role, role).await? {
+            if name == docs::SESSION_REVOKE_POLICY {
+                continue;
+            }
+            if let Some(doc) = iam::get_inline(&self.clients.iam, Kind::Role, role, &name).await? {
+                total += docs::policy_size(&doc);
+            }
+        }
+        Ok(total)
+    }
+
+    /// Per-session revocations would pass the role's inline-policy quota: revoke every
+    /// session of the role issued before now instead (it subsumes each per-session statement,
+    /// whose cut-offs are all at or before now) and remove the per-session policy.
+    async fn fall_back_to_role(
+        &self,
+        p: &Principal,
+        userid: &str,
+        session_policy: Option<String>,
+        role_wide: Option<String>,
+    ) -> Outcome {
+        let iam_client = &self.clients.iam;
+        let doc = docs::revoke_older_sessions(&docs::revoke_sid(self.finding), self.stamp);
+        let mut put = iam::put_inline(
+            iam_client,
+            Kind::Role,
+            &p.name,
+            docs::ROLE_REVOKE_POLICY,
+            &doc,
+        )
+        .await;
+        if matches!(&put, Err(e) if e.is("LimitExceeded")) {
+            // Make room: the role-wide deny replaces every per-session statement.
+            if let Err(e) =
+                iam::delete_inline(iam_client, Kind::Role, &p.name, docs::SESSION_REVOKE_POLICY)
+                    .await
+            {
+                return Outcome::from(e);
+            }
+            put = iam::put_inline(
+                iam_client,
+                Kind::Role,
+                &p.name,
+                docs::ROLE_REVOKE_POLICY,
+                &doc,
+            )
+            .await;
+        }
+        if let Err(e) = put {
+            return Outcome::from(e);
+        }
+        if session_policy.is_some()
+            && let Err(e) =
+                iam::delete_inline(iam_client, Kind::Role, &p.name, docs::SESSION_REVOKE_POLICY)
+                    .await
+        {
+            tracing::warn!(role = %p.name, code = %e.code, "subsumed per-session revocations not removed");
+        }
+        Outcome::applied(
+            format!(
+                "session {userid}: revoking it alone would pass IAM's {}-character inline-policy quota for role {}, so every session of the role issued before {} is denied instead ({}), which subsumes the per-session revocations; the role's legitimate users must re-authenticate",
+                docs::ROLE_INLINE_QUOTA,
+                p.name,
+                self.stamp,
+                docs::ROLE_REVOKE_POLICY
+            ),
+            Some(iam::undo_inline(
+                Kind::Role,
+                &p.name,
+                docs::ROLE_REVOKE_POLICY,
+                role_wide,
+            )),
+        )
     }
 
     async fn delete_login_profile(&self, user: &str) -> Outcome {

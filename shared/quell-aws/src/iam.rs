@@ -99,37 +99,163 @@ pub(crate) fn undo_inline(
     }
 }
 
-/// Attaches the deny-all quarantine policy unless it is already there.
-pub(crate) async fn quarantine(iam: &aws_sdk_iam::Client, kind: Kind, name: &str) -> Outcome {
-    let existing = match get_inline(iam, kind, name, docs::QUARANTINE_POLICY).await {
-        Ok(e) => e,
-        Err(e) => return e.into(),
-    };
-    if existing
-        .as_deref()
-        .and_then(docs::parse)
-        .is_some_and(|d| docs::is_deny_all(&d))
-    {
-        return Outcome::already(format!(
-            "{name} already has the {} deny-all policy",
-            docs::QUARANTINE_POLICY
-        ));
+/// The partition the client's region belongs to (for AWS managed policy ARNs).
+pub(crate) fn partition(iam: &aws_sdk_iam::Client) -> &'static str {
+    iam.config()
+        .region()
+        .map_or("aws", |r| docs::partition_of_region(r.as_ref()))
+}
+
+/// The names of a principal's inline policies.
+pub(crate) async fn list_inline(
+    iam: &aws_sdk_iam::Client,
+    kind: Kind,
+    name: &str,
+) -> Result<Vec<String>, ExecError> {
+    let mut out = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let (names, next) = match kind {
+            Kind::User => {
+                let o = iam
+                    .list_user_policies()
+                    .user_name(name)
+                    .set_marker(marker.take())
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                (
+                    o.policy_names().to_vec(),
+                    o.is_truncated()
+                        .then(|| o.marker().map(str::to_string))
+                        .flatten(),
+                )
+            }
+            Kind::Role => {
+                let o = iam
+                    .list_role_policies()
+                    .role_name(name)
+                    .set_marker(marker.take())
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                (
+                    o.policy_names().to_vec(),
+                    o.is_truncated()
+                        .then(|| o.marker().map(str::to_string))
+                        .flatten(),
+                )
+            }
+        };
+        out.extend(names);
+        match next {
+            Some(m) => marker = Some(m),
+            None => return Ok(out),
+        }
     }
-    match put_inline(
-        iam,
-        kind,
-        name,
-        docs::QUARANTINE_POLICY,
-        &docs::quarantine(),
-    )
-    .await
-    {
+}
+
+pub(crate) async fn delete_inline(
+    iam: &aws_sdk_iam::Client,
+    kind: Kind,
+    name: &str,
+    policy: &str,
+) -> Result<(), ExecError> {
+    let r = match kind {
+        Kind::User => iam
+            .delete_user_policy()
+            .user_name(name)
+            .policy_name(policy)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify),
+        Kind::Role => iam
+            .delete_role_policy()
+            .role_name(name)
+            .policy_name(policy)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify),
+    };
+    match r {
+        Err(e) if e.is("NoSuchEntity") => Ok(()),
+        other => other,
+    }
+}
+
+/// Attaches the AWS managed `AWSDenyAll` policy unless it is already attached. The roles may
+/// attach only this policy (`iam:PolicyARN` condition), so the permission cannot grant access.
+pub(crate) async fn quarantine(iam: &aws_sdk_iam::Client, kind: Kind, name: &str) -> Outcome {
+    let arn = docs::deny_all_arn(partition(iam));
+    let attached = match kind {
+        Kind::User => iam
+            .list_attached_user_policies()
+            .user_name(name)
+            .send()
+            .await
+            .map(|o| {
+                o.attached_policies()
+                    .iter()
+                    .filter_map(|p| p.policy_arn().map(str::to_string))
+                    .collect::<Vec<_>>()
+            })
+            .map_err(classify),
+        Kind::Role => iam
+            .list_attached_role_policies()
+            .role_name(name)
+            .send()
+            .await
+            .map(|o| {
+                o.attached_policies()
+                    .iter()
+                    .filter_map(|p| p.policy_arn().map(str::to_string))
+                    .collect::<Vec<_>>()
+            })
+            .map_err(classify),
+    };
+    match attached {
+        Ok(list) if list.contains(&arn) => {
+            return Outcome::already(format!(
+                "{name} already has {} attached",
+                docs::DENY_ALL_POLICY
+            ));
+        }
+        Ok(_) => {}
+        Err(e) => return e.into(),
+    }
+    let (r, who, detach) = match kind {
+        Kind::User => (
+            iam.attach_user_policy()
+                .user_name(name)
+                .policy_arn(&arn)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(classify),
+            "UserName",
+            "iam:DetachUserPolicy",
+        ),
+        Kind::Role => (
+            iam.attach_role_policy()
+                .role_name(name)
+                .policy_arn(&arn)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(classify),
+            "RoleName",
+            "iam:DetachRolePolicy",
+        ),
+    };
+    match r {
         Ok(()) => Outcome::applied(
-            format!(
-                "attached inline deny-all policy {} to {name}",
-                docs::QUARANTINE_POLICY
-            ),
-            Some(undo_inline(kind, name, docs::QUARANTINE_POLICY, existing)),
+            format!("attached {} to {name}", docs::DENY_ALL_POLICY),
+            Some(Inverse {
+                call: detach.into(),
+                params: json!({who: name, "PolicyArn": arn}),
+            }),
         ),
         Err(e) => e.into(),
     }

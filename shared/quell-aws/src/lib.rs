@@ -17,7 +17,8 @@ pub use quell_core::clock::SystemClock;
 use quell_core::ActionKind;
 
 /// The AWS API actions the account sweep calls (`sweep::sweep_account`): the report, the bulk
-/// account details, key deactivation, password deletion and unused-role quarantine.
+/// account details, key deactivation, password deletion and unused-role quarantine
+/// (attaching `AWSDenyAll`).
 pub const SWEEP_PERMISSIONS: &[&str] = &[
     "iam:GenerateCredentialReport",
     "iam:GetCredentialReport",
@@ -27,9 +28,13 @@ pub const SWEEP_PERMISSIONS: &[&str] = &[
     "iam:UpdateAccessKey",
     "iam:GetLoginProfile",
     "iam:DeleteLoginProfile",
-    "iam:GetRolePolicy",
-    "iam:PutRolePolicy",
+    "iam:ListAttachedRolePolicies",
+    "iam:AttachRolePolicy",
 ];
+
+/// IAM actions the roles may call only on the `AWSDenyAll` managed policy (an `iam:PolicyARN`
+/// condition in every template): attaching any other policy would grant access.
+pub const ATTACH_ACTIONS: &[&str] = &["iam:AttachUserPolicy", "iam:AttachRolePolicy"];
 
 /// The AWS API actions the executor may call for each action kind. The SAM template's roles
 /// are checked against this table (tests/sam.rs), so a new call cannot ship without its
@@ -51,16 +56,33 @@ pub fn permissions(kind: ActionKind) -> &'static [&'static str] {
             "iam:GetAccessKeyLastUsed",
             "iam:UpdateAccessKey",
         ],
-        QuarantineUser | RevokeUserSessions => {
-            &[READ_USER, "iam:GetUserPolicy", "iam:PutUserPolicy"]
-        }
-        QuarantineRole | RevokeRoleSessions | RevokeRoleSession => {
-            &[READ_ROLE, "iam:GetRolePolicy", "iam:PutRolePolicy"]
-        }
+        DeactivateLongTermKeys => &[READ_USER, "iam:ListAccessKeys", "iam:UpdateAccessKey"],
+        // Quarantine attaches AWSDenyAll; the roles may attach no other policy (iam:PolicyARN).
+        QuarantineUser => &[
+            READ_USER,
+            "iam:ListAttachedUserPolicies",
+            "iam:AttachUserPolicy",
+        ],
+        QuarantineRole => &[
+            READ_ROLE,
+            "iam:ListAttachedRolePolicies",
+            "iam:AttachRolePolicy",
+        ],
+        // Session revocation needs a dynamic deny: an inline policy is the only way.
+        RevokeUserSessions => &[READ_USER, "iam:GetUserPolicy", "iam:PutUserPolicy"],
+        RevokeRoleSessions => &[READ_ROLE, "iam:GetRolePolicy", "iam:PutRolePolicy"],
+        RevokeRoleSession => &[
+            READ_ROLE,
+            "iam:GetRolePolicy",
+            "iam:PutRolePolicy",
+            "iam:ListRolePolicies",
+            "iam:DeleteRolePolicy",
+        ],
         DeleteLoginProfile => &[READ_USER, "iam:GetLoginProfile", "iam:DeleteLoginProfile"],
         TagPrincipal => &[READ_USER, READ_ROLE, "iam:TagUser", "iam:TagRole"],
         UpdateSecurityhubFinding => &["securityhub:GetFindings", "securityhub:BatchUpdateFindings"],
-        Notify => &[],
+        // A notice about an IAM user names the user's active keys.
+        Notify => &["iam:ListAccessKeys"],
         // Azure actions: no AWS permission.
         DisableEntraUser
         | DisableServicePrincipal

@@ -471,6 +471,11 @@ pub struct Finding {
     pub tenant: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// When the activity was last seen (RFC 3339), where the source says: GuardDuty
+    /// `service.eventLastSeen`, ASFF `LastObservedAt`. A re-delivered finding with a later
+    /// occurrence is a new theft of the same credential: it moves a revocation's cut-off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<String>,
     #[serde(serialize_with = "serialize_subjects")]
     pub subjects: Vec<Subject>,
     /// Where to record what quell did (Security Hub finding, Defender alert).
@@ -580,6 +585,21 @@ pub mod ids {
             }
         }
         h
+    }
+    /// An EC2 instance id (`i-` and 8 or 17 hex digits): the session name of instance-profile
+    /// credentials.
+    pub fn is_instance_id(s: &str) -> bool {
+        s.strip_prefix("i-").is_some_and(|h| {
+            (h.len() == 8 || h.len() == 17) && h.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+    }
+    /// quell's own roles, protected whatever the policy's `protected` list says: the function
+    /// roles (`quell-*`) and the member role. The SCP template (infra/aws/scp.yaml) stops anyone
+    /// else from creating or changing roles with these names.
+    pub fn is_quell_role(name: &str, member_role: &str) -> bool {
+        name.get(..6)
+            .is_some_and(|p| p.eq_ignore_ascii_case("quell-"))
+            || name.eq_ignore_ascii_case(member_role)
     }
     /// Identity Center permission-set roles: managed by Identity Center, which reverts edits.
     pub fn is_identity_center_role(name: &str) -> bool {

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{Cloud, Family, Finding, FindingRef, Runbook, Source, Status, Subject, ids};
 use crate::normalize::{Batch, Ignored};
 use crate::policy::Policy;
-use crate::policy::{Mode, Pattern, Response, SessionScope};
+use crate::policy::{InstanceCredentials, Mode, Pattern, Response, SessionScope};
 
 /// Every action quell can plan. The snake_case names are a stable interface (JSON, audit events).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -21,6 +21,7 @@ pub enum ActionKind {
     DeactivateAccessKey,
     RemoveServicePrincipalCredential,
     DeactivateDormantAccessKeys,
+    DeactivateLongTermKeys,
     DeleteLoginProfile,
     // Rank 2: kill sessions minted before now.
     RevokeRoleSession,
@@ -48,6 +49,7 @@ impl ActionKind {
             DeactivateAccessKey
             | RemoveServicePrincipalCredential
             | DeactivateDormantAccessKeys
+            | DeactivateLongTermKeys
             | DeleteLoginProfile => 1,
             RevokeRoleSession | RevokeRoleSessions | RevokeUserSessions | RevokeEntraSessions => 2,
             ConfirmUserCompromised => 3,
@@ -74,6 +76,7 @@ impl ActionKind {
             DeactivateAccessKey => "deactivate_access_key",
             RemoveServicePrincipalCredential => "remove_service_principal_credential",
             DeactivateDormantAccessKeys => "deactivate_dormant_access_keys",
+            DeactivateLongTermKeys => "deactivate_long_term_keys",
             DeleteLoginProfile => "delete_login_profile",
             RevokeRoleSession => "revoke_role_session",
             RevokeRoleSessions => "revoke_role_sessions",
@@ -296,7 +299,13 @@ pub fn plan(batch: Batch, policy: &Policy, ctx: &Context) -> Plan {
             "blast-radius cap: the plan would take {containment} containment actions, over max_actions = {}; a human must review",
             policy.max_actions
         );
-        for a in b.actions.drain(..) {
+        // The note on each Security Hub finding stays: it records what was withheld, and the
+        // finding stays NEW for a human.
+        let (records, withheld): (Vec<Action>, Vec<Action>) = b
+            .actions
+            .drain(..)
+            .partition(|a| a.kind == ActionKind::UpdateSecurityhubFinding);
+        for a in withheld {
             b.skipped.push(Skip {
                 finding: a.finding,
                 target: Some(a.target),
@@ -310,6 +319,7 @@ pub fn plan(batch: Batch, policy: &Policy, ctx: &Context) -> Plan {
             });
             b.act(f, ActionKind::Notify, Target::Record(target), &reason);
         }
+        b.actions.extend(records);
     }
 
     Plan {
@@ -371,6 +381,19 @@ fn plan_finding(b: &mut Builder<'_>, f: &Finding) {
             fp.response
         }
     };
+    if !f.subjects.is_empty()
+        && let Some(why) = untrusted_reason(b.policy, f)
+    {
+        for s in &f.subjects {
+            b.skip(f, Some(Target::Subject(s.clone())), why.clone());
+        }
+        let target = f.record.clone().unwrap_or(FindingRef::Finding {
+            source: f.source,
+            id: f.id.clone(),
+        });
+        b.act(f, ActionKind::Notify, Target::Record(target), &why);
+        return;
+    }
     let before = b.actions.len();
     if f.subjects.is_empty() {
         if response == Response::Notify {
@@ -447,12 +470,38 @@ fn plan_finding(b: &mut Builder<'_>, f: &Finding) {
 /// pattern, a service-linked role. The planner and every executor and sweep ask this one
 /// function, so the rule cannot drift between them.
 pub fn protection_reason(policy: &Policy, ctx: &Context, s: &Subject) -> Option<String> {
-    if ctx.is_own(s) {
+    protection_reason_with(policy, ctx, s, &[])
+}
+
+/// [`protection_reason`], also matching `names` the subject was found to have when it was read
+/// (its real ARN, with the path a finding may not show: `arn:aws:iam::…:user/ops/alice`).
+pub fn protection_reason_with(
+    policy: &Policy,
+    ctx: &Context,
+    s: &Subject,
+    names: &[&str],
+) -> Option<String> {
+    let own = |p: &Pattern| names.iter().any(|n| p.matches(n));
+    if ctx.is_own(s) || ctx.own_identities.iter().any(own) {
         return Some(
             "this is the identity quell itself runs as; quell never contains itself".into(),
         );
     }
-    if let Some(p) = policy.protection_for(s) {
+    // Not configurable: a policy whose `protected` list replaces the defaults still never
+    // lets quell contain its own roles.
+    if let Subject::IamRole { name, .. }
+    | Subject::RoleSession { name, .. }
+    | Subject::IdentityCenterSession { name, .. } = s
+        && ids::is_quell_role(name, &policy.aws.member_role_name)
+    {
+        return Some(
+            "one of quell's own roles (quell-* or the member role): always protected".into(),
+        );
+    }
+    if let Some(p) = policy
+        .protection_for(s)
+        .or_else(|| policy.protected.iter().find(|p| own(p)))
+    {
         return Some(format!("protected principal (matches {:?})", p.as_str()));
     }
     match s {
@@ -465,8 +514,83 @@ pub fn protection_reason(policy: &Policy, ctx: &Context, s: &Subject) -> Option<
     }
 }
 
+/// Why a finding must not lead to containment, however severe: a Security Hub finding from a
+/// product quell does not trust, or naming a principal outside the finding's own account.
+///
+/// `BatchImportFindings` lets any account import findings under its own product ARN
+/// (`arn:<partition>:securityhub:<region>:<account>:product/<account>/default`) with any
+/// `Resources`, so such a finding could name another account's principals. Findings of AWS
+/// services arrive under `arn:<partition>:securityhub:<region>::product/aws/<service>`, which no
+/// customer account can import under (Security Hub API reference, BatchImportFindings).
+pub fn untrusted_reason(policy: &Policy, f: &Finding) -> Option<String> {
+    let Some(FindingRef::SecurityhubFinding {
+        product_arn,
+        account,
+        ..
+    }) = &f.record
+    else {
+        return None;
+    };
+    if f.source != Source::Securityhub {
+        return None;
+    }
+    if !is_aws_product(product_arn)
+        && !policy
+            .aws
+            .trusted_products
+            .iter()
+            .any(|p| p.matches(product_arn))
+    {
+        return Some(format!(
+            "untrusted Security Hub product {product_arn}: any account can import findings naming any principal under its own product, so quell contains no one on it (a forged finding is itself an incident; list the product in aws.trusted_products if it is yours)"
+        ));
+    }
+    if let Some(other) = f
+        .subjects
+        .iter()
+        .filter_map(Subject::account)
+        .find(|a| *a != account)
+    {
+        return Some(format!(
+            "the finding belongs to account {account} but names a principal in account {other}; quell contains only principals of the finding's own account (AwsAccountId)"
+        ));
+    }
+    None
+}
+
+/// `arn:<partition>:securityhub:<region>::product/aws/<service>`: an AWS service's own product.
+fn is_aws_product(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    match parts.as_slice() {
+        ["arn", partition, "securityhub", region, "", resource] => {
+            partition.starts_with("aws")
+                && !region.is_empty()
+                && resource
+                    .strip_prefix("product/aws/")
+                    .is_some_and(|svc| !svc.is_empty() && !svc.contains('/'))
+        }
+        _ => false,
+    }
+}
+
 fn protection(b: &Builder<'_>, s: &Subject) -> Option<String> {
     protection_reason(b.policy, b.ctx, s)
+}
+
+/// What revoking one role session does, told truthfully: an EC2 instance session is the
+/// instance's own current credentials too.
+fn session_revocation_text(p: &Policy, session: &str) -> &'static str {
+    if !ids::is_instance_id(session) {
+        return "deny this session's tokens (aws:userid AROA…:<session>) issued before now; a new AssumeRole is not affected, so contain the identity that assumed the role too if it is compromised";
+    }
+    match p.aws.instance_credentials {
+        InstanceCredentials::BindToInstance => {
+            "deny this instance's credentials issued before now unless they are used from the instance's own VPC and private IP through a VPC endpoint (aws:ec2InstanceSourceVPC, aws:ec2InstanceSourcePrivateIPv4): the stolen copy dies; the instance keeps access through VPC endpoints, but its calls to public AWS endpoints with these credentials are denied until EC2 rotates them (stop and start the instance to get new ones sooner)"
+        }
+        InstanceCredentials::Revoke => {
+            "deny this instance's credentials issued before now everywhere (policy instance_credentials = revoke): the stolen copy dies, and the instance itself loses AWS access until EC2 rotates its credentials, which can take hours (stop and start the instance to get new ones sooner)"
+        }
+    }
 }
 
 fn contain(b: &mut Builder<'_>, f: &Finding, s: &Subject) {
@@ -502,6 +626,13 @@ fn contain(b: &mut Builder<'_>, f: &Finding, s: &Subject) {
             }
             match user_subject {
                 Some(u) => {
+                    if compromise && runbook.is_none() && ids::is_temporary_key(access_key_id) {
+                        if p.aws.deactivate_long_term_keys {
+                            b.act(f, DeactivateLongTermKeys, u.clone(), "a temporary key of this user was stolen: deactivate the user's active long-term keys, which probably minted it (policy deactivate_long_term_keys)");
+                        } else {
+                            b.act(f, Notify, u.clone(), "a temporary key of this user was stolen: the long-term key that minted it (GetSessionToken) is probably compromised too; rotate the user's active access keys (or set aws.deactivate_long_term_keys)");
+                        }
+                    }
                     if compromise || runbook.is_some_and(|r| r != Runbook::DisableKey) {
                         if runbook.is_none() || wants(Runbook::RevokeSessions) {
                             b.act(f, RevokeUserSessions, u.clone(), "deny STS tokens the user minted before now");
@@ -590,7 +721,7 @@ fn contain(b: &mut Builder<'_>, f: &Finding, s: &Subject) {
                 b.act(f, TagPrincipal, t(), "tag the role quell:quarantined with the finding id");
             }
         }
-        Subject::RoleSession { account, name, .. } => {
+        Subject::RoleSession { account, name, session, .. } => {
             let role = Target::Subject(Subject::IamRole {
                 account: account.clone(),
                 name: name.clone(),
@@ -600,7 +731,7 @@ fn contain(b: &mut Builder<'_>, f: &Finding, s: &Subject) {
             }
             if runbook.is_none() || wants(Runbook::RevokeSessions) {
                 match p.aws.session_scope {
-                    SessionScope::Session => b.act(f, RevokeRoleSession, t(), "deny this session's tokens issued before now; the workload gets fresh credentials, the stolen ones die"),
+                    SessionScope::Session => b.act(f, RevokeRoleSession, t(), session_revocation_text(p, session)),
                     SessionScope::Role => b.act(f, RevokeRoleSessions, role.clone(), "deny every session of the role issued before now (policy session_scope = role)"),
                 }
             }

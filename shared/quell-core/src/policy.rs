@@ -74,10 +74,35 @@ pub enum SessionScope {
     Role,
 }
 
+/// How to revoke a stolen EC2 instance-profile session (`AROA…:i-…`). The stolen credentials
+/// and the instance's own current credentials are the same session, so a plain revocation also
+/// cuts the instance off until EC2 rotates its credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceCredentials {
+    /// AWS's documented pattern (IAM condition keys `aws:ec2InstanceSourceVPC` and
+    /// `aws:ec2InstanceSourcePrivateIPv4` compared with `aws:SourceVpc` and `aws:VpcSourceIp`):
+    /// the session's credentials issued before now are denied unless the call comes from the
+    /// instance's own VPC and private IP through a VPC endpoint.
+    #[default]
+    BindToInstance,
+    /// Deny the session's credentials issued before now wherever they are used.
+    Revoke,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AwsPolicy {
     pub session_scope: SessionScope,
+    /// How a stolen EC2 instance session is revoked.
+    pub instance_credentials: InstanceCredentials,
+    /// When a user's temporary (`ASIA…`) key is stolen, deactivate the user's active long-term
+    /// keys, which probably minted it (otherwise a `notify` names them).
+    pub deactivate_long_term_keys: bool,
+    /// Security Hub products (ARN patterns) whose findings may lead to containment, besides
+    /// the AWS services' own (`arn:<partition>:securityhub:<region>::product/aws/<service>`).
+    /// Any account can import findings under its own product ARN naming any principal.
+    pub trusted_products: Vec<Pattern>,
     /// Attach the deny-all quarantine policy to users named by a compromise finding.
     pub quarantine_users: bool,
     /// Attach the deny-all quarantine policy to roles named by a compromise finding.
@@ -98,6 +123,9 @@ impl Default for AwsPolicy {
     fn default() -> Self {
         AwsPolicy {
             session_scope: SessionScope::Session,
+            instance_credentials: InstanceCredentials::BindToInstance,
+            deactivate_long_term_keys: false,
+            trusted_products: Vec::new(),
             quarantine_users: false,
             quarantine_roles: false,
             delete_login_profile: false,
@@ -155,13 +183,26 @@ impl TryFrom<String> for Pattern {
         if t.len() > 512 {
             return Err("a protection pattern is limited to 512 characters".into());
         }
-        Ok(Pattern(t.to_ascii_lowercase()))
+        Ok(Pattern(canonical(t)))
     }
 }
 
 impl From<Pattern> for String {
     fn from(p: Pattern) -> String {
         p.0
+    }
+}
+
+/// Lower case, and an ARN's partition folded to `aws`, so `arn:aws-us-gov:…` and `arn:aws-cn:…`
+/// names match the same patterns as commercial ones. Protection errs towards matching.
+fn canonical(s: &str) -> String {
+    let lower = s.to_ascii_lowercase();
+    match lower.strip_prefix("arn:") {
+        Some(rest) => match rest.split_once(':') {
+            Some((_, tail)) => format!("arn:aws:{tail}"),
+            None => lower,
+        },
+        None => lower,
     }
 }
 
@@ -174,7 +215,7 @@ impl Pattern {
     }
     /// Glob match with `*`, ignoring ASCII case. Linear time (no backtracking blow-up).
     pub fn matches(&self, text: &str) -> bool {
-        let text = text.to_ascii_lowercase();
+        let text = canonical(text);
         let p = self.0.as_bytes();
         let t = text.as_bytes();
         let (mut pi, mut ti) = (0usize, 0usize);
@@ -222,7 +263,7 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        let p = |s: &str| Pattern(s.to_ascii_lowercase());
+        let p = |s: &str| Pattern(canonical(s));
         Policy {
             mode: Mode::DryRun,
             max_actions: 10,
@@ -347,7 +388,8 @@ impl Policy {
     /// passing it in keeps this function pure.
     ///
     /// `QUELL_MODE` (`dry-run`|`enforce`), `QUELL_PROTECTED` (comma-separated patterns, added to
-    /// the file's), `QUELL_MAX_ACTIONS`, `QUELL_EXEMPTION_TAG`, `QUELL_MEMBER_ROLE_NAME`.
+    /// the file's), `QUELL_MAX_ACTIONS`, `QUELL_EXEMPTION_TAG`, `QUELL_MEMBER_ROLE_NAME`,
+    /// `QUELL_SWEEP_ACCOUNTS` (comma-separated account ids, replacing `aws.sweep_accounts`).
     pub fn apply_overrides(
         &mut self,
         get: impl Fn(&str) -> Option<String>,
@@ -391,6 +433,20 @@ impl Policy {
         }
         if let Some(t) = get("QUELL_EXEMPTION_TAG").filter(|v| !v.trim().is_empty()) {
             self.exemption_tag = t.trim().to_string();
+        }
+        if let Some(list) = get("QUELL_SWEEP_ACCOUNTS").filter(|v| !v.trim().is_empty()) {
+            let accounts: Vec<String> = list
+                .split(',')
+                .map(|a| a.trim().to_string())
+                .filter(|a| !a.is_empty())
+                .collect();
+            if let Some(a) = accounts.iter().find(|a| !crate::model::ids::is_account(a)) {
+                return Err(bad(
+                    "QUELL_SWEEP_ACCOUNTS",
+                    format!("{a:?} is not a 12-digit AWS account id"),
+                ));
+            }
+            self.aws.sweep_accounts = accounts;
         }
         if let Some(r) = get("QUELL_MEMBER_ROLE_NAME").filter(|v| !v.trim().is_empty()) {
             if !crate::model::ids::is_iam_name(r.trim()) {
@@ -484,6 +540,16 @@ mod tests {
         assert!(Pattern::new("a*b*c").unwrap().matches("axxbyyc"));
         assert!(!Pattern::new("a*b*c").unwrap().matches("axxbyy"));
         assert!(Pattern::new(" ").is_err());
+    }
+
+    #[test]
+    fn patterns_ignore_the_arn_partition() {
+        let p = Pattern::new("arn:aws:iam::*:role/Quell*").unwrap();
+        assert!(p.matches("arn:aws-us-gov:iam::111122223333:role/QuellMemberRole"));
+        assert!(p.matches("arn:aws-cn:iam::111122223333:role/QuellMemberRole"));
+        let gov = Pattern::new("arn:aws-us-gov:iam::*:user/ops").unwrap();
+        assert!(gov.matches("arn:aws:iam::111122223333:user/ops"));
+        assert!(!p.matches("arn:aws-us-gov:iam::111122223333:role/Other"));
     }
 
     #[test]

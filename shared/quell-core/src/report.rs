@@ -24,6 +24,18 @@ pub enum Status {
     DryRun,
 }
 
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Applied => "applied",
+            Status::AlreadyInState => "already_in_state",
+            Status::Skipped => "skipped",
+            Status::Failed => "failed",
+            Status::DryRun => "dry_run",
+        }
+    }
+}
+
 /// How to undo an applied action: the API call and its parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Inverse {
@@ -173,13 +185,7 @@ impl Report {
         self.results
             .iter()
             .map(|r| {
-                let status = match r.outcome.status {
-                    Status::Applied => "applied",
-                    Status::AlreadyInState => "already_in_state",
-                    Status::Skipped => "skipped",
-                    Status::Failed => "failed",
-                    Status::DryRun => "dry_run",
-                };
+                let status = r.outcome.status.as_str();
                 let code = r
                     .outcome
                     .error_code

@@ -27,26 +27,99 @@ pub struct CredentialRow {
     pub created: Option<OffsetDateTime>,
     pub password_enabled: bool,
     pub password_last_used: Option<OffsetDateTime>,
+    /// When the password was set or last changed.
+    pub password_last_changed: Option<OffsetDateTime>,
     pub keys: Vec<KeySlot>,
 }
 
+/// Splits CSV text into records (RFC 4180: fields may be quoted, a quoted field may hold
+/// commas, line breaks and doubled quotes). IAM names may contain commas, so a plain split on
+/// `,` would shift every later column. Returns (line number, fields) per non-empty record.
+pub fn csv_records(text: &str) -> Result<Vec<(usize, Vec<String>)>, InputError> {
+    let mut records = Vec::new();
+    let mut fields: Vec<String> = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut line = 1usize;
+    let mut start_line = 1usize;
+    let mut chars = text.chars().peekable();
+    let mut was_quoted = false;
+    while let Some(c) = chars.next() {
+        if quoted {
+            match c {
+                '"' if chars.peek() == Some(&'"') => {
+                    chars.next();
+                    field.push('"');
+                }
+                '"' => quoted = false,
+                '\n' => {
+                    line += 1;
+                    field.push(c);
+                }
+                _ => field.push(c),
+            }
+            continue;
+        }
+        match c {
+            '"' if field.is_empty() && !was_quoted => {
+                quoted = true;
+                was_quoted = true;
+            }
+            ',' => {
+                fields.push(std::mem::take(&mut field));
+                was_quoted = false;
+            }
+            '\r' if chars.peek() == Some(&'\n') => {}
+            '\n' => {
+                fields.push(std::mem::take(&mut field));
+                if !(fields.len() == 1
+                    && fields.first().is_some_and(|f| f.trim().is_empty())
+                    && !was_quoted)
+                {
+                    records.push((start_line, std::mem::take(&mut fields)));
+                }
+                fields.clear();
+                was_quoted = false;
+                line += 1;
+                start_line = line;
+            }
+            _ => field.push(c),
+        }
+    }
+    if quoted {
+        return Err(InputError::Invalid {
+            pointer: format!("credential report line {start_line}"),
+            value: crate::error::clip(&field),
+            expected: "a closed quoted field",
+        });
+    }
+    if !field.is_empty() || !fields.is_empty() || was_quoted {
+        fields.push(field);
+        records.push((start_line, fields));
+    }
+    Ok(records)
+}
+
+/// `true`/`TRUE`/`True`; anything else is false.
+fn flag(s: &str) -> bool {
+    s.trim().eq_ignore_ascii_case("true")
+}
+
 /// Parses a credential report (CSV). The root row (`<root_account>`) is skipped: IAM policies
-/// cannot contain root. Unknown extra columns are ignored; missing required columns are an error.
+/// cannot contain root. Every row must have exactly the header's columns, and its `arn` must
+/// be the IAM user ARN of its `user` (any path): a row that disagrees with itself is an error,
+/// never acted on. Unknown extra columns are ignored; missing required columns are an error.
 pub fn parse_credential_report(csv: &str) -> Result<Vec<CredentialRow>, InputError> {
-    let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
-    let header: Vec<&str> = lines
-        .next()
-        .ok_or_else(|| InputError::Missing {
-            pointer: "credential report".into(),
-            expected: "a header line",
-        })?
-        .split(',')
-        .map(str::trim)
-        .collect();
+    let mut records = csv_records(csv)?.into_iter();
+    let (_, header) = records.next().ok_or_else(|| InputError::Missing {
+        pointer: "credential report".into(),
+        expected: "a header line",
+    })?;
+    let header: Vec<String> = header.iter().map(|h| h.trim().to_string()).collect();
     let col = |name: &'static str| -> Result<usize, InputError> {
         header
             .iter()
-            .position(|h| *h == name)
+            .position(|h| h == name)
             .ok_or(InputError::Missing {
                 pointer: format!("credential report column {name}"),
                 expected: "the column in the header",
@@ -57,6 +130,7 @@ pub fn parse_credential_report(csv: &str) -> Result<Vec<CredentialRow>, InputErr
     let created = col("user_creation_time")?;
     let pw = col("password_enabled")?;
     let pw_used = col("password_last_used")?;
+    let pw_changed = col("password_last_changed")?;
     let slots = [
         (
             1u8,
@@ -72,30 +146,38 @@ pub fn parse_credential_report(csv: &str) -> Result<Vec<CredentialRow>, InputErr
         ),
     ];
     let mut out = Vec::new();
-    for (n, line) in lines.enumerate() {
-        let cells: Vec<&str> = line.split(',').map(str::trim).collect();
-        let get = |i: usize| cells.get(i).copied().unwrap_or("");
-        if cells.len() < header.len() {
+    for (line, cells) in records {
+        let pointer = || format!("credential report line {line}");
+        if cells.len() != header.len() {
             return Err(InputError::Invalid {
-                pointer: format!("credential report line {}", n + 2),
-                value: crate::error::clip(line),
-                expected: "as many cells as the header",
+                pointer: pointer(),
+                value: crate::error::clip(&cells.join(",")),
+                expected: "exactly as many cells as the header",
             });
         }
+        let get = |i: usize| cells.get(i).map_or("", |c| c.trim());
         if get(user) == "<root_account>" {
             continue;
+        }
+        if !user_matches_arn(get(user), get(arn)) {
+            return Err(InputError::Invalid {
+                pointer: pointer(),
+                value: crate::error::clip(&format!("{},{}", get(user), get(arn))),
+                expected: "a user name and the IAM user ARN that ends in it",
+            });
         }
         out.push(CredentialRow {
             user: get(user).to_string(),
             arn: get(arn).to_string(),
             created: date(get(created)),
-            password_enabled: get(pw) == "true",
+            password_enabled: flag(get(pw)),
             password_last_used: date(get(pw_used)),
+            password_last_changed: date(get(pw_changed)),
             keys: slots
                 .iter()
                 .map(|&(slot, a, r, u)| KeySlot {
                     slot,
-                    active: get(a) == "true",
+                    active: flag(get(a)),
                     last_rotated: date(get(r)),
                     last_used: date(get(u)),
                 })
@@ -103,6 +185,21 @@ pub fn parse_credential_report(csv: &str) -> Result<Vec<CredentialRow>, InputErr
         });
     }
     Ok(out)
+}
+
+/// `arn:<partition>:iam::<account>:user/<path/>name` whose last segment is `user`.
+fn user_matches_arn(user: &str, arn: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    match parts.as_slice() {
+        ["arn", _, "iam", "", account, resource] => {
+            crate::model::ids::is_account(account)
+                && crate::model::ids::is_iam_name(user)
+                && resource
+                    .strip_prefix("user/")
+                    .is_some_and(|rest| rest.rsplit('/').next() == Some(user))
+        }
+        _ => false,
+    }
 }
 
 /// A report timestamp; the sentinels `N/A`, `no_information`, `not_supported` are `None`.
@@ -149,7 +246,8 @@ pub fn key_dormancy(k: &KeySlot, now: OffsetDateTime, days: u32) -> Dormancy {
     }
 }
 
-/// Judges a console password: enabled and unused (or, never used, since user creation).
+/// Judges a console password: enabled and unused (or, never used, since it was set: a password
+/// added to an old user is not old).
 pub fn password_dormancy(row: &CredentialRow, now: OffsetDateTime, days: u32) -> Dormancy {
     if !row.password_enabled {
         return Dormancy::Inactive;
@@ -157,7 +255,7 @@ pub fn password_dormancy(row: &CredentialRow, now: OffsetDateTime, days: u32) ->
     let row_key = KeySlot {
         slot: 0,
         active: true,
-        last_rotated: row.created,
+        last_rotated: row.password_last_changed,
         last_used: row.password_last_used,
     };
     key_dormancy(&row_key, now, days)
@@ -291,6 +389,7 @@ alice,arn:aws:iam::111122223333:user/alice,2024-01-01T00:00:00+00:00,true,no_inf
             created: None,
             password_enabled: false,
             password_last_used: None,
+            password_last_changed: None,
             keys: vec![
                 KeySlot {
                     slot: 1,
@@ -330,6 +429,57 @@ alice,arn:aws:iam::111122223333:user/alice,2024-01-01T00:00:00+00:00,true,no_inf
                 key: "AKIA1".into()
             }
         );
+    }
+
+    #[test]
+    fn names_with_commas_quotes_and_paths_parse_and_flags_ignore_case() {
+        let row = |user: &str, arn: &str| {
+            format!(
+                "{user},{arn},2024-01-01T00:00:00+00:00,TRUE,N/A,2026-11-01T00:00:00+00:00,N/A,false,True,2024-01-01T00:00:05+00:00,N/A,N/A,N/A,FALSE,N/A,N/A,N/A,N/A,false,N/A,false,N/A"
+            )
+        };
+        let text = format!(
+            "{HEADER}\r\n{}\r\n{}\r\n",
+            row(
+                "\"ops,admin\"",
+                "\"arn:aws:iam::111122223333:user/ops,admin\""
+            ),
+            row(
+                "carol",
+                "arn:aws-us-gov:iam::111122223333:user/team/a/carol"
+            ),
+        );
+        let rows = parse_credential_report(&text).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].user, "ops,admin");
+        assert!(rows[0].password_enabled && rows[0].keys[0].active && !rows[0].keys[1].active);
+        assert_eq!(rows[1].user, "carol");
+        // Never used since it was set three weeks ago: not dormant, whatever the user's age.
+        let now = datetime!(2026-11-23 12:00 UTC);
+        assert!(matches!(
+            password_dormancy(&rows[0], now, 90),
+            Dormancy::Recent { .. }
+        ));
+    }
+
+    #[test]
+    fn a_row_that_disagrees_with_itself_is_an_error() {
+        let bad = format!(
+            "{HEADER}\nalice,arn:aws:iam::111122223333:user/mallory,2024-01-01T00:00:00+00:00,false,N/A,N/A,N/A,false,false,N/A,N/A,N/A,N/A,false,N/A,N/A,N/A,N/A,false,N/A,false,N/A\n"
+        );
+        let e = parse_credential_report(&bad).unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("ARN"), "{e}");
+        // One cell too many: an unquoted comma in a name.
+        let extra = format!(
+            "{HEADER}\nops,admin,arn:aws:iam::111122223333:user/ops,admin,2024-01-01T00:00:00+00:00,false,N/A,N/A,N/A,false,false,N/A,N/A,N/A,N/A,false,N/A,N/A,N/A,N/A,false,N/A,false,N/A\n"
+        );
+        assert!(
+            parse_credential_report(&extra)
+                .unwrap_err()
+                .to_string()
+                .contains("exactly")
+        );
+        assert!(parse_credential_report(&format!("{HEADER}\n\"open")).is_err());
     }
 
     #[test]

@@ -116,6 +116,15 @@ fn guardduty(d: &Obj<'_>) -> Result<Finding, InputError> {
         expected: "a numeric severity",
     })?;
     let service = d.obj_opt("service")?;
+    let last_seen = match &service {
+        Some(svc) => svc
+            .text("eventLastSeen")?
+            .and_then(crate::clock::normalize_rfc3339),
+        None => None,
+    }
+    .or(d
+        .text("updatedAt")?
+        .and_then(crate::clock::normalize_rfc3339));
     let mut status = Status::Active;
     if let Some(svc) = &service {
         if svc.bool_opt("archived")? == Some(true) {
@@ -138,6 +147,7 @@ fn guardduty(d: &Obj<'_>) -> Result<Finding, InputError> {
         account: Some(acct.clone()),
         tenant: None,
         region: d.text("region")?.map(str::to_string),
+        last_seen,
         subjects: Vec::new(),
         record: None,
         custom_action: None,
@@ -443,6 +453,10 @@ fn asff(f: &Obj<'_>, custom_action: Option<String>) -> Result<Finding, InputErro
     let product_arn = f.str_req("ProductArn")?.to_string();
     let acct = account(f, "AwsAccountId")?;
     let region = f.text("Region")?.map(str::to_string);
+    let last_seen = f
+        .text("LastObservedAt")?
+        .or(f.text("UpdatedAt")?)
+        .and_then(crate::clock::normalize_rfc3339);
     let title = f.text("Title")?.unwrap_or("").to_string();
     let types: Vec<String> = f
         .arr("Types")?
@@ -576,6 +590,7 @@ fn asff(f: &Obj<'_>, custom_action: Option<String>) -> Result<Finding, InputErro
         account: Some(acct.clone()),
         tenant: None,
         region,
+        last_seen,
         subjects: Vec::new(),
         custom_action,
         runbook: None,
@@ -845,6 +860,7 @@ fn access_analyzer(d: &Obj<'_>) -> Result<Finding, InputError> {
         account: Some(arn.account.to_string()),
         tenant: None,
         region: None,
+        last_seen: None,
         subjects: vec![subject],
         record: None,
         custom_action: None,

@@ -54,6 +54,7 @@ pub(super) fn request(o: &Obj<'_>) -> Result<Finding, InputError> {
         account: subject.account().map(str::to_string),
         tenant: subject.tenant().map(str::to_string),
         region: None,
+        last_seen: None,
         subjects: vec![subject],
         record: None,
         custom_action: None,
