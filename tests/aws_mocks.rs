@@ -269,3 +269,372 @@ async fn persistent_throttling_fails_retryably_without_hiding_other_actions() {
     assert_eq!(report.results[1].action.kind, ActionKind::TagPrincipal);
     assert_eq!(report.results[1].outcome.status, Status::Applied);
 }
+
+const ACCESS_DENIED: &str = r#"<ErrorResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/"><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>not authorized to perform: iam:UpdateAccessKey</Message></Error><RequestId>7a62c49f-347e-4fc4-9331-6e8eEXAMPLE</RequestId></ErrorResponse>"#;
+const CONCURRENT: &str = r#"<ErrorResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/"><Error><Type>Sender</Type><Code>ConcurrentModification</Code><Message>Cannot perform the operation due to a concurrent modification</Message></Error><RequestId>7a62c49f-347e-4fc4-9331-6e8eEXAMPLE</RequestId></ErrorResponse>"#;
+
+/// A Security Hub GuardDuty finding naming one key, planned under enforce.
+fn sh_key_plan() -> quell_core::Plan {
+    plan_input(
+        &event("securityhub/imported-guardduty-access-key.json"),
+        &enforce(),
+        &Context::default(),
+    )
+    .unwrap()
+}
+
+fn sh_finding_with_note(note: Option<&str>) -> GetFindingsOutput {
+    let mut f = AwsSecurityFinding::builder()
+        .workflow(Workflow::builder().status(WorkflowStatus::New).build());
+    if let Some(text) = note {
+        f = f.note(
+            aws_sdk_securityhub::types::Note::builder()
+                .text(text)
+                .updated_by("quell")
+                .updated_at("2026-11-23T12:00:00Z")
+                .build(),
+        );
+    }
+    GetFindingsOutput::builder().findings(f.build()).build()
+}
+
+#[tokio::test]
+async fn a_finding_whose_containment_failed_stays_new_with_a_note() {
+    // The key's deactivation is denied: the finding must not be marked NOTIFIED.
+    let denied = mock!(aws_sdk_iam::Client::update_access_key).then_http_response(|| {
+        aws_smithy_runtime_api::http::Response::new(
+            aws_smithy_runtime_api::http::StatusCode::try_from(403).unwrap(),
+            aws_smithy_types::body::SdkBody::from(ACCESS_DENIED),
+        )
+    });
+    let put = mock!(aws_sdk_iam::Client::put_user_policy).then_output(|| {
+        aws_sdk_iam::operation::put_user_policy::PutUserPolicyOutput::builder().build()
+    });
+    let get_pol = mock!(aws_sdk_iam::Client::get_user_policy).then_http_response(|| {
+        aws_smithy_runtime_api::http::Response::new(
+            aws_smithy_runtime_api::http::StatusCode::try_from(404).unwrap(),
+            aws_smithy_types::body::SdkBody::from(r#"<ErrorResponse><Error><Type>Sender</Type><Code>NoSuchEntity</Code><Message>none</Message></Error></ErrorResponse>"#),
+        )
+    });
+    let get = mock!(aws_sdk_iam::Client::get_user).then_output(|| user("devops-tkim"));
+    let list =
+        mock!(aws_sdk_iam::Client::list_access_keys).then_output(|| keys("AKIAZ4XQ7PLMDV4R5T6Y"));
+    let tag = mock!(aws_sdk_iam::Client::tag_user)
+        .then_output(|| aws_sdk_iam::operation::tag_user::TagUserOutput::builder().build());
+    let iam = mock_client!(
+        aws_sdk_iam,
+        RuleMode::MatchAny,
+        &[&get, &list, &denied, &put, &get_pol, &tag]
+    );
+    let find =
+        mock!(aws_sdk_securityhub::Client::get_findings).then_output(|| sh_finding_with_note(None));
+    let update = mock!(aws_sdk_securityhub::Client::batch_update_findings)
+        .match_requests(|r| {
+            r.workflow().is_none()
+                && r.note().and_then(|n| n.text()).is_some_and(|t| {
+                    t.starts_with("quell: NOT CONTAINED") && t.contains("deactivate_access_key")
+                })
+        })
+        .then_output(|| BatchUpdateFindingsOutput::builder().build());
+    let sh = mock_client!(aws_sdk_securityhub, RuleMode::MatchAny, &[&find, &update]);
+    let report = executor(
+        AwsClients {
+            iam,
+            securityhub: sh,
+        },
+        enforce(),
+    )
+    .execute(&sh_key_plan())
+    .await;
+    let r = report
+        .results
+        .iter()
+        .find(|r| r.action.kind == ActionKind::UpdateSecurityhubFinding)
+        .unwrap();
+    assert_eq!(r.outcome.status, Status::Applied, "{:?}", r.outcome);
+    assert!(r.outcome.detail.contains("stays NEW"));
+    assert_eq!(update.num_calls(), 1, "a note, no workflow change");
+}
+
+#[tokio::test]
+async fn an_unchanged_note_is_not_written_again_so_findings_do_not_loop() {
+    // Every action fails the same way on each delivery (IAM denies the reads); the second
+    // delivery, Security Hub's own event for quell's note, finds that note unchanged.
+    let denied = mock!(aws_sdk_iam::Client::get_user).then_http_response(|| {
+        aws_smithy_runtime_api::http::Response::new(
+            aws_smithy_runtime_api::http::StatusCode::try_from(403).unwrap(),
+            aws_smithy_types::body::SdkBody::from(ACCESS_DENIED),
+        )
+    });
+    let iam = mock_client!(aws_sdk_iam, RuleMode::MatchAny, &[&denied]);
+    let key_plan = sh_key_plan();
+    // First delivery: learn the note quell writes.
+    let find =
+        mock!(aws_sdk_securityhub::Client::get_findings).then_output(|| sh_finding_with_note(None));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let keep = seen.clone();
+    let update = mock!(aws_sdk_securityhub::Client::batch_update_findings)
+        .match_requests(move |r| {
+            *keep.lock().unwrap() = r.note().and_then(|n| n.text()).unwrap_or("").to_string();
+            true
+        })
+        .then_output(|| BatchUpdateFindingsOutput::builder().build());
+    let sh = mock_client!(aws_sdk_securityhub, RuleMode::MatchAny, &[&find, &update]);
+    executor(
+        AwsClients {
+            iam: iam.clone(),
+            securityhub: sh,
+        },
+        enforce(),
+    )
+    .execute(&key_plan)
+    .await;
+    let note = seen.lock().unwrap().clone();
+    assert!(note.starts_with("quell: NOT CONTAINED"), "{note}");
+    // Second delivery (Security Hub's own Imported event for that note): nothing written.
+    let find = mock!(aws_sdk_securityhub::Client::get_findings)
+        .then_output(move || sh_finding_with_note(Some(&note)));
+    let update = mock!(aws_sdk_securityhub::Client::batch_update_findings)
+        .then_output(|| BatchUpdateFindingsOutput::builder().build());
+    let sh = mock_client!(aws_sdk_securityhub, RuleMode::MatchAny, &[&find, &update]);
+    let report = executor(
+        AwsClients {
+            iam,
+            securityhub: sh,
+        },
+        enforce(),
+    )
+    .execute(&key_plan)
+    .await;
+    let r = report
+        .results
+        .iter()
+        .find(|r| r.action.kind == ActionKind::UpdateSecurityhubFinding)
+        .unwrap();
+    assert_eq!(r.outcome.status, Status::AlreadyInState, "{:?}", r.outcome);
+    assert_eq!(update.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn the_dormant_key_loop_continues_past_a_failed_deactivation() {
+    let get = mock!(aws_sdk_iam::Client::get_user).then_output(|| user("legacy"));
+    let list = mock!(aws_sdk_iam::Client::list_access_keys).then_output(|| {
+        let k = |id: &str| {
+            AccessKeyMetadata::builder()
+                .access_key_id(id)
+                .status(StatusType::Active)
+                .create_date(DateTime::from_secs(1_600_000_000))
+                .build()
+        };
+        ListAccessKeysOutput::builder()
+            .access_key_metadata(k("AKIAZ4XQ7PLMDORM0001"))
+            .access_key_metadata(k("AKIAZ4XQ7PLMDORM0002"))
+            .build()
+            .unwrap()
+    });
+    let last = mock!(aws_sdk_iam::Client::get_access_key_last_used).then_output(|| {
+        aws_sdk_iam::operation::get_access_key_last_used::GetAccessKeyLastUsedOutput::builder()
+            .build()
+    });
+    let fail_first = mock!(aws_sdk_iam::Client::update_access_key)
+        .match_requests(|r| r.access_key_id() == Some("AKIAZ4XQ7PLMDORM0001"))
+        .then_http_response(|| {
+            aws_smithy_runtime_api::http::Response::new(
+                aws_smithy_runtime_api::http::StatusCode::try_from(403).unwrap(),
+                aws_smithy_types::body::SdkBody::from(ACCESS_DENIED),
+            )
+        });
+    let ok_second = mock!(aws_sdk_iam::Client::update_access_key)
+        .match_requests(|r| r.access_key_id() == Some("AKIAZ4XQ7PLMDORM0002"))
+        .then_output(|| UpdateAccessKeyOutput::builder().build());
+    let tag = mock!(aws_sdk_iam::Client::tag_user)
+        .then_output(|| aws_sdk_iam::operation::tag_user::TagUserOutput::builder().build());
+    let iam = mock_client!(
+        aws_sdk_iam,
+        RuleMode::MatchAny,
+        &[&get, &list, &last, &fail_first, &ok_second, &tag]
+    );
+    let sh = mock_client!(aws_sdk_securityhub, RuleMode::MatchAny, &[]);
+    let plan = plan_input(
+        br#"{"runbook":"disable_dormant_keys","principal":"arn:aws:iam::111122223333:user/legacy","reason":"t"}"#,
+        &enforce(),
+        &Context::default(),
+    )
+    .unwrap();
+    let report = executor(
+        AwsClients {
+            iam,
+            securityhub: sh,
+        },
+        enforce(),
+    )
+    .execute(&plan)
+    .await;
+    let r = &report.results[0];
+    assert_eq!(r.action.kind, ActionKind::DeactivateDormantAccessKeys);
+    assert_eq!(r.outcome.status, Status::Failed);
+    assert_eq!(r.outcome.error_code.as_deref(), Some("AccessDenied"));
+    assert!(
+        r.outcome
+            .detail
+            .contains("deactivated [AKIAZ4XQ7PLMDORM0002]"),
+        "{}",
+        r.outcome.detail
+    );
+    let inv = r
+        .outcome
+        .inverse
+        .as_ref()
+        .expect("the applied half keeps its inverse");
+    assert_eq!(
+        inv.params["AccessKeyIds"],
+        serde_json::json!(["AKIAZ4XQ7PLMDORM0002"])
+    );
+    assert_eq!(ok_second.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_modification_is_retryable() {
+    let update = mock!(aws_sdk_iam::Client::update_access_key)
+        .sequence()
+        .http_status(409, Some(CONCURRENT.to_string()))
+        .repeatedly()
+        .build();
+    let sh = mock_client!(aws_sdk_securityhub, RuleMode::MatchAny, &[]);
+    let clients = AwsClients {
+        iam: iam_with(&update),
+        securityhub: sh,
+    };
+    let report = executor(clients, enforce()).execute(&key_plan()).await;
+    let r = &report.results[0];
+    assert_eq!(
+        r.outcome.error_code.as_deref(),
+        Some("ConcurrentModification")
+    );
+    assert!(r.outcome.retryable);
+    assert!(report.should_retry());
+}
+
+/// A fake STS that answers AssumeRole with `status` and an error `code`.
+async fn sts_answering(status: u16, code: &str) -> wiremock::MockServer {
+    let server = wiremock::MockServer::start().await;
+    let body = format!(
+        r#"<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type><Code>{code}</Code><Message>User: arn:aws:sts::111122223333:assumed-role/quell-guardduty-us-east-1-main/x is not authorized to perform: sts:AssumeRole on resource: arn:aws:iam::444455556666:role/QuellMemberRole</Message></Error><RequestId>c6104cbe-af31-11e0-8154-cbc7ccf896c7</RequestId></ErrorResponse>"#
+    );
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(status)
+                .insert_header("content-type", "text/xml")
+                .set_body_string(body),
+        )
+        .mount(&server)
+        .await;
+    server
+}
+
+async fn base_config(url: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(url)
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "testing", "testing", None, None, "tests",
+        ))
+        .load()
+        .await
+}
+
+#[tokio::test]
+async fn a_refused_assume_role_is_a_clear_non_retryable_error_not_a_network_failure() {
+    use quell_aws::ClientSource;
+    let sts = sts_answering(403, "AccessDenied").await;
+    let accounts = quell_aws::Accounts::new(
+        base_config(&sts.uri()).await,
+        "111122223333",
+        "aws",
+        "QuellMemberRole",
+    );
+    let e = accounts
+        .clients("444455556666", "quell-test")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "AccessDenied", "{e:?}");
+    assert!(!e.retryable);
+    assert!(
+        e.message
+            .contains("arn:aws:iam::444455556666:role/QuellMemberRole"),
+        "{}",
+        e.message
+    );
+    assert!(e.message.contains("member-role.yaml"), "{}", e.message);
+
+    // STS throttling or an outage is worth retrying.
+    let sts = sts_answering(400, "Throttling").await;
+    let accounts = quell_aws::Accounts::new(
+        base_config(&sts.uri()).await,
+        "111122223333",
+        "aws",
+        "QuellMemberRole",
+    );
+    let e = accounts
+        .clients("444455556666", "quell-test")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "Throttling");
+    assert!(e.retryable);
+}
+
+#[tokio::test]
+async fn the_sweep_functions_answer_non_retryable_errors_instead_of_failing_the_invocation() {
+    use quell_lambda::sweep::{AccountList, Scheduler, Sweeper};
+    // The sweeper cannot assume the member role: answered as failed, not retried.
+    let sts = sts_answering(403, "AccessDenied").await;
+    let cfg = base_config(&sts.uri()).await;
+    let sweeper = Sweeper {
+        source: quell_aws::Accounts::new(cfg.clone(), "111122223333", "aws", "QuellMemberRole"),
+        policy: Policy::default(),
+        ctx: Context::default(),
+        clock: Arc::new(FixedClock(NOW)),
+        audit: None,
+    };
+    let ev = serde_json::json!({"version":"0","id":"1","detail-type":"Sweep Requested","source":"quell","account":"111122223333","time":"2026-11-23T12:00:00Z","region":"us-east-1","resources":[],"detail":{"account":"444455556666"}});
+    let out = sweeper.handle(ev.clone()).await.unwrap();
+    assert_eq!(out["status"], "failed");
+    assert_eq!(out["error_code"], "AccessDenied");
+    // STS throttled: the invocation fails so EventBridge retries it.
+    let sts = sts_answering(400, "Throttling").await;
+    let sweeper = Sweeper {
+        source: quell_aws::Accounts::new(
+            base_config(&sts.uri()).await,
+            "111122223333",
+            "aws",
+            "QuellMemberRole",
+        ),
+        ..sweeper
+    };
+    assert!(sweeper.handle(ev).await.is_err());
+
+    // The scheduler outside the management account: says what to set.
+    let org = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(400)
+                .insert_header("content-type", "application/x-amz-json-1.1")
+                .set_body_string(r#"{"__type":"AccessDeniedException","Message":"You don't have permissions to access this resource."}"#),
+        )
+        .mount(&org)
+        .await;
+    let cfg = base_config(&org.uri()).await;
+    let scheduler = Scheduler {
+        accounts: AccountList::Organization(aws_sdk_organizations::Client::new(&cfg)),
+        eventbridge: aws_sdk_eventbridge::Client::new(&cfg),
+        bus: "quell-audit".into(),
+    };
+    let out = scheduler.handle().await.unwrap();
+    assert_eq!(out["status"], "failed");
+    let msg = out["error"].as_str().unwrap();
+    assert!(
+        msg.contains("SweepAccounts") && msg.contains("aws.sweep_accounts"),
+        "{msg}"
+    );
+}

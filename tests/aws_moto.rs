@@ -804,3 +804,377 @@ async fn identity_center_roles_are_never_modified() {
     );
     assert!(attached(&iam, None, Some(&role)).await.is_empty());
 }
+
+/// The size IAM counts for all of a role's inline policies.
+async fn inline_total(iam: &aws_sdk_iam::Client, role: &str) -> usize {
+    let names = iam
+        .list_role_policies()
+        .role_name(role)
+        .send()
+        .await
+        .unwrap()
+        .policy_names()
+        .to_vec();
+    let mut total = 0;
+    for n in names {
+        let doc = iam
+            .get_role_policy()
+            .role_name(role)
+            .policy_name(&n)
+            .send()
+            .await
+            .unwrap();
+        total += docs::policy_size(doc.policy_document());
+    }
+    total
+}
+
+#[tokio::test]
+async fn a_later_occurrence_of_the_same_finding_moves_the_cutoff_forward() {
+    let iam = iam().await;
+    let (user, keys) = new_user(&iam, "restolen").await;
+    let mut v = tor_event(&user, &keys[0]);
+    v["detail"]["service"]["eventLastSeen"] = json!("2026-11-23T11:58:00.000Z");
+    let policy = enforce();
+    let cutoff = |iam: aws_sdk_iam::Client, user: String| async move {
+        user_policy(&iam, &user, docs::USER_REVOKE_POLICY)
+            .await
+            .unwrap()["Statement"][0]["Condition"]["DateLessThan"]["aws:TokenIssueTime"]
+            .clone()
+    };
+    run_twice(&executor(policy.clone(), NOW).await, &plan(&v, &policy)).await;
+    assert_eq!(
+        cutoff(iam.clone(), user.clone()).await,
+        "2026-11-23T12:00:00Z"
+    );
+
+    // GuardDuty folds a new occurrence into the same finding id: a later eventLastSeen.
+    let later = NOW + time::Duration::hours(2);
+    v["detail"]["service"]["eventLastSeen"] = json!("2026-11-23T13:30:00.000Z");
+    v["detail"]["service"]["count"] = json!(2);
+    let report = executor(policy.clone(), later)
+        .await
+        .execute(&plan(&v, &policy))
+        .await;
+    assert_eq!(
+        status_of(&report, ActionKind::RevokeUserSessions),
+        [Status::Applied]
+    );
+    assert_eq!(
+        cutoff(iam.clone(), user.clone()).await,
+        "2026-11-23T14:00:00Z"
+    );
+
+    // The same occurrence re-delivered later still changes nothing.
+    let report = executor(policy.clone(), later + time::Duration::hours(1))
+        .await
+        .execute(&plan(&v, &policy))
+        .await;
+    assert_eq!(
+        status_of(&report, ActionKind::RevokeUserSessions),
+        [Status::AlreadyInState]
+    );
+}
+
+#[tokio::test]
+async fn sixty_session_revocations_stay_within_the_inline_quota_and_quarantine_still_lands() {
+    let iam = iam().await;
+    let role = unique("busy-role");
+    let role_id = new_role(&iam, &role, "/").await;
+    let mut policy = enforce();
+    policy.max_actions = 1000;
+    let mut fell_back = 0;
+    for i in 0..60 {
+        let req = json!({
+            "runbook": "revoke_sessions",
+            "principal": format!("arn:aws:sts::{MOTO_ACCOUNT}:assumed-role/{role}/worker-session-{i:03}"),
+            "role_id": role_id,
+            "reason": "SEC-60: sessions seen from a scanner",
+            "id": format!("finding-{i}"),
+        });
+        let now = NOW + time::Duration::minutes(i);
+        let report = executor(policy.clone(), now)
+            .await
+            .execute(&plan(&req, &policy))
+            .await;
+        let r = report
+            .results
+            .iter()
+            .find(|r| r.action.kind == ActionKind::RevokeRoleSession)
+            .unwrap();
+        assert_eq!(r.outcome.status, Status::Applied, "{i}: {:?}", r.outcome);
+        if r.outcome.detail.contains("every session of the role") {
+            fell_back += 1;
+        }
+        let total = inline_total(&iam, &role).await;
+        assert!(total <= docs::ROLE_INLINE_QUOTA, "{i}: {total}");
+    }
+    assert!(
+        fell_back >= 1,
+        "60 revocations must hit the quota at least once"
+    );
+    // The role-wide revocation covers the sessions it subsumed.
+    assert!(
+        role_policy(&iam, &role, docs::ROLE_REVOKE_POLICY)
+            .await
+            .is_some()
+    );
+
+    let req = json!({"runbook":"quarantine","principal":format!("arn:aws:iam::{MOTO_ACCOUNT}:role/{role}"),"reason":"test"});
+    let report = executor(policy.clone(), NOW + time::Duration::hours(2))
+        .await
+        .execute(&plan(&req, &policy))
+        .await;
+    assert_eq!(report.results[0].outcome.status, Status::Applied);
+    assert_eq!(attached(&iam, None, Some(&role)).await, [DENY_ALL]);
+}
+
+#[tokio::test]
+async fn expired_session_revocations_are_pruned() {
+    let iam = iam().await;
+    let role = unique("prune-role");
+    let role_id = new_role(&iam, &role, "/").await;
+    let policy = enforce();
+    let revoke = |session: &str, id: &str| json!({"runbook":"revoke_sessions","principal":format!("arn:aws:sts::{MOTO_ACCOUNT}:assumed-role/{role}/{session}"),"role_id":role_id,"reason":"t","id":id});
+    executor(policy.clone(), NOW)
+        .await
+        .execute(&plan(&revoke("old", "f-old"), &policy))
+        .await;
+    // Thirteen hours later no token the first statement denies can still be valid.
+    let report = executor(policy.clone(), NOW + time::Duration::hours(13))
+        .await
+        .execute(&plan(&revoke("new", "f-new"), &policy))
+        .await;
+    assert!(
+        report.results[0].outcome.detail.contains("1 expired"),
+        "{:?}",
+        report.results[0]
+    );
+    let doc = role_policy(&iam, &role, docs::SESSION_REVOKE_POLICY)
+        .await
+        .unwrap();
+    let sts = doc["Statement"].as_array().unwrap();
+    assert_eq!(sts.len(), 1);
+    assert_eq!(
+        sts[0]["Condition"]["StringEquals"]["aws:userid"],
+        format!("{role_id}:new")
+    );
+}
+
+#[tokio::test]
+async fn a_recreated_role_is_skipped_by_its_role_id() {
+    let iam = iam().await;
+    let role = unique("recreated");
+    let old_id = new_role(&iam, &role, "/").await;
+    iam.delete_role().role_name(&role).send().await.unwrap();
+    let new_id = new_role(&iam, &role, "/").await;
+    assert_ne!(old_id, new_id);
+    let mut v: Value = serde_json::from_slice(&event(
+        "guardduty/instance-credential-exfiltration-outside.json",
+    ))
+    .unwrap();
+    let d = &mut v["detail"]["resource"]["accessKeyDetails"];
+    d["userName"] = json!(role);
+    d["principalId"] = json!(format!("{old_id}:i-0a7c3e9f1b2d4e6f8"));
+    v["detail"]["accountId"] = json!(MOTO_ACCOUNT);
+    let policy = enforce();
+    let report = executor(policy.clone(), NOW)
+        .await
+        .execute(&plan(&v, &policy))
+        .await;
+    let r = report
+        .results
+        .iter()
+        .find(|r| r.action.kind == ActionKind::RevokeRoleSession)
+        .unwrap();
+    assert_eq!(r.outcome.status, Status::Skipped);
+    assert!(
+        r.outcome.detail.contains("deleted and recreated"),
+        "{}",
+        r.outcome.detail
+    );
+    assert!(
+        role_policy(&iam, &role, docs::SESSION_REVOKE_POLICY)
+            .await
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn a_stolen_temporary_key_names_or_deactivates_the_users_long_term_keys() {
+    let iam = iam().await;
+    let (user, keys) = new_user(&iam, "minted").await;
+    let mut v: Value =
+        serde_json::from_slice(&event("guardduty/iamuser-malicious-ip-temporary-key.json"))
+            .unwrap();
+    v["detail"]["resource"]["accessKeyDetails"]["userName"] = json!(user);
+    v["detail"]["accountId"] = json!(MOTO_ACCOUNT);
+    v["detail"]["id"] = json!(unique("asia"));
+
+    let policy = enforce();
+    let report = executor(policy.clone(), NOW)
+        .await
+        .execute(&plan(&v, &policy))
+        .await;
+    let notice = report
+        .results
+        .iter()
+        .find(|r| r.action.kind == ActionKind::Notify)
+        .unwrap();
+    assert!(
+        notice.outcome.detail.contains(&keys[0]) && notice.outcome.detail.contains(&keys[1]),
+        "{}",
+        notice.outcome.detail
+    );
+    assert!(
+        key_status(&iam, &user)
+            .await
+            .iter()
+            .all(|(_, s)| *s == StatusType::Active)
+    );
+
+    let mut policy = enforce();
+    policy.aws.deactivate_long_term_keys = true;
+    let report = run_twice(&executor(policy.clone(), NOW).await, &plan(&v, &policy)).await;
+    assert_eq!(
+        status_of(&report, ActionKind::DeactivateLongTermKeys),
+        [Status::Applied]
+    );
+    assert!(
+        key_status(&iam, &user)
+            .await
+            .iter()
+            .all(|(_, s)| *s == StatusType::Inactive)
+    );
+}
+
+#[tokio::test]
+async fn protection_matches_the_real_arn_with_its_path() {
+    let iam = iam().await;
+    let user = unique("oncall");
+    iam.create_user()
+        .user_name(&user)
+        .path("/breakglass/")
+        .send()
+        .await
+        .unwrap();
+    let key = iam
+        .create_access_key()
+        .user_name(&user)
+        .send()
+        .await
+        .unwrap()
+        .access_key()
+        .unwrap()
+        .access_key_id()
+        .to_string();
+    let mut policy = enforce();
+    // A list that replaces the defaults, protecting a path the finding does not show.
+    policy.protected =
+        vec![quell_core::policy::Pattern::new("arn:aws:iam::*:user/breakglass/*").unwrap()];
+    let p = plan(&tor_event(&user, &key), &policy);
+    assert!(
+        p.skipped.is_empty(),
+        "the planner cannot see the path: {:?}",
+        p.skipped
+    );
+    let report = executor(policy, NOW).await.execute(&p).await;
+    for r in &report.results {
+        assert_eq!(r.outcome.status, Status::Skipped, "{r:?}");
+        assert!(
+            r.outcome.detail.contains("user/breakglass/*"),
+            "{}",
+            r.outcome.detail
+        );
+    }
+    assert!(
+        key_status(&iam, &user)
+            .await
+            .iter()
+            .all(|(_, s)| *s == StatusType::Active)
+    );
+}
+
+#[tokio::test]
+async fn quell_roles_stay_protected_when_the_policy_replaces_the_protected_list() {
+    let iam = iam().await;
+    let role = unique("quell-guardduty-us-east-1");
+    new_role(&iam, &role, "/").await;
+    let mut policy = enforce();
+    policy.protected = vec![quell_core::policy::Pattern::new("nobody").unwrap()];
+    let req = json!({"runbook":"contain","principal":format!("arn:aws-us-gov:iam::{MOTO_ACCOUNT}:role/{role}"),"reason":"test"});
+    let p = plan(&req, &policy);
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert!(p.skipped[0].reason.contains("quell's own roles"));
+    // Executor-time too, whatever the plan says.
+    let forced = quell_core::Plan {
+        mode: Mode::Enforce,
+        findings: vec![],
+        actions: vec![quell_core::Action {
+            kind: ActionKind::QuarantineRole,
+            cloud: quell_core::Cloud::Aws,
+            target: quell_core::Target::Subject(quell_core::Subject::IamRole {
+                account: MOTO_ACCOUNT.into(),
+                name: role.clone(),
+            }),
+            reason: "test".into(),
+            finding: "f".into(),
+        }],
+        skipped: vec![],
+        ignored: vec![],
+    };
+    let report = executor(policy, NOW).await.execute(&forced).await;
+    assert_eq!(report.results[0].outcome.status, Status::Skipped);
+    assert!(attached(&iam, None, Some(&role)).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_5000_user_sweep_report_reaches_the_bus_in_parts() {
+    let cfg = sdk().await;
+    let eb = aws_sdk_eventbridge::Client::new(&cfg);
+    let sqs = aws_sdk_sqs::Client::new(&cfg);
+    let (bus, url) = quell_tests::bus_to_queue(
+        &cfg,
+        r#"{"source": ["quell"], "detail-type": ["Dormant Credential Sweep Report"]}"#,
+    )
+    .await;
+    let keys: Vec<Value> = (0..5000)
+        .map(|i| {
+            json!({"user": format!("contractor-{i:05}"), "slot": 1, "access_key_id": format!("AKIAEXAMPLE{i:09}"),
+                   "dormancy": {"verdict": "dormant", "since": "2025-01-01T00:00:00Z", "never_used": false},
+                   "outcome": {"status": "applied", "detail": format!("deactivated AKIAEXAMPLE{i:09} of contractor-{i:05}")}})
+        })
+        .collect();
+    let report = json!({"account": MOTO_ACCOUNT, "swept_at": "2026-11-23T12:00:00Z", "users": 5000, "keys": keys, "passwords": [], "roles": []});
+    assert!(report.to_string().len() > 256 * 1024);
+    quell_aws::audit::publish_detail(&eb, &bus, quell_aws::audit::SWEEP_REPORT, &report, vec![])
+        .await
+        .unwrap();
+    let mut seen = 0;
+    let mut parts = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let msgs = sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        if msgs.messages().is_empty() {
+            break;
+        }
+        for m in msgs.messages() {
+            let body: Value = serde_json::from_str(m.body().unwrap()).unwrap();
+            seen += body["detail"]["keys"].as_array().unwrap().len();
+            parts.insert(body["detail"]["part"]["index"].as_u64().unwrap());
+            sqs.delete_message()
+                .queue_url(&url)
+                .receipt_handle(m.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(seen, 5000);
+    assert!(parts.len() >= 2, "{parts:?}");
+}

@@ -367,6 +367,18 @@ const CASES: &[Case] = &[
         skipped: 0,
     },
     Case {
+        file: "securityhub/forged-custom-product-prod-role.json",
+        subjects: &["iam_role:payments"],
+        actions: &["notify securityhub_finding:sandbox-import-4f1e9c2a"],
+        skipped: 1,
+    },
+    Case {
+        file: "securityhub/imported-aws-product-resource-in-other-account.json",
+        subjects: &["access_key:AKIAZ4XQ7PLMX9C8B7A6"],
+        actions: &["notify securityhub_finding:7e5c3a1f9d7b5e3c1a9f7d5b3e1c9a7f"],
+        skipped: 1,
+    },
+    Case {
         file: "securityhub/imported-aggregator-member-account.json",
         subjects: &["iam_user:temp-migration"],
         actions: &[
@@ -576,4 +588,62 @@ fn the_blast_radius_cap_replaces_a_large_plan_with_one_notify() {
     )
     .unwrap();
     assert_eq!(plan.actions.len(), 5);
+}
+
+#[test]
+fn forged_and_cross_account_security_hub_findings_contain_no_one_and_say_why() {
+    let forged = plan_json("securityhub/forged-custom-product-prod-role.json");
+    let why = forged["actions"][0]["reason"].as_str().unwrap();
+    assert!(why.contains("untrusted Security Hub product"), "{why}");
+    assert!(
+        forged["skipped"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("aws.trusted_products")
+    );
+    let cross = plan_json("securityhub/imported-aws-product-resource-in-other-account.json");
+    let why = cross["actions"][0]["reason"].as_str().unwrap();
+    assert!(why.contains("account 444455556666"), "{why}");
+
+    // The same forged finding pressed through quell's custom action: still no one contained.
+    let mut v: Value =
+        serde_json::from_slice(&event("securityhub/forged-custom-product-prod-role.json")).unwrap();
+    v["detail-type"] = "Security Hub Findings - Custom Action".into();
+    v["detail"]["actionName"] = "QuellContain".into();
+    let plan = plan_input(
+        v.to_string().as_bytes(),
+        &Policy::default(),
+        &Context::default(),
+    )
+    .unwrap();
+    assert!(
+        plan.actions
+            .iter()
+            .all(|a| a.kind == quell_core::ActionKind::Notify)
+    );
+
+    // A product the operator lists as trusted contains as usual.
+    let mut policy = Policy::default();
+    policy.aws.trusted_products = vec![
+        quell_core::policy::Pattern::new(
+            "arn:aws:securityhub:*:777788889999:product/777788889999/default",
+        )
+        .unwrap(),
+    ];
+    let mut same_account = v.clone();
+    same_account["detail"]["findings"][0]["Resources"][0]["Id"] =
+        "arn:aws:iam::777788889999:role/payments".into();
+    let plan = plan_input(
+        same_account.to_string().as_bytes(),
+        &policy,
+        &Context::default(),
+    )
+    .unwrap();
+    assert!(
+        plan.actions
+            .iter()
+            .any(|a| a.kind == quell_core::ActionKind::RevokeRoleSessions),
+        "{:?}",
+        plan.actions
+    );
 }

@@ -792,3 +792,106 @@ fn contain(b: &mut Builder<'_>, f: &Finding, s: &Subject) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan_input;
+
+    fn plan_with(input: &str, policy: &Policy) -> Plan {
+        plan_input(input.as_bytes(), policy, &Context::default()).unwrap()
+    }
+
+    #[test]
+    fn instance_sessions_say_what_the_revocation_does_to_the_instance() {
+        let req = r#"{"runbook":"revoke_sessions","principal":"arn:aws:sts::111122223333:assumed-role/web/i-0a7c3e9f1b2d4e6f8","role_id":"AROAEXAMPLEEXAMPLE01","reason":"t"}"#;
+        let bound = plan_with(req, &Policy::default());
+        assert!(
+            bound.actions[0]
+                .reason
+                .contains("keeps access through VPC endpoints")
+        );
+        let mut policy = Policy::default();
+        policy.aws.instance_credentials = InstanceCredentials::Revoke;
+        let revoked = plan_with(req, &policy);
+        assert!(
+            revoked.actions[0]
+                .reason
+                .contains("loses AWS access until EC2 rotates")
+        );
+        // A human's session: no claim about fresh credentials for a workload.
+        let human = req.replace("i-0a7c3e9f1b2d4e6f8", "alice");
+        let p = plan_with(&human, &Policy::default());
+        assert!(
+            p.actions[0]
+                .reason
+                .contains("a new AssumeRole is not affected")
+        );
+        assert!(!p.actions[0].reason.contains("fresh credentials"));
+    }
+
+    #[test]
+    fn quell_roles_are_protected_in_every_partition_whatever_the_list() {
+        let mut policy = Policy::default();
+        policy.protected.clear();
+        policy.aws.member_role_name = "SecOpsResponder".into();
+        for name in [
+            "quell-runbook-us-gov-west-1-main",
+            "SecOpsResponder",
+            "QUELL-sweeper-x",
+        ] {
+            let s = Subject::IamRole {
+                account: "111122223333".into(),
+                name: name.into(),
+            };
+            assert!(
+                protection_reason(&policy, &Context::default(), &s).is_some(),
+                "{name}"
+            );
+        }
+        let ctx = Context::default()
+            .with_aws_caller("arn:aws-us-gov:sts::111122223333:assumed-role/responder/x");
+        let own = Subject::IamRole {
+            account: "111122223333".into(),
+            name: "responder".into(),
+        };
+        assert!(protection_reason(&policy, &ctx, &own).is_some());
+        let other = Subject::IamRole {
+            account: "111122223333".into(),
+            name: "payments".into(),
+        };
+        assert!(protection_reason(&policy, &ctx, &other).is_none());
+        // A path only the executor sees.
+        policy.protected = vec![Pattern::new("arn:aws:iam::*:user/ops/*").unwrap()];
+        let user = Subject::IamUser {
+            account: "111122223333".into(),
+            name: "alice".into(),
+        };
+        assert!(protection_reason(&policy, &Context::default(), &user).is_none());
+        assert!(
+            protection_reason_with(
+                &policy,
+                &Context::default(),
+                &user,
+                &["arn:aws-cn:iam::111122223333:user/ops/alice"]
+            )
+            .is_some()
+        );
+    }
+
+    #[test]
+    fn the_cap_keeps_the_note_on_each_security_hub_finding() {
+        let policy = Policy {
+            max_actions: 1,
+            ..Policy::default()
+        };
+        let input = include_str!("../../../events/securityhub/imported-guardduty-access-key.json");
+        let p = plan_with(input, &policy);
+        let kinds: Vec<ActionKind> = p.actions.iter().map(|a| a.kind).collect();
+        assert_eq!(
+            kinds,
+            [ActionKind::Notify, ActionKind::UpdateSecurityhubFinding]
+        );
+        assert!(p.skipped.iter().all(|s| s.reason.contains("withheld")));
+    }
+}

@@ -28,14 +28,36 @@ pub struct Scheduler {
     pub bus: String,
 }
 
-fn aws(e: ExecError) -> EdgeError {
+/// A retryable error fails the invocation (EventBridge and Lambda retry it); any other is
+/// answered as `failed` with what to do, logged, and not retried: a missing member role or a
+/// denied call will not fix itself in the next minutes.
+fn answer(e: ExecError) -> Result<Value, EdgeError> {
     if e.retryable {
-        EdgeError::Retryable {
+        return Err(EdgeError::Retryable {
             failed: 1,
             codes: e.code,
-        }
-    } else {
-        EdgeError::Aws(e.to_string())
+        });
+    }
+    tracing::error!(code = %e.code, error = %e.message, "not retried");
+    Ok(json!({"status": "failed", "error_code": e.code, "error": e.message}))
+}
+
+/// Organizations lists accounts only for its management account or a delegated administrator.
+fn organization_error(e: ExecError) -> ExecError {
+    let denied = [
+        "AccessDeniedException",
+        "AccessDenied",
+        "AWSOrganizationsNotInUseException",
+    ];
+    if !denied.contains(&e.code.as_str()) {
+        return e;
+    }
+    ExecError {
+        message: format!(
+            "{}: organizations:ListAccounts works only in the organization's management account or a delegated administrator account. Set the SweepAccounts parameter (QUELL_SWEEP_ACCOUNTS) or aws.sweep_accounts in the policy to the accounts to sweep, or deploy quell in the management or delegated-administrator account",
+            e.message
+        ),
+        ..e
     }
 }
 
@@ -44,13 +66,14 @@ impl Scheduler {
     pub async fn handle(&self) -> Result<Value, EdgeError> {
         let accounts = match &self.accounts {
             AccountList::Explicit(list) => list.clone(),
-            AccountList::Organization(org) => {
-                audit::organization_accounts(org).await.map_err(aws)?
-            }
+            AccountList::Organization(org) => match audit::organization_accounts(org).await {
+                Ok(a) => a,
+                Err(e) => return answer(organization_error(e)),
+            },
         };
-        audit::request_sweeps(&self.eventbridge, &self.bus, &accounts)
-            .await
-            .map_err(aws)?;
+        if let Err(e) = audit::request_sweeps(&self.eventbridge, &self.bus, &accounts).await {
+            return answer(e);
+        }
         tracing::info!(accounts = accounts.len(), "sweeps requested");
         Ok(json!({"requested": accounts.len(), "accounts": accounts}))
     }
@@ -84,11 +107,10 @@ impl<S: ClientSource> Sweeper<S> {
         let Some(account) = ev.detail["account"].as_str().filter(|a| ids::is_account(a)) else {
             return rejected("/detail/account: expected a 12-digit AWS account id".into());
         };
-        let clients = self
-            .source
-            .clients(account, "quell-sweep")
-            .await
-            .map_err(aws)?;
+        let clients = match self.source.clients(account, "quell-sweep").await {
+            Ok(c) => c,
+            Err(e) => return answer(e),
+        };
         let opts = SweepOptions {
             account: account.to_string(),
             policy: self.policy.clone(),
@@ -98,7 +120,10 @@ impl<S: ClientSource> Sweeper<S> {
             concurrency: 8,
             progress: None,
         };
-        let report = sweep_account(&clients.iam, &opts).await.map_err(aws)?;
+        let report = match sweep_account(&clients.iam, &opts).await {
+            Ok(r) => r,
+            Err(e) => return answer(e),
+        };
         if let Some((client, bus)) = &self.audit
             && let Err(e) = audit::publish_detail(client, bus, SWEEP_REPORT, &report, vec![]).await
         {
