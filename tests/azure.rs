@@ -27,10 +27,7 @@ fn enforce() -> Policy {
 
 fn executor(server: &MockServer, policy: Policy) -> AzureExecutor {
     let http = Http::new(
-        Endpoints {
-            graph: server.uri(),
-            arm: format!("{}/arm", server.uri()),
-        },
+        Endpoints::new(&server.uri(), &format!("{}/arm", server.uri())),
         Arc::new(StaticToken(TOKEN.into())),
     );
     AzureExecutor::new(

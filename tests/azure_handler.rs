@@ -19,10 +19,7 @@ const NOW: time::OffsetDateTime = time::macros::datetime!(2026-11-23 12:00:00 UT
 /// Starts the handler on 127.0.0.1 with a free port; returns its base URL.
 async fn start(policy: Policy, graph: &str) -> String {
     let http = Http::new(
-        Endpoints {
-            graph: graph.to_string(),
-            arm: graph.to_string(),
-        },
+        Endpoints::new(graph, graph),
         Arc::new(StaticToken("t".into())),
     );
     let executor = AzureExecutor::new(
@@ -153,8 +150,8 @@ async fn the_triple_encoded_event_hub_batch_is_contained() {
         kinds,
         [
             "disable_entra_user",
-            "revoke_entra_sessions",
             "confirm_user_compromised",
+            "revoke_entra_sessions",
             "update_defender_alert"
         ]
     );

@@ -16,10 +16,7 @@ const NOW: time::OffsetDateTime = time::macros::datetime!(2026-11-23 12:00:00 UT
 
 fn http(server: &MockServer) -> Http {
     Http::new(
-        Endpoints {
-            graph: server.uri(),
-            arm: server.uri(),
-        },
+        Endpoints::new(&server.uri(), &server.uri()),
         Arc::new(StaticToken("t".into())),
     )
 }
@@ -47,7 +44,9 @@ async fn world(server: &MockServer, activity: bool) {
                 cred("k-unused", "2025-01-01T00:00:00Z", "2027-12-31T00:00:00Z"),
                 cred("k-recent", "2025-01-01T00:00:00Z", "2027-12-31T00:00:00Z"),
                 cred("k-never", "2025-06-01T00:00:00Z", "2027-12-31T00:00:00Z"),
-                cred("k-new", "2026-11-20T00:00:00Z", "2027-12-31T00:00:00Z")
+                cred("k-new", "2026-11-20T00:00:00Z", "2027-12-31T00:00:00Z"),
+                cred("k-absent", "2025-01-01T00:00:00Z", "2027-12-31T00:00:00Z"),
+                cred("k-garbled", "2025-01-01T00:00:00Z", "2027-12-31T00:00:00Z")
             ]}],
             "@odata.nextLink": format!("{}/v1.0/applications?$skiptoken=page2", server.uri())
         })))
@@ -61,8 +60,11 @@ async fn world(server: &MockServer, activity: bool) {
         .await;
     let activity_response = if activity {
         ResponseTemplate::new(200).set_body_json(json!({"value": [
-            {"keyId": "k-unused", "appId": "appid-1", "signInActivity": {"lastSignInDateTime": "2026-03-01T00:00:00Z"}},
-            {"keyId": "k-recent", "appId": "appid-1", "signInActivity": {"lastSignInDateTime": "2026-11-22T00:00:00Z"}}
+            // Key ids are GUIDs: the report's case need not match the application's.
+            {"keyId": "K-UNUSED", "appId": "appid-1", "signInActivity": {"lastSignInDateTime": "2026-03-01T00:00:00Z"}},
+            {"keyId": "k-recent", "appId": "appid-1", "signInActivity": {"lastSignInDateTime": "2026-11-22T00:00:00Z"}},
+            {"keyId": "k-never", "appId": "appid-1", "signInActivity": {"lastSignInDateTime": null}},
+            {"keyId": "k-garbled", "appId": "appid-1", "signInActivity": {"lastSignInDateTime": "last tuesday"}}
         ]}))
     } else {
         ResponseTemplate::new(403).set_body_json(json!({"error": {"code": "Authorization_RequestDenied", "message": "no AuditLog.Read.All"}}))
@@ -75,9 +77,15 @@ async fn world(server: &MockServer, activity: bool) {
     Mock::given(method("GET"))
         .and(path("/beta/reports/servicePrincipalSignInActivities"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": [
-            {"id": "sp-1", "appId": "appid-1", "lastSignInActivity": {"lastSignInDateTime": "2025-01-01T00:00:00Z"}},
-            {"id": "sp-9", "appId": "appid-9", "lastSignInActivity": {"lastSignInDateTime": "2026-11-01T00:00:00Z"}}
+            // `id` names the activity record, not the service principal.
+            {"id": "activity-record-1", "appId": "appid-1", "lastSignInActivity": {"lastSignInDateTime": "2025-01-01T00:00:00Z"}},
+            {"id": "activity-record-9", "appId": "appid-9", "lastSignInActivity": {"lastSignInDateTime": "2026-11-01T00:00:00Z"}}
         ]})))
+        .mount(server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1.0/servicePrincipals(appId='appid-1')"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "sp-1", "appId": "appid-1", "displayName": "billing-sync", "accountEnabled": true})))
         .mount(server)
         .await;
 }
@@ -115,7 +123,7 @@ async fn stale_secrets_are_removed_across_pages_and_the_rest_left_alone() {
     .await
     .unwrap();
     assert!(report.activity_available);
-    assert_eq!(report.credentials_checked, 6);
+    assert_eq!(report.credentials_checked, 8);
     let by_key: Vec<(&str, &str, Status)> = report
         .credentials
         .iter()
@@ -130,8 +138,29 @@ async fn stale_secrets_are_removed_across_pages_and_the_rest_left_alone() {
             ("k-protected", "expired", Status::Skipped),
         ]
     );
+    // Absent from the report or unreadable: unknown, left alone and said so.
+    let unknown: Vec<(&str, &str)> = report
+        .unknown
+        .iter()
+        .map(|u| (u.key_id.as_str(), u.why.as_str()))
+        .collect();
+    assert_eq!(unknown.len(), 3, "{unknown:?}");
+    assert!(
+        unknown
+            .iter()
+            .any(|(k, why)| *k == "k-absent" && why.contains("absent"))
+    );
+    assert!(
+        unknown
+            .iter()
+            .any(|(k, why)| *k == "k-garbled" && why.contains("does not parse"))
+    );
     assert_eq!(report.stale_service_principals.len(), 1);
-    assert_eq!(report.stale_service_principals[0].id, "sp-1");
+    let sp = &report.stale_service_principals[0];
+    assert_eq!(
+        (sp.id.as_str(), sp.display_name.as_str()),
+        ("sp-1", "billing-sync")
+    );
 }
 
 #[tokio::test]

@@ -51,8 +51,9 @@ async fn a_managed_identity_token_is_fetched_per_scope_and_used_as_bearer() {
     let tokens = quell_azure::token::from_env(env).unwrap();
     let http = Http::new(
         Endpoints {
-            graph: server.uri(),
-            arm: server.uri(),
+            // A fake Graph standing in for the public one: tokens are for the public scope.
+            graph_scope: "https://graph.microsoft.com/.default".into(),
+            ..Endpoints::new(&server.uri(), &server.uri())
         },
         tokens,
     );

@@ -51,8 +51,8 @@ const CASES: &[Case] = &[
         subjects: &["entra_user:david.chen@contoso.com"],
         actions: &[
             "disable_entra_user entra_user:david.chen@contoso.com",
-            "revoke_entra_sessions entra_user:david.chen@contoso.com",
             "confirm_user_compromised entra_user:david.chen@contoso.com",
+            "revoke_entra_sessions entra_user:david.chen@contoso.com",
             "update_defender_alert defender_alert:da638362889287051192_1877443251",
         ],
         skipped: 0,
@@ -89,8 +89,8 @@ const CASES: &[Case] = &[
         subjects: &["entra_user:rosa.garcia@contoso.com"],
         actions: &[
             "disable_entra_user entra_user:rosa.garcia@contoso.com",
-            "revoke_entra_sessions entra_user:rosa.garcia@contoso.com",
             "confirm_user_compromised entra_user:rosa.garcia@contoso.com",
+            "revoke_entra_sessions entra_user:rosa.garcia@contoso.com",
             "update_defender_alert defender_alert:aa8b2d41c6-0f3e-4b1c-9a7d-5e6f7a8b9c0d",
         ],
         skipped: 0,
@@ -103,8 +103,8 @@ const CASES: &[Case] = &[
         ],
         actions: &[
             "disable_entra_user entra_user:kai.tanaka@contoso.com",
-            "revoke_entra_sessions entra_user:kai.tanaka@contoso.com",
             "confirm_user_compromised entra_user:kai.tanaka@contoso.com",
+            "revoke_entra_sessions entra_user:kai.tanaka@contoso.com",
         ],
         skipped: 1,
     },
@@ -113,8 +113,8 @@ const CASES: &[Case] = &[
         subjects: &["entra_user:maya.singh@contoso.com"],
         actions: &[
             "disable_entra_user entra_user:maya.singh@contoso.com",
-            "revoke_entra_sessions entra_user:maya.singh@contoso.com",
             "confirm_user_compromised entra_user:maya.singh@contoso.com",
+            "revoke_entra_sessions entra_user:maya.singh@contoso.com",
         ],
         skipped: 0,
     },
@@ -123,8 +123,8 @@ const CASES: &[Case] = &[
         subjects: &["entra_user:omar.haddad@contoso.com"],
         actions: &[
             "disable_entra_user entra_user:omar.haddad@contoso.com",
-            "revoke_entra_sessions entra_user:omar.haddad@contoso.com",
             "confirm_user_compromised entra_user:omar.haddad@contoso.com",
+            "revoke_entra_sessions entra_user:omar.haddad@contoso.com",
         ],
         skipped: 0,
     },
@@ -142,8 +142,8 @@ const CASES: &[Case] = &[
         ],
         actions: &[
             "disable_entra_user entra_user:rosa.garcia@contoso.com",
-            "revoke_entra_sessions entra_user:rosa.garcia@contoso.com",
             "confirm_user_compromised entra_user:rosa.garcia@contoso.com",
+            "revoke_entra_sessions entra_user:rosa.garcia@contoso.com",
             "update_defender_alert defender_alert:aa8b2d41c6-0f3e-4b1c-9a7d-5e6f7a8b9c0d",
         ],
         skipped: 1,
@@ -153,8 +153,8 @@ const CASES: &[Case] = &[
         subjects: &["entra_user:jordan.white@contoso.com"],
         actions: &[
             "disable_entra_user entra_user:jordan.white@contoso.com",
-            "revoke_entra_sessions entra_user:jordan.white@contoso.com",
             "confirm_user_compromised entra_user:jordan.white@contoso.com",
+            "revoke_entra_sessions entra_user:jordan.white@contoso.com",
             "update_defender_alert defender_alert:da638362889287051192_1877443299",
         ],
         skipped: 0,
@@ -295,8 +295,8 @@ const CASES: &[Case] = &[
         subjects: &["entra_user:nadia.petrova@contoso.com"],
         actions: &[
             "disable_entra_user entra_user:nadia.petrova@contoso.com",
-            "revoke_entra_sessions entra_user:nadia.petrova@contoso.com",
             "confirm_user_compromised entra_user:nadia.petrova@contoso.com",
+            "revoke_entra_sessions entra_user:nadia.petrova@contoso.com",
         ],
         skipped: 0,
     },

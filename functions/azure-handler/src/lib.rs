@@ -5,6 +5,14 @@
 //!   `status: rejected` (so the host does not redeliver a poison batch forever); one bad message
 //!   in a batch is reported without blocking the others. HTTP functions answer through `res`
 //!   with 400.
+//! - Each message of a batch is planned on its own (the blast-radius cap is per message, not per
+//!   whatever the host batched together) and held to one event's limits.
+//! - A transient failure (429 after `Retry-After`, 5xx, token or transport) is never
+//!   acknowledged: Event Hub functions answer 500, which fails the invocation so the function's
+//!   retry policy (function.json `retry`) redelivers the batch; the actions are idempotent. HTTP
+//!   functions answer 503 through `res`, for the caller to retry.
+//! - An alert posted to `GraphAlert` is re-read from Graph by id before anything is contained:
+//!   anyone with the function key can post a body; only Graph's copy is acted on.
 //! - Each invocation runs in its own task: a panic answers 500 for that invocation only.
 
 use std::sync::Arc;
@@ -18,7 +26,7 @@ use axum::routing::{get, post};
 use quell_azure::AzureExecutor;
 use quell_core::normalize::host::messages;
 use quell_core::report::Report;
-use quell_core::{Batch, Context, Policy, Source, json, plan};
+use quell_core::{Batch, Context, FindingRef, Mode, Policy, Source, json, plan};
 use serde_json::{Value, json};
 
 /// The functions this handler serves, by the host's function name (folder under `app/`).
@@ -64,6 +72,14 @@ impl Function {
     }
 }
 
+/// Why a posted alert could not be verified.
+enum Verify {
+    /// Not in Graph, or not readable for good: rejected, never contained.
+    Rejected(String),
+    /// Graph was unavailable: the invocation is retried.
+    Transient(String),
+}
+
 pub struct App {
     pub policy: Policy,
     pub ctx: Context,
@@ -76,7 +92,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/", get(|| async { "quell ready" }))
         .route("/{function}", post(invoke))
-        .layer(DefaultBodyLimit::max(json::MAX_INPUT_BYTES + 1024 * 1024))
+        .layer(DefaultBodyLimit::max(json::MAX_ENVELOPE_BYTES))
         .with_state(app)
 }
 
@@ -98,6 +114,11 @@ async fn invoke(State(app): State<Arc<App>>, Path(name): Path<String>, body: Byt
         return (StatusCode::NOT_FOUND, format!("no function named {name:?}")).into_response();
     };
     match isolate(async move { app.handle(function, &body).await }).await {
+        // A retryable failure in an Event Hub batch: fail the invocation (non-2xx) so the host
+        // does not checkpoint past it and the retry policy redelivers it.
+        Ok(v) if !function.is_http() && v["ReturnValue"]["status"] == "retry" => {
+            (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(v)).into_response()
+        }
         Ok(v) => axum::Json(v).into_response(),
         Err(e) => {
             tracing::error!(function = name, "{e}");
@@ -127,7 +148,7 @@ fn host_response(function: Function, status: u16, result: Value, logs: Vec<Strin
 impl App {
     /// Handles one invocation body; always answers (never panics on input).
     pub async fn handle(&self, function: Function, body: &[u8]) -> Value {
-        let value = match json::parse(body) {
+        let value = match json::parse_with(body, json::Limits::ENVELOPE) {
             Ok(v) => v,
             Err(e) => return self.rejected(function, format!("the host body is not usable: {e}")),
         };
@@ -135,47 +156,137 @@ impl App {
             return self.sweep().await;
         }
         let mut logs = Vec::new();
-        let mut batch = Batch::default();
         let mut rejected = Vec::new();
+        let mut reports = Vec::new();
+        let mut ignored = Vec::new();
+        let mut unverified = Vec::new();
         for (pointer, result) in messages(&value) {
-            match result {
-                Ok(b) => {
-                    for f in b.findings {
-                        if function.accepts(f.source) {
-                            batch.findings.push(f);
-                        } else {
-                            rejected.push(format!(
-                                "{pointer}: {:?} findings do not belong to function {function:?}",
-                                f.source
-                            ));
-                        }
-                    }
-                    batch.ignored.extend(b.ignored);
+            let b = match result {
+                Ok(b) => b,
+                Err(e) => {
+                    rejected.push(e.to_string());
+                    continue;
                 }
-                Err(e) => rejected.push(e.to_string()),
+            };
+            let mut batch = Batch {
+                findings: Vec::new(),
+                ignored: b.ignored,
+            };
+            for f in b.findings {
+                if !function.accepts(f.source) {
+                    rejected.push(format!(
+                        "{pointer}: {:?} findings do not belong to function {function:?}",
+                        f.source
+                    ));
+                    continue;
+                }
+                if function == Function::GraphAlert && self.policy.mode == Mode::Enforce {
+                    match self.verified(&f).await {
+                        Ok(copy) => batch.findings.extend(copy),
+                        Err(Verify::Rejected(e)) => rejected.push(format!("{pointer}: {e}")),
+                        Err(Verify::Transient(e)) => unverified.push(format!("{pointer}: {e}")),
+                    }
+                } else {
+                    batch.findings.push(f);
+                }
             }
+            if batch.findings.is_empty() && batch.ignored.is_empty() {
+                continue;
+            }
+            // One plan per message: the blast-radius cap counts this message's actions only.
+            let plan = plan(batch, &self.policy, &self.ctx);
+            ignored.extend(plan.ignored.clone());
+            reports.push(self.executor.execute(&plan).await);
         }
         for r in &rejected {
             logs.push(format!("rejected: {r}"));
             tracing::warn!(function = ?function, "rejected: {r}");
         }
-        if batch.findings.is_empty() && batch.ignored.is_empty() {
+        for u in &unverified {
+            logs.push(format!("not verified, will retry: {u}"));
+            tracing::warn!(function = ?function, "not verified: {u}");
+        }
+        if reports.is_empty() && unverified.is_empty() {
             return self.rejected_many(function, rejected, logs);
         }
-        let plan = plan(batch, &self.policy, &self.ctx);
-        let report: Report = self.executor.execute(&plan).await;
+        let report = Report::merge(
+            self.policy.mode,
+            quell_core::clock::rfc3339_seconds(self.clock.now()),
+            reports,
+        );
         for line in report.lines() {
             tracing::info!("{line}");
             logs.push(line);
         }
-        for i in &plan.ignored {
+        for i in &ignored {
             logs.push(format!("ignored {}: {}", i.pointer, i.reason));
         }
         let mut result = serde_json::to_value(&report).unwrap_or(Value::Null);
         if !rejected.is_empty() {
             result["rejected"] = json!(rejected);
         }
+        let retry = report.should_retry() || !unverified.is_empty();
+        if retry {
+            let failed: Vec<String> = report
+                .results
+                .iter()
+                .filter(|r| r.outcome.retryable)
+                .map(|r| {
+                    format!(
+                        "{} {}: {}",
+                        r.action.kind.as_str(),
+                        r.action.target.label(),
+                        r.outcome.error_code.as_deref().unwrap_or("error")
+                    )
+                })
+                .chain(unverified.iter().cloned())
+                .collect();
+            let line = format!(
+                "transient failure, the invocation fails so it is retried (every action is idempotent): {}",
+                failed.join("; ")
+            );
+            tracing::error!("{line}");
+            logs.push(line);
+            result["status"] = json!("retry");
+            return host_response(function, 503, result, logs);
+        }
         host_response(function, 200, result, logs)
+    }
+
+    /// Graph's own copy of a posted alert, normalized: what quell acts on.
+    async fn verified(&self, f: &quell_core::Finding) -> Result<Vec<quell_core::Finding>, Verify> {
+        let Some(FindingRef::DefenderAlert { id, .. }) = &f.record else {
+            return Err(Verify::Rejected(
+                "the alert has no id to verify against Graph".into(),
+            ));
+        };
+        let copy = match self.executor.fetch_alert(id).await {
+            Ok(Some(v)) => v,
+            Ok(None) => {
+                return Err(Verify::Rejected(format!(
+                    "alert {id} does not exist in Graph; quell acts only on alerts Graph confirms"
+                )));
+            }
+            Err(e) if e.retryable => {
+                return Err(Verify::Transient(format!(
+                    "alert {id} could not be read from Graph ({e})"
+                )));
+            }
+            Err(e) => {
+                return Err(Verify::Rejected(format!(
+                    "alert {id} could not be read from Graph ({e})"
+                )));
+            }
+        };
+        let mut batch = quell_core::normalize_value(&copy).map_err(|e| {
+            Verify::Rejected(format!("Graph's copy of alert {id} is not usable: {e}"))
+        })?;
+        for g in &mut batch.findings {
+            g.notes.push(
+                "verified: planned from Graph's copy of the alert, not the posted body".into(),
+            );
+        }
+        Ok(batch.findings)
     }
 
     /// The timer: sweep the tenant for stale service-principal credentials.

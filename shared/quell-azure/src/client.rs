@@ -1,6 +1,7 @@
 //! A small Graph / ARM REST client: bearer tokens per scope, 429 with `Retry-After`, backoff on
 //! 5xx, Identity Protection paced to one request per second, bounded retries.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,9 +11,6 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::token::TokenSource;
-
-pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
-pub const ARM_SCOPE: &str = "https://management.azure.com/.default";
 
 /// A failed Graph or ARM call: HTTP status, the service's error code, and whether a retry later
 /// may help. Never holds a token.
@@ -25,38 +23,91 @@ pub struct AzError {
     pub retryable: bool,
 }
 
-/// Base URLs, configurable for tests and sovereign clouds.
+/// Base URLs and token scopes, configurable for tests and sovereign clouds.
 #[derive(Debug, Clone)]
 pub struct Endpoints {
-    /// `https://graph.microsoft.com`
+    /// `https://graph.microsoft.com` (US Gov: `https://graph.microsoft.us`, China:
+    /// `https://microsoftgraph.chinacloudapi.cn`).
     pub graph: String,
     /// `https://management.azure.com`
     pub arm: String,
+    /// The token scope for Graph: `<graph>/.default` unless set otherwise.
+    pub graph_scope: String,
+    /// The token scope for ARM: `<arm>/.default` unless set otherwise.
+    pub arm_scope: String,
 }
 
 impl Default for Endpoints {
     fn default() -> Self {
-        Endpoints {
-            graph: "https://graph.microsoft.com".into(),
-            arm: "https://management.azure.com".into(),
-        }
+        Endpoints::new(
+            "https://graph.microsoft.com",
+            "https://management.azure.com",
+        )
     }
 }
 
+/// `<base>/.default`: the scope of a resource, as Entra expects it for app-only tokens.
+fn scope_of(base: &str) -> String {
+    format!("{}/.default", base.trim_end_matches('/'))
+}
+
 impl Endpoints {
-    /// `QUELL_GRAPH_URL` and `QUELL_ARM_URL` override the public cloud.
-    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Endpoints {
-        let d = Endpoints::default();
+    /// Endpoints with the scopes their own URLs imply (a sovereign cloud's Graph takes tokens for
+    /// that Graph, never the public one).
+    pub fn new(graph: &str, arm: &str) -> Endpoints {
         Endpoints {
-            graph: get("QUELL_GRAPH_URL")
-                .filter(|v| !v.is_empty())
-                .unwrap_or(d.graph),
-            arm: get("QUELL_ARM_URL")
-                .filter(|v| !v.is_empty())
-                .unwrap_or(d.arm),
+            graph: graph.to_string(),
+            arm: arm.to_string(),
+            graph_scope: scope_of(graph),
+            arm_scope: scope_of(arm),
         }
     }
+
+    /// `QUELL_GRAPH_URL` and `QUELL_ARM_URL` override the public cloud; `QUELL_GRAPH_SCOPE` and
+    /// `QUELL_ARM_SCOPE` override the scopes they imply.
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Endpoints {
+        let d = Endpoints::default();
+        let set = |k: &str| get(k).filter(|v| !v.is_empty());
+        let mut e = Endpoints::new(
+            &set("QUELL_GRAPH_URL").unwrap_or(d.graph),
+            &set("QUELL_ARM_URL").unwrap_or(d.arm),
+        );
+        if let Some(s) = set("QUELL_GRAPH_SCOPE") {
+            e.graph_scope = s;
+        }
+        if let Some(s) = set("QUELL_ARM_SCOPE") {
+            e.arm_scope = s;
+        }
+        e
+    }
 }
+
+/// A `Retry-After` value: delay-seconds or an HTTP-date (RFC 9110 §10.2.3), as a wait from
+/// `now`. A date in the past means no wait.
+pub fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let format = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    let at = time::PrimitiveDateTime::parse(v, &format)
+        .ok()?
+        .assume_utc();
+    let now = time::OffsetDateTime::from(now);
+    let wait = at - now;
+    Some(if wait.is_negative() {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(wait.whole_seconds().unsigned_abs())
+    })
+}
+
+/// Identity Protection allows one request per second per tenant and sends no `Retry-After`.
+/// The pace is kept per tenant for the whole process, whichever client makes the call.
+static IDENTITY_PROTECTION: std::sync::OnceLock<Mutex<HashMap<String, Instant>>> =
+    std::sync::OnceLock::new();
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Api {
@@ -94,8 +145,8 @@ pub struct Http {
     client: reqwest::Client,
     endpoints: Endpoints,
     tokens: Arc<dyn TokenSource>,
-    /// Identity Protection allows one request per second per tenant and sends no Retry-After.
-    identity_protection: Mutex<Option<Instant>>,
+    /// The tenant this client acts in (its Identity Protection pace); `default` when unknown.
+    tenant: String,
     max_attempts: u32,
     max_wait: Duration,
 }
@@ -110,10 +161,16 @@ impl Http {
                 .unwrap_or_default(),
             endpoints,
             tokens,
-            identity_protection: Mutex::new(None),
+            tenant: "default".into(),
             max_attempts: 4,
             max_wait: Duration::from_secs(30),
         }
+    }
+
+    /// The tenant this client acts in, for Identity Protection's per-tenant pace.
+    pub fn with_tenant(mut self, tenant: &str) -> Http {
+        self.tenant = tenant.to_ascii_lowercase();
+        self
     }
 
     pub fn endpoints(&self) -> &Endpoints {
@@ -124,14 +181,15 @@ impl Http {
         if !path.contains("/identityProtection/") {
             return;
         }
-        let mut last = self.identity_protection.lock().await;
-        if let Some(t) = *last {
-            let next = t + Duration::from_secs(1);
+        let lock = IDENTITY_PROTECTION.get_or_init(|| Mutex::new(HashMap::new()));
+        let mut last = lock.lock().await;
+        if let Some(t) = last.get(&self.tenant) {
+            let next = *t + Duration::from_secs(1);
             if next > Instant::now() {
                 tokio::time::sleep_until(next).await;
             }
         }
-        *last = Some(Instant::now());
+        last.insert(self.tenant.clone(), Instant::now());
     }
 
     /// Sends one request, retrying throttles (honouring `Retry-After`) and 5xx with backoff.
@@ -144,8 +202,8 @@ impl Http {
         body: Option<&Value>,
     ) -> Result<Response, AzError> {
         let (base, scope) = match api {
-            Api::Graph => (&self.endpoints.graph, GRAPH_SCOPE),
-            Api::Arm => (&self.endpoints.arm, ARM_SCOPE),
+            Api::Graph => (&self.endpoints.graph, &self.endpoints.graph_scope),
+            Api::Arm => (&self.endpoints.arm, &self.endpoints.arm_scope),
         };
         let url = format!("{}{path}", base.trim_end_matches('/'));
         let mut attempt = 0u32;
@@ -172,8 +230,7 @@ impl Http {
                 .headers()
                 .get("retry-after")
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+                .and_then(|v| retry_after(v, std::time::SystemTime::now()));
             let text = resp.text().await.unwrap_or_default();
             let body = if text.trim().is_empty() {
                 Value::Null
@@ -216,4 +273,39 @@ impl Http {
 /// Escapes one path segment (UPNs contain `@`, `#EXT#`).
 pub fn seg(s: &str) -> String {
     urlencoding::encode(s).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_or_an_http_date() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_445_412_470); // Wed, 21 Oct 2015 07:27:50 GMT
+        assert_eq!(retry_after("7", now), Some(Duration::from_secs(7)));
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn scopes_follow_the_configured_cloud() {
+        let e = Endpoints::from_env(|k| match k {
+            "QUELL_GRAPH_URL" => Some("https://graph.microsoft.us".into()),
+            "QUELL_ARM_URL" => Some("https://management.usgovcloudapi.net/".into()),
+            _ => None,
+        });
+        assert_eq!(e.graph_scope, "https://graph.microsoft.us/.default");
+        assert_eq!(e.arm_scope, "https://management.usgovcloudapi.net/.default");
+        assert_eq!(
+            Endpoints::default().graph_scope,
+            "https://graph.microsoft.com/.default"
+        );
+    }
 }

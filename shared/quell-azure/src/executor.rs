@@ -18,6 +18,15 @@ use crate::client::{Api, AzError, Http, seg};
 /// A revocation this recent is taken as already covering the finding (re-deliveries, re-runs).
 const RECENT_REVOCATION: time::Duration = time::Duration::minutes(10);
 
+/// A risk event up to this long after the user's last session revocation is still taken as
+/// handled by it: quell confirms a user compromised just before it revokes their sessions, and
+/// Identity Protection and the directory stamp times on different servers.
+const RISK_AFTER_REVOCATION: time::Duration = time::Duration::seconds(60);
+
+/// Per execution: each user's `signInSessionsValidFromDateTime`, read before any action.
+type RevocationCache =
+    tokio::sync::Mutex<std::collections::HashMap<String, Option<OffsetDateTime>>>;
+
 pub struct AzureExecutor {
     http: Http,
     policy: Policy,
@@ -48,6 +57,24 @@ impl AzureExecutor {
         }
     }
 
+    /// Graph's copy of an alerts_v2 alert, or `None` when Graph has no such alert.
+    pub async fn fetch_alert(&self, id: &str) -> Result<Option<Value>, AzError> {
+        let r = self
+            .http
+            .send(
+                Method::GET,
+                Api::Graph,
+                &format!("/v1.0/security/alerts_v2/{}", seg(id)),
+                None,
+            )
+            .await?;
+        match r.status {
+            200..=299 => Ok(Some(r.body)),
+            404 => Ok(None),
+            _ => Err(r.error()),
+        }
+    }
+
     /// The Graph/ARM client (the scheduled sweep uses it too).
     pub fn http(&self) -> &Http {
         &self.http
@@ -61,8 +88,14 @@ impl AzureExecutor {
             return Report::dry_run(plan, stamp);
         }
         let mut results = Vec::with_capacity(plan.actions.len());
+        let revocations = RevocationCache::default();
         for action in &plan.actions {
-            let (outcome, escalation) = self.run(action, now, &results).await;
+            let finding = plan.findings.iter().find(|f| f.id == action.finding);
+            let (outcome, escalation) = match self.risk_handled(action, finding, &revocations).await
+            {
+                Some(o) => (o, None),
+                None => self.run(action, now, &results).await,
+            };
             tracing::info!(kind = action.kind.as_str(), target = %action.target.label(), status = ?outcome.status, "action");
             results.push(ActionResult {
                 action: action.clone(),
@@ -109,17 +142,15 @@ impl AzureExecutor {
                     (ConfirmUserCompromised, Subject::EntraUser { .. }) => {
                         self.confirm_compromised(s).await
                     }
-                    (DisableServicePrincipal, Subject::ServicePrincipal { id, .. }) => {
-                        self.disable_service_principal(id).await
+                    (DisableServicePrincipal, Subject::ServicePrincipal { .. }) => {
+                        self.disable_service_principal(s).await
                     }
                     (
                         RemoveServicePrincipalCredential,
                         Subject::ServicePrincipal {
-                            id,
-                            key_id: Some(key),
-                            ..
+                            key_id: Some(key), ..
                         },
-                    ) => self.remove_password(id, key).await,
+                    ) => self.remove_password(s, key).await,
                     (RemoveRoleAssignments, Subject::ManagedIdentity { id, .. }) => {
                         self.remove_role_assignments(id).await
                     }
@@ -137,6 +168,71 @@ impl AzureExecutor {
             )),
         };
         (outcome, None)
+    }
+
+    /// An Entra risk event that is not newer than the user's last session revocation (by quell,
+    /// an administrator or a password change) was already responded to: quell's own
+    /// `confirmCompromised` comes back as an `adminConfirmedUserCompromised` detection and a
+    /// `confirmedCompromised` risky user, and a replay of either must not contain a user an
+    /// administrator has since re-enabled. A newer risk event contains again.
+    async fn risk_handled(
+        &self,
+        action: &Action,
+        finding: Option<&quell_core::Finding>,
+        cache: &RevocationCache,
+    ) -> Option<Outcome> {
+        use quell_core::Source;
+        let f = finding?;
+        if !matches!(
+            f.source,
+            Source::EntraRiskDetection | Source::EntraRiskyUser
+        ) || action.cloud != Cloud::Azure
+        {
+            return None;
+        }
+        let Target::Subject(s @ Subject::EntraUser { .. }) = &action.target else {
+            return None;
+        };
+        let risk_at = f
+            .last_seen
+            .as_deref()
+            .and_then(quell_core::clock::parse_rfc3339)?;
+        let key = Self::user_ref(s)?.to_ascii_lowercase();
+        let mut cache = cache.lock().await;
+        let valid_from = match cache.get(&key) {
+            Some(v) => *v,
+            None => {
+                let v = match self
+                    .http
+                    .call(
+                        Method::GET,
+                        Api::Graph,
+                        &format!(
+                            "/v1.0/users/{}?$select=id,signInSessionsValidFromDateTime",
+                            seg(&key)
+                        ),
+                        None,
+                    )
+                    .await
+                {
+                    Ok(r) => r.body["signInSessionsValidFromDateTime"]
+                        .as_str()
+                        .and_then(quell_core::clock::parse_rfc3339),
+                    // The action's own read reports the error.
+                    Err(_) => return None,
+                };
+                cache.insert(key, v);
+                v
+            }
+        };
+        let revoked = valid_from?;
+        (risk_at <= revoked + RISK_AFTER_REVOCATION).then(|| {
+            Outcome::skipped(format!(
+                "the risk event ({}) is not newer than the user's last session revocation ({}): already responded to (by quell or an administrator); a newer risk event contains again",
+                rfc3339_seconds(risk_at),
+                rfc3339_seconds(revoked)
+            ))
+        })
     }
 
     fn protected(&self, s: &Subject) -> Option<String> {
@@ -209,7 +305,7 @@ impl AzureExecutor {
                 escalation,
             );
         }
-        let outcome = match self
+        match self
             .http
             .call(
                 Method::PATCH,
@@ -219,16 +315,37 @@ impl AzureExecutor {
             )
             .await
         {
-            Ok(_) => Outcome::applied(
-                "accountEnabled = false",
-                Some(Inverse {
-                    call: "graph:PATCH /v1.0/users/{id}".into(),
-                    params: json!({"id": id, "accountEnabled": true}),
-                }),
+            Ok(_) => (
+                Outcome::applied(
+                    "accountEnabled = false",
+                    Some(Inverse {
+                        call: "graph:PATCH /v1.0/users/{id}".into(),
+                        params: json!({"id": id, "accountEnabled": true}),
+                    }),
+                ),
+                escalation,
             ),
-            Err(e) => failed(e),
-        };
-        (outcome, escalation)
+            // Graph, "Update user": for a user holding a privileged administrator role, an
+            // app-only caller must itself hold a higher privileged administrator role ("Who can
+            // perform sensitive actions"); User.EnableDisableAccount.All alone gets 403.
+            Err(e) if e.status == 403 => {
+                let notice = ActionResult {
+                    action: Action {
+                        kind: ActionKind::Notify,
+                        cloud: Cloud::Azure,
+                        target: action.target.clone(),
+                        reason: "Graph refused to disable the user (403): either quell lacks User.EnableDisableAccount.All, or the user holds a privileged directory role, which only an app holding a higher administrator role (Privileged Authentication Administrator) may disable; disable the account by hand now, and see infra/README.md for the role".into(),
+                        finding: action.finding.clone(),
+                    },
+                    outcome: Outcome::applied(
+                        "escalated: the user must be disabled by hand",
+                        None,
+                    ),
+                };
+                (failed(e), Some(notice))
+            }
+            Err(e) => (failed(e), escalation),
+        }
     }
 
     async fn revoke_sessions(&self, s: &Subject, now: OffsetDateTime) -> Outcome {
@@ -315,32 +432,55 @@ impl AzureExecutor {
         }
     }
 
-    async fn disable_service_principal(&self, id: &str) -> Outcome {
-        let sp = match self
-            .http
-            .call(
-                Method::GET,
-                Api::Graph,
-                &format!(
-                    "/v1.0/servicePrincipals/{}?$select=id,appId,displayName,accountEnabled",
-                    seg(id)
-                ),
-                None,
-            )
-            .await
-        {
-            Ok(r) => r.body,
-            Err(e) => return failed(e),
+    /// Reads the service principal a subject names: by appId when the finding gave one (an
+    /// application's id is not the service principal's), else by object id. Protection is
+    /// checked again against the object id, appId and display name Graph returns.
+    async fn read_service_principal(&self, s: &Subject, select: &str) -> Result<Value, Outcome> {
+        let Subject::ServicePrincipal { id, app_id, .. } = s else {
+            return Err(Outcome::skipped("not a service principal"));
         };
+        let path = match app_id {
+            Some(app) => format!(
+                "/v1.0/servicePrincipals(appId='{}')?$select={select}",
+                seg(app)
+            ),
+            None => format!("/v1.0/servicePrincipals/{}?$select={select}", seg(id)),
+        };
+        let sp = self
+            .http
+            .call(Method::GET, Api::Graph, &path, None)
+            .await
+            .map_err(failed)?
+            .body;
         let learned = Subject::ServicePrincipal {
             tenant: None,
-            id: sp["appId"].as_str().unwrap_or(id).to_string(),
+            id: sp["id"].as_str().unwrap_or(id).to_string(),
+            app_id: sp["appId"].as_str().map(str::to_string),
             name: sp["displayName"].as_str().map(str::to_string),
             key_id: None,
         };
         if let Some(reason) = self.protected(&learned) {
-            return Outcome::skipped(reason);
+            return Err(Outcome::skipped(reason));
         }
+        if sp["id"].as_str().is_none_or(str::is_empty) {
+            return Err(Outcome::failed(
+                "NotFound",
+                "Graph returned no object id for the service principal",
+                false,
+            ));
+        }
+        Ok(sp)
+    }
+
+    async fn disable_service_principal(&self, s: &Subject) -> Outcome {
+        let sp = match self
+            .read_service_principal(s, "id,appId,displayName,accountEnabled")
+            .await
+        {
+            Ok(sp) => sp,
+            Err(o) => return o,
+        };
+        let id = sp["id"].as_str().unwrap_or_default().to_string();
         if sp["accountEnabled"] == Value::Bool(false) {
             return Outcome::already("the service principal is already disabled");
         }
@@ -349,13 +489,16 @@ impl AzureExecutor {
             .call(
                 Method::PATCH,
                 Api::Graph,
-                &format!("/v1.0/servicePrincipals/{}", seg(id)),
+                &format!("/v1.0/servicePrincipals/{}", seg(&id)),
                 Some(&json!({"accountEnabled": false})),
             )
             .await
         {
             Ok(_) => Outcome::applied(
-                "accountEnabled = false",
+                format!(
+                    "accountEnabled = false on {} ({id})",
+                    sp["displayName"].as_str().unwrap_or("service principal")
+                ),
                 Some(Inverse {
                     call: "graph:PATCH /v1.0/servicePrincipals/{id}".into(),
                     params: json!({"id": id, "accountEnabled": true}),
@@ -365,31 +508,28 @@ impl AzureExecutor {
         }
     }
 
-    /// Removes one password credential, on the service principal or on its application.
-    async fn remove_password(&self, sp_id: &str, key: &str) -> Outcome {
+    /// Removes one password credential, on the service principal or on its application. Key
+    /// ids are GUIDs and compare without regard to case.
+    async fn remove_password(&self, s: &Subject, key: &str) -> Outcome {
         let sp = match self
-            .http
-            .call(
-                Method::GET,
-                Api::Graph,
-                &format!(
-                    "/v1.0/servicePrincipals/{}?$select=id,appId,passwordCredentials",
-                    seg(sp_id)
-                ),
-                None,
-            )
+            .read_service_principal(s, "id,appId,displayName,passwordCredentials")
             .await
         {
-            Ok(r) => r.body,
-            Err(e) => return failed(e),
+            Ok(sp) => sp,
+            Err(o) => return o,
         };
-        let has = |v: &Value| {
-            v["passwordCredentials"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|c| c["keyId"] == key))
+        let sp_id = sp["id"].as_str().unwrap_or_default().to_string();
+        // The credential as Graph spells its keyId.
+        let find = |v: &Value| {
+            v["passwordCredentials"].as_array().and_then(|a| {
+                a.iter()
+                    .filter_map(|c| c["keyId"].as_str())
+                    .find(|k| k.eq_ignore_ascii_case(key))
+                    .map(str::to_string)
+            })
         };
-        let owner_path = if has(&sp) {
-            format!("/v1.0/servicePrincipals/{}", seg(sp_id))
+        let (owner_path, key) = if let Some(k) = find(&sp) {
+            (format!("/v1.0/servicePrincipals/{}", seg(&sp_id)), k)
         } else {
             let Some(app_id) = sp["appId"].as_str() else {
                 return Outcome::already(format!("no credential {key} on the service principal"));
@@ -413,14 +553,17 @@ impl AzureExecutor {
                 Ok(r) => return failed(r.error()),
                 Err(e) => return failed(e),
             };
-            if !has(&app) {
+            let Some(k) = find(&app) else {
                 return Outcome::already(format!(
                     "no credential {key} on the service principal or its application"
                 ));
-            }
-            format!(
-                "/v1.0/applications/{}",
-                seg(app["id"].as_str().unwrap_or_default())
+            };
+            (
+                format!(
+                    "/v1.0/applications/{}",
+                    seg(app["id"].as_str().unwrap_or_default())
+                ),
+                k,
             )
         };
         match self
@@ -470,6 +613,7 @@ impl AzureExecutor {
             self.subscriptions.clone()
         };
         let mut removed = Vec::new();
+        let mut not_removed: Vec<(String, AzError)> = Vec::new();
         for sub in subscriptions {
             let filter = urlencoding::encode(&format!("assignedTo('{principal}')")).into_owned();
             let mut next = Some(format!(
@@ -483,13 +627,19 @@ impl AzureExecutor {
                 };
                 for ra in page["value"].as_array().into_iter().flatten() {
                     let props = &ra["properties"];
-                    if props["principalId"] != principal {
+                    // Principal ids are GUIDs: compare without regard to case.
+                    if !props["principalId"]
+                        .as_str()
+                        .is_some_and(|p| p.eq_ignore_ascii_case(principal))
+                    {
                         continue;
                     }
                     let Some(id) = ra["id"].as_str() else {
                         continue;
                     };
-                    let r = match self
+                    // One refused delete (403 at management-group scope, 409 ScopeLocked) does
+                    // not stop the others.
+                    match self
                         .http
                         .send(
                             Method::DELETE,
@@ -499,18 +649,15 @@ impl AzureExecutor {
                         )
                         .await
                     {
-                        Ok(r) => r,
-                        Err(e) => return failed(e),
-                    };
-                    match r.status {
-                        200 => removed.push(json!({
+                        Ok(r) if r.status == 200 => removed.push(json!({
                             "id": id,
                             "scope": props["scope"],
                             "roleDefinitionId": props["roleDefinitionId"],
                             "principalId": principal,
                         })),
-                        204 => {} // already gone
-                        _ => return failed(r.error()),
+                        Ok(r) if r.status == 204 => {} // already gone
+                        Ok(r) => not_removed.push((id.to_string(), r.error())),
+                        Err(e) => not_removed.push((id.to_string(), e)),
                     }
                 }
                 next = page["nextLink"].as_str().and_then(|l| {
@@ -518,6 +665,27 @@ impl AzureExecutor {
                         .map(str::to_string)
                 });
             }
+        }
+        let inverse = (!removed.is_empty()).then(|| Inverse {
+            call: "arm:PUT {scope}/providers/Microsoft.Authorization/roleAssignments/{name}".into(),
+            params: json!({"assignments": removed}),
+        });
+        if let Some((_, first)) = not_removed.first() {
+            let list: Vec<String> = not_removed
+                .iter()
+                .map(|(id, e)| format!("{id} ({}: {})", e.code, e.message))
+                .collect();
+            let mut o = Outcome::failed(
+                first.code.clone(),
+                format!(
+                    "deleted {} role assignment(s); could not delete {}",
+                    removed.len(),
+                    list.join("; ")
+                ),
+                not_removed.iter().any(|(_, e)| e.retryable),
+            );
+            o.inverse = inverse;
+            return o;
         }
         if removed.is_empty() {
             return Outcome::already("the identity has no role assignments");
@@ -527,11 +695,7 @@ impl AzureExecutor {
                 "deleted {} role assignment(s); managed-identity tokens stay valid up to 24 h",
                 removed.len()
             ),
-            Some(Inverse {
-                call: "arm:PUT {scope}/providers/Microsoft.Authorization/roleAssignments/{name}"
-                    .into(),
-                params: json!({"assignments": removed}),
-            }),
+            inverse,
         )
     }
 

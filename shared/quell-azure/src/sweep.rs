@@ -49,7 +49,19 @@ pub struct AzureSweepReport {
     pub activity_available: bool,
     pub credentials_checked: usize,
     pub credentials: Vec<CredentialFinding>,
+    /// Credentials whose use is unknown (absent from the activity report, or an unreadable
+    /// timestamp): skipped, with the reason.
+    pub unknown: Vec<UnknownCredential>,
     pub stale_service_principals: Vec<StalePrincipal>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UnknownCredential {
+    pub owner_kind: String,
+    pub owner_id: String,
+    pub display_name: String,
+    pub key_id: String,
+    pub why: String,
 }
 
 impl AzureSweepReport {
@@ -88,17 +100,34 @@ pub async fn all_pages(http: &Http, first: &str) -> Result<Vec<Value>, AzError> 
     Ok(items)
 }
 
-/// Last sign-in per credential keyId, or `None` when the report is not available (it is beta,
-/// global-cloud only and needs AuditLog.Read.All).
-async fn credential_activity(http: &Http) -> Option<HashMap<String, Option<OffsetDateTime>>> {
+/// What the activity report says of one credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LastUse {
+    /// Signed in at this time.
+    At(OffsetDateTime),
+    /// In the report with no sign-in recorded.
+    Never,
+    /// In the report with a timestamp that does not parse: unknown, never "never used".
+    Unreadable,
+}
+
+/// Last use per credential keyId (lower case: key ids are GUIDs), or `None` when the report is
+/// not available (it is beta, global-cloud only and needs AuditLog.Read.All).
+async fn credential_activity(http: &Http) -> Option<HashMap<String, LastUse>> {
     let rows = all_pages(http, "/beta/reports/appCredentialSignInActivities")
         .await
         .ok()?;
     Some(
         rows.iter()
             .filter_map(|r| {
-                let key = r["keyId"].as_str()?.to_string();
-                Some((key, when(&r["signInActivity"]["lastSignInDateTime"])))
+                let key = r["keyId"].as_str()?.to_ascii_lowercase();
+                let raw = &r["signInActivity"]["lastSignInDateTime"];
+                let last = match (raw, when(raw)) {
+                    (_, Some(t)) => LastUse::At(t),
+                    (Value::Null, None) => LastUse::Never,
+                    (_, None) => LastUse::Unreadable,
+                };
+                Some((key, last))
             })
             .collect(),
     )
@@ -112,22 +141,14 @@ pub struct AzureSweepOptions<'a> {
 }
 
 fn protected(opts: &AzureSweepOptions<'_>, id: &str, app_id: &str, name: &str) -> Option<String> {
-    [
-        Subject::ServicePrincipal {
-            tenant: None,
-            id: id.to_string(),
-            name: Some(name.to_string()),
-            key_id: None,
-        },
-        Subject::ServicePrincipal {
-            tenant: None,
-            id: app_id.to_string(),
-            name: None,
-            key_id: None,
-        },
-    ]
-    .iter()
-    .find_map(|s| quell_core::plan::protection_reason(opts.policy, opts.ctx, s))
+    let s = Subject::ServicePrincipal {
+        tenant: None,
+        id: id.to_string(),
+        app_id: (!app_id.is_empty()).then(|| app_id.to_string()),
+        name: (!name.is_empty()).then(|| name.to_string()),
+        key_id: None,
+    };
+    quell_core::plan::protection_reason(opts.policy, opts.ctx, &s)
 }
 
 /// Sweeps the tenant.
@@ -145,6 +166,7 @@ pub async fn sweep_tenant(
         activity_available: activity.is_some(),
         credentials_checked: 0,
         credentials: Vec::new(),
+        unknown: Vec::new(),
         stale_service_principals: Vec::new(),
     };
     for (kind, collection) in [
@@ -178,15 +200,32 @@ pub async fn sweep_tenant(
                 let reason = if end.is_some_and(|e| e < opts.now) {
                     "expired"
                 } else {
-                    match activity.as_ref().map(|a| a.get(key)) {
+                    let seen = activity.as_ref().map(|a| a.get(&key.to_ascii_lowercase()));
+                    match seen {
                         // Activity known for this key.
-                        Some(Some(Some(last))) if *last < cutoff => "unused",
-                        Some(Some(Some(_))) => continue,
-                        // In the report with no sign-in, or absent from it: never used.
-                        Some(Some(None)) | Some(None) if start.is_some_and(|s| s < cutoff) => {
+                        Some(Some(LastUse::At(last))) if *last < cutoff => "unused",
+                        Some(Some(LastUse::At(_))) => continue,
+                        // In the report with no sign-in recorded: never used.
+                        Some(Some(LastUse::Never)) if start.is_some_and(|s| s < cutoff) => {
                             "never_used"
                         }
-                        _ => continue, // no activity data: only expiry can be judged
+                        // Absent from the report, or its timestamp unreadable: unknown, so
+                        // left alone and said so (never taken as never used).
+                        Some(None) | Some(Some(LastUse::Unreadable)) => {
+                            report.unknown.push(UnknownCredential {
+                                owner_kind: kind.into(),
+                                owner_id: id.clone(),
+                                display_name: name.clone(),
+                                key_id: key.to_string(),
+                                why: if seen == Some(Some(&LastUse::Unreadable)) {
+                                    "the activity report's timestamp for it does not parse: its use is unknown, so it is left alone".into()
+                                } else {
+                                    "absent from the activity report: its use is unknown, so it is left alone".into()
+                                },
+                            });
+                            continue;
+                        }
+                        _ => continue, // recent, or no activity data: only expiry can be judged
                     }
                 };
                 let outcome = if let Some(r) = protected(opts, &id, &app_id, &name) {
@@ -244,15 +283,45 @@ pub async fn sweep_tenant(
             if last.is_some_and(|l| l >= stale_cutoff) {
                 continue;
             }
-            let id = r["id"].as_str().unwrap_or_default().to_string();
+            // The report's `id` identifies the activity record, not the service principal:
+            // the service principal is found by `appId`.
             let app_id = r["appId"].as_str().unwrap_or_default().to_string();
-            let outcome = match protected(opts, &id, &app_id, "") {
+            if app_id.is_empty() {
+                continue;
+            }
+            let sp = match http
+                .send(
+                    Method::GET,
+                    Api::Graph,
+                    &format!(
+                        "/v1.0/servicePrincipals(appId='{}')?$select=id,appId,displayName,accountEnabled",
+                        seg(&app_id)
+                    ),
+                    None,
+                )
+                .await
+            {
+                Ok(r) if r.ok() => r.body,
+                // No service principal in this tenant for that app (deleted since).
+                Ok(r) if r.status == 404 => continue,
+                Ok(r) => return Err(r.error()),
+                Err(e) => return Err(e),
+            };
+            let id = sp["id"].as_str().unwrap_or_default().to_string();
+            let display_name = sp["displayName"].as_str().unwrap_or_default().to_string();
+            if id.is_empty() {
+                continue;
+            }
+            let outcome = match protected(opts, &id, &app_id, &display_name) {
                 Some(reason) => Outcome::skipped(reason),
                 None if !opts.policy.azure.disable_stale_service_principals => {
                     Outcome::skipped(format!(
                         "no sign-in for {} days: review it (set azure.disable_stale_service_principals to disable)",
                         opts.policy.role_staleness_days
                     ))
+                }
+                None if sp["accountEnabled"] == Value::Bool(false) => {
+                    Outcome::already("the service principal is already disabled")
                 }
                 None if !opts.enforce => Outcome::dry_run("would disable the service principal"),
                 None => {
@@ -280,7 +349,7 @@ pub async fn sweep_tenant(
             report.stale_service_principals.push(StalePrincipal {
                 id,
                 app_id,
-                display_name: String::new(),
+                display_name,
                 last_sign_in: last.map(rfc3339_seconds),
                 outcome,
             });

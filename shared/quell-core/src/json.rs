@@ -21,21 +21,56 @@ pub const MAX_DEPTH: usize = 64;
 /// delivers a whole Event Hub batch as one JSON-encoded string.
 pub const MAX_STRING_BYTES: usize = 1024 * 1024;
 
-/// Parses `input` as JSON under quell's limits.
+/// Size limits for one parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub input_bytes: usize,
+    pub string_bytes: usize,
+}
+
+impl Limits {
+    /// One event: 4 MiB, 1 MiB per string.
+    pub const EVENT: Limits = Limits {
+        input_bytes: MAX_INPUT_BYTES,
+        string_bytes: MAX_STRING_BYTES,
+    };
+    /// A Functions-host envelope: the host posts a whole Event Hub batch as one JSON string in
+    /// `Data`, so the envelope and that string may hold many events. Each event inside is
+    /// parsed again under [`Limits::EVENT`].
+    pub const ENVELOPE: Limits = Limits {
+        input_bytes: MAX_ENVELOPE_BYTES,
+        string_bytes: MAX_ENVELOPE_BYTES,
+    };
+}
+
+/// Largest Functions-host envelope accepted: host.json's `maxEventBatchSize` (16) messages of
+/// at most 1 MiB each (Event Hubs Standard), each escaped up to three times over by the host's
+/// nested string encoding, with room to spare.
+pub const MAX_ENVELOPE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Parses `input` as JSON under quell's limits for one event.
 pub fn parse(input: &[u8]) -> Result<Value, InputError> {
-    if input.len() > MAX_INPUT_BYTES {
+    parse_with(input, Limits::EVENT)
+}
+
+/// Parses `input` as JSON under `limits` (depth and duplicate keys are always checked).
+pub fn parse_with(input: &[u8], limits: Limits) -> Result<Value, InputError> {
+    if input.len() > limits.input_bytes {
         return Err(InputError::TooLarge {
             bytes: input.len(),
-            limit: MAX_INPUT_BYTES,
+            limit: limits.input_bytes,
         });
     }
     let text = std::str::from_utf8(input).map_err(|e| InputError::NotUtf8 {
         offset: e.valid_up_to(),
     })?;
     let mut de = serde_json::Deserializer::from_str(text);
-    let value = StrictSeed { depth: 0 }
-        .deserialize(&mut de)
-        .map_err(syntax_error)?;
+    let value = StrictSeed {
+        depth: 0,
+        max_string: limits.string_bytes,
+    }
+    .deserialize(&mut de)
+    .map_err(syntax_error)?;
     de.end().map_err(syntax_error)?;
     Ok(value)
 }
@@ -57,6 +92,7 @@ fn syntax_error(e: serde_json::Error) -> InputError {
 #[derive(Clone, Copy)]
 struct StrictSeed {
     depth: usize,
+    max_string: usize,
 }
 
 impl<'de> DeserializeSeed<'de> for StrictSeed {
@@ -66,10 +102,10 @@ impl<'de> DeserializeSeed<'de> for StrictSeed {
     }
 }
 
-fn check_str<E: de::Error>(s: &str) -> Result<(), E> {
-    if s.len() > MAX_STRING_BYTES {
+fn check_str<E: de::Error>(s: &str, max: usize) -> Result<(), E> {
+    if s.len() > max {
         Err(E::custom(format_args!(
-            "string of {} bytes is over the {MAX_STRING_BYTES}-byte limit",
+            "string of {} bytes is over the {max}-byte limit",
             s.len()
         )))
     } else {
@@ -86,6 +122,7 @@ impl StrictSeed {
         } else {
             Ok(StrictSeed {
                 depth: self.depth + 1,
+                max_string: self.max_string,
             })
         }
     }
@@ -110,11 +147,11 @@ impl<'de> Visitor<'de> for StrictSeed {
         Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
-        check_str(v)?;
+        check_str(v, self.max_string)?;
         Ok(Value::String(v.to_owned()))
     }
     fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
-        check_str(&v)?;
+        check_str(&v, self.max_string)?;
         Ok(Value::String(v))
     }
     fn visit_unit<E>(self) -> Result<Value, E> {
@@ -135,7 +172,7 @@ impl<'de> Visitor<'de> for StrictSeed {
         let inner = self.nested()?;
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            check_str(&key)?;
+            check_str(&key, self.max_string)?;
             if out.contains_key(&key) {
                 return Err(de::Error::custom(format_args!("duplicate key {key:?}")));
             }

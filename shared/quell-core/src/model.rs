@@ -220,7 +220,13 @@ pub enum Subject {
     ServicePrincipal {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tenant: Option<String>,
+        /// The service principal's object id; when only the application is known (OAuth-app
+        /// evidence carries the *application* object id), its appId, with `app_id` set too.
         id: String,
+        /// The application (client) id: the executor resolves the service principal by it
+        /// (`servicePrincipals(appId='…')`) rather than trusting `id`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        app_id: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
         /// The `keyId` of the password credential a finding names, when it names one.
@@ -353,8 +359,14 @@ impl Subject {
                     out.push(format!("{d}\\{n}"));
                 }
             }
-            Subject::ServicePrincipal { id, name, .. }
-            | Subject::ManagedIdentity { id, name, .. } => {
+            Subject::ServicePrincipal {
+                id, name, app_id, ..
+            } => {
+                out.push(id.clone());
+                out.extend(app_id.iter().cloned());
+                out.extend(name.iter().cloned());
+            }
+            Subject::ManagedIdentity { id, name, .. } => {
                 out.push(id.clone());
                 out.extend(name.iter().cloned());
             }

@@ -17,7 +17,10 @@ pub enum ActionKind {
     DisableEntraUser,
     DisableServicePrincipal,
     RemoveRoleAssignments,
-    // Rank 1: kill the credential that was used.
+    // Rank 1: kill the credential that was used; mark the user compromised (before its sessions
+    // are revoked, so the detection Identity Protection records for quell's own confirmation
+    // predates the revocation and is recognised as handled when it comes back).
+    ConfirmUserCompromised,
     DeactivateAccessKey,
     RemoveServicePrincipalCredential,
     DeactivateDormantAccessKeys,
@@ -28,8 +31,7 @@ pub enum ActionKind {
     RevokeRoleSessions,
     RevokeUserSessions,
     RevokeEntraSessions,
-    // Rank 3+: record and escalate.
-    ConfirmUserCompromised,
+    // Rank 4+: record and escalate.
     TagPrincipal,
     Notify,
     UpdateSecurityhubFinding,
@@ -46,13 +48,13 @@ impl ActionKind {
             | DisableEntraUser
             | DisableServicePrincipal
             | RemoveRoleAssignments => 0,
-            DeactivateAccessKey
+            ConfirmUserCompromised
+            | DeactivateAccessKey
             | RemoveServicePrincipalCredential
             | DeactivateDormantAccessKeys
             | DeactivateLongTermKeys
             | DeleteLoginProfile => 1,
             RevokeRoleSession | RevokeRoleSessions | RevokeUserSessions | RevokeEntraSessions => 2,
-            ConfirmUserCompromised => 3,
             TagPrincipal => 4,
             Notify => 5,
             // Last, so the note on the finding records everything quell did.
@@ -62,7 +64,7 @@ impl ActionKind {
 
     /// Containment actions count against the blast-radius cap; bookkeeping does not.
     pub fn is_containment(self) -> bool {
-        self.rank() <= 3
+        self.rank() <= 2
     }
 
     pub fn as_str(self) -> &'static str {

@@ -122,6 +122,20 @@ pub struct Summary {
     pub dry_run: usize,
 }
 
+fn summarize(results: &[ActionResult]) -> Summary {
+    let mut summary = Summary::default();
+    for r in results {
+        match r.outcome.status {
+            Status::Applied => summary.applied += 1,
+            Status::AlreadyInState => summary.already_in_state += 1,
+            Status::Skipped => summary.skipped += 1,
+            Status::Failed => summary.failed += 1,
+            Status::DryRun => summary.dry_run += 1,
+        }
+    }
+    summary
+}
+
 /// The report of one plan run. It is also the audit event's `detail`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
@@ -136,24 +150,33 @@ pub struct Report {
 
 impl Report {
     pub fn new(plan: &Plan, executed_at: String, results: Vec<ActionResult>) -> Report {
-        let mut summary = Summary::default();
-        for r in &results {
-            match r.outcome.status {
-                Status::Applied => summary.applied += 1,
-                Status::AlreadyInState => summary.already_in_state += 1,
-                Status::Skipped => summary.skipped += 1,
-                Status::Failed => summary.failed += 1,
-                Status::DryRun => summary.dry_run += 1,
-            }
-        }
         Report {
             mode: plan.mode,
             executed_at,
             findings: plan.findings.clone(),
+            summary: summarize(&results),
             results,
             skipped: plan.skipped.clone(),
-            summary,
         }
+    }
+
+    /// One report of several plan runs (one per Event Hub message of an invocation).
+    pub fn merge(mode: Mode, executed_at: String, reports: Vec<Report>) -> Report {
+        let mut out = Report {
+            mode,
+            executed_at,
+            findings: Vec::new(),
+            results: Vec::new(),
+            skipped: Vec::new(),
+            summary: Summary::default(),
+        };
+        for r in reports {
+            out.findings.extend(r.findings);
+            out.results.extend(r.results);
+            out.skipped.extend(r.skipped);
+        }
+        out.summary = summarize(&out.results);
+        out
     }
 
     /// The dry-run report: every action as it would run, nothing changed.

@@ -53,6 +53,10 @@ pub(super) fn risk_detection(o: &Obj<'_>, tenant: Option<&str>) -> Result<Findin
     let status = risk_status(state);
     let subject = user(o, "userId", tenant)?;
     let confirmed = state == "confirmedCompromised" || event == "adminConfirmedUserCompromised";
+    let last_seen = o
+        .text("detectedDateTime")?
+        .or(o.text("activityDateTime")?)
+        .and_then(crate::clock::normalize_rfc3339);
     let mut severity = risk_severity(o.text("riskLevel")?);
     if confirmed && severity.label < SeverityLabel::High {
         severity = Severity::from_label(SeverityLabel::High);
@@ -68,7 +72,7 @@ pub(super) fn risk_detection(o: &Obj<'_>, tenant: Option<&str>) -> Result<Findin
         account: None,
         tenant: tenant_of(tenant),
         region: None,
-        last_seen: None,
+        last_seen,
         subjects: vec![subject],
         record: None,
         custom_action: None,
@@ -85,6 +89,9 @@ pub(super) fn risky_user(o: &Obj<'_>, tenant: Option<&str>) -> Result<Finding, I
     if o.bool_opt("isDeleted")? == Some(true) {
         status = Status::Deleted;
     }
+    let last_seen = o
+        .text("riskLastUpdatedDateTime")?
+        .and_then(crate::clock::normalize_rfc3339);
     let mut severity = risk_severity(o.text("riskLevel")?);
     if state == "confirmedCompromised" && severity.label < SeverityLabel::High {
         severity = Severity::from_label(SeverityLabel::High);
@@ -100,7 +107,7 @@ pub(super) fn risky_user(o: &Obj<'_>, tenant: Option<&str>) -> Result<Finding, I
         account: None,
         tenant: tenant_of(tenant),
         region: None,
-        last_seen: None,
+        last_seen,
         subjects: vec![subject],
         record: None,
         custom_action: None,

@@ -61,8 +61,10 @@ fn special_binding(value: &Value, at: &str) -> Result<Option<Batch>, InputError>
 }
 
 /// The messages of a host invocation, each normalized on its own, so that one malformed Event
-/// Hub message is reported without blocking the others in its batch. Input that is not a host
-/// invocation is one message.
+/// Hub message is reported without blocking the others in its batch, and each is held to the
+/// limits of one event (4 MiB, 1 MiB per string) however large the batch. Input that is not a
+/// host invocation is one message. Parse the envelope itself with
+/// [`crate::json::Limits::ENVELOPE`].
 pub fn messages(value: &Value) -> Vec<(String, Result<Batch, InputError>)> {
     let Value::Object(map) = value else {
         return vec![("/".into(), super::normalize_value(value))];
@@ -93,21 +95,43 @@ pub fn messages(value: &Value) -> Vec<(String, Result<Batch, InputError>)> {
             }
         }
         // A batch: a JSON string holding an array (cardinality many), or the array itself.
+        // The batch string is as large as the envelope; each message in it is then held to
+        // the limits of one event.
         let decoded = match v {
-            Value::String(s) => crate::json::parse(s.as_bytes()).ok(),
+            Value::String(s) => {
+                crate::json::parse_with(s.as_bytes(), crate::json::Limits::ENVELOPE).ok()
+            }
             _ => None,
         };
         match decoded.as_ref().unwrap_or(v) {
             Value::Array(items) if !items.is_empty() => {
                 for (i, item) in items.iter().enumerate() {
                     let p = format!("{at}/{i}");
-                    out.push((p.clone(), normalize_at(item, p, 1)));
+                    let result = match item {
+                        // A string is parsed under the limits of one event.
+                        Value::String(_) => normalize_at(item, p.clone(), 1),
+                        _ => within_event_limits(item)
+                            .and_then(|()| normalize_at(item, p.clone(), 1)),
+                    };
+                    out.push((p, result));
                 }
             }
             _ => out.push((at.clone(), normalize_at(v, at, 0))),
         }
     }
     out
+}
+
+/// A message given as a value rather than a string still gets one event's size limit.
+fn within_event_limits(item: &Value) -> Result<(), InputError> {
+    let bytes = item.to_string().len();
+    if bytes > crate::json::MAX_INPUT_BYTES {
+        return Err(InputError::TooLarge {
+            bytes,
+            limit: crate::json::MAX_INPUT_BYTES,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

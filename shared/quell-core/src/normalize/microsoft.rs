@@ -241,14 +241,24 @@ pub(super) fn graph_alert(o: &Obj<'_>) -> Result<Finding, InputError> {
                 &mut notes,
             )
         } else if odata.ends_with("security.oauthApplicationEvidence") {
-            ev.text("objectId")?
-                .filter(|id| ids::is_guid(id))
-                .map(|sp| Subject::ServicePrincipal {
+            // `objectId` here is the *application* object's id, not the service principal's:
+            // the service principal is resolved by `appId` before anything is done to it.
+            match ev.text("appId")?.filter(|id| ids::is_guid(id)) {
+                Some(app) => Some(Subject::ServicePrincipal {
                     tenant: tenant.clone(),
-                    id: sp.to_string(),
+                    id: app.to_string(),
+                    app_id: Some(app.to_string()),
                     name: ev.text("displayName").ok().flatten().map(str::to_string),
                     key_id: None,
-                })
+                }),
+                None => {
+                    notes.push(
+                        "OAuth-app evidence without a valid appId: the service principal cannot be resolved"
+                            .into(),
+                    );
+                    None
+                }
+            }
         } else {
             None
         };

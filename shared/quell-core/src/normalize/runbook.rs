@@ -200,6 +200,7 @@ fn principal_subject(o: &Obj<'_>, principal: &str) -> Result<Subject, InputError
             "service_principal" => Ok(Subject::ServicePrincipal {
                 tenant,
                 id: principal.to_string(),
+                app_id: None,
                 name: None,
                 key_id,
             }),
