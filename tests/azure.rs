@@ -140,6 +140,21 @@ async fn insufficient_privileges_are_reported_not_retried() {
         (o.status, o.error_code.as_deref(), o.retryable),
         (Status::Failed, Some("Authorization_RequestDenied"), false)
     );
+    // A privileged user needs a higher administrator role: escalated, with what to do.
+    let notice = r
+        .results
+        .iter()
+        .find(|x| x.action.kind == ActionKind::Notify)
+        .expect("a 403 on disable escalates");
+    assert!(
+        notice
+            .action
+            .reason
+            .contains("Privileged Authentication Administrator")
+            && notice.action.reason.contains("by hand"),
+        "{}",
+        notice.action.reason
+    );
 }
 
 #[tokio::test]
@@ -554,4 +569,111 @@ async fn the_defender_alert_is_set_in_progress_with_a_comment() {
         result(&r, ActionKind::UpdateDefenderAlert).status,
         Status::Applied
     );
+}
+
+#[tokio::test]
+async fn role_assignment_removal_continues_past_a_refused_delete() {
+    let server = MockServer::start().await;
+    let mi = "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d";
+    let ra = |name: &str, principal: &str| {
+        json!({
+            "id": format!("/subscriptions/sub-1/providers/Microsoft.Authorization/roleAssignments/{name}"),
+            "name": name,
+            "properties": {"principalId": principal, "scope": "/subscriptions/sub-1", "roleDefinitionId": "/subscriptions/sub-1/providers/Microsoft.Authorization/roleDefinitions/acdd72a7-3385-48ef-bd42-f606fba81ae7"}
+        })
+    };
+    // ARM returns the principal id upper-cased here: GUIDs compare without regard to case.
+    Mock::given(method("GET"))
+        .and(path(
+            "/arm/subscriptions/sub-1/providers/Microsoft.Authorization/roleAssignments",
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": [
+            ra("ra-locked", &mi.to_ascii_uppercase()), ra("ra-mg", mi), ra("ra-ok", mi)
+        ]})))
+        .mount(&server)
+        .await;
+    Mock::given(method("DELETE"))
+        .and(path("/arm/subscriptions/sub-1/providers/Microsoft.Authorization/roleAssignments/ra-locked"))
+        .respond_with(ResponseTemplate::new(409).set_body_json(json!({"error": {"code": "ScopeLocked", "message": "The scope cannot perform delete operation because following scope(s) are locked"}})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("DELETE"))
+        .and(path(
+            "/arm/subscriptions/sub-1/providers/Microsoft.Authorization/roleAssignments/ra-mg",
+        ))
+        .respond_with(ResponseTemplate::new(403).set_body_json(
+            json!({"error": {"code": "AuthorizationFailed", "message": "no delete at this scope"}}),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("DELETE"))
+        .and(path(
+            "/arm/subscriptions/sub-1/providers/Microsoft.Authorization/roleAssignments/ra-ok",
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(ra("ra-ok", mi)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let input = runbook(
+        "quarantine",
+        mi,
+        json!({"principal_type": "managed_identity"}),
+    );
+    let r = run(&server, enforce(), &input).await;
+    let o = result(&r, ActionKind::RemoveRoleAssignments);
+    assert_eq!(o.status, Status::Failed, "{o:?}");
+    assert!(
+        o.detail.contains("deleted 1 role assignment(s)"),
+        "{}",
+        o.detail
+    );
+    assert!(
+        o.detail.contains("ScopeLocked") && o.detail.contains("AuthorizationFailed"),
+        "{}",
+        o.detail
+    );
+    let removed = &o
+        .inverse
+        .as_ref()
+        .expect("what was removed can be restored")
+        .params["assignments"];
+    assert_eq!(removed.as_array().unwrap().len(), 1);
+    assert!(removed[0]["id"].as_str().unwrap().ends_with("ra-ok"));
+}
+
+#[tokio::test]
+async fn remove_password_rechecks_protection_against_what_it_learns_and_matches_key_ids_in_any_case()
+ {
+    let server = MockServer::start().await;
+    let sp = "5e4d3c2b-1a09-4f8e-b7d6-c5b4a3f2e1d0";
+    let key = "c0ffee00-1234-4abc-9def-0123456789ab";
+    Mock::given(method("GET"))
+        .and(path(format!("/v1.0/servicePrincipals/{sp}")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": sp, "appId": "0c9b8a7f-6e5d-4c4b-a3a2-918f7e6d5c4b", "displayName": "payroll-automation",
+            "passwordCredentials": [{"keyId": key.to_ascii_uppercase(), "displayName": "ci"}]})))
+        .mount(&server)
+        .await;
+    let remove = Mock::given(method("POST"))
+        .and(path(format!("/v1.0/servicePrincipals/{sp}/removePassword")))
+        .and(body_json(json!({"keyId": key.to_ascii_uppercase()})))
+        .respond_with(ResponseTemplate::new(204));
+    server.register(remove.expect(1)).await;
+    let input = runbook(
+        "disable_key",
+        sp,
+        json!({"principal_type": "service_principal", "key_id": key}),
+    );
+    // The display name only Graph reveals is protected: nothing is removed.
+    let mut policy = enforce();
+    policy.protected = vec![Pattern::new("payroll-*").unwrap()];
+    let plan = plan_input(&input, &policy, &Context::default()).unwrap();
+    let r = executor(&server, policy).execute(&plan).await;
+    let o = result(&r, ActionKind::RemoveServicePrincipalCredential);
+    assert_eq!(o.status, Status::Skipped, "{o:?}");
+    // Not protected: the key, spelled in another case by the finding, is removed as Graph spells it.
+    let r = run(&server, enforce(), &input).await;
+    let o = result(&r, ActionKind::RemoveServicePrincipalCredential);
+    assert_eq!(o.status, Status::Applied, "{o:?}");
 }

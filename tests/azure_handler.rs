@@ -11,7 +11,7 @@ use quell_core::policy::Mode;
 use quell_core::{Context, Policy};
 use quell_tests::event;
 use serde_json::{Value, json};
-use wiremock::matchers::{method, path_regex};
+use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const NOW: time::OffsetDateTime = time::macros::datetime!(2026-11-23 12:00:00 UTC);
@@ -302,4 +302,357 @@ async fn a_panic_is_confined_to_its_invocation() {
         "{e}"
     );
     assert_eq!(isolate(async { 42 }).await, Ok(42));
+}
+
+/// An Event Hub invocation exactly as the host posts a `cardinality: many` batch: `Data.events`
+/// is a JSON string holding an array of strings, each one message body.
+fn eventhub_batch(messages: &[String]) -> Vec<u8> {
+    let batch = serde_json::to_string(messages).unwrap();
+    json!({"Data": {"events": batch}, "Metadata": {"sys": {"MethodName": "EntraRiskEvents", "UtcNow": "2026-11-23T12:00:00Z", "RandGuid": "x"}}})
+        .to_string()
+        .into_bytes()
+}
+
+/// A high-risk `riskyUser` diagnostic message for one user.
+fn risky_user_message(id: &str, upn: &str, padding: usize) -> String {
+    json!({"records": [{
+        "time": "2026-11-23T11:50:00Z",
+        "tenantId": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+        "category": "RiskyUsers",
+        "properties": {
+            "id": id, "userPrincipalName": upn, "riskLevel": "high", "riskState": "atRisk",
+            "riskDetail": "none", "riskLastUpdatedDateTime": "2026-11-23T11:49:00Z",
+            "isDeleted": false, "isProcessing": false,
+            "userDisplayName": "x".repeat(padding)
+        }
+    }]})
+    .to_string()
+}
+
+#[tokio::test]
+async fn the_event_hub_functions_have_a_bounded_retry_policy_and_a_batch_that_fits() {
+    let app = quell_tests::root().join("functions/azure-handler/app");
+    for f in ["DefenderEvents", "EntraRiskEvents"] {
+        let fj: Value =
+            serde_json::from_slice(&std::fs::read(app.join(f).join("function.json")).unwrap())
+                .unwrap();
+        assert_eq!(fj["bindings"][0]["type"], "eventHubTrigger");
+        let retry = &fj["retry"];
+        assert_eq!(retry["strategy"], "exponentialBackoff", "{f}");
+        let n = retry["maxRetryCount"].as_i64().unwrap();
+        assert!((1..=10).contains(&n), "{f}: bounded, never -1 (infinite)");
+    }
+    let host: Value =
+        serde_json::from_slice(&std::fs::read(app.join("host.json")).unwrap()).unwrap();
+    let batch = host["extensions"]["eventHubs"]["maxEventBatchSize"]
+        .as_u64()
+        .unwrap() as usize;
+    // A full batch of 1 MiB messages (Event Hubs Standard), escaped three times over by the
+    // host's nested string encoding, fits the envelope limit.
+    assert!(
+        batch * 1024 * 1024 * 3 <= quell_core::json::MAX_ENVELOPE_BYTES,
+        "{batch}"
+    );
+}
+
+#[tokio::test]
+async fn a_graph_outage_in_an_enforce_event_hub_invocation_fails_it_for_a_retry() {
+    let g = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(
+            ResponseTemplate::new(503)
+                .insert_header("Retry-After", "0")
+                .set_body_json(json!({"error": {"code": "ServiceUnavailable", "message": "down"}})),
+        )
+        .mount(&g)
+        .await;
+    let url = start(enforce(), &g.uri()).await;
+    let body = eventhub_batch(&[risky_user_message(
+        "3b9e2f71-4c8d-4a5e-9f1b-6d2c8e7a0b45",
+        "rosa.garcia@contoso.com",
+        0,
+    )]);
+    let (status, reply) = post(&url, "EntraRiskEvents", body.clone()).await;
+    assert_eq!(
+        status, 500,
+        "a non-2xx answer fails the invocation: {reply}"
+    );
+    assert_eq!(reply["ReturnValue"]["status"], "retry");
+    assert!(reply["Logs"].as_array().unwrap().iter().any(|l| {
+        l.as_str()
+            .unwrap()
+            .contains("the invocation fails so it is retried")
+    }));
+    // In dry-run nothing is called, so nothing can fail.
+    let url = start(Policy::default(), &g.uri()).await;
+    let (status, _) = post(&url, "EntraRiskEvents", body).await;
+    assert_eq!(status, 200);
+}
+
+const FOUR_USERS: [(&str, &str); 4] = [
+    ("1a2b3c4d-0000-4000-8000-000000000001", "ana@contoso.com"),
+    ("1a2b3c4d-0000-4000-8000-000000000002", "ben@contoso.com"),
+    ("1a2b3c4d-0000-4000-8000-000000000003", "chen@contoso.com"),
+    ("1a2b3c4d-0000-4000-8000-000000000004", "dee@contoso.com"),
+];
+
+#[tokio::test]
+async fn a_large_batch_is_planned_message_by_message() {
+    // 32 messages of ~48 KiB: 1.5 MiB in one host string, past the 1 MiB-per-string limit of
+    // one event. Each message is its own plan: four users' 12 actions would pass the default
+    // cap of 10 if the batch were one plan.
+    let url = start(Policy::default(), "http://127.0.0.1:9").await;
+    let messages: Vec<String> = (0..32)
+        .map(|i| {
+            let (id, upn) = FOUR_USERS[i % 4];
+            risky_user_message(id, upn, 48 * 1024)
+        })
+        .collect();
+    let body = eventhub_batch(&messages);
+    assert!(body.len() > 1536 * 1024, "{}", body.len());
+    let (status, reply) = post(&url, "EntraRiskEvents", body).await;
+    assert_eq!(status, 200, "{}", reply["Logs"]);
+    let rv = &reply["ReturnValue"];
+    assert!(rv["rejected"].is_null(), "{}", rv["rejected"]);
+    assert_eq!(rv["findings"].as_array().unwrap().len(), 32);
+    assert!(
+        rv["skipped"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| !s["reason"].as_str().unwrap().contains("blast-radius")),
+        "{}",
+        rv["skipped"]
+    );
+    // disable, confirm, revoke for each of the 32 messages.
+    assert_eq!(rv["summary"]["dry_run"], 96, "{}", rv["summary"]);
+}
+
+#[tokio::test]
+async fn four_high_risk_users_in_one_batch_are_each_contained_under_the_default_cap() {
+    let g = graph().await;
+    // Already confirmed in Identity Protection: no confirm call (each is paced to 1/s).
+    Mock::given(method("GET"))
+        .and(path_regex("riskyUsers"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"riskState": "confirmedCompromised"})),
+        )
+        .with_priority(1)
+        .mount(&g)
+        .await;
+    let url = start(enforce(), &g.uri()).await;
+    let messages: Vec<String> = FOUR_USERS
+        .iter()
+        .map(|(id, upn)| risky_user_message(id, upn, 0))
+        .collect();
+    let (status, reply) = post(&url, "EntraRiskEvents", eventhub_batch(&messages)).await;
+    assert_eq!(status, 200, "{}", reply["Logs"]);
+    let rv = &reply["ReturnValue"];
+    let disabled = rv["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["action"]["kind"] == "disable_entra_user" && r["outcome"]["status"] == "applied"
+        })
+        .count();
+    assert_eq!(disabled, 4, "{rv}");
+}
+
+#[tokio::test]
+async fn a_replayed_admin_confirmed_detection_after_a_re_enable_contains_no_one() {
+    // quell contained the user at 12:00:05 (confirm, then revoke); an administrator re-enabled
+    // the account; the adminConfirmedUserCompromised detection quell's own confirmation caused
+    // (detected 12:00:03) arrives, or is replayed, afterwards.
+    let g = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path_regex(r"^/v1.0/users/[^/]+$"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "2d4f6a8c-0e2b-4d6f-8a0c-2e4b6d8f0a1c", "userPrincipalName": "maya.singh@contoso.com",
+            "accountEnabled": true, "signInSessionsValidFromDateTime": "2026-11-23T12:00:05Z"
+        })))
+        .mount(&g)
+        .await;
+    for m in ["PATCH", "POST"] {
+        Mock::given(method(m))
+            .respond_with(ResponseTemplate::new(204))
+            .expect(0)
+            .mount(&g)
+            .await;
+    }
+    let url = start(enforce(), &g.uri()).await;
+    let mut detection: Value =
+        serde_json::from_slice(&event("entra/risk-detection-leaked-credentials.json")).unwrap();
+    detection["riskEventType"] = json!("adminConfirmedUserCompromised");
+    detection["riskType"] = json!("adminConfirmedUserCompromised");
+    detection["riskState"] = json!("confirmedCompromised");
+    detection["detectedDateTime"] = json!("2026-11-23T12:00:03.120Z");
+    let (status, reply) = post(
+        &url,
+        "EntraRiskEvents",
+        eventhub_batch(&[detection.to_string()]),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let rv = &reply["ReturnValue"];
+    assert!(!rv["results"].as_array().unwrap().is_empty());
+    for r in rv["results"].as_array().unwrap() {
+        assert_eq!(r["outcome"]["status"], "skipped", "{r}");
+        assert!(
+            r["outcome"]["detail"]
+                .as_str()
+                .unwrap()
+                .contains("not newer than the user's last session revocation")
+        );
+    }
+    // A genuinely new risk event an hour later contains again.
+    detection["detectedDateTime"] = json!("2026-11-23T13:10:00Z");
+    detection["riskEventType"] = json!("leakedCredentials");
+    let g2 = graph().await;
+    Mock::given(method("GET"))
+        .and(path_regex(r"^/v1.0/users/[^/]+$"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "2d4f6a8c-0e2b-4d6f-8a0c-2e4b6d8f0a1c", "userPrincipalName": "maya.singh@contoso.com",
+            "accountEnabled": true, "signInSessionsValidFromDateTime": "2026-11-23T12:00:05Z"
+        })))
+        .with_priority(1)
+        .mount(&g2)
+        .await;
+    let url = start(enforce(), &g2.uri()).await;
+    let (_, reply) = post(
+        &url,
+        "EntraRiskEvents",
+        eventhub_batch(&[detection.to_string()]),
+    )
+    .await;
+    let applied = reply["ReturnValue"]["summary"]["applied"].as_u64().unwrap();
+    assert!(applied >= 2, "{}", reply["ReturnValue"]);
+}
+
+/// An HTTP trigger request carrying `body` as the host posts it.
+fn http_request(body: &Value) -> Vec<u8> {
+    json!({"Data": {"req": {"Url": "https://quell.azurewebsites.net/api/GraphAlert", "Method": "POST",
+        "Query": "{}", "Headers": {"Content-Type": ["application/json"]}, "Params": {}, "Body": body.to_string()}},
+        "Metadata": {}})
+    .to_string()
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn a_posted_alert_is_acted_on_only_as_graph_knows_it() {
+    // The posted body names an innocent user as compromised; Graph's copy of that alert names
+    // someone else. quell acts on Graph's copy.
+    let graph_copy: Value =
+        serde_json::from_slice(&event("defender/graph-alert-mdi-compromised-user.json")).unwrap();
+    let mut forged = graph_copy.clone();
+    forged["evidence"][0]["userAccount"]["userPrincipalName"] = json!("ceo@contoso.com");
+    forged["evidence"][0]["userAccount"]["azureAdUserId"] =
+        json!("99999999-9999-4999-8999-999999999999");
+    let g = graph().await;
+    Mock::given(method("GET"))
+        .and(path(format!(
+            "/v1.0/security/alerts_v2/{}",
+            graph_copy["id"].as_str().unwrap()
+        )))
+        .respond_with(ResponseTemplate::new(200).set_body_json(&graph_copy))
+        .with_priority(1)
+        .mount(&g)
+        .await;
+    let url = start(enforce(), &g.uri()).await;
+    let (status, reply) = post(&url, "GraphAlert", http_request(&forged)).await;
+    assert_eq!(status, 200);
+    let inner: Value =
+        serde_json::from_str(reply["Outputs"]["res"]["body"].as_str().unwrap()).unwrap();
+    let targets: Vec<String> = inner["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["action"]["target"]["name"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        targets.iter().any(|t| t == "david.chen@contoso.com"),
+        "{targets:?}"
+    );
+    assert!(
+        targets.iter().all(|t| t != "ceo@contoso.com"),
+        "{targets:?}"
+    );
+
+    // An alert Graph does not know is rejected, never contained.
+    let mut unknown = forged.clone();
+    unknown["id"] = json!("da000000000000000000_0");
+    Mock::given(method("GET"))
+        .and(path("/v1.0/security/alerts_v2/da000000000000000000_0"))
+        .respond_with(
+            ResponseTemplate::new(404)
+                .set_body_json(json!({"error": {"code": "NotFound", "message": "no alert"}})),
+        )
+        .with_priority(1)
+        .mount(&g)
+        .await;
+    let (_, reply) = post(&url, "GraphAlert", http_request(&unknown)).await;
+    assert_eq!(reply["Outputs"]["res"]["statusCode"], 400, "{reply}");
+    assert!(
+        reply["ReturnValue"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist in Graph")
+    );
+}
+
+#[tokio::test]
+async fn an_oauth_app_alert_disables_the_service_principal_resolved_by_app_id() {
+    let list: Value =
+        serde_json::from_slice(&event("defender/graph-alerts-list-oauth-app.json")).unwrap();
+    let alert = list["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["status"] != "resolved")
+        .unwrap()
+        .clone();
+    let app_id = "0c9b8a7f-6e5d-4c4b-a3a2-918f7e6d5c4b";
+    let g = graph().await;
+    Mock::given(method("GET"))
+        .and(path(format!(
+            "/v1.0/security/alerts_v2/{}",
+            alert["id"].as_str().unwrap()
+        )))
+        .respond_with(ResponseTemplate::new(200).set_body_json(&alert))
+        .with_priority(1)
+        .mount(&g)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("/v1.0/servicePrincipals(appId='{app_id}')")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "7f6e5d4c-3b2a-4190-8f7e-6d5c4b3a2910", "appId": app_id,
+            "displayName": "legacy-crm-connector", "accountEnabled": true})))
+        .expect(1)
+        .mount(&g)
+        .await;
+    // The service principal's own object id is patched, never the application's objectId.
+    Mock::given(method("PATCH"))
+        .and(path(
+            "/v1.0/servicePrincipals/7f6e5d4c-3b2a-4190-8f7e-6d5c4b3a2910",
+        ))
+        .and(wiremock::matchers::body_json(
+            json!({"accountEnabled": false}),
+        ))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .with_priority(1)
+        .mount(&g)
+        .await;
+    let url = start(enforce(), &g.uri()).await;
+    let (status, reply) = post(&url, "GraphAlert", http_request(&alert)).await;
+    assert_eq!(status, 200);
+    let inner: Value =
+        serde_json::from_str(reply["Outputs"]["res"]["body"].as_str().unwrap()).unwrap();
+    let disable = inner["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["action"]["kind"] == "disable_service_principal")
+        .unwrap_or_else(|| panic!("{inner}"));
+    assert_eq!(disable["outcome"]["status"], "applied", "{disable}");
 }
