@@ -230,6 +230,9 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'QUELL_PROTECTED', value: protectedPrincipals }
         { name: 'QUELL_AZURE_CREDENTIAL', value: 'managed_identity' }
         { name: 'AZURE_CLIENT_ID', value: identity.properties.clientId }
+        // Identity Protection is metered per tenant: quell paces its calls per tenant.
+        { name: 'AZURE_TENANT_ID', value: tenant().tenantId }
+        // Sovereign clouds: set QUELL_GRAPH_URL / QUELL_ARM_URL (token scopes follow them).
         { name: 'QUELL_OWN_OBJECT_ID', value: identity.properties.principalId }
         { name: 'QUELL_AZURE_SUBSCRIPTIONS', value: roleAssignmentSubscriptions }
       ]

@@ -35,7 +35,10 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let tokens = quell_azure::token::from_env(env)?;
-    let http = Http::new(Endpoints::from_env(env), tokens);
+    let mut http = Http::new(Endpoints::from_env(env), tokens);
+    if let Some(tenant) = env("AZURE_TENANT_ID").filter(|t| !t.is_empty()) {
+        http = http.with_tenant(&tenant);
+    }
     let subscriptions: Vec<String> = env("QUELL_AZURE_SUBSCRIPTIONS")
         .unwrap_or_default()
         .split(',')

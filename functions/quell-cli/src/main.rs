@@ -348,7 +348,10 @@ fn sweep_azure(policy: Option<&PathBuf>, yes: bool, format: Format) -> anyhow::R
     let policy = load_policy(policy)?;
     let env = |k: &str| std::env::var(k).ok();
     let tokens = quell_azure::token::from_env(env).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let http = quell_azure::Http::new(quell_azure::Endpoints::from_env(env), tokens);
+    let mut http = quell_azure::Http::new(quell_azure::Endpoints::from_env(env), tokens);
+    if let Some(tenant) = env("AZURE_TENANT_ID").filter(|t| !t.is_empty()) {
+        http = http.with_tenant(&tenant);
+    }
     let mut ctx = Context::default();
     if let Some(id) = env("AZURE_CLIENT_ID").filter(|v| !v.is_empty()) {
         ctx = ctx.with_azure_identity(&id);
