@@ -1,11 +1,14 @@
 //! Turns any supported input into [`Finding`]s. Detection is by shape; anything unrecognised is
 //! rejected with an error that lists what quell accepts.
 
-mod aws;
+mod access_analyzer;
 mod entra;
+mod eventbridge;
+mod guardduty;
 pub mod host;
 mod microsoft;
 mod runbook;
+mod securityhub;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -102,7 +105,7 @@ fn detect(o: &Obj<'_>, layers: usize) -> Result<Batch, InputError> {
     }
     // `source` alone is not enough: Entra riskDetection objects carry `"source": "IdentityProtection"`.
     if o.has("detail-type") || (o.has("source") && o.has("detail")) {
-        return aws::eventbridge(o);
+        return eventbridge::eventbridge(o);
     }
     if o.has("records") {
         return microsoft::event_hub_message(o);

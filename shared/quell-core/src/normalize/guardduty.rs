@@ -1,0 +1,309 @@
+//! Amazon GuardDuty findings (`detail` of a "GuardDuty Finding" event).
+
+use super::util::{account, iam_name};
+use crate::error::InputError;
+use crate::json::Obj;
+use crate::model::{Family, Finding, Severity, Source, Status, Subject, ids};
+
+/// Family of a GuardDuty finding type, from its threat purpose (`Purpose:Resource/Family`).
+fn guardduty_family(kind: &str) -> Family {
+    let purpose = kind.split(':').next().unwrap_or("");
+    match purpose {
+        "Discovery" | "Recon" | "PenTest" => Family::AnomalousBehavior,
+        "Policy" => Family::Posture,
+        _ => Family::CredentialCompromise,
+    }
+}
+
+pub(super) fn finding(d: &Obj<'_>) -> Result<Finding, InputError> {
+    if let Some(svc) = d.obj_opt("service")?
+        && let Some(name) = svc.text("serviceName")?
+        && name != "guardduty"
+    {
+        return Err(InputError::Spoofed {
+            pointer: svc.pointer("serviceName"),
+            source_name: name.to_string(),
+            detail: "a GuardDuty finding has serviceName \"guardduty\"".into(),
+        });
+    }
+    let id = d.str_req("id")?.to_string();
+    let kind = d.str_req("type")?.to_string();
+    let acct = account(d, "accountId")?;
+    let score = d.num_opt("severity")?.ok_or_else(|| InputError::Missing {
+        pointer: d.pointer("severity"),
+        expected: "a numeric severity",
+    })?;
+    let service = d.obj_opt("service")?;
+    let last_seen = match &service {
+        Some(svc) => svc
+            .text("eventLastSeen")?
+            .and_then(crate::clock::normalize_rfc3339),
+        None => None,
+    }
+    .or(d
+        .text("updatedAt")?
+        .and_then(crate::clock::normalize_rfc3339));
+    let mut status = Status::Active;
+    if let Some(svc) = &service {
+        if svc.bool_opt("archived")? == Some(true) {
+            status = Status::Archived;
+        }
+        if let Some(info) = svc.obj_opt("additionalInfo")?
+            && info.bool_opt("sample")? == Some(true)
+        {
+            status = Status::Sample;
+        }
+    }
+    let mut finding = Finding {
+        source: Source::Guardduty,
+        id,
+        family: guardduty_family(&kind),
+        title: d.text("title")?.unwrap_or(&kind).to_string(),
+        kind,
+        severity: Severity::from_score(score),
+        status,
+        account: Some(acct.clone()),
+        tenant: None,
+        region: d.text("region")?.map(str::to_string),
+        last_seen,
+        subjects: Vec::new(),
+        record: None,
+        custom_action: None,
+        runbook: None,
+        notes: Vec::new(),
+    };
+
+    if finding.kind.starts_with("AttackSequence:") {
+        let seq = service
+            .as_ref()
+            .map(|s| s.obj_opt("detection"))
+            .transpose()?
+            .flatten()
+            .map(|det| det.obj_opt("sequence"))
+            .transpose()?
+            .flatten();
+        if let Some(seq) = seq {
+            for actor in seq.objs("actors")? {
+                if let Some(user) = actor.obj_opt("user")? {
+                    sequence_actor(&user, &acct, &mut finding)?;
+                }
+            }
+        }
+        if finding.subjects.is_empty() {
+            return Err(InputError::Missing {
+                pointer: "/detail/service/detection/sequence/actors".into(),
+                expected: "at least one actor with a user (an attack sequence names who did it)",
+            });
+        }
+        return Ok(finding);
+    }
+
+    let resource = d.obj_opt("resource")?;
+    let resource_type = match &resource {
+        Some(r) => r.text("resourceType")?.unwrap_or(""),
+        None => "",
+    };
+    let details = match &resource {
+        Some(r) => r.obj_opt("accessKeyDetails")?,
+        None => None,
+    };
+    let is_iam_finding = resource_type == "AccessKey" || finding.kind.contains(":IAMUser/");
+    match details {
+        Some(k) if is_iam_finding => access_key_details(&k, &acct, &mut finding)?,
+        _ if is_iam_finding => {
+            return Err(InputError::Missing {
+                pointer: "/detail/resource/accessKeyDetails".into(),
+                expected: "the identity of an IAM finding (userName, userType, principalId)",
+            });
+        }
+        _ => finding.notes.push(format!(
+            "resource type {resource_type:?} is not an IAM identity; quell contains identities only"
+        )),
+    }
+    Ok(finding)
+}
+
+fn access_key_details(k: &Obj<'_>, acct: &str, f: &mut Finding) -> Result<(), InputError> {
+    let user_type = k.text("userType")?.unwrap_or("");
+    let user_name = k.text("userName")?;
+    let principal = k.text("principalId")?;
+    let key = k.text("accessKeyId")?;
+    let valid_key = match key {
+        Some(key) if ids::is_access_key(key) => Some(key.to_string()),
+        Some(key) if ids::is_placeholder(key) || f.status == Status::Sample => None,
+        Some(key) => {
+            f.notes.push(format!(
+                "access key id {key:?} is not a well-formed key id; quell will not act on the key itself"
+            ));
+            None
+        }
+        None => None,
+    };
+    match user_type {
+        "IAMUser" => {
+            let name = match user_name {
+                Some(n) => iam_name(k, "userName", n)?,
+                None => {
+                    return Err(InputError::Missing {
+                        pointer: k.pointer("userName"),
+                        expected: "the IAM user's name",
+                    });
+                }
+            };
+            f.subjects.push(match valid_key {
+                Some(access_key_id) => Subject::AccessKey {
+                    account: acct.to_string(),
+                    access_key_id,
+                    user: Some(name),
+                },
+                None => Subject::IamUser {
+                    account: acct.to_string(),
+                    name,
+                },
+            });
+        }
+        "AssumedRole" => {
+            let role = match user_name {
+                Some(n) => iam_name(k, "userName", n)?,
+                None => {
+                    return Err(InputError::Missing {
+                        pointer: k.pointer("userName"),
+                        expected: "the assumed role's name",
+                    });
+                }
+            };
+            let (role_id, session) = match principal.and_then(|p| p.split_once(':')) {
+                Some((rid, sess)) if ids::is_role_id(rid) && !sess.is_empty() => {
+                    (Some(rid.to_string()), Some(sess.to_string()))
+                }
+                _ => (None, None),
+            };
+            if ids::is_identity_center_role(&role) {
+                f.subjects.push(Subject::IdentityCenterSession {
+                    account: acct.to_string(),
+                    name: role,
+                    session,
+                });
+            } else {
+                match session {
+                    Some(session) => f.subjects.push(Subject::RoleSession {
+                        account: acct.to_string(),
+                        name: role,
+                        id: role_id,
+                        session,
+                        access_key_id: valid_key,
+                    }),
+                    None => {
+                        f.notes.push(format!(
+                            "principalId {:?} does not name a role session; the whole role is the subject",
+                            principal.unwrap_or("")
+                        ));
+                        f.subjects.push(Subject::IamRole {
+                            account: acct.to_string(),
+                            name: role,
+                        });
+                    }
+                }
+            }
+        }
+        "Root" => f.subjects.push(Subject::Root {
+            account: acct.to_string(),
+        }),
+        "Federated" | "FederatedUser" => {
+            let name = user_name.or(principal).unwrap_or("unknown");
+            f.subjects.push(Subject::FederatedUser {
+                account: acct.to_string(),
+                name: name.to_string(),
+            });
+        }
+        other => f.notes.push(format!(
+            "userType {other:?} is not one quell can act on (IAMUser, AssumedRole, Root, Federated)"
+        )),
+    }
+    Ok(())
+}
+
+fn sequence_actor(user: &Obj<'_>, acct: &str, f: &mut Finding) -> Result<(), InputError> {
+    let name = user.text("name")?;
+    let kind = user.text("type")?.unwrap_or("");
+    let actor_account = match user.obj_opt("account")? {
+        Some(a) => a
+            .text("uid")?
+            .filter(|u| ids::is_account(u))
+            .unwrap_or(acct)
+            .to_string(),
+        None => acct.to_string(),
+    };
+    let credential = user
+        .text("credentialUid")?
+        .filter(|c| ids::is_access_key(c));
+    let Some(name) = name else {
+        f.notes
+            .push("an attack-sequence actor has no user name".into());
+        return Ok(());
+    };
+    let subject = match kind {
+        "IAMUser" => match credential {
+            Some(key) => Subject::AccessKey {
+                account: actor_account,
+                access_key_id: key.to_string(),
+                user: Some(iam_name(user, "name", name)?),
+            },
+            None => Subject::IamUser {
+                account: actor_account,
+                name: iam_name(user, "name", name)?,
+            },
+        },
+        "AssumedRole" | "Role" => {
+            // Actor names for roles are `role/session` or the role alone.
+            let (role, session) = match name.split_once('/') {
+                Some((r, s)) => (r, Some(s)),
+                None => (name, None),
+            };
+            let role = iam_name(user, "name", role)?;
+            if ids::is_identity_center_role(&role) {
+                Subject::IdentityCenterSession {
+                    account: actor_account,
+                    name: role,
+                    session: session.map(str::to_string),
+                }
+            } else {
+                match session {
+                    Some(s) => Subject::RoleSession {
+                        account: actor_account,
+                        name: role,
+                        id: user
+                            .text("uid")?
+                            .and_then(|u| u.split_once(':'))
+                            .map(|(r, _)| r)
+                            .filter(|r| ids::is_role_id(r))
+                            .map(str::to_string),
+                        session: s.to_string(),
+                        access_key_id: credential.map(str::to_string),
+                    },
+                    None => Subject::IamRole {
+                        account: actor_account,
+                        name: role,
+                    },
+                }
+            }
+        }
+        "Root" => Subject::Root {
+            account: actor_account,
+        },
+        "FederatedUser" | "Federated" => Subject::FederatedUser {
+            account: actor_account,
+            name: name.to_string(),
+        },
+        other => {
+            f.notes.push(format!(
+                "attack-sequence actor {name:?} has type {other:?}, which quell cannot act on"
+            ));
+            return Ok(());
+        }
+    };
+    if !f.subjects.contains(&subject) {
+        f.subjects.push(subject);
+    }
+    Ok(())
+}
