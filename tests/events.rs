@@ -101,10 +101,10 @@ const CASES: &[Case] = &[
             "entra_user:kai.tanaka@contoso.com",
             "entra_user:ines.duarte@contoso.com",
         ],
+        // One unconfirmed anonymized-IP detection: sessions revoked and a human asked.
         actions: &[
-            "disable_entra_user entra_user:kai.tanaka@contoso.com",
-            "confirm_user_compromised entra_user:kai.tanaka@contoso.com",
             "revoke_entra_sessions entra_user:kai.tanaka@contoso.com",
+            "notify entra_user:kai.tanaka@contoso.com",
         ],
         skipped: 1,
     },
@@ -206,7 +206,7 @@ const CASES: &[Case] = &[
         file: "guardduty/ec2-backdoor-no-identity.json",
         subjects: &[],
         actions: &[],
-        skipped: 1,
+        skipped: 0,
     },
     Case {
         file: "guardduty/federated-user-anomalous.json",

@@ -42,6 +42,9 @@ pub enum Family {
     Posture,
     /// A human asked for this containment.
     Manual,
+    /// A finding type quell does not know (a new GuardDuty type, an unknown Defender service
+    /// source): escalated to a human, never contained.
+    Unrecognized,
 }
 
 impl Family {
@@ -53,6 +56,7 @@ impl Family {
             Family::UnusedAccess => "unused_access",
             Family::Posture => "posture",
             Family::Manual => "manual",
+            Family::Unrecognized => "unrecognized",
         }
     }
 }
@@ -77,6 +81,11 @@ pub enum Status {
     Error,
     /// Risk that was dismissed, remediated or confirmed safe.
     Dismissed,
+    /// Classified a false positive or benign (expected activity, security testing, a
+    /// line-of-business application) by whoever triaged it.
+    Benign,
+    /// A state quell does not know: not acted on, and not taken as dismissed either.
+    Unknown,
 }
 
 /// Severity on one scale: a label and a 0–10 score.
@@ -502,6 +511,11 @@ pub struct Finding {
     /// Things the normalizer noticed and set aside (e.g. a `SYSTEM` account in evidence).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// Places where the finding disagrees with itself about who is involved (a resource ARN
+    /// and its details naming different users): the finding contains no one and a human is
+    /// told both names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<String>,
 }
 
 /// What a runbook request asks for.

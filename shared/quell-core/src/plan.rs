@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 use crate::model::{Cloud, Family, Finding, FindingRef, Runbook, Source, Status, Subject, ids};
 use crate::normalize::{Batch, Ignored};
 use crate::policy::Policy;
-use crate::policy::{InstanceCredentials, Mode, Pattern, Response, SessionScope};
+use crate::policy::{
+    DetectionResponse, InstanceCredentials, Mode, Pattern, Response, SessionScope,
+};
 
 /// Every action quell can plan. The snake_case names are a stable interface (JSON, audit events).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -217,6 +219,8 @@ fn status_name(s: &Status) -> &'static str {
         Status::Deleted => "deleted",
         Status::Error => "an analysis error",
         Status::Dismissed => "dismissed, remediated or not at risk",
+        Status::Benign => "classified a false positive or benign",
+        Status::Unknown => "in a state quell does not know",
     }
 }
 
@@ -315,11 +319,7 @@ pub fn plan(batch: Batch, policy: &Policy, ctx: &Context) -> Plan {
             });
         }
         if let Some(f) = first {
-            let target = f.record.clone().unwrap_or(FindingRef::Finding {
-                source: f.source,
-                id: f.id.clone(),
-            });
-            b.act(f, ActionKind::Notify, Target::Record(target), &reason);
+            b.act(f, ActionKind::Notify, Target::Record(record_of(f)), &reason);
         }
         b.actions.extend(records);
     }
@@ -383,41 +383,58 @@ fn plan_finding(b: &mut Builder<'_>, f: &Finding) {
             fp.response
         }
     };
+    if !f.conflicts.is_empty() {
+        let why = format!(
+            "the finding disagrees with itself about who is involved ({}); quell contains no one on it: a human must decide",
+            f.conflicts.join("; ")
+        );
+        for s in &f.subjects {
+            b.skip(f, Some(Target::Subject(s.clone())), why.clone());
+        }
+        b.act(f, ActionKind::Notify, Target::Record(record_of(f)), &why);
+        return;
+    }
     if !f.subjects.is_empty()
         && let Some(why) = untrusted_reason(b.policy, f)
     {
         for s in &f.subjects {
             b.skip(f, Some(Target::Subject(s.clone())), why.clone());
         }
-        let target = f.record.clone().unwrap_or(FindingRef::Finding {
-            source: f.source,
-            id: f.id.clone(),
-        });
-        b.act(f, ActionKind::Notify, Target::Record(target), &why);
+        b.act(f, ActionKind::Notify, Target::Record(record_of(f)), &why);
         return;
     }
     let before = b.actions.len();
     if f.subjects.is_empty() {
+        let why = if f.notes.is_empty() {
+            "the finding names no identity quell can contain".to_string()
+        } else {
+            format!(
+                "the finding names no identity quell can contain ({})",
+                f.notes.join("; ")
+            )
+        };
         if response == Response::Notify {
-            let target = f.record.clone().unwrap_or(FindingRef::Finding {
-                source: f.source,
-                id: f.id.clone(),
-            });
             b.act(
                 f,
                 ActionKind::Notify,
-                Target::Record(target),
-                "policy asks for a human review of this family",
+                Target::Record(record_of(f)),
+                &format!(
+                    "policy asks for a human review of {} findings",
+                    f.family.as_str()
+                ),
+            );
+        } else if matches!(
+            f.family,
+            Family::CredentialCompromise | Family::IdentityRisk
+        ) {
+            // A compromise at or above the threshold with no one to contain is never silent.
+            b.act(
+                f,
+                ActionKind::Notify,
+                Target::Record(record_of(f)),
+                &format!("{why}: a human must find and contain the actor"),
             );
         } else {
-            let why = if f.notes.is_empty() {
-                "the finding names no identity quell can contain".to_string()
-            } else {
-                format!(
-                    "the finding names no identity quell can contain ({})",
-                    f.notes.join("; ")
-                )
-            };
             b.skip(f, None, why);
         }
     }
@@ -466,6 +483,14 @@ fn plan_finding(b: &mut Builder<'_>, f: &Finding) {
             _ => {}
         }
     }
+}
+
+/// Where a finding-level notice points: the source's own record, else the finding.
+fn record_of(f: &Finding) -> FindingRef {
+    f.record.clone().unwrap_or(FindingRef::Finding {
+        source: f.source,
+        id: f.id.clone(),
+    })
 }
 
 /// Why a subject must never be touched, if it must not: quell's own identity, a protection
@@ -577,6 +602,15 @@ fn is_aws_product(arn: &str) -> bool {
 
 fn protection(b: &Builder<'_>, s: &Subject) -> Option<String> {
     protection_reason(b.policy, b.ctx, s)
+}
+
+/// Entra risk detections strong enough to disable a user on their own: the credential is known
+/// to be exposed, an administrator confirmed it, or Microsoft's threat intelligence did.
+fn is_strong_detection(kind: &str) -> bool {
+    matches!(
+        kind.to_ascii_lowercase().as_str(),
+        "leakedcredentials" | "adminconfirmedusercompromised" | "investigationsthreatintelligence"
+    )
 }
 
 /// What revoking one role session does, told truthfully: an EC2 instance session is the
@@ -743,6 +777,15 @@ fn contain(b: &mut Builder<'_>, f: &Finding, s: &Subject) {
         Subject::FederatedUser { .. } => b.act(f, Notify, t(), "federated-user tokens can only be revoked on the IAM user that minted them (GetFederationToken): find it in CloudTrail"),
         Subject::IdentityCenterSession { .. } => b.act(f, Notify, t(), "Identity Center permission-set roles are managed by Identity Center; remove the user's assignment and sessions there"),
         Subject::EntraUser { id, on_premises_synced, .. } => {
+            if f.source == Source::EntraRiskDetection
+                && runbook.is_none()
+                && p.azure.unconfirmed_detection == DetectionResponse::RevokeAndNotify
+                && !is_strong_detection(&f.kind)
+            {
+                b.act(f, RevokeEntraSessions, t(), "revoke refresh tokens and session cookies (revokeSignInSessions): the user signs in again");
+                b.act(f, Notify, t(), "one unconfirmed risk detection: sessions revoked; review the sign-ins, then confirm the user compromised or dismiss the risk (azure.unconfirmed_detection = contain disables on any detection)");
+                return;
+            }
             if (p.azure.disable_users && runbook.is_none()) || wants(Runbook::Quarantine) {
                 b.act(f, DisableEntraUser, t(), "set accountEnabled = false");
             }

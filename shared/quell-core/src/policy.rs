@@ -153,6 +153,22 @@ pub struct AzurePolicy {
     /// The scheduled sweep disables service principals with no sign-in for
     /// `role_staleness_days` (otherwise it reports them).
     pub disable_stale_service_principals: bool,
+    /// What one unconfirmed Entra risk detection (anonymized IP, unfamiliar features, atypical
+    /// travel…) does: revoke the user's sessions and notify, or contain fully. A risky user at
+    /// the identity_risk level and strong detections (leaked credentials, admin-confirmed,
+    /// threat intelligence) always contain fully.
+    pub unconfirmed_detection: DetectionResponse,
+}
+
+/// The response to one unconfirmed Entra risk detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DetectionResponse {
+    /// Revoke sessions and notify: the user signs in again (with MFA), a human decides more.
+    #[default]
+    RevokeAndNotify,
+    /// Disable, confirm compromised and revoke, as for a confirmed compromise.
+    Contain,
 }
 
 impl Default for AzurePolicy {
@@ -164,6 +180,7 @@ impl Default for AzurePolicy {
             remove_role_assignments: false,
             update_defender_alerts: true,
             disable_stale_service_principals: false,
+            unconfirmed_detection: DetectionResponse::RevokeAndNotify,
         }
     }
 }
@@ -489,6 +506,11 @@ impl Policy {
             Family::UnusedAccess => Some(f.unused_access),
             Family::Posture => Some(f.posture),
             Family::Manual => None,
+            // Not configurable: an unknown type is never contained.
+            Family::Unrecognized => Some(FamilyPolicy {
+                response: Response::Notify,
+                min_severity: SeverityLabel::Low,
+            }),
         }
     }
 

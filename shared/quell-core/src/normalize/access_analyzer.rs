@@ -74,5 +74,6 @@ pub(super) fn finding(d: &Obj<'_>) -> Result<Finding, InputError> {
         custom_action: None,
         runbook: None,
         notes,
+        conflicts: Vec::new(),
     })
 }

@@ -4,17 +4,19 @@ use crate::error::InputError;
 use crate::json::Obj;
 use crate::model::{Family, Finding, Severity, SeverityLabel, Source, Status, Subject, ids};
 
+/// A risk state, matched without case. States that say the risk is over are `Dismissed`; a
+/// state quell does not know is `Unknown` (not acted on, and not called dismissed either).
 fn risk_status(state: &str) -> Status {
-    match state {
-        "atRisk" | "confirmedCompromised" => Status::Active,
-        // none, confirmedSafe, remediated, dismissed, unknownFutureValue: nothing to contain.
-        _ => Status::Dismissed,
+    match state.to_ascii_lowercase().as_str() {
+        "atrisk" | "confirmedcompromised" => Status::Active,
+        "none" | "confirmedsafe" | "remediated" | "dismissed" => Status::Dismissed,
+        _ => Status::Unknown,
     }
 }
 
 fn risk_severity(level: Option<&str>) -> Severity {
-    match level {
-        // `hidden` means Identity Protection withheld the level: no decision is possible.
+    // `hidden` means Identity Protection withheld the level: no decision is possible.
+    match level.map(str::to_ascii_lowercase).as_deref() {
         Some("low") => Severity::from_label(SeverityLabel::Low),
         Some("medium") => Severity::from_label(SeverityLabel::Medium),
         Some("high") => Severity::from_label(SeverityLabel::High),
@@ -22,26 +24,65 @@ fn risk_severity(level: Option<&str>) -> Severity {
     }
 }
 
+fn is_confirmed(state: &str) -> bool {
+    state.eq_ignore_ascii_case("confirmedCompromised")
+}
+
 fn tenant_of(tenant: Option<&str>) -> Option<String> {
     tenant.filter(|t| ids::is_guid(t)).map(str::to_string)
 }
 
-fn user(o: &Obj<'_>, id_key: &str, tenant: Option<&str>) -> Result<Subject, InputError> {
-    let id = o.str_req(id_key)?;
-    if !ids::is_guid(id) {
-        return Err(InputError::invalid(
-            &o.pointer(id_key),
-            id,
-            "a user object id (GUID)",
-        ));
-    }
+/// The user a risk record names: its object id, else (a malformed id next to a valid UPN) its
+/// UPN, with a note. Only when neither is usable is the record rejected.
+fn user(
+    o: &Obj<'_>,
+    id_key: &str,
+    tenant: Option<&str>,
+    notes: &mut Vec<String>,
+) -> Result<Subject, InputError> {
+    let id = o.text(id_key)?;
+    let upn = o
+        .text("userPrincipalName")?
+        .filter(|u| ids::is_upn(u))
+        .map(str::to_string);
+    let id = match id {
+        Some(id) if ids::is_guid(id) => Some(id.to_string()),
+        Some(bad) if upn.is_some() => {
+            notes.push(format!(
+                "{}: {bad:?} is not a user object id; the user is taken by UPN",
+                o.pointer(id_key)
+            ));
+            None
+        }
+        None if upn.is_some() => None,
+        Some(bad) => {
+            return Err(InputError::invalid(
+                &o.pointer(id_key),
+                bad,
+                "a user object id (GUID)",
+            ));
+        }
+        None => {
+            return Err(InputError::Missing {
+                pointer: o.pointer(id_key),
+                expected: "a user object id or a UPN",
+            });
+        }
+    };
+    let tenant = match tenant {
+        Some(t) if ids::is_guid(t) => Some(t.to_string()),
+        Some(bad) => {
+            notes.push(format!(
+                "tenant {bad:?} is not a tenant id; the user is looked up in quell's own tenant"
+            ));
+            None
+        }
+        None => None,
+    };
     Ok(Subject::EntraUser {
-        tenant: tenant_of(tenant),
-        id: Some(id.to_string()),
-        name: o
-            .text("userPrincipalName")?
-            .filter(|u| ids::is_upn(u))
-            .map(str::to_string),
+        tenant,
+        id,
+        name: upn,
         on_premises_synced: None,
     })
 }
@@ -51,8 +92,10 @@ pub(super) fn risk_detection(o: &Obj<'_>, tenant: Option<&str>) -> Result<Findin
     let event = o.str_req("riskEventType")?.to_string();
     let state = o.text("riskState")?.unwrap_or("none");
     let status = risk_status(state);
-    let subject = user(o, "userId", tenant)?;
-    let confirmed = state == "confirmedCompromised" || event == "adminConfirmedUserCompromised";
+    let mut notes = Vec::new();
+    let subject = user(o, "userId", tenant, &mut notes)?;
+    let confirmed =
+        is_confirmed(state) || event.eq_ignore_ascii_case("adminConfirmedUserCompromised");
     let last_seen = o
         .text("detectedDateTime")?
         .or(o.text("activityDateTime")?)
@@ -77,12 +120,14 @@ pub(super) fn risk_detection(o: &Obj<'_>, tenant: Option<&str>) -> Result<Findin
         record: None,
         custom_action: None,
         runbook: None,
-        notes: Vec::new(),
+        notes,
+        conflicts: Vec::new(),
     })
 }
 
 pub(super) fn risky_user(o: &Obj<'_>, tenant: Option<&str>) -> Result<Finding, InputError> {
-    let subject = user(o, "id", tenant)?;
+    let mut notes = Vec::new();
+    let subject = user(o, "id", tenant, &mut notes)?;
     let id = o.str_req("id")?.to_string();
     let state = o.text("riskState")?.unwrap_or("none");
     let mut status = risk_status(state);
@@ -93,7 +138,7 @@ pub(super) fn risky_user(o: &Obj<'_>, tenant: Option<&str>) -> Result<Finding, I
         .text("riskLastUpdatedDateTime")?
         .and_then(crate::clock::normalize_rfc3339);
     let mut severity = risk_severity(o.text("riskLevel")?);
-    if state == "confirmedCompromised" && severity.label < SeverityLabel::High {
+    if is_confirmed(state) && severity.label < SeverityLabel::High {
         severity = Severity::from_label(SeverityLabel::High);
     }
     Ok(Finding {
@@ -112,6 +157,7 @@ pub(super) fn risky_user(o: &Obj<'_>, tenant: Option<&str>) -> Result<Finding, I
         record: None,
         custom_action: None,
         runbook: None,
-        notes: Vec::new(),
+        notes,
+        conflicts: Vec::new(),
     })
 }

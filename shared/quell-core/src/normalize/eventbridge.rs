@@ -33,7 +33,7 @@ pub(super) fn eventbridge(env: &Obj<'_>) -> Result<Batch, InputError> {
         )),
         ("aws.guardduty", GD_FINDING) => {
             envelope_account(env)?;
-            guardduty::finding(&env.obj_req("detail")?).map(Batch::one)
+            guardduty::findings(&env.obj_req("detail")?)
         }
         ("aws.securityhub", SH_IMPORTED | SH_CUSTOM | SH_LEGACY) => {
             envelope_account(env)?;

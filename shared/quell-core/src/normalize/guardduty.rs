@@ -1,21 +1,23 @@
 //! Amazon GuardDuty findings (`detail` of a "GuardDuty Finding" event).
 
+use super::Batch;
 use super::util::{account, iam_name};
+use crate::catalog;
 use crate::error::InputError;
 use crate::json::Obj;
 use crate::model::{Family, Finding, Severity, Source, Status, Subject, ids};
 
-/// Family of a GuardDuty finding type, from its threat purpose (`Purpose:Resource/Family`).
-fn guardduty_family(kind: &str) -> Family {
-    let purpose = kind.split(':').next().unwrap_or("");
-    match purpose {
-        "Discovery" | "Recon" | "PenTest" => Family::AnomalousBehavior,
-        "Policy" => Family::Posture,
-        _ => Family::CredentialCompromise,
-    }
+/// The family of a GuardDuty type: from the catalog, else unrecognized.
+fn family(kind: &str) -> Family {
+    catalog::guardduty(kind).unwrap_or(Family::Unrecognized)
 }
 
-pub(super) fn finding(d: &Obj<'_>) -> Result<Finding, InputError> {
+/// One GuardDuty finding. A finding about a resource that names no IAM actor (an EC2 backdoor, a
+/// Kubernetes finding) is outside quell's scope and ignored with the reason; an IAM actor named
+/// in `resource.accessKeyDetails` is contained whatever the resource type (S3 exfiltration by a
+/// stolen key is the key's finding too). A type missing from [`crate::catalog::GUARDDUTY`] is
+/// escalated, never contained.
+pub(super) fn findings(d: &Obj<'_>) -> Result<Batch, InputError> {
     if let Some(svc) = d.obj_opt("service")?
         && let Some(name) = svc.text("serviceName")?
         && name != "guardduty"
@@ -57,7 +59,7 @@ pub(super) fn finding(d: &Obj<'_>) -> Result<Finding, InputError> {
     let mut finding = Finding {
         source: Source::Guardduty,
         id,
-        family: guardduty_family(&kind),
+        family: family(&kind),
         title: d.text("title")?.unwrap_or(&kind).to_string(),
         kind,
         severity: Severity::from_score(score),
@@ -71,6 +73,7 @@ pub(super) fn finding(d: &Obj<'_>) -> Result<Finding, InputError> {
         custom_action: None,
         runbook: None,
         notes: Vec::new(),
+        conflicts: Vec::new(),
     };
 
     if finding.kind.starts_with("AttackSequence:") {
@@ -89,13 +92,13 @@ pub(super) fn finding(d: &Obj<'_>) -> Result<Finding, InputError> {
                 }
             }
         }
-        if finding.subjects.is_empty() {
+        if finding.subjects.is_empty() && finding.notes.is_empty() {
             return Err(InputError::Missing {
                 pointer: "/detail/service/detection/sequence/actors".into(),
                 expected: "at least one actor with a user (an attack sequence names who did it)",
             });
         }
-        return Ok(finding);
+        return Ok(Batch::one(finding));
     }
 
     let resource = d.obj_opt("resource")?;
@@ -107,24 +110,102 @@ pub(super) fn finding(d: &Obj<'_>) -> Result<Finding, InputError> {
         Some(r) => r.obj_opt("accessKeyDetails")?,
         None => None,
     };
-    let is_iam_finding = resource_type == "AccessKey" || finding.kind.contains(":IAMUser/");
+    let kind_resource = catalog::guardduty_resource(&finding.kind);
+    // IAM findings are about this account's own principals (an InsideAWS exfiltration names the
+    // account the stolen credentials were used from, not the principal's); for S3 and other
+    // data findings, a caller from another account is a foreign principal.
+    let remote_account = match &service {
+        Some(svc) if kind_resource != "IAMUser" => remote_account(svc)?,
+        _ => None,
+    };
+    let identity_type = resource_type == "AccessKey" || kind_resource == "IAMUser";
     match details {
-        Some(k) if is_iam_finding => access_key_details(&k, &acct, &mut finding)?,
-        _ if is_iam_finding => {
+        Some(k) if has_actor(&k)? => {
+            access_key_details(&k, &acct, remote_account.as_deref(), &mut finding)?
+        }
+        _ if identity_type => {
             return Err(InputError::Missing {
                 pointer: "/detail/resource/accessKeyDetails".into(),
                 expected: "the identity of an IAM finding (userName, userType, principalId)",
             });
         }
+        _ if catalog::GUARDDUTY_NON_IDENTITY.contains(&kind_resource)
+            || (finding.family != Family::Unrecognized && kind_resource != "S3") =>
+        {
+            return Ok(Batch::ignore(
+                d.here(),
+                format!(
+                    "GuardDuty {} about resource type {resource_type:?} names no IAM actor; quell contains identities only",
+                    finding.kind
+                ),
+            ));
+        }
         _ => finding.notes.push(format!(
-            "resource type {resource_type:?} is not an IAM identity; quell contains identities only"
+            "the finding names no IAM actor (resource type {resource_type:?})"
         )),
     }
-    Ok(finding)
+    Ok(Batch::one(finding))
 }
 
-fn access_key_details(k: &Obj<'_>, acct: &str, f: &mut Finding) -> Result<(), InputError> {
+/// Whether `accessKeyDetails` names someone (S3 findings carry an empty object when the caller
+/// was anonymous).
+fn has_actor(k: &Obj<'_>) -> Result<bool, InputError> {
+    Ok(k.text("userType")?.is_some() || k.text("userName")?.is_some())
+}
+
+/// The caller's account when GuardDuty saw the call come from another account
+/// (`service.action.awsApiCallAction.remoteAccountDetails.accountId`).
+fn remote_account(svc: &Obj<'_>) -> Result<Option<String>, InputError> {
+    let Some(action) = svc.obj_opt("action")? else {
+        return Ok(None);
+    };
+    let Some(call) = action.obj_opt("awsApiCallAction")? else {
+        return Ok(None);
+    };
+    let Some(remote) = call.obj_opt("remoteAccountDetails")? else {
+        return Ok(None);
+    };
+    Ok(remote
+        .text("accountId")?
+        .filter(|a| ids::is_account(a))
+        .map(str::to_string))
+}
+
+fn access_key_details(
+    k: &Obj<'_>,
+    acct: &str,
+    remote: Option<&str>,
+    f: &mut Finding,
+) -> Result<(), InputError> {
     let user_type = k.text("userType")?.unwrap_or("");
+    // A caller from another account, or an account principal: quell cannot act in an account
+    // it does not own, and must not act on a same-named principal of its own.
+    if let Some(other) = remote.filter(|r| *r != acct) {
+        f.notes.push(format!(
+            "foreign actor: the call came from account {other} ({user_type} {}); contain it in that account",
+            k.text("userName")?.unwrap_or("?")
+        ));
+        return Ok(());
+    }
+    if user_type.eq_ignore_ascii_case("AWSAccount") {
+        f.notes.push(format!(
+            "foreign actor: account {} (userType AWSAccount); contain it in that account",
+            k.text("principalId")?
+                .or(k.text("userName")?)
+                .unwrap_or("?")
+        ));
+        return Ok(());
+    }
+    let user_type = [
+        "IAMUser",
+        "AssumedRole",
+        "Root",
+        "Federated",
+        "FederatedUser",
+    ]
+    .into_iter()
+    .find(|t| t.eq_ignore_ascii_case(user_type))
+    .unwrap_or(user_type);
     let user_name = k.text("userName")?;
     let principal = k.text("principalId")?;
     let key = k.text("accessKeyId")?;
@@ -217,7 +298,7 @@ fn access_key_details(k: &Obj<'_>, acct: &str, f: &mut Finding) -> Result<(), In
             });
         }
         other => f.notes.push(format!(
-            "userType {other:?} is not one quell can act on (IAMUser, AssumedRole, Root, Federated)"
+            "userType {other:?} is not one quell can act on (IAMUser, AssumedRole, Root, Federated, AWSAccount)"
         )),
     }
     Ok(())
@@ -242,6 +323,12 @@ fn sequence_actor(user: &Obj<'_>, acct: &str, f: &mut Finding) -> Result<(), Inp
             .push("an attack-sequence actor has no user name".into());
         return Ok(());
     };
+    if actor_account != acct {
+        f.notes.push(format!(
+            "foreign actor: {name} of account {actor_account}; contain it in that account"
+        ));
+        return Ok(());
+    }
     let subject = match kind {
         "IAMUser" => match credential {
             Some(key) => Subject::AccessKey {

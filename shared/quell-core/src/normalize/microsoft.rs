@@ -99,6 +99,11 @@ fn records_to_batch(records: &[Obj<'_>]) -> Result<Batch, InputError> {
             notes.push(format!("service source: {service}"));
         }
         let _ = &a.pointer;
+        let family = if service.is_empty() {
+            Family::CredentialCompromise
+        } else {
+            crate::catalog::microsoft_source(&service).unwrap_or(Family::Unrecognized)
+        };
         out.findings.push(Finding {
             source: Source::DefenderXdr,
             record: Some(FindingRef::DefenderAlert {
@@ -109,7 +114,7 @@ fn records_to_batch(records: &[Obj<'_>]) -> Result<Batch, InputError> {
             id,
             title,
             severity: Severity::from_label(label),
-            family: Family::CredentialCompromise,
+            family,
             status: Status::Active,
             account: None,
             tenant: a.tenant,
@@ -119,6 +124,7 @@ fn records_to_batch(records: &[Obj<'_>]) -> Result<Batch, InputError> {
             custom_action: None,
             runbook: None,
             notes,
+            conflicts: Vec::new(),
         });
     }
     Ok(out)
@@ -127,6 +133,18 @@ fn records_to_batch(records: &[Obj<'_>]) -> Result<Batch, InputError> {
 fn evidence_row(p: &Obj<'_>, tenant: &Option<String>, a: &mut Alert) -> Result<(), InputError> {
     let entity = p.text("EntityType")?.unwrap_or("");
     if !entity.eq_ignore_ascii_case("User") {
+        return Ok(());
+    }
+    // `Impacted` evidence is the identity the alert is about; `Related` (or no role) is
+    // context, never contained.
+    let role = p.text("EvidenceRole")?.unwrap_or("");
+    if !role.eq_ignore_ascii_case("Impacted") {
+        a.notes.push(format!(
+            "{} appears only as context (EvidenceRole {role:?}); not contained",
+            p.text("AccountUpn")?
+                .or(p.text("AccountName")?)
+                .unwrap_or("an account")
+        ));
         return Ok(());
     }
     let subject = account_subject(
@@ -187,17 +205,36 @@ fn account_subject(
     None
 }
 
+/// Graph alert classifications that say nothing malicious happened.
+fn is_benign_classification(c: &str) -> bool {
+    ["falsePositive", "informationalExpectedActivity"]
+        .iter()
+        .any(|b| c.eq_ignore_ascii_case(b))
+}
+
+/// Graph alert determinations that say the activity was real but legitimate.
+fn is_benign_determination(d: &str) -> bool {
+    [
+        "securityTesting",
+        "lineOfBusinessApplication",
+        "confirmedActivity",
+        "notMalicious",
+    ]
+    .iter()
+    .any(|b| d.eq_ignore_ascii_case(b))
+}
+
 /// Graph `microsoft.graph.security.alert` (alerts_v2).
 pub(super) fn graph_alert(o: &Obj<'_>) -> Result<Finding, InputError> {
     let id = o.str_req("id")?.to_string();
+    let mut notes = Vec::new();
     let tenant = match o.text("tenantId")? {
         Some(t) if ids::is_guid(t) => Some(t.to_string()),
         Some(t) => {
-            return Err(InputError::invalid(
-                &o.pointer("tenantId"),
-                t,
-                "a tenant GUID",
+            notes.push(format!(
+                "tenantId {t:?} is not a tenant id; acting in quell's own tenant"
             ));
+            None
         }
         None => None,
     };
@@ -205,28 +242,41 @@ pub(super) fn graph_alert(o: &Obj<'_>) -> Result<Finding, InputError> {
         .text("severity")?
         .map(SeverityLabel::parse)
         .unwrap_or(SeverityLabel::Unknown);
-    let status = match o.text("status")?.unwrap_or("new") {
+    let mut status = match o
+        .text("status")?
+        .unwrap_or("new")
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "new" | "inprogress" | "unknown" => Status::Active,
         "resolved" => Status::Resolved,
-        _ => Status::Active,
+        _ => Status::Unknown,
     };
+    // Whoever triaged the alert said it is not an attack: leave everyone alone.
+    let classification = o.text("classification")?.unwrap_or("unknown");
+    let determination = o.text("determination")?.unwrap_or("unknown");
+    if status == Status::Active
+        && (is_benign_classification(classification) || is_benign_determination(determination))
+    {
+        status = Status::Benign;
+        notes.push(format!(
+            "classification {classification}, determination {determination}"
+        ));
+    }
     let service = o.text("serviceSource")?.unwrap_or("unknown");
-    let mut notes = vec![format!("service source: {service}")];
+    notes.push(format!("service source: {service}"));
+    let family = crate::catalog::microsoft_source(service).unwrap_or(Family::Unrecognized);
     let mut subjects = Vec::new();
     for ev in o.objs("evidence")? {
         let odata = ev.text("@odata.type")?.unwrap_or("");
         let roles: Vec<&str> = ev.arr("roles")?.iter().filter_map(|r| r.as_str()).collect();
-        let verdict = ev.text("verdict")?.unwrap_or("unknown");
+        // The evidence's role decides who is implicated: attacker, compromised or suspicious
+        // identities are contained; contextual ones (or none named) only explain the alert.
         let implicated = roles.iter().any(|r| {
-            matches!(
-                *r,
-                "compromised"
-                    | "attacked"
-                    | "suspicious"
-                    | "attacker"
-                    | "source"
-                    | "policyViolator"
-            )
-        }) || matches!(verdict, "suspicious" | "malicious");
+            ["attacker", "compromised", "suspicious"]
+                .iter()
+                .any(|c| r.eq_ignore_ascii_case(c))
+        });
         let subject = if odata.ends_with("security.userEvidence") {
             let Some(acct) = ev.obj_opt("userAccount")? else {
                 continue;
@@ -288,7 +338,7 @@ pub(super) fn graph_alert(o: &Obj<'_>) -> Result<Finding, InputError> {
             .to_string(),
         title: o.text("title")?.unwrap_or("Defender alert").to_string(),
         severity: Severity::from_label(label),
-        family: Family::CredentialCompromise,
+        family,
         status,
         account: None,
         tenant,
@@ -298,5 +348,6 @@ pub(super) fn graph_alert(o: &Obj<'_>) -> Result<Finding, InputError> {
         custom_action: None,
         runbook: None,
         notes,
+        conflicts: Vec::new(),
     })
 }

@@ -60,6 +60,7 @@ pub(super) fn request(o: &Obj<'_>) -> Result<Finding, InputError> {
         custom_action: None,
         runbook: Some(runbook),
         notes,
+        conflicts: Vec::new(),
     })
 }
 

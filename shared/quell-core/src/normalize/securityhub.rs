@@ -38,7 +38,8 @@ pub(super) fn findings(env: &Obj<'_>, custom_action: bool) -> Result<Batch, Inpu
             .iter()
             .any(|t| t.starts_with("AwsIam") || *t == "AwsAccount");
         if about_identity {
-            out.findings.push(asff(&f, action_name.clone())?);
+            out.findings
+                .push(asff(&f, action_name.clone(), env.text("region")?)?);
         } else {
             out.ignored.push(super::Ignored {
                 pointer: f.here().to_string(),
@@ -58,17 +59,84 @@ pub(super) fn findings(env: &Obj<'_>, custom_action: bool) -> Result<Batch, Inpu
 
 /// Security Hub controls whose finding means "this user has unused credentials".
 fn is_unused_credentials_control(control: &str) -> bool {
-    let c = control
-        .trim_start_matches("CIS.")
-        .trim_start_matches("PCI.");
-    matches!(c, "IAM.8" | "IAM.22" | "1.3" | "1.12")
+    matches!(control, "IAM.8" | "IAM.22")
 }
 
-fn asff(f: &Obj<'_>, custom_action: Option<String>) -> Result<Finding, InputError> {
+/// The consolidated control (`IAM.8`) a standard-specific control id means, from Security
+/// Hub's consolidated controls reference: the same check reported by CIS, PCI DSS or FSBP is
+/// one control. `standard` is the finding's GeneratorId and standards ARN; an id quell does
+/// not map is kept as it is.
+fn consolidated_control(standard: &str, id: &str) -> String {
+    let bare = id.trim_start_matches("CIS.");
+    let mapped = if standard.contains("cis-aws-foundations-benchmark/v/1.2.0") {
+        match bare {
+            "1.3" => Some("IAM.8"),
+            "1.4" => Some("IAM.3"),
+            "1.13" => Some("IAM.9"),
+            "1.14" => Some("IAM.6"),
+            "1.16" => Some("IAM.2"),
+            "1.22" => Some("IAM.1"),
+            _ => None,
+        }
+    } else if standard.contains("cis-aws-foundations-benchmark/v/") {
+        // v1.4.0 and v3.0.0 renumbered the IAM section.
+        match bare {
+            "1.5" => Some("IAM.9"),
+            "1.6" => Some("IAM.6"),
+            "1.12" => Some("IAM.22"),
+            "1.14" => Some("IAM.3"),
+            "1.15" => Some("IAM.2"),
+            "1.16" => Some("IAM.1"),
+            _ => None,
+        }
+    } else {
+        match id {
+            "PCI.IAM.1" => Some("IAM.4"),
+            "PCI.IAM.2" => Some("IAM.2"),
+            "PCI.IAM.3" => Some("IAM.1"),
+            "PCI.IAM.4" => Some("IAM.6"),
+            "PCI.IAM.5" => Some("IAM.9"),
+            "PCI.IAM.6" => Some("IAM.19"),
+            "PCI.IAM.7" => Some("IAM.8"),
+            "PCI.IAM.8" => Some("IAM.10"),
+            // No standard to read the number against: the two unused-credential rules of the
+            // CIS versions, the only bare ids quell acts on, keep their known meaning.
+            "1.3" | "CIS.1.3" => Some("IAM.8"),
+            "1.12" | "CIS.1.12" => Some("IAM.22"),
+            _ => None,
+        }
+    };
+    mapped.map_or_else(|| id.to_string(), str::to_string)
+}
+
+/// The region of an ARN (`arn:<partition>:<service>:<region>:…`), if it has one.
+fn arn_region(arn: &str) -> Option<String> {
+    let mut parts = arn.splitn(5, ':');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("arn"), Some(_), Some(_), Some(region)) if !region.is_empty() => {
+            Some(region.to_string())
+        }
+        _ => None,
+    }
+}
+
+fn asff(
+    f: &Obj<'_>,
+    custom_action: Option<String>,
+    envelope_region: Option<&str>,
+) -> Result<Finding, InputError> {
     let id = f.str_req("Id")?.to_string();
     let product_arn = f.str_req("ProductArn")?.to_string();
     let acct = account(f, "AwsAccountId")?;
-    let region = f.text("Region")?.map(str::to_string);
+    // The finding's record lives in a region; BatchUpdateFindings must be sent there. The
+    // finding's own Region, else its product's or id's ARN region, else the event's.
+    let region = f
+        .text("Region")?
+        .filter(|r| !r.is_empty())
+        .map(str::to_string)
+        .or_else(|| arn_region(&product_arn))
+        .or_else(|| arn_region(&id))
+        .or_else(|| envelope_region.map(str::to_string));
     let last_seen = f
         .text("LastObservedAt")?
         .or(f.text("UpdatedAt")?)
@@ -114,6 +182,17 @@ fn asff(f: &Obj<'_>, custom_action: Option<String>) -> Result<Finding, InputErro
         None => Severity::UNKNOWN,
     };
 
+    let standard = [
+        f.text("GeneratorId")?,
+        match f.obj_opt("ProductFields")? {
+            Some(p) => p.text("StandardsArn")?.or(p.text("StandardsGuideArn")?),
+            None => None,
+        },
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(" ");
     let control = match f.obj_opt("Compliance")? {
         Some(c) => c.text("SecurityControlId")?.map(str::to_string),
         None => None,
@@ -122,7 +201,7 @@ fn asff(f: &Obj<'_>, custom_action: Option<String>) -> Result<Finding, InputErro
         Some(p) => p
             .text("ControlId")?
             .or(p.text("RuleId")?)
-            .map(str::to_string),
+            .map(|c| consolidated_control(&standard, c)),
         None => None,
     });
 
@@ -211,6 +290,7 @@ fn asff(f: &Obj<'_>, custom_action: Option<String>) -> Result<Finding, InputErro
         custom_action,
         runbook: None,
         notes: Vec::new(),
+        conflicts: Vec::new(),
     };
 
     let resources = f.objs("Resources")?;
@@ -337,66 +417,83 @@ fn asff_resource(r: &Obj<'_>, acct: &str, f: &mut Finding) -> Result<(), InputEr
                 },
             }
         }
-        "AwsIamUser" => {
+        "AwsIamUser" | "AwsIamRole" => {
+            let (kind, detail_key) = if rtype == "AwsIamUser" {
+                ("user", "UserName")
+            } else {
+                ("role", "RoleName")
+            };
             let from_details = match &typed {
-                Some(d) => d.text("UserName")?,
+                Some(d) => d.text(detail_key)?,
                 None => None,
             };
-            let arn = parse_arn(rid).filter(|a| a.service == "iam" && a.kind == "user");
+            let details_pointer = || format!("{}/Details/{rtype}/{detail_key}", r.here());
+            let arn = parse_arn(rid).filter(|a| a.service == "iam" && a.kind == kind);
             let owner = arn.as_ref().map_or(acct, |a| a.account).to_string();
-            let name = from_details.or(arn.as_ref().map(|a| a.name));
-            match name {
-                Some(n) if n.starts_with("AIDA") && from_details.is_none() => f.notes.push(format!(
-                    "{}: the user ARN ends in a user id ({n}), not a name; quell does not guess the user",
+            let from_arn = arn.as_ref().map(|a| a.name);
+            // A user ARN may end in the user's id (AIDA…) rather than its name.
+            let arn_is_id =
+                from_arn.is_some_and(|n| n.starts_with("AIDA") || n.starts_with("AROA"));
+            // The ARN is the identity of record: a details name that disagrees with it makes
+            // the finding ambiguous about who is involved.
+            if let (Some(d), Some(a)) = (from_details, from_arn)
+                && !arn_is_id
+                && d != a
+            {
+                f.conflicts.push(format!(
+                    "{}: the resource ARN names {kind} {a:?} but its details name {d:?}",
                     r.here()
-                )),
-                Some(n) if ids::is_iam_name(n) => push(
-                    f,
-                    Subject::IamUser {
-                        account: owner,
-                        name: n.to_string(),
-                    },
-                ),
+                ));
+                return Ok(());
+            }
+            let name = match (from_details, from_arn) {
+                (Some(d), _) if ids::is_iam_name(d) => d,
+                (Some(d), _) => {
+                    return Err(InputError::invalid(
+                        &details_pointer(),
+                        d,
+                        "an IAM name (1-128 of letters, digits and _+=,.@-)",
+                    ));
+                }
+                (None, Some(n)) if arn_is_id && kind == "user" => {
+                    f.notes.push(format!(
+                        "{}: the user ARN ends in a user id ({n}), not a name; quell does not guess the user",
+                        r.here()
+                    ));
+                    return Ok(());
+                }
+                (None, Some(n)) if ids::is_iam_name(n) => n,
                 _ => {
                     return Err(InputError::invalid(
                         &r.pointer("Id"),
                         rid,
-                        "an IAM user ARN (arn:aws:iam::<account>:user/<name>)",
-                    ));
-                }
-            }
-        }
-        "AwsIamRole" => {
-            let from_details = match &typed {
-                Some(d) => d.text("RoleName")?,
-                None => None,
-            };
-            let arn = parse_arn(rid).filter(|a| a.service == "iam" && a.kind == "role");
-            let owner = arn.as_ref().map_or(acct, |a| a.account).to_string();
-            let service_linked = arn
-                .as_ref()
-                .is_some_and(|a| a.path_and_name.starts_with("aws-service-role/"));
-            match from_details.or(arn.as_ref().map(|a| a.name)) {
-                Some(n) if ids::is_iam_name(n) => {
-                    if service_linked && !ids::is_service_linked_role(n) {
-                        f.notes.push(format!("{n} is a service-linked role"));
-                    }
-                    push(
-                        f,
-                        Subject::IamRole {
-                            account: owner,
-                            name: n.to_string(),
+                        if kind == "user" {
+                            "an IAM user ARN (arn:aws:iam::<account>:user/<name>)"
+                        } else {
+                            "an IAM role ARN (arn:aws:iam::<account>:role/<name>)"
                         },
-                    )
-                }
-                _ => {
-                    return Err(InputError::invalid(
-                        &r.pointer("Id"),
-                        rid,
-                        "an IAM role ARN (arn:aws:iam::<account>:role/<name>)",
                     ));
                 }
-            }
+            };
+            let subject = if kind == "user" {
+                Subject::IamUser {
+                    account: owner,
+                    name: name.to_string(),
+                }
+            } else {
+                if arn
+                    .as_ref()
+                    .is_some_and(|a| a.path_and_name.starts_with("aws-service-role/"))
+                    && !ids::is_service_linked_role(name)
+                {
+                    f.notes.push(format!("{name} is a service-linked role"));
+                }
+                Subject::IamRole {
+                    account: owner,
+                    name: name.to_string(),
+                }
+            };
+            push(f, subject);
         }
         "AwsAccount" => f.notes.push(format!(
             "{}: an account-level finding names no principal; quell does not guess one",
@@ -408,4 +505,36 @@ fn asff_resource(r: &Obj<'_>, acct: &str, f: &mut Finding) -> Result<(), InputEr
         )),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_specific_controls_map_to_the_consolidated_one() {
+        let cis12 = "arn:aws:securityhub:::ruleset/cis-aws-foundations-benchmark/v/1.2.0/rule/1.3";
+        let cis14 = "arn:aws:securityhub:::standards/cis-aws-foundations-benchmark/v/1.4.0";
+        assert_eq!(consolidated_control(cis12, "1.3"), "IAM.8");
+        assert_eq!(consolidated_control(cis12, "1.14"), "IAM.6");
+        assert_eq!(consolidated_control(cis14, "1.14"), "IAM.3");
+        assert_eq!(consolidated_control(cis14, "1.12"), "IAM.22");
+        assert_eq!(
+            consolidated_control("pci-dss/v/3.2.1", "PCI.IAM.7"),
+            "IAM.8"
+        );
+        assert_eq!(consolidated_control("", "1.3"), "IAM.8");
+        assert_eq!(consolidated_control(cis12, "2.2"), "2.2");
+        assert_eq!(consolidated_control("", "IAM.8"), "IAM.8");
+    }
+
+    #[test]
+    fn the_update_region_falls_back_along_arns() {
+        assert_eq!(
+            arn_region("arn:aws:securityhub:eu-west-1::product/aws/guardduty").as_deref(),
+            Some("eu-west-1")
+        );
+        assert_eq!(arn_region("arn:aws:securityhub:::ruleset/cis"), None);
+        assert_eq!(arn_region("not-an-arn"), None);
+    }
 }
