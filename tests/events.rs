@@ -439,6 +439,127 @@ const CASES: &[Case] = &[
         actions: &[],
         skipped: 1,
     },
+    Case {
+        file: "guardduty/s3-exfiltration-local-user.json",
+        subjects: &["access_key:AKIAZ4XQ7PLMREP0RT55"],
+        actions: &[
+            "deactivate_access_key access_key:AKIAZ4XQ7PLMREP0RT55",
+            "revoke_user_sessions iam_user:reporting-etl",
+            "tag_principal iam_user:reporting-etl",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "guardduty/s3-impact-delete-role-session.json",
+        subjects: &["role_session:backup-janitor/backup-janitor-1732"],
+        actions: &[
+            "revoke_role_session role_session:backup-janitor/backup-janitor-1732",
+            "tag_principal iam_role:backup-janitor",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "guardduty/s3-foreign-account-caller.json",
+        subjects: &[],
+        actions: &["notify finding:9c3e7a1f5b4d6e8a0c2e4a6c8e0a2c75"],
+        skipped: 0,
+    },
+    Case {
+        file: "guardduty/iamuser-unknown-type.json",
+        subjects: &["access_key:AKIAZ4XQ7PLMCJ3N8R2T"],
+        actions: &["notify access_key:AKIAZ4XQ7PLMCJ3N8R2T"],
+        skipped: 0,
+    },
+    Case {
+        file: "guardduty/iamuser-high-no-usable-actor.json",
+        subjects: &[],
+        actions: &["notify finding:2e6c0a4b8d7f9b1d3f5b7d9f1b3d5fa8"],
+        skipped: 0,
+    },
+    Case {
+        file: "defender/graph-alert-false-positive.json",
+        subjects: &["entra_user:david.chen@contoso.com"],
+        actions: &[],
+        skipped: 1,
+    },
+    Case {
+        file: "defender/graph-alert-security-testing.json",
+        subjects: &["entra_user:david.chen@contoso.com"],
+        actions: &[],
+        skipped: 1,
+    },
+    Case {
+        file: "defender/graph-alert-unknown-service-source.json",
+        subjects: &["entra_user:david.chen@contoso.com"],
+        actions: &[
+            "notify entra_user:david.chen@contoso.com",
+            "update_defender_alert defender_alert:da638362889287051192_1877443262",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "defender/graph-alert-pipeline-variants.json",
+        subjects: &["entra_user:david.chen@contoso.com"],
+        actions: &[
+            "disable_entra_user entra_user:david.chen@contoso.com",
+            "confirm_user_compromised entra_user:david.chen@contoso.com",
+            "revoke_entra_sessions entra_user:david.chen@contoso.com",
+            "update_defender_alert defender_alert:da638362889287051192_1877443263",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "defender/xdr-impacted-and-related-users.json",
+        subjects: &["entra_user:rosa.garcia@contoso.com"],
+        actions: &[
+            "disable_entra_user entra_user:rosa.garcia@contoso.com",
+            "confirm_user_compromised entra_user:rosa.garcia@contoso.com",
+            "revoke_entra_sessions entra_user:rosa.garcia@contoso.com",
+            "update_defender_alert defender_alert:ab7c3e52d7-1a4f-4c2d-8b8e-6f7a8b9c0d1e",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "entra/risk-detection-unfamiliar-features.json",
+        subjects: &["entra_user:maya.singh@contoso.com"],
+        actions: &[
+            "revoke_entra_sessions entra_user:maya.singh@contoso.com",
+            "notify entra_user:maya.singh@contoso.com",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "entra/risk-detection-bad-user-id-valid-upn.json",
+        subjects: &["entra_user:maya.singh@contoso.com"],
+        actions: &[
+            "disable_entra_user entra_user:maya.singh@contoso.com",
+            "confirm_user_compromised entra_user:maya.singh@contoso.com",
+            "revoke_entra_sessions entra_user:maya.singh@contoso.com",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "entra/risky-user-unknown-state.json",
+        subjects: &["entra_user:leo.martin@contoso.com"],
+        actions: &[],
+        skipped: 1,
+    },
+    Case {
+        file: "securityhub/imported-arn-and-details-disagree.json",
+        subjects: &[],
+        actions: &["notify securityhub_finding:2c4e6a8c-0e2a-4c6e-8a0c-2e4a6c8e0a2c"],
+        skipped: 0,
+    },
+    Case {
+        file: "securityhub/imported-pci-iam7-no-region.json",
+        subjects: &["iam_user:pos-terminal-sync"],
+        actions: &[
+            "deactivate_dormant_access_keys iam_user:pos-terminal-sync",
+            "tag_principal iam_user:pos-terminal-sync",
+            "update_securityhub_finding securityhub_finding:3d5f7b9d-1f3b-4d5f-9b1d-3f5b7d9f1b3d",
+        ],
+        skipped: 0,
+    },
 ];
 
 fn plan_json(file: &str) -> Value {
@@ -646,4 +767,91 @@ fn forged_and_cross_account_security_hub_findings_contain_no_one_and_say_why() {
         "{:?}",
         plan.actions
     );
+}
+
+#[test]
+fn each_reading_rule_says_why() {
+    let reason =
+        |plan: &Value, i: usize| plan["actions"][i]["reason"].as_str().unwrap().to_string();
+    let skipped = |plan: &Value| plan["skipped"][0]["reason"].as_str().unwrap().to_string();
+
+    // GuardDuty: an unknown type is escalated, never contained.
+    let p = plan_json("guardduty/iamuser-unknown-type.json");
+    assert_eq!(p["findings"][0]["family"], "unrecognized");
+    assert!(
+        reason(&p, 0).contains("human review of unrecognized findings"),
+        "{}",
+        reason(&p, 0)
+    );
+    // A foreign caller is named; no one here is contained.
+    let p = plan_json("guardduty/s3-foreign-account-caller.json");
+    assert!(reason(&p, 0).contains("999988887777"), "{}", reason(&p, 0));
+    // A high-severity compromise with no usable actor is never silent.
+    let p = plan_json("guardduty/iamuser-high-no-usable-actor.json");
+    assert!(reason(&p, 0).contains("a human must find and contain the actor"));
+
+    // Microsoft: benign classifications and context evidence are left alone.
+    let p = plan_json("defender/graph-alert-false-positive.json");
+    assert!(skipped(&p).contains("false positive or benign"));
+    let p = plan_json("defender/xdr-impacted-and-related-users.json");
+    let notes = p["findings"][0]["notes"].to_string();
+    assert!(
+        notes.contains("it.admin2@contoso.com appears only as context"),
+        "{notes}"
+    );
+    let p = plan_json("defender/graph-alert-pipeline-variants.json");
+    assert!(
+        p["findings"][0]["notes"]
+            .to_string()
+            .contains("is not a tenant id")
+    );
+    assert_eq!(p["findings"][0]["severity"]["label"], "high");
+
+    // Entra: one unconfirmed detection revokes and asks; a bad id falls back to the UPN.
+    let p = plan_json("entra/risk-detection-unfamiliar-features.json");
+    assert!(reason(&p, 1).contains("one unconfirmed risk detection"));
+    let p = plan_json("entra/risk-detection-bad-user-id-valid-upn.json");
+    assert!(
+        p["findings"][0]["notes"][0]
+            .as_str()
+            .unwrap()
+            .contains("taken by UPN")
+    );
+    assert_eq!(
+        p["findings"][0]["status"], "active",
+        "AtRisk matches without case"
+    );
+    let p = plan_json("entra/risky-user-unknown-state.json");
+    assert_eq!(p["findings"][0]["status"], "unknown");
+
+    // Security Hub: the ARN is the identity of record; both names reach the human.
+    let p = plan_json("securityhub/imported-arn-and-details-disagree.json");
+    let why = reason(&p, 0);
+    assert!(
+        why.contains("ops-automation") && why.contains("finance-admin"),
+        "{why}"
+    );
+    // A standard-specific control is the consolidated one; the region comes from the ARNs.
+    let p = plan_json("securityhub/imported-pci-iam7-no-region.json");
+    assert_eq!(p["findings"][0]["type"], "IAM.8");
+    assert_eq!(p["findings"][0]["record"]["region"], "eu-central-1");
+}
+
+#[test]
+fn errors_name_the_field_that_failed() {
+    let mut v: Value =
+        serde_json::from_slice(&event("securityhub/imported-iam8-unused-credentials.json"))
+            .unwrap();
+    v["detail"]["findings"][0]["Resources"][0]["Details"]["AwsIamUser"]["UserName"] =
+        "old etl loader".into();
+    v["detail"]["findings"][0]["Resources"][0]["Id"] =
+        "arn:aws:iam::111122223333:user/old etl loader".into();
+    let e = plan_input(
+        v.to_string().as_bytes(),
+        &Policy::default(),
+        &Context::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("/Details/AwsIamUser/UserName"), "{e}");
 }
