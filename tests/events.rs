@@ -560,6 +560,37 @@ const CASES: &[Case] = &[
         ],
         skipped: 0,
     },
+    Case {
+        file: "entra/sp-risk-detection-leaked-credentials.json",
+        subjects: &[
+            "service_principal:invoice-export-daemon",
+            "service_principal:invoice-export-daemon",
+        ],
+        actions: &[
+            "disable_service_principal service_principal:invoice-export-daemon",
+            "remove_service_principal_credential service_principal:invoice-export-daemon",
+            "remove_service_principal_credential service_principal:invoice-export-daemon",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "entra/risky-service-principals-list.json",
+        subjects: &[
+            "service_principal:crm-sync-connector",
+            "service_principal:legacy-report-runner",
+        ],
+        actions: &["disable_service_principal service_principal:crm-sync-connector"],
+        skipped: 1,
+    },
+    Case {
+        file: "entra/diagnostic-service-principal-risk.json",
+        subjects: &[
+            "service_principal:backup-orchestrator",
+            "service_principal:backup-orchestrator",
+        ],
+        actions: &["disable_service_principal service_principal:backup-orchestrator"],
+        skipped: 0,
+    },
 ];
 
 fn plan_json(file: &str) -> Value {

@@ -63,7 +63,13 @@ impl Function {
         match self {
             Function::DefenderEvents => matches!(s, Source::DefenderXdr),
             Function::EntraRiskEvents => {
-                matches!(s, Source::EntraRiskDetection | Source::EntraRiskyUser)
+                matches!(
+                    s,
+                    Source::EntraRiskDetection
+                        | Source::EntraRiskyUser
+                        | Source::EntraServicePrincipalRiskDetection
+                        | Source::EntraRiskyServicePrincipal
+                )
             }
             Function::GraphAlert => matches!(s, Source::GraphAlert),
             Function::Runbook => true,

@@ -277,3 +277,52 @@ fn sweep_azure_reports_stale_secrets_in_dry_run() {
     );
     assert!(s.contains("0 removed, 1 would be"), "{s}");
 }
+
+/// The plan `quell plan FILE --format json` prints: (kind, target name) per action.
+fn planned(file: &str) -> Vec<(String, String)> {
+    let out = quell(&["plan", file, "--format", "json"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let t = &a["target"];
+            let who = t["name"]
+                .as_str()
+                .or(t["access_key_id"].as_str())
+                .or(t["id"].as_str())
+                .unwrap_or("");
+            (a["kind"].as_str().unwrap().to_string(), who.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn plan_contains_the_right_identity_for_the_findings_a_responder_cares_about() {
+    // A GuardDuty S3 exfiltration by a local user contains that user.
+    let p = planned("events/guardduty/s3-exfiltration-local-user.json");
+    assert!(
+        p.contains(&(
+            "deactivate_access_key".into(),
+            "AKIAZ4XQ7PLMREP0RT55".into()
+        )),
+        "{p:?}"
+    );
+    assert!(
+        p.contains(&("revoke_user_sessions".into(), "reporting-etl".into())),
+        "{p:?}"
+    );
+    // A false-positive Graph alert contains no one.
+    assert!(planned("events/defender/graph-alert-false-positive.json").is_empty());
+    // A risky service principal is disabled.
+    let p = planned("events/entra/risky-service-principals-list.json");
+    assert_eq!(
+        p,
+        [(
+            "disable_service_principal".to_string(),
+            "crm-sync-connector".to_string()
+        )]
+    );
+}

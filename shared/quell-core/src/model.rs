@@ -23,6 +23,10 @@ pub enum Source {
     GraphAlert,
     EntraRiskDetection,
     EntraRiskyUser,
+    /// Entra ID Protection for workload identities: `servicePrincipalRiskDetection`.
+    EntraServicePrincipalRiskDetection,
+    /// Entra ID Protection for workload identities: `riskyServicePrincipal`.
+    EntraRiskyServicePrincipal,
     Runbook,
 }
 

@@ -203,6 +203,8 @@ fn source_name(s: Source) -> &'static str {
         Source::GraphAlert => "Defender alert",
         Source::EntraRiskDetection => "Entra risk detection",
         Source::EntraRiskyUser => "Entra risky user",
+        Source::EntraServicePrincipalRiskDetection => "Entra workload identity risk detection",
+        Source::EntraRiskyServicePrincipal => "Entra risky service principal",
         Source::Runbook => "runbook",
     }
 }
@@ -811,7 +813,12 @@ fn contain(b: &mut Builder<'_>, f: &Finding, s: &Subject) {
             if (p.azure.disable_service_principals && runbook.is_none())
                 || wants(Runbook::Quarantine)
             {
-                b.act(f, DisableServicePrincipal, t(), "set accountEnabled = false on the service principal");
+                // One disable per service principal, however many of its keys are named.
+                let mut whole = s.clone();
+                if let Subject::ServicePrincipal { key_id, .. } = &mut whole {
+                    *key_id = None;
+                }
+                b.act(f, DisableServicePrincipal, Target::Subject(whole), "set accountEnabled = false on the service principal");
             }
             match key_id {
                 Some(_) if runbook.is_none() || wants(Runbook::DisableKey) => b.act(

@@ -1,4 +1,6 @@
-//! Entra ID Protection: `riskDetection` and `riskyUser`, as Graph JSON or diagnostic records.
+//! Entra ID Protection: `riskDetection` and `riskyUser`, and for workload identities
+//! `servicePrincipalRiskDetection` and `riskyServicePrincipal`, as Graph JSON (v1.0 and beta)
+//! or diagnostic records.
 
 use crate::error::InputError;
 use crate::json::Obj;
@@ -160,4 +162,180 @@ pub(super) fn risky_user(o: &Obj<'_>, tenant: Option<&str>) -> Result<Finding, I
         notes,
         conflicts: Vec::new(),
     })
+}
+
+/// The service principal a workload-identity risk record names, one subject per credential the
+/// record names (`keyIds`), or the service principal alone.
+fn service_principal(
+    o: &Obj<'_>,
+    id_key: &str,
+    tenant: Option<&str>,
+    notes: &mut Vec<String>,
+) -> Result<Vec<Subject>, InputError> {
+    let id = o.text(id_key)?.filter(|i| ids::is_guid(i));
+    let app_id = o
+        .text("appId")?
+        .filter(|a| ids::is_guid(a))
+        .map(str::to_string);
+    let name = o
+        .text("servicePrincipalDisplayName")?
+        .or(o.text("displayName")?)
+        .map(str::to_string);
+    let id = match (id, &app_id) {
+        (Some(id), _) => id.to_string(),
+        // Resolved by appId at execution (`servicePrincipals(appId='…')`).
+        (None, Some(app)) => {
+            notes.push(format!(
+                "{} is not a service principal object id; it is resolved by appId",
+                o.pointer(id_key)
+            ));
+            app.clone()
+        }
+        (None, None) => {
+            return Err(InputError::Missing {
+                pointer: o.pointer(id_key),
+                expected: "a service principal object id or an appId (GUID)",
+            });
+        }
+    };
+    let tenant = tenant_of(tenant);
+    let keys: Vec<String> = o
+        .arr("keyIds")?
+        .iter()
+        .filter_map(|k| k.as_str())
+        .filter(|k| ids::is_guid(k))
+        .map(str::to_string)
+        .collect();
+    let one = |key_id: Option<String>| Subject::ServicePrincipal {
+        tenant: tenant.clone(),
+        id: id.clone(),
+        app_id: app_id.clone(),
+        name: name.clone(),
+        key_id,
+    };
+    Ok(if keys.is_empty() {
+        vec![one(None)]
+    } else {
+        keys.into_iter().map(|k| one(Some(k))).collect()
+    })
+}
+
+pub(super) fn service_principal_risk_detection(
+    o: &Obj<'_>,
+    tenant: Option<&str>,
+) -> Result<Finding, InputError> {
+    let id = o.str_req("id")?.to_string();
+    let event = o.text("riskEventType")?.unwrap_or("unknown").to_string();
+    let state = o.text("riskState")?.unwrap_or("none");
+    let mut notes = Vec::new();
+    let subjects = service_principal(o, "servicePrincipalId", tenant, &mut notes)?;
+    let mut severity = risk_severity(o.text("riskLevel")?);
+    if is_confirmed(state) && severity.label < SeverityLabel::High {
+        severity = Severity::from_label(SeverityLabel::High);
+    }
+    let last_seen = o
+        .text("detectedDateTime")?
+        .or(o.text("activityDateTime")?)
+        .and_then(crate::clock::normalize_rfc3339);
+    Ok(Finding {
+        source: Source::EntraServicePrincipalRiskDetection,
+        title: format!("Entra ID Protection (workload identity): {event} ({state})"),
+        id,
+        kind: event,
+        severity,
+        family: Family::IdentityRisk,
+        status: risk_status(state),
+        account: None,
+        tenant: tenant_of(tenant),
+        region: None,
+        last_seen,
+        subjects,
+        record: None,
+        custom_action: None,
+        runbook: None,
+        notes,
+        conflicts: Vec::new(),
+    })
+}
+
+pub(super) fn risky_service_principal(
+    o: &Obj<'_>,
+    tenant: Option<&str>,
+) -> Result<Finding, InputError> {
+    let id = o.str_req("id")?.to_string();
+    let state = o.text("riskState")?.unwrap_or("none");
+    let mut notes = Vec::new();
+    let subjects = service_principal(o, "id", tenant, &mut notes)?;
+    let mut status = risk_status(state);
+    if o.bool_opt("isEnabled")? == Some(false) {
+        notes.push("the service principal is already disabled".into());
+    }
+    if o.bool_opt("isDeleted")? == Some(true) {
+        status = Status::Deleted;
+    }
+    let mut severity = risk_severity(o.text("riskLevel")?);
+    if is_confirmed(state) && severity.label < SeverityLabel::High {
+        severity = Severity::from_label(SeverityLabel::High);
+    }
+    let last_seen = o
+        .text("riskLastUpdatedDateTime")?
+        .and_then(crate::clock::normalize_rfc3339);
+    Ok(Finding {
+        source: Source::EntraRiskyServicePrincipal,
+        title: format!("Entra ID Protection: risky service principal ({state})"),
+        id,
+        kind: format!("riskyServicePrincipal:{state}"),
+        severity,
+        family: Family::IdentityRisk,
+        status,
+        account: None,
+        tenant: tenant_of(tenant),
+        region: None,
+        last_seen,
+        subjects,
+        record: None,
+        custom_action: None,
+        runbook: None,
+        notes,
+        conflicts: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn risk_enums_match_without_case_and_unknown_states_stay_unknown() {
+        assert_eq!(risk_status("AtRisk"), Status::Active);
+        assert_eq!(risk_status("CONFIRMEDCOMPROMISED"), Status::Active);
+        assert_eq!(risk_status("remediated"), Status::Dismissed);
+        assert_eq!(risk_status("underInvestigation"), Status::Unknown);
+        assert_eq!(risk_severity(Some("HIGH")).label, SeverityLabel::High);
+        assert_eq!(risk_severity(Some("hidden")).label, SeverityLabel::Unknown);
+    }
+
+    #[test]
+    fn a_bad_user_id_falls_back_to_the_upn_and_a_bad_tenant_is_noted() {
+        let v = json!({"userId": "not-a-guid", "userPrincipalName": "ana@contoso.com"});
+        let o = crate::json::root(&v).unwrap();
+        let mut notes = Vec::new();
+        let s = user(&o, "userId", Some("contoso"), &mut notes).unwrap();
+        assert_eq!(
+            s,
+            Subject::EntraUser {
+                tenant: None,
+                id: None,
+                name: Some("ana@contoso.com".into()),
+                on_premises_synced: None
+            }
+        );
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        // Neither usable: rejected, naming the field.
+        let v = json!({"userId": "not-a-guid", "userPrincipalName": "not a upn"});
+        let o = crate::json::root(&v).unwrap();
+        let e = user(&o, "userId", None, &mut Vec::new()).unwrap_err();
+        assert!(e.to_string().starts_with("/userId"), "{e}");
+    }
 }

@@ -73,6 +73,16 @@ fn records_to_batch(records: &[Obj<'_>]) -> Result<Batch, InputError> {
                 &r.obj_req("properties")?,
                 tenant.as_deref(),
             )?),
+            "RiskyServicePrincipals" => out.findings.push(entra::risky_service_principal(
+                &r.obj_req("properties")?,
+                tenant.as_deref(),
+            )?),
+            "ServicePrincipalRiskEvents" => {
+                out.findings.push(entra::service_principal_risk_detection(
+                    &r.obj_req("properties")?,
+                    tenant.as_deref(),
+                )?)
+            }
             other => out.ignored.push(super::Ignored {
                 pointer: r.here().to_string(),
                 reason: format!("record category {other:?} carries no identity alert"),

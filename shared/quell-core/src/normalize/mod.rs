@@ -150,7 +150,7 @@ fn graph_object(o: &Obj<'_>) -> Result<Batch, InputError> {
     graph_object_opt(o)?.ok_or_else(|| {
         InputError::unsupported(
             o.here(),
-            "expected a Graph security alert, riskDetection or riskyUser",
+            "expected a Graph security alert, riskDetection, riskyUser, servicePrincipalRiskDetection or riskyServicePrincipal",
         )
     })
 }
@@ -160,8 +160,18 @@ fn graph_object_opt(o: &Obj<'_>) -> Result<Option<Batch>, InputError> {
     if odata.ends_with("security.alert") || (o.has("evidence") && o.has("serviceSource")) {
         return microsoft::graph_alert(o).map(|f| Some(Batch::one(f)));
     }
+    if odata.ends_with("servicePrincipalRiskDetection")
+        || (o.has("riskEventType") && o.has("servicePrincipalId"))
+    {
+        return entra::service_principal_risk_detection(o, None).map(|f| Some(Batch::one(f)));
+    }
     if o.has("riskEventType") {
         return entra::risk_detection(o, None).map(|f| Some(Batch::one(f)));
+    }
+    if odata.ends_with("riskyServicePrincipal")
+        || (o.has("riskState") && o.has("appId") && !o.has("userPrincipalName"))
+    {
+        return entra::risky_service_principal(o, None).map(|f| Some(Batch::one(f)));
     }
     if o.has("riskState") && o.has("userPrincipalName") {
         return entra::risky_user(o, None).map(|f| Some(Batch::one(f)));
