@@ -638,3 +638,73 @@ async fn the_sweep_functions_answer_non_retryable_errors_instead_of_failing_the_
         "{msg}"
     );
 }
+
+#[tokio::test]
+async fn an_ocsf_finding_is_updated_through_the_v2_api() {
+    use aws_sdk_securityhub::operation::batch_update_findings_v2::BatchUpdateFindingsV2Output;
+    use aws_sdk_securityhub::operation::get_findings_v2::GetFindingsV2Output;
+    let plan = plan_input(
+        &event("securityhub/v2-compliance-iam8-user.json"),
+        &enforce(),
+        &Context::default(),
+    )
+    .unwrap();
+    let get = mock!(aws_sdk_securityhub::Client::get_findings_v2).then_output(|| {
+        let mut f = std::collections::HashMap::new();
+        f.insert(
+            "status_id".to_string(),
+            aws_smithy_types::Document::from(1u64),
+        );
+        GetFindingsV2Output::builder()
+            .findings(aws_smithy_types::Document::Object(f))
+            .build()
+    });
+    let update = mock!(aws_sdk_securityhub::Client::batch_update_findings_v2)
+        .match_requests(|r| {
+            r.status_id() == Some(2)
+                && r.comment()
+                    .is_some_and(|c| c.starts_with("quell: deactivate_dormant_access_keys"))
+                && r.finding_identifiers().first().is_some_and(|i| {
+                    i.cloud_account_uid() == Some("111122223333")
+                        && i.metadata_product_uid()
+                            == Some("arn:aws:securityhub:eu-west-1::productv2/aws/securityhub")
+                        && i.finding_info_uid()
+                            .is_some_and(|u| u.ends_with("8a0c2e4a-6c8e-4a0c-8e2a-4c6e8a0c2e4a"))
+                })
+        })
+        .then_output(|| BatchUpdateFindingsV2Output::builder().build());
+    let sh = mock_client!(aws_sdk_securityhub, RuleMode::MatchAny, &[&get, &update]);
+    // The IAM side: the user has no dormant key.
+    let iam = mock_client!(
+        aws_sdk_iam,
+        RuleMode::MatchAny,
+        &[
+            &mock!(aws_sdk_iam::Client::get_user).then_output(|| user("j.okafor")),
+            &mock!(aws_sdk_iam::Client::list_access_keys).then_output(|| {
+                ListAccessKeysOutput::builder()
+                    .set_access_key_metadata(Some(vec![]))
+                    .build()
+                    .unwrap()
+            }),
+            &mock!(aws_sdk_iam::Client::tag_user)
+                .then_output(|| aws_sdk_iam::operation::tag_user::TagUserOutput::builder().build()),
+        ]
+    );
+    let report = executor(
+        AwsClients {
+            iam,
+            securityhub: sh,
+        },
+        enforce(),
+    )
+    .execute(&plan)
+    .await;
+    let r = report
+        .results
+        .iter()
+        .find(|r| r.action.kind == ActionKind::UpdateSecurityhubFinding)
+        .unwrap();
+    assert_eq!(r.outcome.status, Status::Applied, "{:?}", report.results);
+    assert_eq!(update.num_calls(), 1);
+    assert_eq!(r.outcome.inverse.as_ref().unwrap().params["StatusId"], 1);
+}

@@ -591,6 +591,33 @@ const CASES: &[Case] = &[
         actions: &["disable_service_principal service_principal:backup-orchestrator"],
         skipped: 0,
     },
+    Case {
+        file: "securityhub/v2-guardduty-detection-access-key.json",
+        subjects: &["access_key:AKIAZ4XQ7PLMB1LL1NG7"],
+        actions: &[
+            "deactivate_access_key access_key:AKIAZ4XQ7PLMB1LL1NG7",
+            "revoke_user_sessions iam_user:svc-billing",
+            "tag_principal iam_user:svc-billing",
+            "update_securityhub_finding securityhub_ocsf_finding:5bd9f3a71c2e4b6d8f0a2c4e6a8c0e35",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "securityhub/v2-compliance-iam8-user.json",
+        subjects: &["iam_user:j.okafor"],
+        actions: &[
+            "deactivate_dormant_access_keys iam_user:j.okafor",
+            "tag_principal iam_user:j.okafor",
+            "update_securityhub_finding securityhub_ocsf_finding:8a0c2e4a-6c8e-4a0c-8e2a-4c6e8a0c2e4a",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "securityhub/v2-forged-custom-product.json",
+        subjects: &["access_key:AKIAZ4XQ7PLMB1LL1NG7"],
+        actions: &["notify securityhub_ocsf_finding:sandbox-v2-import-77"],
+        skipped: 1,
+    },
 ];
 
 fn plan_json(file: &str) -> Value {

@@ -32,6 +32,9 @@ pub fn label(v: &Value) -> String {
         "securityhub_finding" | "defender_alert" | "finding" => {
             s("id").map(|id| id.rsplit('/').next().unwrap_or_default().to_string())
         }
+        "securityhub_ocsf_finding" => {
+            s("uid").map(|id| id.rsplit('/').next().unwrap_or_default().to_string())
+        }
         _ => s("name").or_else(|| s("id")).or_else(|| s("sid")),
     };
     format!("{kind}:{}", who.unwrap_or_default())

@@ -198,6 +198,25 @@ pub fn covers(cutoff: &str, sid: &str, our_sid: &str, now: &str, last_seen: Opti
         }
 }
 
+/// A smithy `Document` (what `GetFindingsV2` returns for each OCSF finding) as JSON.
+pub fn document_json(d: &aws_smithy_types::Document) -> Value {
+    use aws_smithy_types::{Document, Number};
+    match d {
+        Document::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), document_json(v)))
+                .collect(),
+        ),
+        Document::Array(a) => Value::Array(a.iter().map(document_json).collect()),
+        Document::Number(Number::PosInt(n)) => json!(n),
+        Document::Number(Number::NegInt(n)) => json!(n),
+        Document::Number(Number::Float(f)) => json!(f),
+        Document::String(s) => json!(s),
+        Document::Bool(b) => json!(b),
+        Document::Null => Value::Null,
+    }
+}
+
 /// IAM returns policy documents URL-encoded; this decodes and parses one.
 pub fn parse(doc: &str) -> Option<Value> {
     let decoded = urlencoding::decode(doc).ok()?;

@@ -188,11 +188,11 @@ impl<S: ClientSource> AwsExecutor<S> {
         )
     }
 
-    /// Records on the Security Hub finding what quell did. The workflow becomes NOTIFIED only
-    /// when every action for it succeeded (applied or already in state); when one failed or
-    /// was withheld the finding stays NEW, with a note saying so, for a human or a later retry.
-    /// The note is written only when it changes: Security Hub sends a new "Findings - Imported"
-    /// event on each update, and an unchanged note must not loop.
+    /// Records on the Security Hub finding what quell did. The workflow becomes NOTIFIED (OCSF:
+    /// In Progress) only when every action for it succeeded (applied or already in state);
+    /// when one failed or was withheld the finding stays NEW, with a note saying so, for a
+    /// human or a later retry. The note is written only when it changes: Security Hub sends a
+    /// new Imported event on each update, and an unchanged note must not loop.
     async fn update_finding(
         &self,
         r: &FindingRef,
@@ -200,69 +200,95 @@ impl<S: ClientSource> AwsExecutor<S> {
         done: &[ActionResult],
         skipped: &[Skip],
     ) -> Outcome {
-        let FindingRef::SecurityhubFinding {
-            id,
-            product_arn,
-            region,
-            ..
-        } = r
-        else {
-            return Outcome::skipped("not a Security Hub finding");
+        let (contained, text) = finding_note(finding, done, skipped);
+        let client = |region: &Option<String>| {
+            let home = self.source.home();
+            match region {
+                Some(region) => aws_sdk_securityhub::Client::from_conf(
+                    home.securityhub
+                        .config()
+                        .to_builder()
+                        .region(aws_config::Region::new(region.clone()))
+                        .build(),
+                ),
+                None => home.securityhub.clone(),
+            }
         };
-        let home = self.source.home();
-        let sh = match region {
-            Some(region) => aws_sdk_securityhub::Client::from_conf(
-                home.securityhub
-                    .config()
-                    .to_builder()
-                    .region(aws_config::Region::new(region.clone()))
-                    .build(),
-            ),
-            None => home.securityhub.clone(),
-        };
-        let mine: Vec<&ActionResult> = done
-            .iter()
-            .filter(|d| {
-                d.action.finding == finding && d.action.kind != ActionKind::UpdateSecurityhubFinding
-            })
-            .collect();
-        let withheld: Vec<&Skip> = skipped
-            .iter()
-            .filter(|s| s.finding == finding && s.reason.contains("withheld"))
-            .collect();
-        let failed = mine
-            .iter()
-            .filter(|d| d.outcome.status == Status::Failed)
-            .count();
-        let contained = failed == 0 && withheld.is_empty();
-        let mut parts: Vec<String> = mine
-            .iter()
-            .map(|d| {
-                format!(
-                    "{} {}: {}",
-                    d.action.kind.as_str(),
-                    d.action.target.label(),
-                    d.outcome.status.as_str()
-                )
-            })
-            .collect();
-        if !withheld.is_empty() {
-            parts.push(format!(
-                "{} action(s) withheld by the blast-radius cap",
-                withheld.len()
-            ));
+        match r {
+            FindingRef::SecurityhubFinding {
+                id,
+                product_arn,
+                region,
+                ..
+            } => update_asff(&client(region), id, product_arn, contained, text).await,
+            FindingRef::SecurityhubOcsfFinding {
+                account,
+                region,
+                uid,
+                product_uid,
+            } => update_ocsf(&client(region), account, uid, product_uid, contained, text).await,
+            _ => Outcome::skipped("not a Security Hub finding"),
         }
-        let mut text = format!("quell: {}", parts.join("; "));
-        if !contained {
-            text = format!(
-                "quell: NOT CONTAINED, left NEW for a human ({failed} failed, {} withheld). {}",
-                withheld.len(),
-                parts.join("; ")
-            );
-        }
-        if text.chars().count() > 512 {
-            text = text.chars().take(509).collect::<String>() + "...";
-        }
+    }
+}
+
+/// What quell did for one finding, as a note (at most 512 characters), and whether every
+/// action succeeded.
+fn finding_note(finding: &str, done: &[ActionResult], skipped: &[Skip]) -> (bool, String) {
+    let mine: Vec<&ActionResult> = done
+        .iter()
+        .filter(|d| {
+            d.action.finding == finding && d.action.kind != ActionKind::UpdateSecurityhubFinding
+        })
+        .collect();
+    let withheld = skipped
+        .iter()
+        .filter(|s| s.finding == finding && s.reason.contains("withheld"))
+        .count();
+    let failed = mine
+        .iter()
+        .filter(|d| d.outcome.status == Status::Failed)
+        .count();
+    let contained = failed == 0 && withheld == 0;
+    let mut parts: Vec<String> = mine
+        .iter()
+        .map(|d| {
+            format!(
+                "{} {}: {}",
+                d.action.kind.as_str(),
+                d.action.target.label(),
+                d.outcome.status.as_str()
+            )
+        })
+        .collect();
+    if withheld > 0 {
+        parts.push(format!(
+            "{withheld} action(s) withheld by the blast-radius cap"
+        ));
+    }
+    let mut text = if contained {
+        format!("quell: {}", parts.join("; "))
+    } else {
+        format!(
+            "quell: NOT CONTAINED, left NEW for a human ({failed} failed, {withheld} withheld). {}",
+            parts.join("; ")
+        )
+    };
+    if text.chars().count() > 512 {
+        text = text.chars().take(509).collect::<String>() + "...";
+    }
+    (contained, text)
+}
+
+/// `BatchUpdateFindings` on an ASFF finding, reading it first.
+async fn update_asff(
+    sh: &aws_sdk_securityhub::Client,
+    id: &str,
+    product_arn: &str,
+    contained: bool,
+    text: String,
+) -> Outcome {
+    {
         let filter = |v: &str| {
             StringFilter::builder()
                 .value(v)
@@ -334,6 +360,101 @@ impl<S: ClientSource> AwsExecutor<S> {
             },
             Err(e) => Outcome::from(classify(e)),
         }
+    }
+}
+
+/// OCSF `status_id` values quell sets: In Progress once contained; New is the inverse.
+const OCSF_IN_PROGRESS: i32 = 2;
+const OCSF_NEW: i32 = 1;
+
+/// `BatchUpdateFindingsV2` on an OCSF finding (Security Hub's current API), reading it first
+/// with `GetFindingsV2`. Both use the `securityhub:GetFindings` and
+/// `securityhub:BatchUpdateFindings` IAM actions (Security Hub API reference).
+async fn update_ocsf(
+    sh: &aws_sdk_securityhub::Client,
+    account: &str,
+    uid: &str,
+    product_uid: &str,
+    contained: bool,
+    text: String,
+) -> Outcome {
+    use aws_sdk_securityhub::types::{
+        CompositeFilter, OcsfFindingFilters, OcsfFindingIdentifier, OcsfStringField,
+        OcsfStringFilter,
+    };
+    let equals = |field: OcsfStringField, v: &str| {
+        OcsfStringFilter::builder()
+            .field_name(field)
+            .filter(
+                StringFilter::builder()
+                    .value(v)
+                    .comparison(StringFilterComparison::Equals)
+                    .build(),
+            )
+            .build()
+    };
+    let current = match sh
+        .get_findings_v2()
+        .filters(
+            OcsfFindingFilters::builder()
+                .composite_filters(
+                    CompositeFilter::builder()
+                        .string_filters(equals(OcsfStringField::FindingInfoUid, uid))
+                        .string_filters(equals(OcsfStringField::MetadataProductUid, product_uid))
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+    {
+        Ok(out) => out.findings().first().map(crate::docs::document_json),
+        Err(e) => return Outcome::from(classify(e)),
+    };
+    let status_id = current.as_ref().and_then(|f| f["status_id"].as_i64());
+    let comment = current
+        .as_ref()
+        .and_then(|f| f["comment"].as_str().map(str::to_string));
+    if contained && status_id == Some(i64::from(OCSF_IN_PROGRESS)) {
+        return Outcome::already("the finding is already In Progress");
+    }
+    if !contained && comment.as_deref() == Some(text.as_str()) {
+        return Outcome::already("the finding already carries this comment and stays New");
+    }
+    let id = OcsfFindingIdentifier::builder()
+        .cloud_account_uid(account)
+        .finding_info_uid(uid)
+        .metadata_product_uid(product_uid)
+        .build();
+    let mut update = sh
+        .batch_update_findings_v2()
+        .finding_identifiers(id)
+        .comment(text);
+    if contained {
+        update = update.status_id(OCSF_IN_PROGRESS);
+    }
+    match update.send().await {
+        Ok(out) => match out.unprocessed_findings().first() {
+            Some(u) => Outcome::from(ExecError::new(
+                u.error_code().map_or("Unprocessed", |c| c.as_str()),
+                format!(
+                    "Security Hub did not process the finding: {}",
+                    u.error_message().unwrap_or("no message")
+                ),
+            )),
+            None if contained => Outcome::applied(
+                "status In Progress with a comment of what quell did",
+                Some(Inverse {
+                    call: "securityhub:BatchUpdateFindingsV2".into(),
+                    params: json!({"FindingIdentifiers": [{"CloudAccountUid": account, "FindingInfoUid": uid, "MetadataProductUid": product_uid}], "StatusId": OCSF_NEW}),
+                }),
+            ),
+            None => Outcome::applied(
+                "containment incomplete: the finding stays New with a comment of what failed or was withheld",
+                None,
+            ),
+        },
+        Err(e) => Outcome::from(classify(e)),
     }
 }
 

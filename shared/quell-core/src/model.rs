@@ -440,6 +440,16 @@ pub enum FindingRef {
         id: String,
         product_arn: String,
     },
+    /// A Security Hub finding in OCSF (`Findings Imported V2`), updated with
+    /// `BatchUpdateFindingsV2`.
+    SecurityhubOcsfFinding {
+        account: String,
+        region: Option<String>,
+        /// `finding_info.uid`
+        uid: String,
+        /// `metadata.product.uid`
+        product_uid: String,
+    },
     DefenderAlert {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tenant: Option<String>,

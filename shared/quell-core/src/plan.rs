@@ -111,6 +111,9 @@ impl Target {
             Target::Record(FindingRef::SecurityhubFinding { id, .. }) => {
                 format!("securityhub_finding {id}")
             }
+            Target::Record(FindingRef::SecurityhubOcsfFinding { uid, .. }) => {
+                format!("securityhub_finding {uid} (OCSF)")
+            }
             Target::Record(FindingRef::DefenderAlert { id, .. }) => format!("defender_alert {id}"),
             Target::Record(FindingRef::Finding { source, id }) => {
                 format!("finding {id} ({})", source_name(*source))
@@ -237,7 +240,9 @@ impl Builder<'_> {
     fn act(&mut self, f: &Finding, kind: ActionKind, target: Target, why: &str) {
         let cloud = match &target {
             Target::Subject(s) => s.cloud(),
-            Target::Record(FindingRef::SecurityhubFinding { .. }) => Cloud::Aws,
+            Target::Record(
+                FindingRef::SecurityhubFinding { .. } | FindingRef::SecurityhubOcsfFinding { .. },
+            ) => Cloud::Aws,
             Target::Record(FindingRef::DefenderAlert { .. }) => Cloud::Azure,
             Target::Record(FindingRef::Finding { source, .. }) => match source {
                 Source::Guardduty | Source::Securityhub | Source::AccessAnalyzer => Cloud::Aws,
@@ -463,7 +468,10 @@ fn plan_finding(b: &mut Builder<'_>, f: &Finding) {
     let produced = b.actions.len() > before;
     if produced {
         match &f.record {
-            Some(r @ FindingRef::SecurityhubFinding { .. }) if b.policy.aws.update_securityhub => {
+            Some(
+                r @ (FindingRef::SecurityhubFinding { .. }
+                | FindingRef::SecurityhubOcsfFinding { .. }),
+            ) if b.policy.aws.update_securityhub => {
                 b.act(
                     f,
                     ActionKind::UpdateSecurityhubFinding,
@@ -552,13 +560,18 @@ pub fn protection_reason_with(
 /// services arrive under `arn:<partition>:securityhub:<region>::product/aws/<service>`, which no
 /// customer account can import under (Security Hub API reference, BatchImportFindings).
 pub fn untrusted_reason(policy: &Policy, f: &Finding) -> Option<String> {
-    let Some(FindingRef::SecurityhubFinding {
-        product_arn,
-        account,
-        ..
-    }) = &f.record
-    else {
-        return None;
+    let (product_arn, account) = match &f.record {
+        Some(FindingRef::SecurityhubFinding {
+            product_arn,
+            account,
+            ..
+        }) => (product_arn, account),
+        Some(FindingRef::SecurityhubOcsfFinding {
+            product_uid,
+            account,
+            ..
+        }) => (product_uid, account),
+        _ => return None,
     };
     if f.source != Source::Securityhub {
         return None;
@@ -587,7 +600,8 @@ pub fn untrusted_reason(policy: &Policy, f: &Finding) -> Option<String> {
     None
 }
 
-/// `arn:<partition>:securityhub:<region>::product/aws/<service>`: an AWS service's own product.
+/// `arn:<partition>:securityhub:<region>::product/aws/<service>` (OCSF: `productv2/aws/…`):
+/// an AWS service's own product.
 fn is_aws_product(arn: &str) -> bool {
     let parts: Vec<&str> = arn.splitn(6, ':').collect();
     match parts.as_slice() {
@@ -596,6 +610,7 @@ fn is_aws_product(arn: &str) -> bool {
                 && !region.is_empty()
                 && resource
                     .strip_prefix("product/aws/")
+                    .or_else(|| resource.strip_prefix("productv2/aws/"))
                     .is_some_and(|svc| !svc.is_empty() && !svc.contains('/'))
         }
         _ => false,

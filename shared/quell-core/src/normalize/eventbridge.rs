@@ -3,7 +3,7 @@
 
 use super::Batch;
 use super::util::account;
-use super::{access_analyzer, guardduty, securityhub};
+use super::{access_analyzer, guardduty, ocsf, securityhub};
 use crate::error::InputError;
 use crate::json::Obj;
 
@@ -43,10 +43,10 @@ pub(super) fn eventbridge(env: &Obj<'_>) -> Result<Batch, InputError> {
             &here,
             "Security Hub insight results carry counts, not findings",
         )),
-        ("aws.securityhub", SH_V2) => Ok(Batch::ignore(
-            &here,
-            "Security Hub OCSF (V2) findings are not supported yet; enable the ASFF \"Findings - Imported\" events",
-        )),
+        ("aws.securityhub", SH_V2) => {
+            envelope_account(env)?;
+            ocsf::findings(env)
+        }
         ("aws.access-analyzer", AA_UNUSED) => {
             envelope_account(env)?;
             access_analyzer::finding(&env.obj_req("detail")?).map(Batch::one)
@@ -60,7 +60,7 @@ pub(super) fn eventbridge(env: &Obj<'_>) -> Result<Batch, InputError> {
             format!("{source} event of type {other:?} is not an identity finding"),
         )),
         (_, GD_FINDING) => Err(spoofed("only aws.guardduty sends \"GuardDuty Finding\"")),
-        (_, SH_IMPORTED | SH_CUSTOM | SH_LEGACY) => {
+        (_, SH_IMPORTED | SH_CUSTOM | SH_LEGACY | SH_V2) => {
             Err(spoofed("only aws.securityhub sends Security Hub findings"))
         }
         (_, AA_UNUSED) => Err(spoofed(

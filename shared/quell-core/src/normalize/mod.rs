@@ -7,6 +7,7 @@ mod eventbridge;
 mod guardduty;
 pub mod host;
 mod microsoft;
+mod ocsf;
 mod runbook;
 mod securityhub;
 
