@@ -276,6 +276,25 @@ pub struct Policy {
     pub families: Families,
     pub aws: AwsPolicy,
     pub azure: AzurePolicy,
+    pub breaker: Breaker,
+}
+
+/// The fleet breaker: containments counted in the ledger across every invocation, per account
+/// or tenant and UTC clock hour. Past the cap, containment is withheld and a human notified.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Breaker {
+    pub max_containments_per_account_per_hour: u32,
+    pub max_containments_per_tenant_per_hour: u32,
+}
+
+impl Default for Breaker {
+    fn default() -> Self {
+        Breaker {
+            max_containments_per_account_per_hour: 20,
+            max_containments_per_tenant_per_hour: 20,
+        }
+    }
 }
 
 impl Default for Policy {
@@ -298,6 +317,7 @@ impl Default for Policy {
             families: Families::default(),
             aws: AwsPolicy::default(),
             azure: AzurePolicy::default(),
+            breaker: Breaker::default(),
         }
     }
 }
@@ -378,6 +398,23 @@ impl Policy {
                 "exemption_tag",
                 "must be a 1-128 character tag key that does not start with \"aws:\"".into(),
             ));
+        }
+        for (field, n) in [
+            (
+                "max_containments_per_account_per_hour",
+                self.breaker.max_containments_per_account_per_hour,
+            ),
+            (
+                "max_containments_per_tenant_per_hour",
+                self.breaker.max_containments_per_tenant_per_hour,
+            ),
+        ] {
+            if !(1..=10_000).contains(&n) {
+                return Err(field_err(
+                    field,
+                    format!("{n} is out of range; use 1 to 10000"),
+                ));
+            }
         }
         if let Some(bad) = self
             .aws

@@ -1,0 +1,594 @@
+//! quell's containment ledger: a durable record of every containment quell applied (principal,
+//! finding, actions with their outcomes and inverses, time, trigger, release), kept in a real
+//! database behind the [`Ledger`] capability (DynamoDB on AWS, Table Storage on Azure).
+//!
+//! It is three things at once:
+//! - the **idempotency key** across invocations: a containment of one principal for one finding
+//!   is claimed with a conditional write, so two concurrent invocations produce one containment
+//!   and one record, and a principal a human released is not contained again by the same
+//!   finding (a new finding, or a higher severity, contains again);
+//! - the **fleet breaker**: new containments per account or tenant and UTC clock hour, counted
+//!   with an atomic conditional increment;
+//! - the source of **release** and **verify**: what to undo, and what must still hold.
+//!
+//! The decisions are pure functions ([`decide`]); [`gate`] and [`record`] wire them to a ledger.
+//! The core crate stays free of I/O and async.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use quell_core::clock::rfc3339_seconds;
+use quell_core::model::{FindingRef, SeverityLabel, Subject};
+use quell_core::plan::{Action, ActionKind, Plan, Skip, Target};
+use quell_core::policy::Policy;
+use quell_core::report::{Inverse, Report, Status as Outcome};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use time::OffsetDateTime;
+
+pub mod memory;
+
+/// A ledger call failed. quell does not contain without its ledger when one is configured:
+/// the invocation fails (retryably) instead.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[error("ledger: {code}: {message}")]
+pub struct LedgerError {
+    pub code: String,
+    pub message: String,
+    pub retryable: bool,
+}
+
+/// Where a containment stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// An invocation holds it until `lease_until`.
+    Claimed,
+    /// Every action applied or was already in state.
+    Done,
+    /// Some action failed; a retry takes it over.
+    Failed,
+    /// A human undid it (`quell release`).
+    Released,
+}
+
+/// One action quell applied, with its outcome and how to undo it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recorded {
+    pub kind: ActionKind,
+    pub target: Target,
+    pub status: Outcome,
+    pub detail: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inverse: Option<Inverse>,
+}
+
+/// The ledger's record of one principal contained for one finding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// [`principal_key`]: `aws:<account>:user/<name>`, `azure:user/<id>`, …
+    pub principal: String,
+    pub finding: String,
+    /// `aws:<account>` or `azure:<tenant>`: what the breaker counts in.
+    pub scope: String,
+    pub state: State,
+    pub severity: SeverityLabel,
+    /// What triggered it: the source, or who asked (a runbook's `requested_by`).
+    pub trigger: String,
+    /// When it was first contained.
+    pub at: String,
+    pub updated: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<String>,
+    #[serde(default)]
+    pub actions: Vec<Recorded>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_by: Option<String>,
+    /// Optimistic-concurrency version: every write names the version it read.
+    pub version: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<String>,
+}
+
+impl Entry {
+    /// Still in force: contained and not released.
+    pub fn in_force(&self) -> bool {
+        matches!(self.state, State::Done | State::Failed | State::Claimed)
+    }
+}
+
+/// A capability: durable storage for [`Entry`]s and breaker counters. Every write is
+/// conditional, so concurrent invocations cannot both win.
+pub trait Ledger: Send + Sync {
+    fn get(
+        &self,
+        principal: &str,
+        finding: &str,
+    ) -> impl Future<Output = Result<Option<Entry>, LedgerError>> + Send;
+    /// Writes `entry` if the stored version is still `expected` (`None`: no entry yet).
+    /// `Ok(false)`: someone else wrote first.
+    fn put(
+        &self,
+        entry: &Entry,
+        expected: Option<u64>,
+    ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
+    /// Deletes the entry if its version is still `expected`.
+    fn delete(
+        &self,
+        principal: &str,
+        finding: &str,
+        expected: u64,
+    ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
+    /// Every entry of `principal`, or of every principal.
+    fn list(
+        &self,
+        principal: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<Entry>, LedgerError>> + Send;
+    /// Every entry of one finding.
+    fn by_finding(
+        &self,
+        finding: &str,
+    ) -> impl Future<Output = Result<Vec<Entry>, LedgerError>> + Send;
+    /// Takes one of `cap` slots of `scope` for `hour` (`YYYY-MM-DDTHH`); `Ok(false)`: full.
+    fn take_slot(
+        &self,
+        scope: &str,
+        hour: &str,
+        cap: u32,
+    ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
+    /// Slots taken in `scope` for `hour`.
+    fn slots(
+        &self,
+        scope: &str,
+        hour: &str,
+    ) -> impl Future<Output = Result<u32, LedgerError>> + Send;
+    /// Empties `scope`'s counter for `hour` (`quell breaker reset`).
+    fn reset_slots(
+        &self,
+        scope: &str,
+        hour: &str,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+}
+
+/// The ledger key of the principal a subject belongs to: a key, session or role session is
+/// its user's or role's containment.
+pub fn principal_key(s: &Subject) -> Option<String> {
+    Some(match s {
+        Subject::IamUser { account, name } => format!("aws:{account}:user/{name}"),
+        Subject::AccessKey {
+            account,
+            user: Some(u),
+            ..
+        } => format!("aws:{account}:user/{u}"),
+        Subject::AccessKey {
+            account,
+            access_key_id,
+            user: None,
+        } => format!("aws:{account}:key/{access_key_id}"),
+        Subject::IamRole { account, name } | Subject::RoleSession { account, name, .. } => {
+            format!("aws:{account}:role/{name}")
+        }
+        Subject::EntraUser { id, name, .. } => {
+            format!(
+                "azure:user/{}",
+                id.clone().or(name.clone())?.to_ascii_lowercase()
+            )
+        }
+        Subject::ServicePrincipal { id, app_id, .. } => format!(
+            "azure:sp/{}",
+            app_id.clone().unwrap_or(id.clone()).to_ascii_lowercase()
+        ),
+        Subject::ManagedIdentity { id, .. } => format!("azure:mi/{}", id.to_ascii_lowercase()),
+        _ => return None,
+    })
+}
+
+/// The breaker scope of a subject: its account or tenant.
+pub fn scope_of(s: &Subject) -> String {
+    match (s.account(), s.tenant()) {
+        (Some(a), _) => format!("aws:{a}"),
+        (_, Some(t)) => format!("azure:{}", t.to_ascii_lowercase()),
+        _ => "azure:default".to_string(),
+    }
+}
+
+/// A principal as a human names it on the command line, as a ledger key: an IAM user or role
+/// ARN (any path or partition), an assumed-role ARN, a UPN, or an object id with its kind.
+pub fn key_of_argument(arg: &str, kind: Option<&str>) -> Option<String> {
+    let arg = arg.trim();
+    if let Some(rest) = arg.strip_prefix("arn:") {
+        let parts: Vec<&str> = rest.splitn(5, ':').collect();
+        let [_, service, _, account, resource] = parts.as_slice() else {
+            return None;
+        };
+        let (kind, path) = resource.split_once('/')?;
+        let name = path.rsplit('/').next()?;
+        return match (*service, kind) {
+            ("iam", "user") => Some(format!("aws:{account}:user/{name}")),
+            ("iam", "role") => Some(format!("aws:{account}:role/{name}")),
+            ("sts", "assumed-role") => {
+                let role = path.split('/').next()?;
+                Some(format!("aws:{account}:role/{role}"))
+            }
+            _ => None,
+        };
+    }
+    if arg.starts_with("aws:") || arg.starts_with("azure:") {
+        return Some(arg.to_string());
+    }
+    let lower = arg.to_ascii_lowercase();
+    match kind {
+        Some("service_principal") => Some(format!("azure:sp/{lower}")),
+        Some("managed_identity") => Some(format!("azure:mi/{lower}")),
+        _ if arg.contains('@') || quell_core::model::ids::is_guid(arg) => {
+            Some(format!("azure:user/{lower}"))
+        }
+        _ => None,
+    }
+}
+
+/// One principal contained for one finding, as a plan holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Containment {
+    pub principal: String,
+    pub scope: String,
+    pub finding: String,
+    pub severity: SeverityLabel,
+    pub trigger: String,
+}
+
+/// The containments a plan would apply: its containment actions grouped by principal and
+/// finding.
+pub fn containments(plan: &Plan) -> Vec<Containment> {
+    let mut out: BTreeMap<(String, String), Containment> = BTreeMap::new();
+    for a in plan.actions.iter().filter(|a| a.kind.is_containment()) {
+        let Target::Subject(s) = &a.target else {
+            continue;
+        };
+        let Some(principal) = principal_key(s) else {
+            continue;
+        };
+        let f = plan.findings.iter().find(|f| f.id == a.finding);
+        out.entry((principal.clone(), a.finding.clone()))
+            .or_insert_with(|| Containment {
+                principal,
+                scope: scope_of(s),
+                finding: a.finding.clone(),
+                severity: f.map_or(SeverityLabel::Unknown, |f| f.severity.label),
+                trigger: f.map_or("unknown".into(), |f| {
+                    serde_json::to_value(f.source)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default()
+                }),
+            });
+    }
+    out.into_values().collect()
+}
+
+/// What the ledger says about a containment before it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Not contained yet (or released and now more severe): contain, and count it in the breaker.
+    New,
+    /// Contained before (a re-delivery or a retry): run again (every action is idempotent),
+    /// not counted again.
+    Again,
+    /// Another invocation holds it now.
+    Busy { until: String },
+    /// A human released the principal for this finding: the same finding does not contain again.
+    Released { by: String, at: String },
+}
+
+/// How long a claim holds before a retry may take it over.
+pub const LEASE: time::Duration = time::Duration::minutes(5);
+
+/// The pure decision for one containment, given what the ledger holds.
+pub fn decide(existing: Option<&Entry>, c: &Containment, now: OffsetDateTime) -> Decision {
+    let stamp = rfc3339_seconds(now);
+    match existing {
+        None => Decision::New,
+        Some(e) if e.state == State::Released => {
+            if c.severity > e.severity {
+                Decision::New
+            } else {
+                Decision::Released {
+                    by: e.released_by.clone().unwrap_or_else(|| "?".into()),
+                    at: e.released_at.clone().unwrap_or_else(|| "?".into()),
+                }
+            }
+        }
+        Some(e)
+            if e.state == State::Claimed
+                && e.lease_until.as_deref().is_some_and(|l| l > stamp.as_str()) =>
+        {
+            Decision::Busy {
+                until: e.lease_until.clone().unwrap_or_default(),
+            }
+        }
+        Some(_) => Decision::Again,
+    }
+}
+
+/// `YYYY-MM-DDTHH` (UTC): the breaker's window.
+pub fn hour_of(now: OffsetDateTime) -> String {
+    rfc3339_seconds(now)
+        .get(..13)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A containment this invocation holds, to record after execution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claim {
+    pub containment: Containment,
+    pub version: u64,
+    pub entry: Entry,
+}
+
+/// The plan after the ledger's gate, and the claims to record after execution.
+#[derive(Debug, Clone)]
+pub struct Gated {
+    pub plan: Plan,
+    pub claims: Vec<Claim>,
+}
+
+fn is_of(a: &Action, c: &Containment) -> bool {
+    a.finding == c.finding
+        && match &a.target {
+            Target::Subject(s) => principal_key(s).as_deref() == Some(c.principal.as_str()),
+            Target::Record(_) => false,
+        }
+}
+
+/// Moves a containment's actions out of the plan, into `skipped` with `why`.
+fn withhold(plan: &mut Plan, c: &Containment, why: &str) {
+    let (out, keep): (Vec<Action>, Vec<Action>) = plan.actions.drain(..).partition(|a| is_of(a, c));
+    plan.actions = keep;
+    for a in out {
+        plan.skipped.push(Skip {
+            finding: a.finding,
+            target: Some(a.target),
+            reason: format!("{} {why}", a.kind.as_str()),
+        });
+    }
+}
+
+/// A `notify` on the finding's record, saying `why`.
+fn notify(plan: &mut Plan, c: &Containment, why: &str) {
+    let Some(f) = plan.findings.iter().find(|f| f.id == c.finding) else {
+        return;
+    };
+    let target = f.record.clone().unwrap_or(FindingRef::Finding {
+        source: f.source,
+        id: f.id.clone(),
+    });
+    let cloud = if c.scope.starts_with("aws:") {
+        quell_core::Cloud::Aws
+    } else {
+        quell_core::Cloud::Azure
+    };
+    let action = Action {
+        kind: ActionKind::Notify,
+        cloud,
+        target: Target::Record(target),
+        reason: why.to_string(),
+        finding: c.finding.clone(),
+    };
+    if !plan.actions.contains(&action) {
+        let at = plan
+            .actions
+            .iter()
+            .position(|a| a.kind.rank() > ActionKind::Notify.rank())
+            .unwrap_or(plan.actions.len());
+        plan.actions.insert(at, action);
+    }
+}
+
+fn breaker_cap(policy: &Policy, scope: &str) -> u32 {
+    if scope.starts_with("aws:") {
+        policy.breaker.max_containments_per_account_per_hour
+    } else {
+        policy.breaker.max_containments_per_tenant_per_hour
+    }
+}
+
+/// Claims each containment of an enforce plan in the ledger before it runs, and withholds
+/// those the ledger says must not run: held by another invocation, released by a human for
+/// this finding, or past the breaker. A dry-run plan is returned unchanged.
+pub async fn gate<L: Ledger>(
+    ledger: &L,
+    mut plan: Plan,
+    policy: &Policy,
+    now: OffsetDateTime,
+) -> Result<Gated, LedgerError> {
+    let mut claims = Vec::new();
+    if plan.mode != quell_core::Mode::Enforce {
+        return Ok(Gated { plan, claims });
+    }
+    let stamp = rfc3339_seconds(now);
+    for c in containments(&plan) {
+        let existing = ledger.get(&c.principal, &c.finding).await?;
+        let decision = decide(existing.as_ref(), &c, now);
+        let (new, base) = match decision {
+            Decision::Busy { until } => {
+                withhold(
+                    &mut plan,
+                    &c,
+                    &format!("withheld: another invocation holds this containment until {until}"),
+                );
+                // The holder records the outcome on the finding too.
+                plan.actions.retain(|a| {
+                    !(a.finding == c.finding && a.kind == ActionKind::UpdateSecurityhubFinding)
+                });
+                continue;
+            }
+            Decision::Released { by, at } => {
+                let why = format!(
+                    "released by {by} at {at}; the same finding does not contain again (a new finding or a higher severity does)"
+                );
+                withhold(&mut plan, &c, &format!("withheld: {why}"));
+                notify(&mut plan, &c, &format!("{} was {why}", c.principal));
+                continue;
+            }
+            Decision::New => (true, existing.clone()),
+            Decision::Again => (false, existing.clone()),
+        };
+        let version = base.as_ref().map_or(1, |e| e.version + 1);
+        let mut entry = match base.clone() {
+            Some(mut e) if !new => {
+                e.history.push(format!("{stamp}: run again"));
+                e
+            }
+            Some(e) => Entry {
+                history: {
+                    let mut h = e.history.clone();
+                    h.push(format!(
+                        "{stamp}: contained again at a higher severity after release by {}",
+                        e.released_by.clone().unwrap_or_default()
+                    ));
+                    h
+                },
+                ..fresh(&c, &stamp)
+            },
+            None => fresh(&c, &stamp),
+        };
+        entry.state = State::Claimed;
+        entry.lease_until = Some(rfc3339_seconds(now + LEASE));
+        entry.updated = stamp.clone();
+        entry.version = version;
+        if !ledger.put(&entry, base.as_ref().map(|e| e.version)).await? {
+            withhold(
+                &mut plan,
+                &c,
+                "withheld: another invocation claimed this containment first",
+            );
+            plan.actions.retain(|a| {
+                !(a.finding == c.finding && a.kind == ActionKind::UpdateSecurityhubFinding)
+            });
+            continue;
+        }
+        if new {
+            let cap = breaker_cap(policy, &c.scope);
+            if !ledger.take_slot(&c.scope, &hour_of(now), cap).await? {
+                // Give the claim back: nothing was contained.
+                match &base {
+                    None => {
+                        ledger.delete(&c.principal, &c.finding, version).await?;
+                    }
+                    Some(b) => {
+                        let mut back = b.clone();
+                        back.version = version + 1;
+                        ledger.put(&back, Some(version)).await?;
+                    }
+                }
+                let why = format!(
+                    "the fleet breaker is open: {cap} containments in {} this hour already (breaker.max_containments_per_*_per_hour); a human must review, then `quell breaker reset`",
+                    c.scope
+                );
+                withhold(&mut plan, &c, &format!("withheld: {why}"));
+                notify(&mut plan, &c, &why);
+                continue;
+            }
+        }
+        claims.push(Claim {
+            containment: c,
+            version,
+            entry,
+        });
+    }
+    Ok(Gated { plan, claims })
+}
+
+fn fresh(c: &Containment, stamp: &str) -> Entry {
+    Entry {
+        principal: c.principal.clone(),
+        finding: c.finding.clone(),
+        scope: c.scope.clone(),
+        state: State::Claimed,
+        severity: c.severity,
+        trigger: c.trigger.clone(),
+        at: stamp.to_string(),
+        updated: stamp.to_string(),
+        lease_until: None,
+        actions: Vec::new(),
+        released_at: None,
+        released_by: None,
+        version: 0,
+        history: Vec::new(),
+    }
+}
+
+/// Records what each claimed containment did: its actions' outcomes and inverses, `done` when
+/// none failed, `failed` otherwise (a retry takes it over).
+pub async fn record<L: Ledger>(
+    ledger: &L,
+    claims: &[Claim],
+    report: &Report,
+    now: OffsetDateTime,
+) -> Result<(), LedgerError> {
+    let stamp = rfc3339_seconds(now);
+    for claim in claims {
+        let c = &claim.containment;
+        let mut entry = claim.entry.clone();
+        let mine: Vec<Recorded> = report
+            .results
+            .iter()
+            .filter(|r| is_of(&r.action, c))
+            .map(|r| Recorded {
+                kind: r.action.kind,
+                target: r.action.target.clone(),
+                status: r.outcome.status,
+                detail: r.outcome.detail.clone(),
+                inverse: r.outcome.inverse.clone(),
+            })
+            .collect();
+        let failed = mine.iter().any(|r| r.status == Outcome::Failed);
+        // Keep what earlier runs applied (their inverses), add this run's.
+        entry.actions.retain(|old| {
+            old.status == Outcome::Applied
+                && !mine.iter().any(|n| {
+                    n.kind == old.kind && n.target == old.target && n.status == Outcome::Applied
+                })
+        });
+        entry.actions.extend(mine);
+        entry.state = if failed { State::Failed } else { State::Done };
+        entry.lease_until = None;
+        entry.updated = stamp.clone();
+        entry.version = claim.version + 1;
+        if !ledger.put(&entry, Some(claim.version)).await? {
+            return Err(LedgerError {
+                code: "ConditionalCheckFailed".into(),
+                message: format!(
+                    "the entry of {} for {} changed while quell held it",
+                    c.principal, c.finding
+                ),
+                retryable: true,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Marks an entry released by `by` (after its inverses ran).
+pub async fn mark_released<L: Ledger>(
+    ledger: &L,
+    entry: &Entry,
+    by: &str,
+    now: OffsetDateTime,
+) -> Result<bool, LedgerError> {
+    let stamp = rfc3339_seconds(now);
+    let mut e = entry.clone();
+    e.state = State::Released;
+    e.released_at = Some(stamp.clone());
+    e.released_by = Some(by.to_string());
+    e.updated = stamp.clone();
+    e.history.push(format!("{stamp}: released by {by}"));
+    e.version = entry.version + 1;
+    ledger.put(&e, Some(entry.version)).await
+}
+
+#[cfg(test)]
+mod tests;
