@@ -68,6 +68,74 @@ enum Command {
         #[arg(long)]
         policy: Option<PathBuf>,
     },
+    /// The containment ledger (DynamoDB table QUELL_LEDGER_TABLE).
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
+    /// Undo quell's containment of a principal (or of every principal of a finding), newest
+    /// first, from the ledger. Access keys stay inactive unless --reactivate-keys.
+    Release {
+        /// IAM user or role ARN (any path), or an assumed-role ARN.
+        principal: Option<String>,
+        /// Release everything this finding contained instead.
+        #[arg(long)]
+        finding: Option<String>,
+        #[arg(long)]
+        yes: bool,
+        /// Reactivate the access keys quell deactivated (AWS recommends against it).
+        #[arg(long)]
+        reactivate_keys: bool,
+        /// Who releases, for the ledger (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Check that quell's containment of a principal still holds, and contain what appeared
+    /// since (new keys, a console password, a detached quarantine) with --yes.
+    Verify {
+        principal: String,
+        #[arg(long)]
+        yes: bool,
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// The fleet breaker: containments per account and UTC hour, counted in the ledger.
+    Breaker {
+        #[command(subcommand)]
+        command: BreakerCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Create the table if it is missing (on-demand, by-finding index, TTL).
+    Init,
+    /// What quell did, and what is still in force.
+    List {
+        principal: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+}
+
+#[derive(Subcommand)]
+enum BreakerCommand {
+    /// Containments counted this hour in a scope (`aws:<account>`).
+    Status {
+        #[arg(long)]
+        scope: String,
+    },
+    /// Close the breaker for a scope this hour, after a human reviewed.
+    Reset {
+        #[arg(long)]
+        scope: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -227,7 +295,291 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&policy)?);
             Ok(())
         }
+        Command::Ledger { command } => ledger_command(command),
+        Command::Release {
+            principal,
+            finding,
+            yes,
+            reactivate_keys,
+            by,
+            policy,
+            format,
+        } => release(
+            principal,
+            finding,
+            yes,
+            reactivate_keys,
+            by,
+            policy.as_ref(),
+            format,
+        ),
+        Command::Verify {
+            principal,
+            yes,
+            policy,
+            format,
+        } => verify(&principal, yes, policy.as_ref(), format),
+        Command::Breaker { command } => breaker(command),
     }
+}
+
+/// The time quell acts at: the wall clock, or `QUELL_NOW` (RFC 3339) for replays and tests.
+fn now() -> anyhow::Result<time::OffsetDateTime> {
+    match std::env::var("QUELL_NOW").ok().filter(|v| !v.is_empty()) {
+        Some(v) => quell_core::clock::parse_rfc3339(&v)
+            .ok_or_else(|| Rejected(format!("QUELL_NOW {v:?} is not an RFC 3339 time")).into()),
+        None => Ok(quell_core::clock::Clock::now(
+            &quell_core::clock::SystemClock,
+        )),
+    }
+}
+
+/// The ledger named by `QUELL_LEDGER_TABLE`, if set.
+async fn ledger() -> Option<quell_aws::ledger::DynamoLedger> {
+    let table = std::env::var("QUELL_LEDGER_TABLE")
+        .ok()
+        .filter(|t| !t.is_empty())?;
+    let config = quell_aws::load_config(None).await;
+    Some(quell_aws::ledger::DynamoLedger::new(&config, &table))
+}
+
+async fn require_ledger() -> anyhow::Result<quell_aws::ledger::DynamoLedger> {
+    ledger().await.ok_or_else(|| {
+        Rejected("set QUELL_LEDGER_TABLE to the ledger's DynamoDB table".into()).into()
+    })
+}
+
+fn ledger_command(command: LedgerCommand) -> anyhow::Result<()> {
+    use quell_ledger::Ledger;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let ledger = require_ledger().await?;
+        match command {
+            LedgerCommand::Init => {
+                let created = ledger
+                    .ensure_table()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                println!(
+                    "ledger table {} {}",
+                    ledger.table(),
+                    if created { "created" } else { "already exists" }
+                );
+            }
+            LedgerCommand::List { principal, format } => {
+                let key = match principal.as_deref() {
+                    Some(p) => Some(principal_key(p)?),
+                    None => None,
+                };
+                let mut entries = ledger
+                    .list(key.as_deref())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                entries.sort_by(|a, b| b.at.cmp(&a.at));
+                match format {
+                    Format::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
+                    Format::Text => {
+                        println!(
+                            "{:<44} {:<10} {:<20} {:<8} finding",
+                            "principal", "state", "contained at", "actions"
+                        );
+                        for e in &entries {
+                            let state = serde_json::to_value(e.state)?;
+                            println!(
+                                "{:<44} {:<10} {:<20} {:<8} {}",
+                                e.principal,
+                                state.as_str().unwrap_or("?"),
+                                e.at,
+                                e.actions.len(),
+                                e.finding
+                            );
+                        }
+                        let in_force = entries.iter().filter(|e| e.in_force()).count();
+                        println!(
+                            "
+{} entries, {in_force} still in force",
+                            entries.len()
+                        );
+                    }
+                }
+            }
+        }
+        anyhow::Ok(())
+    })
+}
+
+fn principal_key(arg: &str) -> anyhow::Result<String> {
+    quell_ledger::key_of_argument(arg, None).ok_or_else(|| {
+        Rejected(format!(
+            "{arg:?} is not a principal quell knows: give an IAM user or role ARN, or an assumed-role ARN"
+        ))
+        .into()
+    })
+}
+
+fn confirm(question: &str, yes: bool) -> anyhow::Result<()> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        anyhow::bail!("refusing to change anything without confirmation: pass --yes");
+    }
+    eprint!("{question} type yes: ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if answer.trim() != "yes" {
+        anyhow::bail!("nothing changed");
+    }
+    Ok(())
+}
+
+fn print_steps(steps: &[quell_aws::release::Step], format: Format) -> anyhow::Result<()> {
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(steps)?),
+        Format::Text => {
+            for s in steps {
+                println!(
+                    "{:<16} {}: {}",
+                    s.outcome.status.as_str(),
+                    s.what,
+                    s.outcome.detail
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn release(
+    principal: Option<String>,
+    finding: Option<String>,
+    yes: bool,
+    reactivate_keys: bool,
+    by: Option<String>,
+    policy: Option<&PathBuf>,
+    format: Format,
+) -> anyhow::Result<()> {
+    use quell_ledger::Ledger;
+    let policy = load_policy(policy)?;
+    let by = by
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "quell release".into());
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let ledger = require_ledger().await?;
+        let mut entries = match (&principal, &finding) {
+            (Some(p), None) => ledger.list(Some(&principal_key(p)?)).await,
+            (None, Some(f)) => ledger.by_finding(f).await,
+            _ => {
+                return Err(
+                    Rejected("name a principal or --finding ID (one of them)".into()).into(),
+                );
+            }
+        }
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        entries.retain(|e| e.in_force());
+        entries.sort_by(|a, b| b.at.cmp(&a.at));
+        if entries.is_empty() {
+            println!("nothing in force to release");
+            return Ok(());
+        }
+        for e in &entries {
+            eprintln!(
+                "{} for finding {} (contained {}): {} action(s)",
+                e.principal,
+                e.finding,
+                e.at,
+                e.actions.len()
+            );
+        }
+        confirm(
+            &format!("\nrelease these {} containment(s)?", entries.len()),
+            yes,
+        )?;
+        let (source, _, _) = aws_session(&policy).await?;
+        let mut failed = 0;
+        let mut all = Vec::new();
+        for e in &entries {
+            let steps = quell_aws::release::release(&source, e, reactivate_keys).await;
+            failed += steps
+                .iter()
+                .filter(|s| s.outcome.status == quell_core::report::Status::Failed)
+                .count();
+            all.extend(steps);
+            if failed == 0 {
+                quell_ledger::mark_released(&ledger, e, &by, now()?)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+        }
+        print_steps(&all, format)?;
+        if failed > 0 {
+            anyhow::bail!(
+                "{failed} step(s) failed; the ledger still holds the containment as in force"
+            );
+        }
+        Ok(())
+    })
+}
+
+fn verify(
+    principal: &str,
+    yes: bool,
+    policy: Option<&PathBuf>,
+    format: Format,
+) -> anyhow::Result<()> {
+    use quell_ledger::Ledger;
+    let policy = load_policy(policy)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let ledger = require_ledger().await?;
+        let entries = ledger
+            .list(Some(&principal_key(principal)?))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if !entries.iter().any(|e| e.in_force()) {
+            println!("quell holds no containment of {principal} in force");
+            return Ok(());
+        }
+        let (source, _, _) = aws_session(&policy).await?;
+        let steps = quell_aws::release::verify(&source, &entries, yes).await;
+        print_steps(&steps, format)?;
+        let failed = steps
+            .iter()
+            .filter(|s| s.outcome.status == quell_core::report::Status::Failed)
+            .count();
+        if failed > 0 {
+            anyhow::bail!("{failed} check(s) failed");
+        }
+        Ok(())
+    })
+}
+
+fn breaker(command: BreakerCommand) -> anyhow::Result<()> {
+    use quell_ledger::Ledger;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let ledger = require_ledger().await?;
+        let hour = quell_ledger::hour_of(now()?);
+        match command {
+            BreakerCommand::Status { scope } => {
+                let n = ledger
+                    .slots(&scope, &hour)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                println!("{scope}: {n} containment(s) in hour {hour}");
+            }
+            BreakerCommand::Reset { scope } => {
+                ledger
+                    .reset_slots(&scope, &hour)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                println!("{scope}: breaker reset for hour {hour}");
+            }
+        }
+        anyhow::Ok(())
+    })
 }
 
 /// The caller's identity and an account-aware client source, from the standard credential chain.
@@ -453,20 +805,43 @@ fn apply(
         }
     }
     let runtime = tokio::runtime::Runtime::new()?;
+    let now = now()?;
     let report = runtime.block_on(async {
         let (source, _, ctx) = aws_session(&policy).await?;
         let executor = quell_aws::AwsExecutor::new(
             source,
             policy.clone(),
             ctx,
-            std::sync::Arc::new(quell_aws::SystemClock),
+            std::sync::Arc::new(quell_core::clock::FixedClock(now)),
         );
-        anyhow::Ok(executor.execute(&plan).await)
+        // With a ledger: claim each containment first (withheld when another process holds
+        // it, a human released it, or the breaker is open), record what was done after.
+        match ledger().await {
+            Some(ledger) => {
+                let gated = quell_ledger::gate(&ledger, plan, &policy, now)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let report = executor.execute(&gated.plan).await;
+                quell_ledger::record(&ledger, &gated.claims, &report, now)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                anyhow::Ok(report)
+            }
+            None => anyhow::Ok(executor.execute(&plan).await),
+        }
     })?;
     match format {
         Format::Text => {
             for line in report.lines() {
                 println!("{line}");
+            }
+            for skip in report
+                .skipped
+                .iter()
+                .filter(|s| s.reason.contains("withheld"))
+            {
+                let target = skip.target.as_ref().map(|t| t.label()).unwrap_or_default();
+                println!("withheld {target}: {}", skip.reason);
             }
             let s = &report.summary;
             println!(

@@ -326,3 +326,265 @@ fn plan_contains_the_right_identity_for_the_findings_a_responder_cares_about() {
         )]
     );
 }
+
+/// A moto-backed world for the ledger flows: its own ledger table, a fixed time.
+struct World {
+    moto: &'static quell_tests::Moto,
+    table: String,
+    dir: std::path::PathBuf,
+    rt: tokio::runtime::Runtime,
+    iam: aws_sdk_iam::Client,
+}
+
+impl World {
+    fn new(policy: &str) -> World {
+        let moto = quell_tests::Moto::shared();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let iam = rt.block_on(async { aws_sdk_iam::Client::new(&quell_tests::moto_sdk().await) });
+        let table = quell_tests::unique("quell-ledger");
+        let dir = std::env::temp_dir().join(quell_tests::unique("quell-world"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("policy.toml"), policy).unwrap();
+        World {
+            moto,
+            table,
+            dir,
+            rt,
+            iam,
+        }
+    }
+    fn quell(&self, args: &[&str]) -> Output {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        if matches!(args.first(), Some(&"apply" | &"release" | &"verify")) {
+            all.push("--policy".into());
+            all.push(self.dir.join("policy.toml").display().to_string());
+        }
+        Command::new(env!("CARGO_BIN_EXE_quell"))
+            .args(&all)
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+            .env("AWS_ENDPOINT_URL", &self.moto.url)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("QUELL_LEDGER_TABLE", &self.table)
+            .env("QUELL_NOW", "2026-11-23T12:00:00Z")
+            .output()
+            .unwrap()
+    }
+    /// A user with one active key.
+    fn user(&self, prefix: &str) -> (String, String) {
+        self.rt.block_on(async {
+            let user = quell_tests::unique(prefix);
+            self.iam
+                .create_user()
+                .user_name(&user)
+                .send()
+                .await
+                .unwrap();
+            let k = self
+                .iam
+                .create_access_key()
+                .user_name(&user)
+                .send()
+                .await
+                .unwrap();
+            (user, k.access_key().unwrap().access_key_id().to_string())
+        })
+    }
+    /// A GuardDuty finding of `key` of `user`, written to a file.
+    fn finding(&self, user: &str, key: &str, id: &str) -> String {
+        let mut v: serde_json::Value =
+            quell_tests::event_json("guardduty/iamuser-tor-caller-akia.json");
+        let d = &mut v["detail"];
+        d["resource"]["accessKeyDetails"]["userName"] = user.into();
+        d["resource"]["accessKeyDetails"]["accessKeyId"] = key.into();
+        d["accountId"] = quell_tests::MOTO_ACCOUNT.into();
+        d["id"] = id.into();
+        let path = self.dir.join(format!("{id}.json"));
+        std::fs::write(&path, v.to_string()).unwrap();
+        path.display().to_string()
+    }
+    fn key_active(&self, user: &str, key: &str) -> bool {
+        self.rt.block_on(async {
+            let out = self
+                .iam
+                .list_access_keys()
+                .user_name(user)
+                .send()
+                .await
+                .unwrap();
+            out.access_key_metadata().iter().any(|k| {
+                k.access_key_id() == Some(key) && k.status().map(|s| s.as_str()) == Some("Active")
+            })
+        })
+    }
+    fn attached(&self, user: &str) -> Vec<String> {
+        self.rt.block_on(async {
+            let out = self
+                .iam
+                .list_attached_user_policies()
+                .user_name(user)
+                .send()
+                .await
+                .unwrap();
+            out.attached_policies()
+                .iter()
+                .filter_map(|p| p.policy_name().map(str::to_string))
+                .collect()
+        })
+    }
+    fn inline(&self, user: &str) -> Vec<String> {
+        self.rt.block_on(async {
+            let out = self
+                .iam
+                .list_user_policies()
+                .user_name(user)
+                .send()
+                .await
+                .unwrap();
+            out.policy_names().to_vec()
+        })
+    }
+    fn tags(&self, user: &str) -> Vec<String> {
+        self.rt.block_on(async {
+            let out = self
+                .iam
+                .list_user_tags()
+                .user_name(user)
+                .send()
+                .await
+                .unwrap();
+            out.tags().iter().map(|t| t.key().to_string()).collect()
+        })
+    }
+}
+
+#[test]
+fn ledger_release_redelivery_and_verify_end_to_end() {
+    let w = World::new("[aws]\nquarantine_users = true\n");
+    let init = w.quell(&["ledger", "init"]);
+    assert_eq!(init.status.code(), Some(0), "{}", text(&init.stderr));
+    assert!(text(&init.stdout).contains("created"));
+    assert!(text(&w.quell(&["ledger", "init"]).stdout).contains("already exists"));
+
+    let (user, key) = w.user("ledgered");
+    let arn = format!("arn:aws:iam::{}:user/{user}", quell_tests::MOTO_ACCOUNT);
+    let f1 = w.finding(&user, &key, &quell_tests::unique("finding-one"));
+    let out = w.quell(&["apply", &f1, "--yes"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(!w.key_active(&user, &key));
+    assert_eq!(w.attached(&user), ["AWSDenyAll"]);
+    assert!(!w.inline(&user).is_empty());
+    assert!(w.tags(&user).contains(&"quell:quarantined".to_string()));
+    let list = w.quell(&["ledger", "list", &arn]);
+    assert!(
+        text(&list.stdout).contains("1 entries, 1 still in force"),
+        "{}",
+        text(&list.stdout)
+    );
+
+    // Release: every policy and tag quell added is gone; the key stays inactive.
+    let rel = w.quell(&["release", &arn, "--yes", "--by", "oncall@example.com"]);
+    assert_eq!(
+        rel.status.code(),
+        Some(0),
+        "{}{}",
+        text(&rel.stdout),
+        text(&rel.stderr)
+    );
+    let said = text(&rel.stdout);
+    assert!(said.contains("stay(s) inactive"), "{said}");
+    assert!(w.attached(&user).is_empty(), "{:?}", w.attached(&user));
+    assert!(w.inline(&user).is_empty(), "{:?}", w.inline(&user));
+    assert!(!w.tags(&user).contains(&"quell:quarantined".to_string()));
+    assert!(!w.key_active(&user, &key));
+
+    // The same finding re-delivered contains no one; a new finding does.
+    let again = w.quell(&["apply", &f1, "--yes"]);
+    let said = text(&again.stdout);
+    assert!(
+        said.contains("withheld") && said.contains("released by oncall@example.com"),
+        "{said}"
+    );
+    assert!(w.attached(&user).is_empty());
+    let f2 = w.finding(&user, &key, &quell_tests::unique("finding-two"));
+    let new = w.quell(&["apply", &f2, "--yes"]);
+    assert_eq!(new.status.code(), Some(0), "{}", text(&new.stderr));
+    assert_eq!(w.attached(&user), ["AWSDenyAll"]);
+
+    // A key created after containment is the attacker's: verify deactivates it.
+    let (fresh, _) = w.rt.block_on(async {
+        let k = w
+            .iam
+            .create_access_key()
+            .user_name(&user)
+            .send()
+            .await
+            .unwrap();
+        (k.access_key().unwrap().access_key_id().to_string(), ())
+    });
+    let dry = w.quell(&["verify", &arn]);
+    assert!(
+        text(&dry.stdout).contains("would deactivate"),
+        "{}",
+        text(&dry.stdout)
+    );
+    assert!(w.key_active(&user, &fresh));
+    let fix = w.quell(&["verify", &arn, "--yes"]);
+    assert_eq!(fix.status.code(), Some(0), "{}", text(&fix.stderr));
+    assert!(
+        text(&fix.stdout).contains("attacker persistence"),
+        "{}",
+        text(&fix.stdout)
+    );
+    assert!(!w.key_active(&user, &fresh));
+}
+
+#[test]
+fn the_breaker_withholds_the_fourth_and_fifth_containment_in_an_hour() {
+    let w = World::new("[breaker]\nmax_containments_per_account_per_hour = 3\n");
+    assert_eq!(w.quell(&["ledger", "init"]).status.code(), Some(0));
+    let mut withheld = 0;
+    for i in 0..5 {
+        let (user, key) = w.user(&format!("storm{i}"));
+        let f = w.finding(&user, &key, &quell_tests::unique("storm"));
+        let out = w.quell(&["apply", &f, "--yes"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let said = text(&out.stdout);
+        if said.contains("breaker is open") {
+            withheld += 1;
+            assert!(said.contains("applied notify"), "{said}");
+            assert!(
+                w.key_active(&user, &key),
+                "withheld: the key must stay active"
+            );
+        } else {
+            assert!(!w.key_active(&user, &key), "{said}");
+        }
+    }
+    assert_eq!(withheld, 2);
+    let scope = format!("aws:{}", quell_tests::MOTO_ACCOUNT);
+    let status = w.quell(&["breaker", "status", "--scope", &scope]);
+    assert!(
+        text(&status.stdout).contains("3 containment(s)"),
+        "{}",
+        text(&status.stdout)
+    );
+    assert_eq!(
+        w.quell(&["breaker", "reset", "--scope", &scope])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert!(
+        text(&w.quell(&["breaker", "status", "--scope", &scope]).stdout)
+            .contains("0 containment(s)")
+    );
+}

@@ -7,6 +7,8 @@ pub mod docs;
 pub mod error;
 pub mod executor;
 mod iam;
+pub mod ledger;
+pub mod release;
 pub mod sweep;
 
 pub use clients::{Accounts, AwsClients, ClientSource, Fixed, Session, load_config, session};

@@ -1,0 +1,588 @@
+//! Undoing and re-checking quell's AWS containment, from the ledger.
+//!
+//! - [`release`] runs the inverse of each action an entry recorded, newest first, reading before
+//!   each write. Access keys stay inactive unless asked (AWS recommends against reactivating a
+//!   compromised key); what cannot be restored (a deleted console password) is said so.
+//!   Revocations are removed only where they are still this finding's: a later finding's
+//!   revocation of the same principal stays.
+//! - [`verify`] checks that the containment still holds once IAM has propagated, and looks for
+//!   what appeared since (a new access key or console password, a detached quarantine): with
+//!   `fix`, it contains that too and reports it as attacker persistence.
+
+use aws_sdk_iam::types::{StatusType, Tag};
+use quell_core::model::Subject;
+use quell_core::plan::{ActionKind, Target};
+use quell_core::report::{Outcome, Status};
+use quell_ledger::{Entry, Recorded};
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::clients::{ClientSource, session_name};
+use crate::docs;
+use crate::error::classify;
+use crate::iam::{self, Kind};
+
+/// What one step of a release or verify did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Step {
+    pub what: String,
+    pub outcome: Outcome,
+}
+
+fn principal_of(target: &Target) -> Option<(String, Kind, String)> {
+    match target {
+        Target::Subject(Subject::IamUser { account, name }) => {
+            Some((account.clone(), Kind::User, name.clone()))
+        }
+        Target::Subject(Subject::AccessKey {
+            account,
+            user: Some(u),
+            ..
+        }) => Some((account.clone(), Kind::User, u.clone())),
+        Target::Subject(Subject::IamRole { account, name })
+        | Target::Subject(Subject::RoleSession { account, name, .. }) => {
+            Some((account.clone(), Kind::Role, name.clone()))
+        }
+        _ => None,
+    }
+}
+
+/// Runs the inverses an entry recorded, newest first.
+pub async fn release<S: ClientSource>(
+    source: &S,
+    entry: &Entry,
+    reactivate_keys: bool,
+) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for r in entry.actions.iter().rev() {
+        if r.status != Status::Applied {
+            continue;
+        }
+        let what = format!("undo {} {}", r.kind.as_str(), r.target.label());
+        let outcome = undo(source, entry, r, reactivate_keys).await;
+        steps.push(Step { what, outcome });
+    }
+    steps
+}
+
+async fn undo<S: ClientSource>(
+    source: &S,
+    entry: &Entry,
+    r: &Recorded,
+    reactivate_keys: bool,
+) -> Outcome {
+    let Some(inverse) = &r.inverse else {
+        return Outcome::skipped("nothing to undo: the action recorded no inverse");
+    };
+    let p = &inverse.params;
+    match inverse.call.as_str() {
+        "iam:CreateLoginProfile" => {
+            return Outcome::skipped(
+                "cannot be restored: the deleted console password is gone; set a new one (iam:CreateLoginProfile) if the user needs the console",
+            );
+        }
+        "securityhub:BatchUpdateFindings" | "securityhub:BatchUpdateFindingsV2" => {
+            return Outcome::skipped("the Security Hub finding's workflow is left as it is");
+        }
+        _ => {}
+    }
+    let Some((account, kind, name)) = principal_of(&r.target) else {
+        return Outcome::skipped(format!("{} is not an AWS principal", r.target.label()));
+    };
+    let clients = match source
+        .clients(&account, &session_name(&entry.finding))
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => return e.into(),
+    };
+    let iam = &clients.iam;
+    match inverse.call.as_str() {
+        "iam:UpdateAccessKey" => {
+            let ids: Vec<String> = match (&p["AccessKeyId"], &p["AccessKeyIds"]) {
+                (Value::String(k), _) => vec![k.clone()],
+                (_, Value::Array(a)) => a
+                    .iter()
+                    .filter_map(|k| k.as_str().map(str::to_string))
+                    .collect(),
+                _ => vec![],
+            };
+            if !reactivate_keys {
+                return Outcome::skipped(format!(
+                    "{} stay(s) inactive: AWS recommends against reactivating a compromised key; pass --reactivate-keys to reactivate",
+                    ids.join(", ")
+                ));
+            }
+            let mut done = Vec::new();
+            for id in &ids {
+                if let Err(e) = iam
+                    .update_access_key()
+                    .user_name(&name)
+                    .access_key_id(id)
+                    .status(StatusType::Active)
+                    .send()
+                    .await
+                {
+                    return classify(e).into();
+                }
+                done.push(id.as_str());
+            }
+            Outcome::applied(format!("reactivated {}", done.join(", ")), None)
+        }
+        "iam:DetachUserPolicy" | "iam:DetachRolePolicy" => {
+            let arn = p["PolicyArn"].as_str().unwrap_or_default().to_string();
+            let attached = match kind {
+                Kind::User => iam
+                    .list_attached_user_policies()
+                    .user_name(&name)
+                    .send()
+                    .await
+                    .map(|o| {
+                        o.attached_policies()
+                            .iter()
+                            .any(|a| a.policy_arn() == Some(arn.as_str()))
+                    })
+                    .map_err(classify),
+                Kind::Role => iam
+                    .list_attached_role_policies()
+                    .role_name(&name)
+                    .send()
+                    .await
+                    .map(|o| {
+                        o.attached_policies()
+                            .iter()
+                            .any(|a| a.policy_arn() == Some(arn.as_str()))
+                    })
+                    .map_err(classify),
+            };
+            match attached {
+                Ok(false) => return Outcome::already(format!("{arn} is not attached")),
+                Ok(true) => {}
+                Err(e) => return e.into(),
+            }
+            let r = match kind {
+                Kind::User => iam
+                    .detach_user_policy()
+                    .user_name(&name)
+                    .policy_arn(&arn)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(classify),
+                Kind::Role => iam
+                    .detach_role_policy()
+                    .role_name(&name)
+                    .policy_arn(&arn)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(classify),
+            };
+            match r {
+                Ok(()) => Outcome::applied(format!("detached {arn} from {name}"), None),
+                Err(e) => e.into(),
+            }
+        }
+        "iam:DeleteUserPolicy"
+        | "iam:DeleteRolePolicy"
+        | "iam:PutUserPolicy"
+        | "iam:PutRolePolicy" => {
+            let policy = p["PolicyName"].as_str().unwrap_or_default().to_string();
+            undo_revocation(iam, kind, &name, &policy, entry, p).await
+        }
+        "iam:UntagUser" | "iam:UntagRole" | "iam:TagUser" | "iam:TagRole" => {
+            undo_tag(iam, kind, &name, entry, p).await
+        }
+        other => Outcome::skipped(format!("quell has no undo for {other}")),
+    }
+}
+
+/// Removes this finding's revocation from a policy, leaving a later finding's in place.
+async fn undo_revocation(
+    iam: &aws_sdk_iam::Client,
+    kind: Kind,
+    name: &str,
+    policy: &str,
+    entry: &Entry,
+    p: &Value,
+) -> Outcome {
+    let current = match iam::get_inline(iam, kind, name, policy).await {
+        Ok(Some(doc)) => docs::parse(&doc).unwrap_or(Value::Null),
+        Ok(None) => return Outcome::already(format!("{name} has no {policy}")),
+        Err(e) => return e.into(),
+    };
+    if policy == docs::SESSION_REVOKE_POLICY {
+        let statements = docs::statements(&current);
+        let keep: Vec<Value> = statements
+            .iter()
+            .filter(|st| {
+                docs::revocation_of(st).is_none_or(|r| {
+                    let sid = r.sid.trim_end_matches("Vpc").trim_end_matches("Ip");
+                    r.userid
+                        .as_deref()
+                        .is_none_or(|u| sid != docs::session_sid(&entry.finding, u))
+                })
+            })
+            .cloned()
+            .collect();
+        let removed = statements.len() - keep.len();
+        if removed == 0 {
+            return Outcome::already(format!("{policy} holds no revocation of this finding"));
+        }
+        let r = if keep.is_empty() {
+            iam::delete_inline(iam, kind, name, policy).await
+        } else {
+            iam::put_inline(iam, kind, name, policy, &docs::document(keep)).await
+        };
+        return match r {
+            Ok(()) => Outcome::applied(
+                format!("removed {removed} statement(s) of this finding from {policy}"),
+                None,
+            ),
+            Err(e) => e.into(),
+        };
+    }
+    // A single-statement revocation: undo only while it is still this finding's.
+    let ours =
+        docs::revocation(&current).is_some_and(|r| r.sid == docs::revoke_sid(&entry.finding));
+    if !ours {
+        return Outcome::skipped(format!(
+            "{policy} now holds a later revocation, which stays"
+        ));
+    }
+    let r = match p.get("PolicyDocument").filter(|d| !d.is_null()) {
+        Some(previous) => iam::put_inline(iam, kind, name, policy, &previous.to_string()).await,
+        None => iam::delete_inline(iam, kind, name, policy).await,
+    };
+    match r {
+        Ok(()) => Outcome::applied(format!("removed this finding's {policy}"), None),
+        Err(e) => e.into(),
+    }
+}
+
+/// Removes (or restores) the `quell:quarantined` tag while it still names this finding.
+async fn undo_tag(
+    iam: &aws_sdk_iam::Client,
+    kind: Kind,
+    name: &str,
+    entry: &Entry,
+    p: &Value,
+) -> Outcome {
+    let tags = match kind {
+        Kind::User => iam
+            .list_user_tags()
+            .user_name(name)
+            .send()
+            .await
+            .map(|o| o.tags().to_vec())
+            .map_err(classify),
+        Kind::Role => iam
+            .list_role_tags()
+            .role_name(name)
+            .send()
+            .await
+            .map(|o| o.tags().to_vec())
+            .map_err(classify),
+    };
+    let tags = match tags {
+        Ok(t) => t,
+        Err(e) => return e.into(),
+    };
+    let Some(current) = tags.iter().find(|t| t.key() == docs::QUARANTINE_TAG) else {
+        return Outcome::already(format!("{name} has no {} tag", docs::QUARANTINE_TAG));
+    };
+    let finding: String = entry
+        .finding
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || " _.:/=+-@".contains(*c))
+        .take(200)
+        .collect();
+    if !current.value().starts_with(&format!("{finding} ")) {
+        return Outcome::skipped("the tag now names a later finding, and stays");
+    }
+    let previous = p["Tags"][0]["Value"].as_str();
+    let r = match (kind, previous) {
+        (Kind::User, None) => iam
+            .untag_user()
+            .user_name(name)
+            .tag_keys(docs::QUARANTINE_TAG)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify),
+        (Kind::Role, None) => iam
+            .untag_role()
+            .role_name(name)
+            .tag_keys(docs::QUARANTINE_TAG)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify),
+        (k, Some(v)) => {
+            let Ok(tag) = Tag::builder().key(docs::QUARANTINE_TAG).value(v).build() else {
+                return Outcome::failed("InvalidInput", "could not build the tag", false);
+            };
+            match k {
+                Kind::User => iam
+                    .tag_user()
+                    .user_name(name)
+                    .tags(tag)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(classify),
+                Kind::Role => iam
+                    .tag_role()
+                    .role_name(name)
+                    .tags(tag)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(classify),
+            }
+        }
+    };
+    match r {
+        Ok(()) => Outcome::applied(
+            format!("removed {} from {name}", docs::QUARANTINE_TAG),
+            None,
+        ),
+        Err(e) => e.into(),
+    }
+}
+
+/// Checks that the containment an entry recorded still holds, and looks for what appeared
+/// since it began. With `fix`, restores what was undone and contains what appeared.
+pub async fn verify<S: ClientSource>(source: &S, entries: &[Entry], fix: bool) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let Some(first) = entries
+        .iter()
+        .filter(|e| e.in_force())
+        .min_by(|a, b| a.at.cmp(&b.at))
+    else {
+        return steps;
+    };
+    let Some((account, kind, name)) = parse_key(&first.principal) else {
+        steps.push(Step {
+            what: format!("verify {}", first.principal),
+            outcome: Outcome::skipped("not an AWS user or role"),
+        });
+        return steps;
+    };
+    let since = quell_core::clock::parse_rfc3339(&first.at).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let clients = match source.clients(&account, "quell-verify").await {
+        Ok(c) => c,
+        Err(e) => {
+            steps.push(Step {
+                what: "reach the account".into(),
+                outcome: e.into(),
+            });
+            return steps;
+        }
+    };
+    let iam = &clients.iam;
+    let recorded = |k: ActionKind| {
+        entries
+            .iter()
+            .filter(|e| e.in_force())
+            .flat_map(|e| e.actions.iter())
+            .any(|r| r.kind == k && matches!(r.status, Status::Applied | Status::AlreadyInState))
+    };
+    let would = |what: &str| Outcome::dry_run(format!("would {what}; pass --yes"));
+
+    // The quarantine is still attached.
+    if recorded(ActionKind::QuarantineUser) || recorded(ActionKind::QuarantineRole) {
+        let arn = docs::deny_all_arn(iam::partition(iam));
+        let attached = match kind {
+            Kind::User => iam
+                .list_attached_user_policies()
+                .user_name(&name)
+                .send()
+                .await
+                .map(|o| {
+                    o.attached_policies()
+                        .iter()
+                        .any(|a| a.policy_arn() == Some(arn.as_str()))
+                })
+                .map_err(classify),
+            Kind::Role => iam
+                .list_attached_role_policies()
+                .role_name(&name)
+                .send()
+                .await
+                .map(|o| {
+                    o.attached_policies()
+                        .iter()
+                        .any(|a| a.policy_arn() == Some(arn.as_str()))
+                })
+                .map_err(classify),
+        };
+        let outcome = match attached {
+            Ok(true) => Outcome::already("AWSDenyAll is still attached"),
+            Ok(false) if fix => {
+                let mut o = iam::quarantine(iam, kind, &name).await;
+                o.detail = format!(
+                    "attacker persistence: the quarantine was detached; {}",
+                    o.detail
+                );
+                o
+            }
+            Ok(false) => would("re-attach AWSDenyAll, which was detached"),
+            Err(e) => e.into(),
+        };
+        steps.push(Step {
+            what: format!("quarantine of {name}"),
+            outcome,
+        });
+    }
+    if kind == Kind::User {
+        // Keys: what quell deactivated stays inactive; keys created since are the attacker's.
+        let deactivated: Vec<String> = entries
+            .iter()
+            .flat_map(|e| e.actions.iter())
+            .filter(|r| r.status == Status::Applied)
+            .filter_map(|r| r.inverse.as_ref())
+            .filter(|i| i.call == "iam:UpdateAccessKey")
+            .flat_map(
+                |i| match (&i.params["AccessKeyId"], &i.params["AccessKeyIds"]) {
+                    (Value::String(k), _) => vec![k.clone()],
+                    (_, Value::Array(a)) => a
+                        .iter()
+                        .filter_map(|k| k.as_str().map(str::to_string))
+                        .collect(),
+                    _ => vec![],
+                },
+            )
+            .collect();
+        match iam.list_access_keys().user_name(&name).send().await {
+            Ok(out) => {
+                for k in out.access_key_metadata() {
+                    let (Some(id), Some(StatusType::Active)) = (k.access_key_id(), k.status())
+                    else {
+                        continue;
+                    };
+                    let created = k.create_date().map(|d| d.secs()).unwrap_or(0);
+                    let why = if deactivated.iter().any(|d| d == id) {
+                        "was deactivated by quell and is active again"
+                    } else if created >= since.unix_timestamp() {
+                        "was created after containment"
+                    } else {
+                        continue;
+                    };
+                    let outcome = if fix {
+                        match iam
+                            .update_access_key()
+                            .user_name(&name)
+                            .access_key_id(id)
+                            .status(StatusType::Inactive)
+                            .send()
+                            .await
+                        {
+                            Ok(_) => Outcome::applied(
+                                format!("attacker persistence: {id} {why}; deactivated"),
+                                None,
+                            ),
+                            Err(e) => classify(e).into(),
+                        }
+                    } else {
+                        would(&format!("deactivate {id}, which {why}"))
+                    };
+                    steps.push(Step {
+                        what: format!("access key {id} of {name}"),
+                        outcome,
+                    });
+                }
+            }
+            Err(e) => steps.push(Step {
+                what: format!("access keys of {name}"),
+                outcome: classify(e).into(),
+            }),
+        }
+        // A console password created since containment.
+        match iam
+            .get_login_profile()
+            .user_name(&name)
+            .send()
+            .await
+            .map_err(classify)
+        {
+            Ok(out) => {
+                let created = out
+                    .login_profile()
+                    .map(|l| l.create_date().secs())
+                    .unwrap_or(0);
+                if created >= since.unix_timestamp() {
+                    let outcome = if fix {
+                        let mut o = iam::delete_login_profile(iam, &name).await;
+                        o.detail = format!(
+                            "attacker persistence: a console password was created after containment; {}",
+                            o.detail
+                        );
+                        o
+                    } else {
+                        would("delete the console password created after containment")
+                    };
+                    steps.push(Step {
+                        what: format!("console password of {name}"),
+                        outcome,
+                    });
+                }
+            }
+            Err(e) if e.is("NoSuchEntity") => {}
+            Err(e) => steps.push(Step {
+                what: format!("console password of {name}"),
+                outcome: e.into(),
+            }),
+        }
+        // The revocation of the user's older sessions is still in place.
+        if recorded(ActionKind::RevokeUserSessions) {
+            let outcome = match iam::get_inline(iam, Kind::User, &name, docs::USER_REVOKE_POLICY)
+                .await
+            {
+                Ok(Some(_)) => {
+                    Outcome::already(format!("{} is still in place", docs::USER_REVOKE_POLICY))
+                }
+                Ok(None) if fix => {
+                    let doc =
+                        docs::revoke_older_sessions(&docs::revoke_sid(&first.finding), &first.at);
+                    match iam::put_inline(iam, Kind::User, &name, docs::USER_REVOKE_POLICY, &doc)
+                        .await
+                    {
+                        Ok(()) => Outcome::applied(
+                            format!(
+                                "attacker persistence: {} was removed; put back with cut-off {}",
+                                docs::USER_REVOKE_POLICY,
+                                first.at
+                            ),
+                            None,
+                        ),
+                        Err(e) => e.into(),
+                    }
+                }
+                Ok(None) => would(&format!(
+                    "put back {}, which was removed",
+                    docs::USER_REVOKE_POLICY
+                )),
+                Err(e) => e.into(),
+            };
+            steps.push(Step {
+                what: format!("session revocation of {name}"),
+                outcome,
+            });
+        }
+    }
+    steps
+}
+
+/// `aws:<account>:user/<name>` or `…:role/<name>`.
+fn parse_key(key: &str) -> Option<(String, Kind, String)> {
+    let rest = key.strip_prefix("aws:")?;
+    let (account, principal) = rest.split_once(':')?;
+    let (kind, name) = principal.split_once('/')?;
+    let kind = match kind {
+        "user" => Kind::User,
+        "role" => Kind::Role,
+        _ => return None,
+    };
+    Some((account.to_string(), kind, name.to_string()))
+}
