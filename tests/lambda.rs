@@ -317,3 +317,93 @@ fn policy_comes_from_the_bundled_file_and_environment() {
     let e = load_policy(|k| (k == "QUELL_MODE").then(|| "on".to_string())).unwrap_err();
     assert!(e.to_string().contains("QUELL_MODE"), "{e}");
 }
+
+#[tokio::test]
+async fn with_a_ledger_the_function_records_its_containment_once() {
+    use quell_ledger::Ledger;
+    let cfg = sdk().await;
+    let table = quell_tests::unique("quell-ledger");
+    let ledger = quell_aws::ledger::DynamoLedger::new(&cfg, &table);
+    ledger.ensure_table().await.unwrap();
+    let iam = aws_sdk_iam::Client::new(&cfg);
+    let user = quell_tests::unique("ledger-fn");
+    let keys = seed_user(&iam, &user).await;
+    let mut ev = load("guardduty/iamuser-tor-caller-akia.json");
+    ev["detail"]["resource"]["accessKeyDetails"]["accessKeyId"] = json!(keys[0]);
+    ev["detail"]["resource"]["accessKeyDetails"]["userName"] = json!(user);
+    ev["detail"]["id"] = json!(quell_tests::unique("ledger-finding"));
+    let edge = edge(Accepts::Guardduty, Mode::Enforce)
+        .await
+        .with_ledger(ledger, Arc::new(FixedClock(NOW)));
+    edge.handle(ev.clone()).await.unwrap();
+    let second = edge.handle(ev).await.unwrap();
+    assert!(
+        outcome_statuses(&second)
+            .iter()
+            .all(|s| s.ends_with("already_in_state")),
+        "{second}"
+    );
+    let entries = quell_aws::ledger::DynamoLedger::new(&cfg, &table)
+        .list(Some(&format!(
+            "aws:{}:user/{user}",
+            quell_tests::MOTO_ACCOUNT
+        )))
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].state, quell_ledger::State::Done);
+    assert!(entries[0].history.iter().any(|h| h.contains("run again")));
+}
+
+#[tokio::test]
+async fn the_runbook_function_releases_from_the_ledger() {
+    use quell_ledger::Ledger;
+    let cfg = sdk().await;
+    let table = quell_tests::unique("quell-ledger");
+    let ledger = quell_aws::ledger::DynamoLedger::new(&cfg, &table);
+    ledger.ensure_table().await.unwrap();
+    let iam = aws_sdk_iam::Client::new(&cfg);
+    let user = quell_tests::unique("released-fn");
+    seed_user(&iam, &user).await;
+    let arn = format!("arn:aws:iam::{}:user/{user}", quell_tests::MOTO_ACCOUNT);
+    let edge = edge(Accepts::Any, Mode::Enforce)
+        .await
+        .with_ledger(ledger, Arc::new(FixedClock(NOW)));
+    edge.handle(json!({"runbook": "quarantine", "principal": arn, "reason": "SEC-9"}))
+        .await
+        .unwrap();
+    let attached = |iam: aws_sdk_iam::Client, user: String| async move {
+        iam.list_attached_user_policies()
+            .user_name(user)
+            .send()
+            .await
+            .unwrap()
+            .attached_policies()
+            .len()
+    };
+    assert_eq!(attached(iam.clone(), user.clone()).await, 1);
+    // A release without a reason is refused.
+    let bad = edge
+        .handle(json!({"runbook": "release", "principal": arn}))
+        .await
+        .unwrap();
+    assert_eq!(bad["status"], "rejected");
+    let out = edge
+        .handle(json!({"runbook": "release", "principal": arn, "reason": "SEC-9 cleared", "requested_by": "oncall@example.com"}))
+        .await
+        .unwrap();
+    assert_eq!(out["containments"], 1, "{out}");
+    assert_eq!(attached(iam.clone(), user.clone()).await, 0);
+    let entries = quell_aws::ledger::DynamoLedger::new(&cfg, &table)
+        .list(Some(&format!(
+            "aws:{}:user/{user}",
+            quell_tests::MOTO_ACCOUNT
+        )))
+        .await
+        .unwrap();
+    assert_eq!(entries[0].state, quell_ledger::State::Released);
+    assert_eq!(
+        entries[0].released_by.as_deref(),
+        Some("oncall@example.com")
+    );
+}

@@ -60,9 +60,20 @@ fn each_function_role_holds_exactly_what_its_code_can_call() {
         );
         let role = f["Properties"]["Role"]["Fn::GetAtt"][0].as_str().unwrap();
         let have = role_actions(&t, role);
-        let want = needed(accepts.action_kinds());
+        let mut want = needed(accepts.action_kinds());
+        if accepts == Accepts::Any {
+            // The runbook function also releases and verifies.
+            want.extend(release_permissions());
+        }
         assert_eq!(have, want, "{role}: template vs code");
     }
+}
+
+fn release_permissions() -> BTreeSet<String> {
+    quell_aws::RELEASE_PERMISSIONS
+        .iter()
+        .map(|p| p.to_string())
+        .collect()
 }
 
 fn sweep_permissions() -> BTreeSet<String> {
@@ -80,6 +91,7 @@ fn the_member_role_holds_exactly_the_iam_calls_of_every_action_and_the_sweep() {
         .filter(|a| a.starts_with("iam:"))
         .collect();
     want.extend(sweep_permissions());
+    want.extend(release_permissions());
     assert_eq!(role_actions(&t, "QuellMemberRole"), want);
 }
 
@@ -308,9 +320,9 @@ fn attach_statements(t: &Value) -> Vec<(String, Value)> {
                     _ => vec![],
                 };
                 if st["Effect"] == "Allow"
-                    && actions
-                        .iter()
-                        .any(|a| a.starts_with("iam:Attach") || *a == "iam:*")
+                    && actions.iter().any(|a| {
+                        a.starts_with("iam:Attach") || a.starts_with("iam:Detach") || *a == "iam:*"
+                    })
                 {
                     out.push((name.as_str().unwrap().to_string(), st.clone()));
                 }
@@ -445,4 +457,52 @@ fn the_scp_guards_the_member_role_quell_roles_and_containment() {
     let rendered = serde_json::to_string(&p["Content"]).unwrap();
     let worst = rendered.len() + 4 * 200; // four substitutions of long admin-role lists
     assert!(worst <= 5120, "{worst}");
+}
+
+#[test]
+fn the_ledger_table_is_durable_and_every_containing_function_holds_exactly_its_calls() {
+    let t = template("samplesam.yaml");
+    let table = &t["Resources"]["LedgerTable"];
+    assert_eq!(table["DeletionPolicy"], "Retain");
+    let p = &table["Properties"];
+    assert_eq!(p["BillingMode"], "PAY_PER_REQUEST");
+    assert_eq!(p["DeletionProtectionEnabled"], true);
+    assert_eq!(
+        p["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"],
+        true
+    );
+    assert_eq!(p["SSESpecification"]["SSEEnabled"], true);
+    assert_eq!(p["TimeToLiveSpecification"]["AttributeName"], "ttl");
+    assert_eq!(
+        p["GlobalSecondaryIndexes"][0]["IndexName"],
+        quell_aws::ledger::BY_FINDING
+    );
+    assert_eq!(
+        t["Globals"]["Function"]["Environment"]["Variables"]["QUELL_LEDGER_TABLE"]["Ref"],
+        "LedgerTable"
+    );
+    let want: BTreeSet<String> = quell_aws::ledger::LEDGER_PERMISSIONS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for accepts in Accepts::ALL {
+        let role = t["Resources"][accepts.logical_id()]["Properties"]["Role"]["Fn::GetAtt"][0]
+            .as_str()
+            .unwrap();
+        let mut have = BTreeSet::new();
+        for pol in t["Resources"][role]["Properties"]["Policies"]
+            .as_sequence()
+            .unwrap()
+        {
+            for st in pol["PolicyDocument"]["Statement"].as_sequence().unwrap() {
+                for a in st["Action"].as_sequence().into_iter().flatten() {
+                    if let Some(a) = a.as_str().filter(|a| a.starts_with("dynamodb:")) {
+                        have.insert(a.to_string());
+                        assert_eq!(st["Resource"][0]["Fn::GetAtt"][0], "LedgerTable", "{role}");
+                    }
+                }
+            }
+        }
+        assert_eq!(have, want, "{role}");
+    }
 }

@@ -54,6 +54,11 @@ impl<S: ClientSource> AwsExecutor<S> {
         }
     }
 
+    /// Where this executor gets its clients (release and verify reach the same accounts).
+    pub fn source(&self) -> &S {
+        &self.source
+    }
+
     /// Runs the plan: dry-run unless the plan's mode is `enforce`.
     pub async fn execute(&self, plan: &Plan) -> Report {
         let now = self.clock.now();

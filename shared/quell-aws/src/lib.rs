@@ -35,8 +35,41 @@ pub const SWEEP_PERMISSIONS: &[&str] = &[
 ];
 
 /// IAM actions the roles may call only on the `AWSDenyAll` managed policy (an `iam:PolicyARN`
-/// condition in every template): attaching any other policy would grant access.
-pub const ATTACH_ACTIONS: &[&str] = &["iam:AttachUserPolicy", "iam:AttachRolePolicy"];
+/// condition in every template): attaching any other policy would grant access, detaching any
+/// other (AWS's own `AWSCompromisedKeyQuarantine`, say) would lift a containment not quell's.
+pub const ATTACH_ACTIONS: &[&str] = &[
+    "iam:AttachUserPolicy",
+    "iam:AttachRolePolicy",
+    "iam:DetachUserPolicy",
+    "iam:DetachRolePolicy",
+];
+
+/// The AWS API actions `quell release` and `quell verify` call (the runbook function and the
+/// member role hold them; `release::release`, `release::verify`).
+pub const RELEASE_PERMISSIONS: &[&str] = &[
+    "iam:ListAttachedUserPolicies",
+    "iam:ListAttachedRolePolicies",
+    "iam:AttachUserPolicy",
+    "iam:AttachRolePolicy",
+    "iam:DetachUserPolicy",
+    "iam:DetachRolePolicy",
+    "iam:GetUserPolicy",
+    "iam:GetRolePolicy",
+    "iam:PutUserPolicy",
+    "iam:PutRolePolicy",
+    "iam:DeleteUserPolicy",
+    "iam:DeleteRolePolicy",
+    "iam:ListUserTags",
+    "iam:ListRoleTags",
+    "iam:TagUser",
+    "iam:TagRole",
+    "iam:UntagUser",
+    "iam:UntagRole",
+    "iam:ListAccessKeys",
+    "iam:UpdateAccessKey",
+    "iam:GetLoginProfile",
+    "iam:DeleteLoginProfile",
+];
 
 /// The AWS API actions the executor may call for each action kind. The SAM template's roles
 /// are checked against this table (tests/sam.rs), so a new call cannot ship without its

@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use lambda_runtime::{LambdaEvent, service_fn};
+use quell_aws::ledger::DynamoLedger;
 use quell_aws::{Accounts, AwsExecutor, ClientSource, SystemClock};
+use quell_core::clock::Clock;
 use quell_core::{ActionKind, Context, Policy, plan_input};
 use serde_json::{Value, json};
 use thiserror::Error;
@@ -132,6 +134,8 @@ pub struct Edge<S> {
     ctx: Context,
     executor: AwsExecutor<S>,
     audit: Option<(aws_sdk_eventbridge::Client, String)>,
+    /// The containment ledger (`QUELL_LEDGER_TABLE`), and the clock its decisions use.
+    ledger: Option<(DynamoLedger, Arc<dyn Clock>)>,
 }
 
 /// Reads the policy: a bundled file (`QUELL_POLICY_FILE`) or the built-in default, then the
@@ -157,11 +161,19 @@ pub async fn init(accepts: Accepts) -> Result<Edge<Accounts>, EdgeError> {
     let policy = load_policy(env)?;
     let config = quell_aws::load_config(None).await;
     let audit = audit_bus(&config);
+    let ledger = std::env::var("QUELL_LEDGER_TABLE")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .map(|t| DynamoLedger::new(&config, &t));
     let me = quell_aws::session(config, &policy.aws.member_role_name)
         .await
         .map_err(|e| EdgeError::Aws(e.to_string()))?;
-    tracing::info!(caller = %me.arn, mode = ?policy.mode, audit = audit.is_some(), "quell initialised");
-    Ok(Edge::new(accepts, policy, me.ctx, me.accounts, audit))
+    tracing::info!(caller = %me.arn, mode = ?policy.mode, audit = audit.is_some(), ledger = ledger.is_some(), "quell initialised");
+    let edge = Edge::new(accepts, policy, me.ctx, me.accounts, audit);
+    Ok(match ledger {
+        Some(l) => edge.with_ledger(l, Arc::new(SystemClock)),
+        None => edge,
+    })
 }
 
 impl<S: ClientSource> Edge<S> {
@@ -179,7 +191,14 @@ impl<S: ClientSource> Edge<S> {
             ctx,
             executor,
             audit,
+            ledger: None,
         }
+    }
+
+    /// Claims containments in `ledger` before acting and records them after.
+    pub fn with_ledger(mut self, ledger: DynamoLedger, clock: Arc<dyn Clock>) -> Edge<S> {
+        self.ledger = Some((ledger, clock));
+        self
     }
 
     /// Replaces the executor, e.g. with one on a fixed clock (tests).
@@ -211,12 +230,36 @@ impl<S: ClientSource> Edge<S> {
                 }
             }
         }
+        if self.accepts == Accepts::Any
+            && let Some(kind @ ("release" | "verify")) = payload["runbook"].as_str()
+        {
+            return self.ledger_runbook(kind, &payload).await;
+        }
         let bytes = serde_json::to_vec(&payload).map_err(|e| EdgeError::Config(e.to_string()))?;
         let plan = match plan_input(&bytes, &self.policy, &self.ctx) {
             Ok(p) => p,
             Err(e) => return Ok(self.rejected(e.to_string())),
         };
-        let report = self.executor.execute(&plan).await;
+        let report = match &self.ledger {
+            Some((ledger, clock)) => {
+                // No containment without the ledger when one is configured: a ledger error
+                // fails the invocation, and Lambda retries it.
+                let now = clock.now();
+                let ledger_err = |e: quell_ledger::LedgerError| EdgeError::Retryable {
+                    failed: 1,
+                    codes: format!("{} ({})", e.code, e.message),
+                };
+                let gated = quell_ledger::gate(ledger, plan, &self.policy, now)
+                    .await
+                    .map_err(ledger_err)?;
+                let report = self.executor.execute(&gated.plan).await;
+                quell_ledger::record(ledger, &gated.claims, &report, now)
+                    .await
+                    .map_err(ledger_err)?;
+                report
+            }
+            None => self.executor.execute(&plan).await,
+        };
         for line in report.lines() {
             tracing::info!(target: "quell::action", "{line}");
         }
@@ -240,6 +283,79 @@ impl<S: ClientSource> Edge<S> {
             });
         }
         serde_json::to_value(&report).map_err(|e| EdgeError::Config(e.to_string()))
+    }
+}
+
+impl<S: ClientSource> Edge<S> {
+    /// `{"runbook": "release" | "verify", "principal": …, "reason": …, "requested_by": …}`:
+    /// undo quell's containment of a principal from the ledger, or check it still holds (and
+    /// contain what appeared since, in enforce mode). Keys stay inactive unless
+    /// `"reactivate_keys": true`. Recorded in the ledger and published as the audit event.
+    async fn ledger_runbook(&self, kind: &str, payload: &Value) -> Result<Value, EdgeError> {
+        use quell_ledger::Ledger;
+        let Some((ledger, clock)) = &self.ledger else {
+            return Ok(self.rejected(format!(
+                "a {kind} runbook needs the ledger: set QUELL_LEDGER_TABLE"
+            )));
+        };
+        let reason = payload["reason"].as_str().unwrap_or("").trim();
+        if reason.is_empty() {
+            return Ok(self.rejected("/reason: a release or verify needs a reason".into()));
+        }
+        let Some(key) = payload["principal"]
+            .as_str()
+            .and_then(|p| quell_ledger::key_of_argument(p, payload["principal_type"].as_str()))
+        else {
+            return Ok(self.rejected(
+                "/principal: expected an IAM user or role ARN, or an assumed-role ARN".into(),
+            ));
+        };
+        let by = payload["requested_by"].as_str().unwrap_or("runbook");
+        let ledger_err = |e: quell_ledger::LedgerError| EdgeError::Retryable {
+            failed: 1,
+            codes: format!("{} ({})", e.code, e.message),
+        };
+        let mut entries = ledger.list(Some(&key)).await.map_err(ledger_err)?;
+        entries.retain(|e| e.in_force());
+        entries.sort_by(|a, b| b.at.cmp(&a.at));
+        let enforce = self.policy.mode == quell_core::Mode::Enforce;
+        let source = self.executor.source();
+        let mut steps = Vec::new();
+        if kind == "verify" {
+            steps = quell_aws::release::verify(source, &entries, enforce).await;
+        } else if enforce {
+            let reactivate = payload["reactivate_keys"].as_bool() == Some(true);
+            for e in &entries {
+                let done = quell_aws::release::release(source, e, reactivate).await;
+                let failed = done
+                    .iter()
+                    .any(|s| s.outcome.status == quell_core::report::Status::Failed);
+                steps.extend(done);
+                if !failed {
+                    quell_ledger::mark_released(ledger, e, by, clock.now())
+                        .await
+                        .map_err(ledger_err)?;
+                }
+            }
+        }
+        let report = json!({
+            "runbook": kind, "principal": key, "reason": reason, "requested_by": by,
+            "mode": self.policy.mode, "containments": entries.len(), "steps": steps,
+        });
+        tracing::info!(runbook = kind, principal = %key, steps = steps.len(), "ledger runbook");
+        if let Some((client, bus)) = &self.audit
+            && let Err(e) = quell_aws::audit::publish_detail(
+                client,
+                bus,
+                "Identity Containment Release",
+                &report,
+                vec![],
+            )
+            .await
+        {
+            tracing::error!(error = %e, "audit event not published; the report is in this log");
+        }
+        Ok(report)
     }
 }
 
