@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use azure_handler::{App, isolate, router};
-use quell_azure::{AzureExecutor, Endpoints, Http, StaticToken};
+use quell_azure::{AzureExecutor, Endpoints, Http, StaticToken, TableLedger};
 use quell_core::clock::FixedClock;
 use quell_core::policy::Mode;
 use quell_core::{Context, Policy};
@@ -18,6 +18,16 @@ const NOW: time::OffsetDateTime = time::macros::datetime!(2026-11-23 12:00:00 UT
 
 /// Starts the handler on 127.0.0.1 with a free port; returns its base URL.
 async fn start(policy: Policy, graph: &str) -> String {
+    start_with(policy, graph, None, false).await
+}
+
+/// [`start`] with a ledger, and release over HTTP on or off.
+async fn start_with(
+    policy: Policy,
+    graph: &str,
+    ledger: Option<TableLedger>,
+    http_release: bool,
+) -> String {
     let http = Http::new(
         Endpoints::new(graph, graph),
         Arc::new(StaticToken("t".into())),
@@ -34,6 +44,8 @@ async fn start(policy: Policy, graph: &str) -> String {
         ctx: Context::default(),
         executor,
         clock: Arc::new(FixedClock(NOW)),
+        ledger,
+        http_release,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

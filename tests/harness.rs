@@ -129,6 +129,62 @@ impl Moto {
     }
 }
 
+/// An Azurite Table service (Azure Table Storage emulator) on 127.0.0.1 with a free port, one per
+/// test binary, in memory. Installed by `scripts/test` into `.azurite/` (npm `azurite`).
+pub struct Azurite {
+    /// `http://127.0.0.1:<port>/devstoreaccount1`: the account's table endpoint.
+    pub url: String,
+    _watchdog: std::process::Child,
+}
+
+impl Azurite {
+    pub fn shared() -> &'static Azurite {
+        static AZ: std::sync::OnceLock<Azurite> = std::sync::OnceLock::new();
+        AZ.get_or_init(Azurite::start)
+    }
+
+    #[allow(clippy::zombie_processes)]
+    fn start() -> Azurite {
+        let exe = std::env::var("QUELL_AZURITE_TABLE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| root().join(".azurite/node_modules/.bin/azurite-table"));
+        assert!(
+            exe.exists(),
+            "azurite-table not found at {}: run scripts/test (it installs azurite into .azurite) or set QUELL_AZURITE_TABLE",
+            exe.display()
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port on 127.0.0.1");
+        let script = format!(
+            "\"{}\" --tableHost 127.0.0.1 --tablePort {port} --inMemoryPersistence --skipApiVersionCheck --disableTelemetry >/dev/null 2>&1 & m=$!; while kill -0 {} 2>/dev/null; do sleep 0.5; done; kill $m",
+            exe.display(),
+            std::process::id()
+        );
+        let watchdog = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("start azurite-table");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Azurite {
+                    url: format!("http://127.0.0.1:{port}/devstoreaccount1"),
+                    _watchdog: watchdog,
+                };
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "azurite-table did not listen on 127.0.0.1:{port} within 60 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
 fn http_get_ok(port: u16, path: &str) -> bool {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
@@ -214,4 +270,10 @@ pub async fn bus_to_queue(cfg: &aws_config::SdkConfig, pattern: &str) -> (String
         .await
         .unwrap();
     (bus, url)
+}
+
+/// A Table Storage table name unique to this test run (letters and digits only, as Table
+/// Storage requires).
+pub fn unique_table(prefix: &str) -> String {
+    unique(prefix).replace(['-', '_'], "x")
 }

@@ -23,7 +23,7 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use quell_azure::AzureExecutor;
+use quell_azure::{AzureExecutor, TableLedger};
 use quell_core::normalize::host::messages;
 use quell_core::report::Report;
 use quell_core::{Batch, Context, FindingRef, Mode, Policy, Source, json, plan};
@@ -91,6 +91,14 @@ pub struct App {
     pub ctx: Context,
     pub executor: AzureExecutor,
     pub clock: Arc<dyn quell_core::clock::Clock>,
+    /// The containment ledger (Table Storage, `QUELL_LEDGER_TABLE`): claims before acting,
+    /// records after; `None` runs without (each action still reads before it writes).
+    pub ledger: Option<TableLedger>,
+    /// Whether the `Runbook` function may release a containment. Off by default: anyone with
+    /// the function key could otherwise undo quell's containment, and the HTTP surface stays
+    /// contain-only. Release with `quell release` under your own identity instead, or set
+    /// `QUELL_HTTP_RELEASE=enabled` on a handler behind stronger authentication.
+    pub http_release: bool,
 }
 
 /// The router: `GET /` (readiness) and `POST /<FunctionName>`.
@@ -161,6 +169,12 @@ impl App {
         if function == Function::PostureSweep {
             return self.sweep().await;
         }
+        if function == Function::Runbook
+            && let Some(req) = runbook_request(&value)
+            && let Some(kind @ ("release" | "verify")) = req["runbook"].as_str()
+        {
+            return self.ledger_runbook(kind, &req).await;
+        }
         let mut logs = Vec::new();
         let mut rejected = Vec::new();
         let mut reports = Vec::new();
@@ -202,15 +216,19 @@ impl App {
             // One plan per message: the blast-radius cap counts this message's actions only.
             let plan = plan(batch, &self.policy, &self.ctx);
             ignored.extend(plan.ignored.clone());
-            reports.push(self.executor.execute(&plan).await);
+            match self.execute(plan).await {
+                Ok(r) => reports.push(r),
+                // No containment without the ledger when one is configured: retried.
+                Err(e) => unverified.push(format!("{pointer}: {e}")),
+            }
         }
         for r in &rejected {
             logs.push(format!("rejected: {r}"));
             tracing::warn!(function = ?function, "rejected: {r}");
         }
         for u in &unverified {
-            logs.push(format!("not verified, will retry: {u}"));
-            tracing::warn!(function = ?function, "not verified: {u}");
+            logs.push(format!("will retry: {u}"));
+            tracing::warn!(function = ?function, "will retry: {u}");
         }
         if reports.is_empty() && unverified.is_empty() {
             return self.rejected_many(function, rejected, logs);
@@ -257,6 +275,100 @@ impl App {
             return host_response(function, 503, result, logs);
         }
         host_response(function, 200, result, logs)
+    }
+
+    /// Executes a plan, claiming its containments in the ledger first and recording them after.
+    async fn execute(&self, plan: quell_core::Plan) -> Result<Report, quell_ledger::LedgerError> {
+        let Some(ledger) = &self.ledger else {
+            return Ok(self.executor.execute(&plan).await);
+        };
+        let now = self.clock.now();
+        let gated = quell_ledger::gate(ledger, plan, &self.policy, now).await?;
+        let report = self.executor.execute(&gated.plan).await;
+        quell_ledger::record(ledger, &gated.claims, &report, now).await?;
+        Ok(report)
+    }
+
+    /// `{"runbook": "release" | "verify", "principal": …, "reason": …, "requested_by": …}`:
+    /// undo quell's containment of a principal from the ledger (only with `http_release`), or
+    /// check it still holds and, in enforce mode, contain what appeared since.
+    async fn ledger_runbook(&self, kind: &str, req: &Value) -> Value {
+        use quell_ledger::Ledger;
+        let f = Function::Runbook;
+        let Some(ledger) = &self.ledger else {
+            return self.rejected(
+                f,
+                format!("a {kind} runbook needs the ledger: set QUELL_LEDGER_TABLE and QUELL_LEDGER_ENDPOINT"),
+            );
+        };
+        if kind == "release" && !self.http_release {
+            return self.rejected(
+                f,
+                "release over HTTP is off: anyone with the function key could undo a containment. Run `quell release` under your own identity, or set QUELL_HTTP_RELEASE=enabled".into(),
+            );
+        }
+        let reason = req["reason"].as_str().unwrap_or("").trim();
+        if reason.is_empty() {
+            return self.rejected(f, "/reason: a release or verify needs a reason".into());
+        }
+        let Some(key) = req["principal"]
+            .as_str()
+            .and_then(|p| quell_ledger::key_of_argument(p, req["principal_type"].as_str()))
+            .filter(|k| k.starts_with("azure:"))
+        else {
+            return self.rejected(
+                f,
+                "/principal: expected an Entra user (object id or UPN), or an object id with principal_type service_principal or managed_identity".into(),
+            );
+        };
+        let by = req["requested_by"].as_str().unwrap_or("runbook");
+        let mut entries = match ledger.list(Some(&key)).await {
+            Ok(e) => e,
+            Err(e) => return self.ledger_unavailable(e),
+        };
+        entries.retain(|e| e.in_force());
+        entries.sort_by(|a, b| b.at.cmp(&a.at));
+        let enforce = self.policy.mode == Mode::Enforce;
+        let http = self.executor.http();
+        let mut steps = Vec::new();
+        if kind == "verify" {
+            steps = quell_azure::release::verify(http, &entries, enforce).await;
+        } else if enforce {
+            for e in &entries {
+                let done = quell_azure::release::release(http, e).await;
+                let failed = done
+                    .iter()
+                    .any(|s| s.outcome.status == quell_core::report::Status::Failed);
+                steps.extend(done);
+                if !failed
+                    && let Err(e) =
+                        quell_ledger::mark_released(ledger, e, by, self.clock.now()).await
+                {
+                    return self.ledger_unavailable(e);
+                }
+            }
+        }
+        let result = json!({
+            "runbook": kind, "principal": key, "reason": reason, "requested_by": by,
+            "mode": self.policy.mode, "containments": entries.len(), "steps": steps,
+        });
+        let logs: Vec<String> = steps
+            .iter()
+            .map(|s| format!("{}: {:?} {}", s.what, s.outcome.status, s.outcome.detail))
+            .collect();
+        tracing::info!(runbook = kind, principal = %key, steps = steps.len(), by, "ledger runbook");
+        host_response(f, 200, result, logs)
+    }
+
+    fn ledger_unavailable(&self, e: quell_ledger::LedgerError) -> Value {
+        let line = format!("the ledger is unavailable, retry: {e}");
+        tracing::error!("{line}");
+        host_response(
+            Function::Runbook,
+            503,
+            json!({"status": "retry", "error": e.to_string()}),
+            vec![line],
+        )
     }
 
     /// Graph's own copy of a posted alert, normalized: what quell acts on.
@@ -373,5 +485,17 @@ impl App {
             json!({"status": "rejected", "error": error}),
             logs,
         )
+    }
+}
+
+/// The body of the runbook request in a host invocation (`Data.<binding>.Body`, a string or the
+/// JSON itself), if it parses within one event's limits.
+fn runbook_request(value: &Value) -> Option<Value> {
+    let data = value.get("Data")?.as_object()?;
+    let body = data.values().find_map(|v| v.get("Body"))?;
+    match body {
+        Value::String(s) => json::parse_with(s.as_bytes(), json::Limits::EVENT).ok(),
+        Value::Object(_) => Some(body.clone()),
+        _ => None,
     }
 }

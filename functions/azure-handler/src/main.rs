@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use azure_handler::{App, router};
-use quell_azure::{AzureExecutor, Endpoints, Http};
+use quell_azure::{AzureExecutor, Endpoints, Http, TableAuth, TableLedger};
 use quell_core::clock::SystemClock;
 use quell_core::{Context, Policy};
 
@@ -52,11 +52,27 @@ async fn main() -> anyhow::Result<()> {
         Arc::new(SystemClock),
         subscriptions,
     );
+    // The ledger: the storage account's table endpoint and table, with the managed identity's
+    // token (Storage Table Data Contributor on the account).
+    let ledger = match (env("QUELL_LEDGER_ENDPOINT"), env("QUELL_LEDGER_TABLE")) {
+        (Some(endpoint), Some(table)) if !endpoint.is_empty() && !table.is_empty() => {
+            let tokens = quell_azure::token::from_env(env)?;
+            Some(TableLedger::new(
+                &endpoint,
+                &table,
+                TableAuth::Token(tokens),
+            ))
+        }
+        _ => None,
+    };
+    tracing::info!(mode = ?policy.mode, ledger = ledger.is_some(), "quell initialised");
     let app = Arc::new(App {
         policy,
         ctx,
         executor,
         clock: Arc::new(SystemClock),
+        ledger,
+        http_release: env("QUELL_HTTP_RELEASE").as_deref() == Some("enabled"),
     });
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await

@@ -22,12 +22,7 @@ use crate::docs;
 use crate::error::classify;
 use crate::iam::{self, Kind};
 
-/// What one step of a release or verify did.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Step {
-    pub what: String,
-    pub outcome: Outcome,
-}
+pub use quell_ledger::Step;
 
 fn principal_of(target: &Target) -> Option<(String, Kind, String)> {
     match target {

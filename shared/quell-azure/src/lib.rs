@@ -2,9 +2,12 @@
 
 pub mod client;
 pub mod executor;
+pub mod ledger;
+pub mod release;
 pub mod sweep;
 pub mod token;
 
 pub use client::{AzError, Endpoints, Http};
 pub use executor::AzureExecutor;
+pub use ledger::{TableAuth, TableLedger};
 pub use token::{StaticToken, TokenSource};

@@ -63,6 +63,13 @@ pub struct Recorded {
     pub inverse: Option<Inverse>,
 }
 
+/// What one step of a release or verify did (either cloud).
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub what: String,
+    pub outcome: quell_core::report::Outcome,
+}
+
 /// The ledger's record of one principal contained for one finding.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {

@@ -1,0 +1,477 @@
+//! The ledger in Azure Table Storage (the Bicep's storage account, table `QUELL_LEDGER_TABLE`):
+//! one entity per principal and finding (keys: the principal and finding, base64url-encoded since
+//! Table keys forbid `/`, `#` and `?`; `Principal`, `Finding` readable beside them), the entry as
+//! JSON in `Body`, a `Version` for conditional writes made with `If-Match` on the entity's ETag,
+//! and breaker counters (`breaker#<scope>`, UTC hour).
+//!
+//! Authentication: the managed identity's bearer token (scope `https://storage.azure.com/.default`,
+//! `x-ms-version` 2019-02-02 or later), or a Shared Key (Azurite and local runs).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use hmac::{Hmac, Mac};
+use quell_ledger::{Entry, Ledger, LedgerError};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::token::TokenSource;
+
+const VERSION: &str = "2019-02-02";
+const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
+
+/// How the ledger signs its requests.
+pub enum TableAuth {
+    /// A bearer token (the managed identity): the production path.
+    Token(Arc<dyn TokenSource>),
+    /// `SharedKeyLite` with the account key: Azurite and local runs.
+    SharedKey { account: String, key: Vec<u8> },
+}
+
+pub struct TableLedger {
+    client: reqwest::Client,
+    /// `https://<account>.table.core.windows.net` or `http://127.0.0.1:<port>/<account>`.
+    endpoint: String,
+    table: String,
+    auth: TableAuth,
+}
+
+fn err(code: &str, message: impl Into<String>, retryable: bool) -> LedgerError {
+    LedgerError {
+        code: code.into(),
+        message: message.into(),
+        retryable,
+    }
+}
+
+fn key(s: &str) -> String {
+    URL_SAFE_NO_PAD.encode(s.as_bytes())
+}
+
+fn http_date() -> String {
+    let f = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    time::OffsetDateTime::now_utc()
+        .format(&f)
+        .unwrap_or_default()
+}
+
+struct Got {
+    status: u16,
+    etag: Option<String>,
+    /// The continuation of a query (`x-ms-continuation-NextPartitionKey` / `-NextRowKey`).
+    next: Option<(String, String)>,
+    body: Value,
+}
+
+impl TableLedger {
+    pub fn new(endpoint: &str, table: &str, auth: TableAuth) -> TableLedger {
+        TableLedger {
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap_or_default(),
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            table: table.to_string(),
+            auth,
+        }
+    }
+
+    /// Azurite's well-known development account.
+    pub fn azurite(endpoint: &str, table: &str) -> TableLedger {
+        let key = STANDARD
+            .decode("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==")
+            .unwrap_or_default();
+        TableLedger::new(
+            endpoint,
+            table,
+            TableAuth::SharedKey {
+                account: "devstoreaccount1".into(),
+                key,
+            },
+        )
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &str,
+        body: Option<&Value>,
+        if_match: Option<&str>,
+    ) -> Result<Got, LedgerError> {
+        let url = format!("{}{path}{query}", self.endpoint);
+        let date = http_date();
+        let mut req = self
+            .client
+            .request(method, &url)
+            .header("x-ms-date", &date)
+            .header("x-ms-version", VERSION)
+            .header("Accept", "application/json;odata=nometadata")
+            .header("DataServiceVersion", "3.0;NetFx");
+        req = match &self.auth {
+            TableAuth::Token(tokens) => {
+                let token = tokens
+                    .token(STORAGE_SCOPE)
+                    .await
+                    .map_err(|e| err(&e.code, e.message, e.retryable))?;
+                req.bearer_auth(token)
+            }
+            TableAuth::SharedKey { account, key } => {
+                // SharedKeyLite for the Table service: the date and the canonicalized resource
+                // (`/<account>` + the path, as the request names it).
+                let url_path = reqwest::Url::parse(&url)
+                    .map(|u| u.path().to_string())
+                    .unwrap_or_default();
+                let to_sign = format!("{date}\n/{account}{url_path}");
+                let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(key) else {
+                    return Err(err("Configuration", "the storage key is not usable", false));
+                };
+                mac.update(to_sign.as_bytes());
+                let sig = STANDARD.encode(mac.finalize().into_bytes());
+                req.header("Authorization", format!("SharedKeyLite {account}:{sig}"))
+            }
+        };
+        if let Some(tag) = if_match {
+            req = req.header("If-Match", tag);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|e| {
+            err(
+                "Transport",
+                format!("table storage: {}", e.without_url()),
+                true,
+            )
+        })?;
+        let status = resp.status().as_u16();
+        let etag = resp
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let next = match (
+            header("x-ms-continuation-NextPartitionKey"),
+            header("x-ms-continuation-NextRowKey"),
+        ) {
+            (Some(pk), rk) => Some((pk, rk.unwrap_or_default())),
+            _ => None,
+        };
+        let text = resp.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if status >= 500 || status == 429 || status == 408 {
+            return Err(err(
+                "TableStorageUnavailable",
+                format!("table storage answered {status}"),
+                true,
+            ));
+        }
+        if status == 401 || status == 403 {
+            return Err(err(
+                "AuthorizationFailure",
+                format!(
+                    "table storage refused quell ({status}): grant the identity Storage Table Data Contributor on the account"
+                ),
+                false,
+            ));
+        }
+        Ok(Got {
+            status,
+            etag,
+            next,
+            body,
+        })
+    }
+
+    fn entity_path(&self, pk: &str, rk: &str) -> String {
+        format!("/{}(PartitionKey='{pk}',RowKey='{rk}')", self.table)
+    }
+
+    async fn entity(&self, pk: &str, rk: &str) -> Result<Option<(Value, String)>, LedgerError> {
+        let g = self
+            .send(Method::GET, &self.entity_path(pk, rk), "", None, None)
+            .await?;
+        match g.status {
+            200 => Ok(Some((g.body, g.etag.unwrap_or_else(|| "*".into())))),
+            404 => Ok(None),
+            other => Err(err(
+                "TableError",
+                format!("reading an entity answered {other}: {}", g.body),
+                false,
+            )),
+        }
+    }
+
+    /// Creates the table when missing (`quell ledger init`, and the handler at start).
+    pub async fn ensure_table(&self) -> Result<bool, LedgerError> {
+        let g = self
+            .send(
+                Method::POST,
+                "/Tables",
+                "",
+                Some(&json!({"TableName": self.table})),
+                None,
+            )
+            .await?;
+        match g.status {
+            201 | 204 => Ok(true),
+            409 => Ok(false),
+            other => Err(err(
+                "TableError",
+                format!("creating the table answered {other}: {}", g.body),
+                false,
+            )),
+        }
+    }
+
+    async fn query(&self, filter: &str) -> Result<Vec<Entry>, LedgerError> {
+        let mut out = Vec::new();
+        let mut next: Option<(String, String)> = None;
+        // A page holds at most 1,000 entities; the bound only stops a server that never ends.
+        for _ in 0..10_000 {
+            let mut q = format!("?$filter={}", urlencoding::encode(filter));
+            if let Some((pk, rk)) = next.take() {
+                q.push_str(&format!(
+                    "&NextPartitionKey={}&NextRowKey={}",
+                    urlencoding::encode(&pk),
+                    urlencoding::encode(&rk)
+                ));
+            }
+            let g = self
+                .send(Method::GET, &format!("/{}()", self.table), &q, None, None)
+                .await?;
+            if g.status != 200 {
+                return Err(err(
+                    "TableError",
+                    format!("a query answered {}: {}", g.status, g.body),
+                    false,
+                ));
+            }
+            for e in g.body["value"].as_array().into_iter().flatten() {
+                if let Some(body) = e["Body"].as_str() {
+                    out.push(
+                        serde_json::from_str(body)
+                            .map_err(|x| err("InvalidItem", x.to_string(), false))?,
+                    );
+                }
+            }
+            match g.next {
+                Some(n) => next = Some(n),
+                None => return Ok(out),
+            }
+        }
+        Ok(out)
+    }
+
+    fn to_entity(entry: &Entry) -> Result<Value, LedgerError> {
+        let body =
+            serde_json::to_string(entry).map_err(|e| err("Serialization", e.to_string(), false))?;
+        Ok(json!({
+            "PartitionKey": key(&entry.principal),
+            "RowKey": key(&entry.finding),
+            "Principal": entry.principal,
+            "Finding": entry.finding,
+            "Scope": entry.scope,
+            "At": entry.at,
+            "Body": body,
+            "Version@odata.type": "Edm.Int64",
+            "Version": entry.version.to_string(),
+        }))
+    }
+}
+
+fn version_of(v: &Value) -> Option<u64> {
+    match &v["Version"] {
+        Value::String(s) => s.parse().ok(),
+        Value::Number(n) => n.as_u64(),
+        _ => None,
+    }
+}
+
+impl Ledger for TableLedger {
+    async fn get(&self, principal: &str, finding: &str) -> Result<Option<Entry>, LedgerError> {
+        match self.entity(&key(principal), &key(finding)).await? {
+            Some((v, _)) => {
+                let body = v["Body"].as_str().unwrap_or("{}");
+                serde_json::from_str(body)
+                    .map(Some)
+                    .map_err(|e| err("InvalidItem", e.to_string(), false))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn put(&self, entry: &Entry, expected: Option<u64>) -> Result<bool, LedgerError> {
+        let entity = Self::to_entity(entry)?;
+        let (pk, rk) = (key(&entry.principal), key(&entry.finding));
+        match expected {
+            None => {
+                let g = self
+                    .send(
+                        Method::POST,
+                        &format!("/{}", self.table),
+                        "",
+                        Some(&entity),
+                        None,
+                    )
+                    .await?;
+                match g.status {
+                    201 | 204 => Ok(true),
+                    409 => Ok(false),
+                    other => Err(err(
+                        "TableError",
+                        format!("insert answered {other}: {}", g.body),
+                        false,
+                    )),
+                }
+            }
+            Some(v) => {
+                let Some((current, etag)) = self.entity(&pk, &rk).await? else {
+                    return Ok(false);
+                };
+                if version_of(&current) != Some(v) {
+                    return Ok(false);
+                }
+                let g = self
+                    .send(
+                        Method::PUT,
+                        &self.entity_path(&pk, &rk),
+                        "",
+                        Some(&entity),
+                        Some(&etag),
+                    )
+                    .await?;
+                match g.status {
+                    204 | 200 => Ok(true),
+                    412 | 404 => Ok(false),
+                    other => Err(err(
+                        "TableError",
+                        format!("update answered {other}: {}", g.body),
+                        false,
+                    )),
+                }
+            }
+        }
+    }
+
+    async fn delete(
+        &self,
+        principal: &str,
+        finding: &str,
+        expected: u64,
+    ) -> Result<bool, LedgerError> {
+        let (pk, rk) = (key(principal), key(finding));
+        let Some((current, etag)) = self.entity(&pk, &rk).await? else {
+            return Ok(false);
+        };
+        if version_of(&current) != Some(expected) {
+            return Ok(false);
+        }
+        let g = self
+            .send(
+                Method::DELETE,
+                &self.entity_path(&pk, &rk),
+                "",
+                None,
+                Some(&etag),
+            )
+            .await?;
+        Ok(matches!(g.status, 204 | 200))
+    }
+
+    async fn list(&self, principal: Option<&str>) -> Result<Vec<Entry>, LedgerError> {
+        match principal {
+            Some(p) => self.query(&format!("PartitionKey eq '{}'", key(p))).await,
+            None => self.query("Body ne ''").await,
+        }
+    }
+
+    async fn by_finding(&self, finding: &str) -> Result<Vec<Entry>, LedgerError> {
+        self.query(&format!("RowKey eq '{}'", key(finding))).await
+    }
+
+    async fn take_slot(&self, scope: &str, hour: &str, cap: u32) -> Result<bool, LedgerError> {
+        let (pk, rk) = (key(&format!("breaker#{scope}")), key(hour));
+        // Optimistic increment: read, then write on the ETag read; retry a lost race.
+        for _ in 0..20 {
+            match self.entity(&pk, &rk).await? {
+                None => {
+                    let e = json!({"PartitionKey": pk, "RowKey": rk, "Scope": scope, "Hour": hour, "Count": 1});
+                    let g = self
+                        .send(
+                            Method::POST,
+                            &format!("/{}", self.table),
+                            "",
+                            Some(&e),
+                            None,
+                        )
+                        .await?;
+                    if matches!(g.status, 201 | 204) {
+                        return Ok(cap >= 1);
+                    }
+                }
+                Some((current, etag)) => {
+                    let n = current["Count"].as_u64().unwrap_or(0);
+                    if n >= u64::from(cap) {
+                        return Ok(false);
+                    }
+                    let e = json!({"PartitionKey": pk, "RowKey": rk, "Scope": scope, "Hour": hour, "Count": n + 1});
+                    let g = self
+                        .send(
+                            Method::PUT,
+                            &self.entity_path(&pk, &rk),
+                            "",
+                            Some(&e),
+                            Some(&etag),
+                        )
+                        .await?;
+                    if matches!(g.status, 204 | 200) {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+        Err(err(
+            "Contention",
+            "the breaker counter kept changing; try again",
+            true,
+        ))
+    }
+
+    async fn slots(&self, scope: &str, hour: &str) -> Result<u32, LedgerError> {
+        let (pk, rk) = (key(&format!("breaker#{scope}")), key(hour));
+        Ok(self
+            .entity(&pk, &rk)
+            .await?
+            .and_then(|(v, _)| v["Count"].as_u64())
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(0))
+    }
+
+    async fn reset_slots(&self, scope: &str, hour: &str) -> Result<(), LedgerError> {
+        let (pk, rk) = (key(&format!("breaker#{scope}")), key(hour));
+        self.send(
+            Method::DELETE,
+            &self.entity_path(&pk, &rk),
+            "",
+            None,
+            Some("*"),
+        )
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,317 @@
+//! Undoing and re-checking quell's Azure containment, from the ledger.
+//!
+//! - [`release`] runs the inverse of each action an entry recorded, newest first, reading before
+//!   each write: the account or service principal is re-enabled, the role assignments quell
+//!   removed are put back under their original names (ARM `PUT` of a role assignment is
+//!   idempotent by name; `409 RoleAssignmentExists` means it is already back), a user quell
+//!   confirmed compromised is dismissed. What cannot be restored is said so: a removed secret
+//!   (Graph `removePassword` is final; a new one must be added and distributed) and revoked
+//!   sessions (users sign in again).
+//! - [`verify`] checks that the containment still holds and looks for what appeared since it
+//!   began: an account or service principal enabled again, a removed role assignment back, a
+//!   password credential added to the service principal or its application after the
+//!   containment. With `fix`, it contains that again and says it is attacker persistence (or a
+//!   human who did not use `release`).
+
+use quell_core::plan::ActionKind;
+use quell_core::report::{Outcome, Status};
+use quell_ledger::{Entry, Recorded, Step};
+use reqwest::Method;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::client::{Api, AzError, Http};
+
+fn failed(e: AzError) -> Outcome {
+    Outcome::failed(e.code.clone(), e.message.clone(), e.retryable)
+}
+
+/// The Graph path of a recorded `graph:PATCH /v1.0/users/{id}`-style inverse, with its id.
+fn graph_path(call: &str, params: &Value) -> Option<String> {
+    let template = call.strip_prefix("graph:PATCH ")?;
+    let id = params["id"].as_str()?;
+    Some(template.replace("{id}", &crate::client::seg(id)))
+}
+
+/// Runs the inverses an entry recorded, newest first.
+pub async fn release(http: &Http, entry: &Entry) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for r in entry.actions.iter().rev() {
+        if r.status != Status::Applied {
+            continue;
+        }
+        let what = format!("undo {} {}", r.kind.as_str(), r.target.label());
+        let outcome = undo(http, r).await;
+        steps.push(Step { what, outcome });
+    }
+    steps
+}
+
+async fn undo(http: &Http, r: &Recorded) -> Outcome {
+    let Some(inverse) = &r.inverse else {
+        return match r.kind {
+            ActionKind::RevokeEntraSessions => {
+                Outcome::skipped("revoked sessions cannot be restored: the user signs in again")
+            }
+            _ => Outcome::skipped("nothing to undo: the action recorded no inverse"),
+        };
+    };
+    let p = &inverse.params;
+    let call = inverse.call.as_str();
+    if call.ends_with("/addPassword") {
+        return Outcome::skipped(
+            "cannot be restored: a removed secret is gone; add a new one (addPassword) and distribute it",
+        );
+    }
+    if call.starts_with("graph:PATCH /v1.0/security/alerts_v2/") {
+        return Outcome::skipped("the Defender alert's status is left as it is");
+    }
+    if call == "graph:POST /v1.0/identityProtection/riskyUsers/dismiss" {
+        return match http
+            .call(
+                Method::POST,
+                Api::Graph,
+                "/v1.0/identityProtection/riskyUsers/dismiss",
+                Some(&json!({"userIds": p["userIds"]})),
+            )
+            .await
+        {
+            Ok(_) => Outcome::applied("dismissed the user's risk", None),
+            Err(e) => failed(e),
+        };
+    }
+    if call.starts_with("arm:PUT ") {
+        return restore_assignments(http, &p["assignments"]).await;
+    }
+    if let Some(path) = graph_path(call, p) {
+        // Re-enable: read first, so a second release reports already_in_state.
+        let current = match http
+            .call(
+                Method::GET,
+                Api::Graph,
+                &format!("{path}?$select=id,accountEnabled"),
+                None,
+            )
+            .await
+        {
+            Ok(r) => r.body,
+            Err(e) => return failed(e),
+        };
+        if current["accountEnabled"] == Value::Bool(true) {
+            return Outcome::already("already enabled");
+        }
+        return match http
+            .call(
+                Method::PATCH,
+                Api::Graph,
+                &path,
+                Some(&json!({"accountEnabled": true})),
+            )
+            .await
+        {
+            Ok(_) => Outcome::applied("accountEnabled = true", None),
+            Err(e) => failed(e),
+        };
+    }
+    Outcome::skipped(format!("no release for {call}"))
+}
+
+/// Puts back the role assignments quell removed, under their original ids.
+async fn restore_assignments(http: &Http, assignments: &Value) -> Outcome {
+    let mut restored = Vec::new();
+    let mut already = Vec::new();
+    for a in assignments.as_array().into_iter().flatten() {
+        let (Some(id), Some(role), Some(principal)) = (
+            a["id"].as_str(),
+            a["roleDefinitionId"].as_str(),
+            a["principalId"].as_str(),
+        ) else {
+            continue;
+        };
+        // Role Assignments - Create: PUT {scope}/providers/Microsoft.Authorization/
+        // roleAssignments/{name}; 409 RoleAssignmentExists when it is already there.
+        match http
+            .send(
+                Method::PUT,
+                Api::Arm,
+                &format!("{id}?api-version=2022-04-01"),
+                Some(&json!({"properties": {"roleDefinitionId": role, "principalId": principal}})),
+            )
+            .await
+        {
+            Ok(r) if r.ok() => restored.push(id.to_string()),
+            Ok(r) if r.status == 409 => already.push(id.to_string()),
+            Ok(r) => return failed(r.error()),
+            Err(e) => return failed(e),
+        }
+    }
+    if restored.is_empty() {
+        return Outcome::already(format!(
+            "{} role assignment(s) already in place",
+            already.len()
+        ));
+    }
+    Outcome::applied(
+        format!("restored {} role assignment(s)", restored.len()),
+        None,
+    )
+}
+
+/// Checks that the containment the entries recorded still holds, and looks for what appeared
+/// since. With `fix`, contains it again.
+pub async fn verify(http: &Http, entries: &[Entry], fix: bool) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let would = |what: &str| Outcome::dry_run(format!("would {what}; pass --yes"));
+    for e in entries.iter().filter(|e| e.in_force()) {
+        let since = quell_core::clock::parse_rfc3339(&e.at).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        for r in &e.actions {
+            if !matches!(r.status, Status::Applied | Status::AlreadyInState) {
+                continue;
+            }
+            let Some(inverse) = &r.inverse else { continue };
+            let call = inverse.call.as_str();
+            let p = &inverse.params;
+            if matches!(
+                r.kind,
+                ActionKind::DisableEntraUser | ActionKind::DisableServicePrincipal
+            ) && let Some(path) = graph_path(call, p)
+            {
+                let outcome = match http
+                    .call(
+                        Method::GET,
+                        Api::Graph,
+                        &format!("{path}?$select=id,accountEnabled"),
+                        None,
+                    )
+                    .await
+                {
+                    Ok(cur) if cur.body["accountEnabled"] == Value::Bool(false) => {
+                        Outcome::already("still disabled")
+                    }
+                    Ok(_) if fix => match http
+                        .call(
+                            Method::PATCH,
+                            Api::Graph,
+                            &path,
+                            Some(&json!({"accountEnabled": false})),
+                        )
+                        .await
+                    {
+                        Ok(_) => Outcome::applied(
+                            "attacker persistence: enabled again since the containment; disabled again",
+                            None,
+                        ),
+                        Err(e) => failed(e),
+                    },
+                    Ok(_) => would("disable it again: it was enabled since the containment"),
+                    Err(e) => failed(e),
+                };
+                steps.push(Step {
+                    what: format!("{} {}", r.kind.as_str(), r.target.label()),
+                    outcome,
+                });
+            }
+            if r.kind == ActionKind::RemoveRoleAssignments {
+                for a in p["assignments"].as_array().into_iter().flatten() {
+                    let Some(id) = a["id"].as_str() else { continue };
+                    let path = format!("{id}?api-version=2022-04-01");
+                    let outcome = match http.send(Method::GET, Api::Arm, &path, None).await {
+                        Ok(g) if g.status == 404 => Outcome::already("still removed"),
+                        Ok(g) if g.ok() && fix => {
+                            match http.send(Method::DELETE, Api::Arm, &path, None).await {
+                                Ok(d) if d.ok() => Outcome::applied(
+                                    "attacker persistence: the role assignment was back; removed again",
+                                    None,
+                                ),
+                                Ok(d) => failed(d.error()),
+                                Err(e) => failed(e),
+                            }
+                        }
+                        Ok(g) if g.ok() => would("remove the role assignment, which is back"),
+                        Ok(g) => failed(g.error()),
+                        Err(e) => failed(e),
+                    };
+                    steps.push(Step {
+                        what: format!("role assignment {id}"),
+                        outcome,
+                    });
+                }
+            }
+            if let Some(owner) = call
+                .strip_prefix("graph:POST ")
+                .and_then(|c| c.strip_suffix("/addPassword"))
+            {
+                steps.extend(new_secrets(http, owner, since, fix).await);
+            }
+        }
+    }
+    steps
+}
+
+/// Password credentials added to `owner` (a service principal or application path) after
+/// `since`: the attacker's, once quell removed the compromised one.
+async fn new_secrets(http: &Http, owner: &str, since: OffsetDateTime, fix: bool) -> Vec<Step> {
+    let body = match http
+        .call(
+            Method::GET,
+            Api::Graph,
+            &format!("{owner}?$select=id,passwordCredentials"),
+            None,
+        )
+        .await
+    {
+        Ok(r) => r.body,
+        Err(e) => {
+            return vec![Step {
+                what: format!("secrets of {owner}"),
+                outcome: failed(e),
+            }];
+        }
+    };
+    let mut steps = Vec::new();
+    for c in body["passwordCredentials"].as_array().into_iter().flatten() {
+        let Some(key) = c["keyId"].as_str() else {
+            continue;
+        };
+        let start = c["startDateTime"]
+            .as_str()
+            .and_then(quell_core::clock::parse_rfc3339);
+        if start.is_none_or(|s| s <= since) {
+            continue;
+        }
+        let outcome = if fix {
+            match http
+                .call(
+                    Method::POST,
+                    Api::Graph,
+                    &format!("{owner}/removePassword"),
+                    Some(&json!({"keyId": key})),
+                )
+                .await
+            {
+                Ok(_) => Outcome::applied(
+                    format!(
+                        "attacker persistence: secret {key} was added after the containment; removed"
+                    ),
+                    None,
+                ),
+                Err(e) => failed(e),
+            }
+        } else {
+            Outcome::dry_run(format!(
+                "would remove secret {key}, added after the containment; pass --yes"
+            ))
+        };
+        steps.push(Step {
+            what: format!("secret {key} on {owner}"),
+            outcome,
+        });
+    }
+    if steps.is_empty() {
+        steps.push(Step {
+            what: format!("secrets of {owner}"),
+            outcome: Outcome::already("no secret added since the containment"),
+        });
+    }
+    steps
+}

@@ -1,0 +1,132 @@
+//! The Azure ledger (`TableLedger`) against a real Table Storage emulator (Azurite): conditional
+//! inserts and updates on ETags, deletes by version, queries that page past 1,000 entities,
+//! keys holding characters Table Storage forbids, and breaker slots that concurrent
+//! invocations cannot overrun.
+
+use std::sync::Arc;
+
+use quell_azure::TableLedger;
+use quell_core::model::SeverityLabel;
+use quell_ledger::{Entry, Ledger, State};
+use quell_tests::{Azurite, unique_table};
+
+fn entry(principal: &str, finding: &str, version: u64) -> Entry {
+    Entry {
+        principal: principal.into(),
+        finding: finding.into(),
+        scope: "azure:7c1f4e2a-9b3d-4a6e-8f5c-2d1b0a9e8c7f".into(),
+        state: State::Claimed,
+        severity: SeverityLabel::High,
+        trigger: "DefenderXdr".into(),
+        at: "2026-11-23T12:00:00Z".into(),
+        updated: "2026-11-23T12:00:00Z".into(),
+        lease_until: None,
+        actions: vec![],
+        released_at: None,
+        released_by: None,
+        version,
+        history: vec![],
+    }
+}
+
+async fn ledger() -> TableLedger {
+    let l = TableLedger::azurite(&Azurite::shared().url, &unique_table("quell"));
+    assert!(l.ensure_table().await.unwrap(), "a new table is created");
+    assert!(
+        !l.ensure_table().await.unwrap(),
+        "an existing table is kept"
+    );
+    l
+}
+
+#[tokio::test]
+async fn writes_are_conditional_on_the_version_read() {
+    let l = ledger().await;
+    // Table keys forbid '/', '#' and '?': the ledger encodes them.
+    let p = "azure:user/rosa.garcia@contoso.com#EXT#";
+    let f = "defender:aa8b2d41c6/0f3e?x";
+    assert!(l.put(&entry(p, f, 1), None).await.unwrap());
+    assert!(
+        !l.put(&entry(p, f, 1), None).await.unwrap(),
+        "a second claim of the same containment loses"
+    );
+    let got = l.get(p, f).await.unwrap().unwrap();
+    assert_eq!(got, entry(p, f, 1));
+    let mut done = entry(p, f, 2);
+    done.state = State::Done;
+    assert!(l.put(&done, Some(1)).await.unwrap());
+    assert!(
+        !l.put(&entry(p, f, 2), Some(1)).await.unwrap(),
+        "a write from a stale read loses"
+    );
+    assert_eq!(l.get(p, f).await.unwrap().unwrap().state, State::Done);
+    assert!(!l.delete(p, f, 1).await.unwrap(), "a stale delete loses");
+    assert!(l.delete(p, f, 2).await.unwrap());
+    assert_eq!(l.get(p, f).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn lists_by_principal_and_by_finding_page_past_a_thousand_entities() {
+    let l = Arc::new(ledger().await);
+    let p = "azure:sp/0d1e2f3a-4b5c-6d7e-8f90-a1b2c3d4e5f6";
+    let mut tasks = tokio::task::JoinSet::new();
+    for chunk in 0..16 {
+        let l = l.clone();
+        tasks.spawn(async move {
+            for i in (chunk..1_010).step_by(16) {
+                assert!(
+                    l.put(&entry(p, &format!("f-{i:04}"), 1), None)
+                        .await
+                        .unwrap()
+                );
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    l.put(&entry("azure:user/other", "f-0007", 1), None)
+        .await
+        .unwrap();
+    assert_eq!(l.list(Some(p)).await.unwrap().len(), 1_010);
+    assert_eq!(l.list(None).await.unwrap().len(), 1_011);
+    let by = l.by_finding("f-0007").await.unwrap();
+    assert_eq!(by.len(), 2);
+}
+
+#[tokio::test]
+async fn concurrent_invocations_cannot_take_more_breaker_slots_than_the_cap() {
+    let l = Arc::new(ledger().await);
+    let scope = "azure:7c1f4e2a-9b3d-4a6e-8f5c-2d1b0a9e8c7f";
+    let hour = "2026-11-23T12";
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let l = l.clone();
+        tasks.spawn(async move { l.take_slot(scope, hour, 3).await.unwrap() });
+    }
+    let mut taken = 0;
+    while let Some(r) = tasks.join_next().await {
+        taken += usize::from(r.unwrap());
+    }
+    assert_eq!(taken, 3);
+    assert_eq!(l.slots(scope, hour).await.unwrap(), 3);
+    assert_eq!(l.slots(scope, "2026-11-23T13").await.unwrap(), 0);
+    l.reset_slots(scope, hour).await.unwrap();
+    assert_eq!(l.slots(scope, hour).await.unwrap(), 0);
+    assert!(l.take_slot(scope, hour, 3).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_refused_credential_says_which_role_to_grant() {
+    let l = TableLedger::new(
+        &Azurite::shared().url,
+        &unique_table("quell"),
+        quell_azure::TableAuth::SharedKey {
+            account: "devstoreaccount1".into(),
+            key: b"not the account key".to_vec(),
+        },
+    );
+    let e = l.get("azure:user/x", "f").await.unwrap_err();
+    assert!(!e.retryable, "{e}");
+    assert!(e.message.contains("Storage Table Data Contributor"), "{e}");
+}
