@@ -668,3 +668,83 @@ async fn an_oauth_app_alert_disables_the_service_principal_resolved_by_app_id() 
         .unwrap_or_else(|| panic!("{inner}"));
     assert_eq!(disable["outcome"]["status"], "applied", "{disable}");
 }
+
+/// A runbook request as the host posts it.
+fn runbook_body(req: Value) -> Vec<u8> {
+    json!({"Data": {"req": {"Url": "https://quell-func.azurewebsites.net/api/Runbook", "Method": "POST",
+        "Query": {}, "Headers": {"Content-Type": ["application/json"]}, "Params": {},
+        "Body": req.to_string()}},
+        "Metadata": {"sys": {"MethodName": "Runbook", "UtcNow": "2026-11-23T12:00:00Z"}}})
+    .to_string()
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn with_a_ledger_the_handler_records_containment_verifies_it_and_keeps_release_off_http() {
+    use quell_ledger::{Ledger, State};
+    let g = graph().await;
+    let table = quell_tests::unique_table("quell");
+    let ledger = || TableLedger::azurite(&quell_tests::Azurite::shared().url, &table);
+    assert!(ledger().ensure_table().await.unwrap());
+    let url = start_with(enforce(), &g.uri(), Some(ledger()), false).await;
+    let batch = event("functions-host/eventhub-batch-triple-encoded.json");
+    let (status, body) = post(&url, "DefenderEvents", batch.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let entries = ledger().list(None).await.unwrap();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].state, State::Done);
+    assert!(
+        entries[0].principal.starts_with("azure:user/"),
+        "{entries:?}"
+    );
+    // A redelivered batch is the same containment: one record, run again.
+    let (status, _) = post(&url, "DefenderEvents", batch).await;
+    assert_eq!(status, 200);
+    let again = ledger().list(None).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert!(again[0].history.iter().any(|h| h.contains("run again")));
+
+    let principal = entries[0].principal.clone();
+    // Anyone with the function key could post a release: it is off unless enabled.
+    let req = json!({"runbook": "release", "principal": principal, "reason": "cleared", "requested_by": "x"});
+    let (_, body) = post(&url, "Runbook", runbook_body(req.clone())).await;
+    assert_eq!(body["Outputs"]["res"]["statusCode"], 400, "{body}");
+    assert!(
+        body["ReturnValue"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("quell release")
+    );
+    assert_eq!(ledger().list(None).await.unwrap()[0].state, State::Done);
+
+    // Verify reads the user back (the fake says enabled: someone re-enabled it) and disables it.
+    let verify =
+        json!({"runbook": "verify", "principal": principal, "reason": "post-incident check"});
+    let (_, body) = post(&url, "Runbook", runbook_body(verify)).await;
+    assert_eq!(body["Outputs"]["res"]["statusCode"], 200, "{body}");
+    let steps = body["ReturnValue"]["steps"].as_array().unwrap();
+    assert!(
+        steps.iter().any(|s| s["outcome"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("attacker persistence")),
+        "{steps:?}"
+    );
+
+    // With release over HTTP enabled, a release is carried out and recorded: the user is
+    // enabled again and the risk quell confirmed is dismissed.
+    Mock::given(method("POST"))
+        .and(path("/v1.0/identityProtection/riskyUsers/dismiss"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&g)
+        .await;
+    let url = start_with(enforce(), &g.uri(), Some(ledger()), true).await;
+    let (_, body) = post(&url, "Runbook", runbook_body(req)).await;
+    assert_eq!(body["Outputs"]["res"]["statusCode"], 200, "{body}");
+    assert_eq!(
+        ledger().list(None).await.unwrap()[0].state,
+        State::Released,
+        "{body}"
+    );
+}

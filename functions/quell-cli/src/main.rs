@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use quell_core::{Context, Policy, plan_input, render};
+use quell_ledger::LedgerError;
 
 /// The sample event `quell plan` uses when given no file: stolen EC2 role credentials used
 /// outside AWS.
@@ -335,18 +336,113 @@ fn now() -> anyhow::Result<time::OffsetDateTime> {
 }
 
 /// The ledger named by `QUELL_LEDGER_TABLE`, if set.
-async fn ledger() -> Option<quell_aws::ledger::DynamoLedger> {
-    let table = std::env::var("QUELL_LEDGER_TABLE")
-        .ok()
-        .filter(|t| !t.is_empty())?;
-    let config = quell_aws::load_config(None).await;
-    Some(quell_aws::ledger::DynamoLedger::new(&config, &table))
+/// The ledger this CLI reads and writes: DynamoDB (`QUELL_LEDGER_TABLE`), or Azure Table
+/// Storage when `QUELL_LEDGER_ENDPOINT` names the account's table endpoint too.
+enum AnyLedger {
+    Dynamo(quell_aws::ledger::DynamoLedger),
+    Table(quell_azure::TableLedger),
 }
 
-async fn require_ledger() -> anyhow::Result<quell_aws::ledger::DynamoLedger> {
-    ledger().await.ok_or_else(|| {
-        Rejected("set QUELL_LEDGER_TABLE to the ledger's DynamoDB table".into()).into()
+macro_rules! delegate {
+    ($self:ident, $l:ident => $e:expr) => {
+        match $self {
+            AnyLedger::Dynamo($l) => $e,
+            AnyLedger::Table($l) => $e,
+        }
+    };
+}
+
+impl quell_ledger::Ledger for AnyLedger {
+    async fn get(&self, p: &str, f: &str) -> Result<Option<quell_ledger::Entry>, LedgerError> {
+        delegate!(self, l => l.get(p, f).await)
+    }
+    async fn put(&self, e: &quell_ledger::Entry, v: Option<u64>) -> Result<bool, LedgerError> {
+        delegate!(self, l => l.put(e, v).await)
+    }
+    async fn delete(&self, p: &str, f: &str, v: u64) -> Result<bool, LedgerError> {
+        delegate!(self, l => l.delete(p, f, v).await)
+    }
+    async fn list(&self, p: Option<&str>) -> Result<Vec<quell_ledger::Entry>, LedgerError> {
+        delegate!(self, l => l.list(p).await)
+    }
+    async fn by_finding(&self, f: &str) -> Result<Vec<quell_ledger::Entry>, LedgerError> {
+        delegate!(self, l => l.by_finding(f).await)
+    }
+    async fn take_slot(&self, s: &str, h: &str, cap: u32) -> Result<bool, LedgerError> {
+        delegate!(self, l => l.take_slot(s, h, cap).await)
+    }
+    async fn slots(&self, s: &str, h: &str) -> Result<u32, LedgerError> {
+        delegate!(self, l => l.slots(s, h).await)
+    }
+    async fn reset_slots(&self, s: &str, h: &str) -> Result<(), LedgerError> {
+        delegate!(self, l => l.reset_slots(s, h).await)
+    }
+}
+
+impl AnyLedger {
+    fn table(&self) -> &str {
+        delegate!(self, l => l.table())
+    }
+    async fn ensure_table(&self) -> anyhow::Result<bool> {
+        match self {
+            AnyLedger::Dynamo(l) => l.ensure_table().await.map_err(|e| anyhow::anyhow!("{e}")),
+            AnyLedger::Table(l) => l.ensure_table().await.map_err(|e| anyhow::anyhow!("{e}")),
+        }
+    }
+}
+
+fn env(k: &str) -> Option<String> {
+    std::env::var(k).ok().filter(|v| !v.is_empty())
+}
+
+async fn ledger() -> anyhow::Result<Option<AnyLedger>> {
+    let Some(table) = env("QUELL_LEDGER_TABLE") else {
+        return Ok(None);
+    };
+    if let Some(endpoint) = env("QUELL_LEDGER_ENDPOINT") {
+        // Azure: the Table endpoint (`https://<account>.table.core.windows.net`), with a
+        // Shared Key when `QUELL_LEDGER_ACCOUNT_KEY` is set (Azurite, local runs), else a token
+        // from QUELL_AZURE_CREDENTIAL (e.g. `azure_cli`).
+        let auth = match env("QUELL_LEDGER_ACCOUNT_KEY") {
+            Some(key) => {
+                use base64::Engine;
+                quell_azure::TableAuth::SharedKey {
+                    account: env("QUELL_LEDGER_ACCOUNT")
+                        .unwrap_or_else(|| "devstoreaccount1".into()),
+                    key: base64::engine::general_purpose::STANDARD
+                        .decode(key.trim())
+                        .map_err(|_| Rejected("QUELL_LEDGER_ACCOUNT_KEY is not base64".into()))?,
+                }
+            }
+            None => quell_azure::TableAuth::Token(
+                quell_azure::token::from_env(env).map_err(|e| anyhow::anyhow!("{e}"))?,
+            ),
+        };
+        return Ok(Some(AnyLedger::Table(quell_azure::TableLedger::new(
+            &endpoint, &table, auth,
+        ))));
+    }
+    let config = quell_aws::load_config(None).await;
+    Ok(Some(AnyLedger::Dynamo(
+        quell_aws::ledger::DynamoLedger::new(&config, &table),
+    )))
+}
+
+async fn require_ledger() -> anyhow::Result<AnyLedger> {
+    ledger().await?.ok_or_else(|| {
+        Rejected("set QUELL_LEDGER_TABLE to the ledger's DynamoDB table (and QUELL_LEDGER_ENDPOINT for Azure Table Storage)".into()).into()
     })
+}
+
+/// Graph and ARM for an Azure release or verify, as the engineer (QUELL_AZURE_CREDENTIAL,
+/// QUELL_GRAPH_URL, QUELL_ARM_URL).
+fn azure_http() -> anyhow::Result<quell_azure::Http> {
+    let tokens = quell_azure::token::from_env(env).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut http = quell_azure::Http::new(quell_azure::Endpoints::from_env(env), tokens);
+    if let Some(t) = env("AZURE_TENANT_ID") {
+        http = http.with_tenant(&t);
+    }
+    Ok(http)
 }
 
 fn ledger_command(command: LedgerCommand) -> anyhow::Result<()> {
@@ -356,10 +452,7 @@ fn ledger_command(command: LedgerCommand) -> anyhow::Result<()> {
         let ledger = require_ledger().await?;
         match command {
             LedgerCommand::Init => {
-                let created = ledger
-                    .ensure_table()
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let created = ledger.ensure_table().await?;
                 println!(
                     "ledger table {} {}",
                     ledger.table(),
@@ -411,7 +504,7 @@ fn ledger_command(command: LedgerCommand) -> anyhow::Result<()> {
 fn principal_key(arg: &str) -> anyhow::Result<String> {
     quell_ledger::key_of_argument(arg, None).ok_or_else(|| {
         Rejected(format!(
-            "{arg:?} is not a principal quell knows: give an IAM user or role ARN, or an assumed-role ARN"
+            "{arg:?} is not a principal quell knows: give an IAM user or role ARN, an assumed-role ARN, an Entra user's UPN or object id, or a ledger key (azure:sp/<appId>, azure:mi/<objectId>)"
         ))
         .into()
     })
@@ -497,11 +590,23 @@ fn release(
             &format!("\nrelease these {} containment(s)?", entries.len()),
             yes,
         )?;
-        let (source, _, _) = aws_session(&policy).await?;
+        let azure = entries.iter().any(|e| e.principal.starts_with("azure:"));
+        let aws = entries.iter().any(|e| e.principal.starts_with("aws:"));
+        let source = match aws {
+            true => Some(aws_session(&policy).await?.0),
+            false => None,
+        };
+        let http = if azure { Some(azure_http()?) } else { None };
         let mut failed = 0;
         let mut all = Vec::new();
         for e in &entries {
-            let steps = quell_aws::release::release(&source, e, reactivate_keys).await;
+            let steps = match (&source, &http) {
+                (_, Some(http)) if e.principal.starts_with("azure:") => {
+                    quell_azure::release::release(http, e).await
+                }
+                (Some(source), _) => quell_aws::release::release(source, e, reactivate_keys).await,
+                _ => vec![],
+            };
             failed += steps
                 .iter()
                 .filter(|s| s.outcome.status == quell_core::report::Status::Failed)
@@ -542,8 +647,12 @@ fn verify(
             println!("quell holds no containment of {principal} in force");
             return Ok(());
         }
-        let (source, _, _) = aws_session(&policy).await?;
-        let steps = quell_aws::release::verify(&source, &entries, yes).await;
+        let steps = if entries.iter().any(|e| e.principal.starts_with("azure:")) {
+            quell_azure::release::verify(&azure_http()?, &entries, yes).await
+        } else {
+            let (source, _, _) = aws_session(&policy).await?;
+            quell_aws::release::verify(&source, &entries, yes).await
+        };
         print_steps(&steps, format)?;
         let failed = steps
             .iter()
@@ -797,7 +906,7 @@ fn apply(
         if file.as_os_str() == "-" || !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
             anyhow::bail!("refusing to change anything without confirmation: pass --yes");
         }
-        eprint!("\napply these {changes} changes with your AWS credentials? type yes: ");
+        eprint!("\napply these {changes} changes with your own credentials? type yes: ");
         let mut answer = String::new();
         std::io::stdin().read_line(&mut answer)?;
         if answer.trim() != "yes" {
@@ -806,29 +915,58 @@ fn apply(
     }
     let runtime = tokio::runtime::Runtime::new()?;
     let now = now()?;
+    // A plan of Azure actions runs against Graph and ARM as the engineer
+    // (QUELL_AZURE_CREDENTIAL, e.g. azure_cli); anything else against AWS.
+    let azure = plan
+        .actions
+        .iter()
+        .any(|a| a.cloud == quell_core::Cloud::Azure);
     let report = runtime.block_on(async {
-        let (source, _, ctx) = aws_session(&policy).await?;
-        let executor = quell_aws::AwsExecutor::new(
-            source,
-            policy.clone(),
-            ctx,
-            std::sync::Arc::new(quell_core::clock::FixedClock(now)),
-        );
+        let ledger = ledger().await?;
         // With a ledger: claim each containment first (withheld when another process holds
         // it, a human released it, or the breaker is open), record what was done after.
-        match ledger().await {
-            Some(ledger) => {
-                let gated = quell_ledger::gate(&ledger, plan, &policy, now)
+        let (plan, claims) = match &ledger {
+            Some(l) => {
+                let gated = quell_ledger::gate(l, plan, &policy, now)
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
-                let report = executor.execute(&gated.plan).await;
-                quell_ledger::record(&ledger, &gated.claims, &report, now)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                anyhow::Ok(report)
+                (gated.plan, Some(gated.claims))
             }
-            None => anyhow::Ok(executor.execute(&plan).await),
+            None => (plan, None),
+        };
+        let clock = std::sync::Arc::new(quell_core::clock::FixedClock(now));
+        let report = if azure {
+            let mut ctx = Context::default();
+            if let Some(id) = env("QUELL_OWN_OBJECT_ID") {
+                ctx = ctx.with_azure_identity(&id);
+            }
+            let subscriptions = env("QUELL_AZURE_SUBSCRIPTIONS")
+                .unwrap_or_default()
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+            quell_azure::AzureExecutor::new(
+                azure_http()?,
+                policy.clone(),
+                ctx,
+                clock,
+                subscriptions,
+            )
+            .execute(&plan)
+            .await
+        } else {
+            let (source, _, ctx) = aws_session(&policy).await?;
+            quell_aws::AwsExecutor::new(source, policy.clone(), ctx, clock)
+                .execute(&plan)
+                .await
+        };
+        if let (Some(l), Some(claims)) = (&ledger, &claims) {
+            quell_ledger::record(l, claims, &report, now)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
+        anyhow::Ok(report)
     })?;
     match format {
         Format::Text => {

@@ -588,3 +588,210 @@ fn the_breaker_withholds_the_fourth_and_fifth_containment_in_an_hour() {
             .contains("0 containment(s)")
     );
 }
+
+/// A stateful Entra fake: users' `accountEnabled`, the risky-user dismissals, and the managed
+/// identity token endpoint (Graph's documented paths and status codes: `GET /v1.0/users/{id}`
+/// 200 or 404, `PATCH` 204, `riskyUsers/dismiss` 204).
+#[derive(Clone, Default)]
+struct Entra {
+    enabled: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, bool>>>,
+}
+
+impl wiremock::Respond for Entra {
+    fn respond(&self, req: &wiremock::Request) -> wiremock::ResponseTemplate {
+        use wiremock::ResponseTemplate;
+        let path = req.url.path().to_string();
+        if path == "/msi/token" {
+            let expires = (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                + 3600)
+                .to_string();
+            return ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "access_token": "t", "expires_on": expires, "token_type": "Bearer",
+                "resource": "https://graph.microsoft.com"}));
+        }
+        let Some(id) = path.strip_prefix("/v1.0/users/") else {
+            return ResponseTemplate::new(404).set_body_json(
+                serde_json::json!({"error": {"code": "NotFound", "message": path}}),
+            );
+        };
+        let id = id.to_string();
+        let mut users = self.enabled.lock().unwrap();
+        let Some(enabled) = users.get(&id).copied() else {
+            return ResponseTemplate::new(404).set_body_json(
+                serde_json::json!({"error": {"code": "Request_ResourceNotFound", "message": "no such user"}}),
+            );
+        };
+        match req.method.as_str() {
+            "GET" => ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "id": id, "userPrincipalName": format!("{id}@contoso.com"),
+                "accountEnabled": enabled, "onPremisesSyncEnabled": null})),
+            "PATCH" => {
+                let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+                users.insert(id, body["accountEnabled"].as_bool().unwrap());
+                ResponseTemplate::new(204)
+            }
+            _ => ResponseTemplate::new(405),
+        }
+    }
+}
+
+/// The Azure world: Azurite holds the ledger, the Entra fake stands in for Graph.
+struct AzureWorld {
+    table: String,
+    dir: std::path::PathBuf,
+    entra: Entra,
+    graph: wiremock::MockServer,
+    _rt: tokio::runtime::Runtime,
+}
+
+const TENANT: &str = "7c1f4e2a-9b3d-4a6e-8f5c-2d1b0a9e8c7f";
+
+impl AzureWorld {
+    fn new(policy: &str) -> AzureWorld {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let entra = Entra::default();
+        let graph = rt.block_on(async {
+            let s = wiremock::MockServer::start().await;
+            wiremock::Mock::given(wiremock::matchers::any())
+                .respond_with(entra.clone())
+                .mount(&s)
+                .await;
+            s
+        });
+        let dir = std::env::temp_dir().join(quell_tests::unique("quell-azure-world"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("policy.toml"), policy).unwrap();
+        AzureWorld {
+            table: quell_tests::unique_table("quell"),
+            dir,
+            entra,
+            graph,
+            _rt: rt,
+        }
+    }
+    /// A new enabled user; its object id.
+    fn user(&self) -> String {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("{:08x}-0000-4000-8000-{n:012x}", std::process::id());
+        self.entra.enabled.lock().unwrap().insert(id.clone(), true);
+        id
+    }
+    fn enabled(&self, id: &str) -> bool {
+        self.entra.enabled.lock().unwrap()[id]
+    }
+    fn set_enabled(&self, id: &str, on: bool) {
+        self.entra.enabled.lock().unwrap().insert(id.into(), on);
+    }
+    /// A runbook request to contain `user` for finding `id`, written to a file.
+    fn finding(&self, user: &str, id: &str) -> String {
+        let v = serde_json::json!({"runbook": "quarantine", "principal": user, "tenant": TENANT,
+            "reason": "SEC-4420: pass-the-ticket", "requested_by": "soc@contoso.com", "id": id});
+        let path = self.dir.join(format!("{id}.json"));
+        std::fs::write(&path, v.to_string()).unwrap();
+        path.display().to_string()
+    }
+    fn quell(&self, args: &[&str]) -> Output {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        if matches!(args.first(), Some(&"apply" | &"release" | &"verify")) {
+            all.push("--policy".into());
+            all.push(self.dir.join("policy.toml").display().to_string());
+        }
+        Command::new(env!("CARGO_BIN_EXE_quell"))
+            .args(&all)
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+            .env("QUELL_LEDGER_TABLE", &self.table)
+            .env("QUELL_LEDGER_ENDPOINT", &quell_tests::Azurite::shared().url)
+            .env(
+                "QUELL_LEDGER_ACCOUNT_KEY",
+                "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==",
+            )
+            .env("QUELL_AZURE_CREDENTIAL", "managed_identity")
+            .env("IDENTITY_ENDPOINT", format!("{}/msi/token", self.graph.uri()))
+            .env("IDENTITY_HEADER", "x")
+            .env("QUELL_GRAPH_URL", self.graph.uri())
+            .env("QUELL_NOW", "2026-11-23T12:00:00Z")
+            .env_remove("AWS_ENDPOINT_URL")
+            .output()
+            .unwrap()
+    }
+}
+
+fn ok(out: &Output) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+#[test]
+fn entra_user_ledger_release_redelivery_and_verify_end_to_end() {
+    let w = AzureWorld::new("");
+    assert!(ok(&w.quell(&["ledger", "init"])).contains("created"));
+    assert!(ok(&w.quell(&["ledger", "init"])).contains("already exists"));
+    let user = w.user();
+    let f1 = w.finding(&user, &quell_tests::unique("finding-one"));
+    ok(&w.quell(&["apply", &f1, "--yes"]));
+    assert!(!w.enabled(&user), "apply disables the user");
+    let list = ok(&w.quell(&["ledger", "list", &user]));
+    assert!(list.contains("1 entries, 1 still in force"), "{list}");
+
+    // Release re-enables the user and is recorded.
+    let said = ok(&w.quell(&["release", &user, "--yes", "--by", "oncall@contoso.com"]));
+    assert!(said.contains("accountEnabled = true"), "{said}");
+    assert!(w.enabled(&user));
+    let again = ok(&w.quell(&["release", &user, "--yes"]));
+    assert!(again.contains("nothing in force"), "{again}");
+
+    // The same finding re-delivered contains no one; a new finding does.
+    let said = ok(&w.quell(&["apply", &f1, "--yes"]));
+    assert!(
+        said.contains("withheld") && said.contains("released by oncall@contoso.com"),
+        "{said}"
+    );
+    assert!(w.enabled(&user));
+    let f2 = w.finding(&user, &quell_tests::unique("finding-two"));
+    ok(&w.quell(&["apply", &f2, "--yes"]));
+    assert!(!w.enabled(&user));
+
+    // Someone enables the account again: verify says so, and with --yes disables it again.
+    w.set_enabled(&user, true);
+    let dry = ok(&w.quell(&["verify", &user]));
+    assert!(dry.contains("would disable it again"), "{dry}");
+    assert!(w.enabled(&user));
+    let fix = ok(&w.quell(&["verify", &user, "--yes"]));
+    assert!(fix.contains("attacker persistence"), "{fix}");
+    assert!(!w.enabled(&user));
+    let held = ok(&w.quell(&["verify", &user, "--yes"]));
+    assert!(held.contains("still disabled"), "{held}");
+}
+
+#[test]
+fn the_breaker_withholds_the_fourth_and_fifth_entra_containment_in_an_hour() {
+    let w = AzureWorld::new("[breaker]\nmax_containments_per_tenant_per_hour = 3\n");
+    ok(&w.quell(&["ledger", "init"]));
+    let mut withheld = 0;
+    for _ in 0..5 {
+        let user = w.user();
+        let f = w.finding(&user, &quell_tests::unique("storm"));
+        let said = ok(&w.quell(&["apply", &f, "--yes"]));
+        if said.contains("breaker is open") {
+            withheld += 1;
+            assert!(said.contains("applied notify"), "{said}");
+            assert!(w.enabled(&user), "withheld: the user stays enabled");
+        } else {
+            assert!(!w.enabled(&user), "{said}");
+        }
+    }
+    assert_eq!(withheld, 2);
+    let scope = format!("azure:{TENANT}");
+    let status = ok(&w.quell(&["breaker", "status", "--scope", &scope]));
+    assert!(status.contains("3 containment(s)"), "{status}");
+}

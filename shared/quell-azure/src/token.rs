@@ -51,7 +51,9 @@ impl TokenSource for Identity {
 /// - `QUELL_AZURE_CREDENTIAL=managed_identity` (default): App Service/Functions managed identity
 ///   (`IDENTITY_ENDPOINT`/`IDENTITY_HEADER`), user-assigned when `AZURE_CLIENT_ID` is set;
 /// - `workload_identity`: `AZURE_CLIENT_ID`, `AZURE_TENANT_ID`, `AZURE_FEDERATED_TOKEN_FILE`;
-/// - `client_secret`: `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET` (local runs only).
+/// - `client_secret`: `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET` (local runs only);
+/// - `azure_cli`: the engineer signed in with `az login` (the `quell` CLI: release and verify run
+///   under the engineer's own identity).
 pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Arc<dyn TokenSource>, AzError> {
     let bad = |m: String| AzError {
         status: 0,
@@ -71,6 +73,8 @@ pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Arc<dyn TokenSou
             azure_identity::ManagedIdentityCredential::new(options)
                 .map_err(|e| bad(format!("managed identity: {e}")))?
         }
+        "azure_cli" => azure_identity::AzureCliCredential::new(None)
+            .map_err(|e| bad(format!("Azure CLI credential: {e}")))?,
         "workload_identity" => azure_identity::WorkloadIdentityCredential::new(None)
             .map_err(|e| bad(format!("workload identity: {e}")))?,
         "client_secret" => {
@@ -94,7 +98,7 @@ pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Arc<dyn TokenSou
         }
         other => {
             return Err(bad(format!(
-                "QUELL_AZURE_CREDENTIAL={other:?}: use managed_identity, workload_identity or client_secret"
+                "QUELL_AZURE_CREDENTIAL={other:?}: use managed_identity, workload_identity, client_secret or azure_cli"
             )));
         }
     };
