@@ -748,3 +748,23 @@ async fn with_a_ledger_the_handler_records_containment_verifies_it_and_keeps_rel
         "{body}"
     );
 }
+
+#[test]
+fn the_bicep_gives_the_handler_its_ledger_and_the_role_to_use_it() {
+    let bicep =
+        std::fs::read_to_string(quell_tests::root().join("infra/azure/main.bicep")).unwrap();
+    // The table exists, and the handler is told where (the names main.rs reads).
+    assert!(bicep.contains("Microsoft.Storage/storageAccounts/tableServices/tables@"));
+    for setting in ["QUELL_LEDGER_ENDPOINT", "QUELL_LEDGER_TABLE"] {
+        assert!(bicep.contains(&format!("name: '{setting}'")), "{setting}");
+    }
+    let main =
+        std::fs::read_to_string(quell_tests::root().join("functions/azure-handler/src/main.rs"))
+            .unwrap();
+    assert!(main.contains("\"QUELL_LEDGER_ENDPOINT\"") && main.contains("\"QUELL_LEDGER_TABLE\""));
+    // Storage Table Data Contributor, assigned to the identity on the account.
+    assert!(bicep.contains("0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"));
+    assert!(bicep.contains("roles.storageTableDataContributor)"));
+    // Release over HTTP stays off in the deployed app.
+    assert!(!bicep.contains("QUELL_HTTP_RELEASE"));
+}

@@ -117,6 +117,19 @@ resource deployments 'Microsoft.Storage/storageAccounts/blobServices/containers@
   }
 }
 
+// quell's containment ledger: what was contained, why, and how to undo it (quell release), the
+// idempotency key across redeliveries and the fleet breaker's counters. Reached with the
+// identity's token (Storage Table Data Contributor below); shared keys stay disabled.
+resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+resource ledgerTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
+  parent: tableService
+  name: 'quellledger'
+}
+
 resource eventHubs 'Microsoft.EventHub/namespaces@2024-01-01' = {
   name: '${baseName}-eh-${suffix}'
   location: location
@@ -235,6 +248,8 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         // Sovereign clouds: set QUELL_GRAPH_URL / QUELL_ARM_URL (token scopes follow them).
         { name: 'QUELL_OWN_OBJECT_ID', value: identity.properties.principalId }
         { name: 'QUELL_AZURE_SUBSCRIPTIONS', value: roleAssignmentSubscriptions }
+        { name: 'QUELL_LEDGER_ENDPOINT', value: storage.properties.primaryEndpoints.table }
+        { name: 'QUELL_LEDGER_TABLE', value: ledgerTable.name }
       ]
     }
   }
@@ -295,4 +310,5 @@ output functionAppName string = app.name
 output identityPrincipalId string = identity.properties.principalId
 output identityClientId string = identity.properties.clientId
 output eventHubNamespace string = eventHubs.name
+output ledgerTableEndpoint string = storage.properties.primaryEndpoints.table
 output deploymentContainerUrl string = '${storage.properties.primaryEndpoints.blob}${deploymentContainer}'
