@@ -86,7 +86,7 @@ fn credential_configuration_errors_name_what_to_set() {
     .unwrap();
     assert!(
         e.to_string()
-            .contains("use managed_identity, workload_identity or client_secret"),
+            .contains("use managed_identity, workload_identity, client_secret or azure_cli"),
         "{e}"
     );
 }
