@@ -16,6 +16,7 @@
     )
 )]
 
+pub mod alert;
 pub mod catalog;
 pub mod clock;
 pub mod error;

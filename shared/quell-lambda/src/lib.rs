@@ -5,6 +5,7 @@
 //! so Lambda does not retry a poison event); retryable failures (throttling, 5xx, network) fail
 //! the invocation so Lambda's retry policy runs it again (every action is idempotent).
 
+pub mod metrics;
 pub mod sweep;
 
 use std::sync::Arc;
@@ -30,6 +31,16 @@ pub enum Accepts {
 }
 
 impl Accepts {
+    /// The function's name in metrics and alerts.
+    pub fn name(self) -> &'static str {
+        match self {
+            Accepts::Guardduty => "guardduty",
+            Accepts::Securityhub => "securityhub",
+            Accepts::AccessAnalyzer => "access-analyzer",
+            Accepts::Any => "runbook",
+        }
+    }
+
     pub const ALL: [Accepts; 4] = [
         Accepts::Guardduty,
         Accepts::Securityhub,
@@ -127,6 +138,16 @@ impl From<EdgeError> for lambda_runtime::Diagnostic {
     }
 }
 
+/// The detail-type of the alerts the SAM template's rule forwards to the alerts topic.
+pub const ALERT_DETAIL_TYPE: &str = "Identity Containment Alert";
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 /// Everything built once at init and reused across invocations.
 pub struct Edge<S> {
     accepts: Accepts,
@@ -212,8 +233,57 @@ impl<S: ClientSource> Edge<S> {
         json!({"status": "rejected", "error": error})
     }
 
-    /// Handles one invocation payload.
+    /// Handles one invocation payload, then logs its metrics (EMF) and, for an event it
+    /// rejected, publishes an alert.
     pub async fn handle(&self, payload: Value) -> Result<Value, EdgeError> {
+        let started = std::time::Instant::now();
+        let out = self.handle_event(payload).await;
+        let error = out.as_ref().err().map(|e| e.to_string());
+        let docs = metrics::documents(
+            self.accepts.name(),
+            match (&out, &error) {
+                (Ok(v), _) => Ok(v),
+                (_, Some(e)) => Err(e.as_str()),
+                _ => Err("error"),
+            },
+            started.elapsed().as_secs_f64() * 1000.0,
+            now_ms(),
+        );
+        metrics::emit(&docs);
+        if let Ok(v) = &out
+            && v["status"] == "rejected"
+        {
+            let alert = quell_core::alert::for_rejected(
+                self.accepts.name(),
+                v["error"].as_str().unwrap_or("rejected"),
+            );
+            self.publish_alert(&alert).await;
+        }
+        out
+    }
+
+    /// Publishes an alert on the quell bus (`Identity Containment Alert`), where the SAM
+    /// template's rule forwards its text to the alerts topic. A failure is logged: the
+    /// report itself is already in the logs.
+    async fn publish_alert(&self, alert: &quell_core::alert::Alert) {
+        let Some((client, bus)) = &self.audit else {
+            return;
+        };
+        let detail = json!({
+            "function": self.accepts.name(),
+            "needs_human": true,
+            "subject": alert.subject,
+            "text": alert.text,
+            "needs": alert.needs,
+        });
+        if let Err(e) =
+            quell_aws::audit::publish_detail(client, bus, ALERT_DETAIL_TYPE, &detail, vec![]).await
+        {
+            tracing::error!(error = %e, bus, "alert not published; the report is in this log");
+        }
+    }
+
+    async fn handle_event(&self, payload: Value) -> Result<Value, EdgeError> {
         if let Some(expected) = self.accepts.source() {
             match serde_json::from_value::<EventBridgeEvent<Value>>(payload.clone()) {
                 Ok(ev) if ev.source == expected => {}
@@ -269,6 +339,9 @@ impl<S: ClientSource> Edge<S> {
         {
             // The actions are done; a retry would only report already_in_state.
             tracing::error!(error = %e, bus, "audit event not published; the report is in this log");
+        }
+        if let Some(alert) = quell_core::alert::for_report(&report, self.accepts.name()) {
+            self.publish_alert(&alert).await;
         }
         if report.should_retry() {
             let failed: Vec<&str> = report

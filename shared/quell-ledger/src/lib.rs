@@ -162,34 +162,7 @@ pub trait Ledger: Send + Sync {
 /// The ledger key of the principal a subject belongs to: a key, session or role session is
 /// its user's or role's containment.
 pub fn principal_key(s: &Subject) -> Option<String> {
-    Some(match s {
-        Subject::IamUser { account, name } => format!("aws:{account}:user/{name}"),
-        Subject::AccessKey {
-            account,
-            user: Some(u),
-            ..
-        } => format!("aws:{account}:user/{u}"),
-        Subject::AccessKey {
-            account,
-            access_key_id,
-            user: None,
-        } => format!("aws:{account}:key/{access_key_id}"),
-        Subject::IamRole { account, name } | Subject::RoleSession { account, name, .. } => {
-            format!("aws:{account}:role/{name}")
-        }
-        Subject::EntraUser { id, name, .. } => {
-            format!(
-                "azure:user/{}",
-                id.clone().or(name.clone())?.to_ascii_lowercase()
-            )
-        }
-        Subject::ServicePrincipal { id, app_id, .. } => format!(
-            "azure:sp/{}",
-            app_id.clone().unwrap_or(id.clone()).to_ascii_lowercase()
-        ),
-        Subject::ManagedIdentity { id, .. } => format!("azure:mi/{}", id.to_ascii_lowercase()),
-        _ => return None,
-    })
+    s.ledger_key()
 }
 
 /// The breaker scope of a subject: its account or tenant.

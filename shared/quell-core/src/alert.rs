@@ -1,0 +1,332 @@
+//! The message a human gets when quell needs one: a report holding a `notify`, a failed action
+//! or a withheld containment (blast-radius cap, breaker, another invocation, a human's
+//! release), or an event quell rejected. Short, plain text (e-mail, SMS and chat all show it):
+//! which finding, which identity, what quell did, what it needs from a human, and how to undo.
+//!
+//! Finding titles, reasons and error details come from whoever produced the event: every
+//! value is cut to a bounded length, control characters are dropped, and double quotes and
+//! backslashes become plain quotes and slashes, so the text drops into a JSON string (the
+//! EventBridge input template that forwards it to SNS) as it is.
+
+use serde::Serialize;
+
+use crate::plan::{ActionKind, Target};
+use crate::policy::Mode;
+use crate::report::{Report, Status};
+
+/// At most this many action lines per message; the rest are counted.
+const MAX_LINES: usize = 40;
+/// At most this many characters of any one value.
+const MAX_VALUE: usize = 300;
+
+/// What a report needs from a human.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Needs {
+    pub notify: usize,
+    pub failed: usize,
+    pub withheld: usize,
+}
+
+impl Needs {
+    pub fn any(&self) -> bool {
+        self.notify + self.failed + self.withheld > 0
+    }
+}
+
+/// A rendered alert: `subject` fits an e-mail subject (SNS allows 100 characters).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Alert {
+    pub subject: String,
+    pub text: String,
+    pub needs: Needs,
+}
+
+/// A value from an event, safe to show: bounded, without control characters or characters
+/// that would need escaping in a JSON string.
+pub fn clean(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .filter(|c| !c.is_control())
+        .map(|c| match c {
+            '"' => '\'',
+            '\\' => '/',
+            c => c,
+        })
+        .take(MAX_VALUE)
+        .collect();
+    if s.chars().count() > MAX_VALUE {
+        out.push('…');
+    }
+    out
+}
+
+/// Counts what `report` needs from a human.
+pub fn needs(report: &Report) -> Needs {
+    Needs {
+        notify: report
+            .results
+            .iter()
+            .filter(|r| r.action.kind == ActionKind::Notify)
+            .count(),
+        failed: report
+            .results
+            .iter()
+            .filter(|r| r.outcome.status == Status::Failed)
+            .count(),
+        withheld: report
+            .skipped
+            .iter()
+            .filter(|s| s.reason.contains("withheld"))
+            .count(),
+    }
+}
+
+/// The alert for `report`, or `None` when it needs no human.
+pub fn for_report(report: &Report, function: &str) -> Option<Alert> {
+    let needs = needs(report);
+    if !needs.any() {
+        return None;
+    }
+    let mode = match report.mode {
+        Mode::Enforce => "enforce",
+        _ => "dry-run",
+    };
+    let first = report.findings.first();
+    let subject = clean(&format!(
+        "quell needs a human: {}",
+        first.map_or("a containment", |f| f.title.as_str())
+    ))
+    .chars()
+    .take(100)
+    .collect();
+    let mut t = String::new();
+    let mut counts = Vec::new();
+    for (n, what) in [
+        (needs.notify, "to notify"),
+        (needs.failed, "failed"),
+        (needs.withheld, "withheld"),
+    ] {
+        if n > 0 {
+            counts.push(format!("{n} {what}"));
+        }
+    }
+    t.push_str(&format!(
+        "quell needs a human: {} ({mode}, {})\n",
+        counts.join(", "),
+        clean(function)
+    ));
+    if report.mode != Mode::Enforce {
+        t.push_str("Dry-run: quell changed nothing. Contain by hand, or run quell apply.\n");
+    }
+    let mut lines = 0usize;
+    let mut hidden = 0usize;
+    let mut undo = Vec::new();
+    for f in &report.findings {
+        t.push_str(&format!(
+            "\nFinding: {}\n  id: {}\n  source: {:?}, {} ({:?} {:.1})\n",
+            clean(&f.title),
+            clean(&f.id),
+            f.source,
+            f.family.as_str(),
+            f.severity.label,
+            f.severity.score
+        ));
+        for s in &f.subjects {
+            t.push_str(&format!("  identity: {}\n", clean(&s.label())));
+        }
+        let results: Vec<_> = report
+            .results
+            .iter()
+            .filter(|r| r.action.finding == f.id)
+            .collect();
+        if !results.is_empty() {
+            t.push_str("What quell did:\n");
+        }
+        for r in &results {
+            if lines >= MAX_LINES {
+                hidden += 1;
+                continue;
+            }
+            lines += 1;
+            let code = r
+                .outcome
+                .error_code
+                .as_deref()
+                .map(|c| format!(" [{}]", clean(c)))
+                .unwrap_or_default();
+            t.push_str(&format!(
+                "  {:<16} {} {}{code}\n",
+                r.outcome.status.as_str(),
+                r.action.kind.as_str(),
+                clean(&r.action.target.label()),
+            ));
+            if r.outcome.status == Status::Applied
+                && r.action.kind != ActionKind::Notify
+                && let Target::Subject(s) = &r.action.target
+                && let Some(k) = s.ledger_key()
+                && !undo.contains(&k)
+            {
+                undo.push(k);
+            }
+        }
+        let mut asks = Vec::new();
+        for r in &results {
+            if r.action.kind == ActionKind::Notify {
+                asks.push(format!("decide: {}", clean(&r.action.reason)));
+            } else if r.outcome.status == Status::Failed {
+                let retry = if r.outcome.retryable {
+                    "quell retries it; if it keeps failing, act by hand"
+                } else {
+                    "quell will not retry it: act by hand"
+                };
+                asks.push(format!(
+                    "failed {} on {}: {} ({retry})",
+                    r.action.kind.as_str(),
+                    clean(&r.action.target.label()),
+                    clean(&r.outcome.detail)
+                ));
+            }
+        }
+        for s in report
+            .skipped
+            .iter()
+            .filter(|s| s.finding == f.id && s.reason.contains("withheld"))
+        {
+            asks.push(format!("review what was withheld: {}", clean(&s.reason)));
+        }
+        if !asks.is_empty() {
+            t.push_str("Needs a human:\n");
+            for a in asks.iter().take(MAX_LINES) {
+                t.push_str(&format!("  - {a}\n"));
+            }
+        }
+    }
+    if hidden > 0 {
+        t.push_str(&format!(
+            "\n… and {hidden} more action(s): see the report on the quell event bus or in the logs.\n"
+        ));
+    }
+    if !undo.is_empty() {
+        t.push_str("\nTo undo quell's containment once cleared:\n");
+        for k in &undo {
+            t.push_str(&format!("  quell release {k} --by <you>\n"));
+        }
+    }
+    Some(Alert {
+        subject,
+        text: t,
+        needs,
+    })
+}
+
+/// The alert for an event quell refused: who sent what, and why nothing was done.
+pub fn for_rejected(function: &str, error: &str) -> Alert {
+    Alert {
+        subject: "quell rejected an event".into(),
+        text: format!(
+            "quell rejected an event and took no action ({}).\nWhy: {}\nA malformed or spoofed event never contains anyone; if this was a real finding, fix its source or run the runbook by hand.\n",
+            clean(function),
+            clean(error)
+        ),
+        needs: Needs::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Skip;
+    use crate::report::{ActionResult, Outcome};
+    use crate::{Context, Policy, plan_input};
+
+    /// A report with a containment applied, one failed, a notify, and one withheld by the cap.
+    fn report() -> Report {
+        let input = br#"{"runbook":"contain","principal":"arn:aws:iam::111122223333:user/alice","reason":"SEC-7 \"stolen\" key\u0007","id":"SEC-7"}"#;
+        let policy = Policy {
+            mode: Mode::Enforce,
+            ..Policy::default()
+        };
+        let plan = plan_input(input, &policy, &Context::default()).unwrap();
+        let mut results: Vec<ActionResult> = plan
+            .actions
+            .iter()
+            .take(2)
+            .cloned()
+            .zip([
+                Outcome::applied("AWSDenyAll attached", None),
+                Outcome::failed("AccessDenied", "not authorized to iam:PutUserPolicy", false),
+            ])
+            .map(|(action, outcome)| ActionResult { action, outcome })
+            .collect();
+        let mut notify = plan.actions[0].clone();
+        notify.kind = ActionKind::Notify;
+        notify.reason = "the user's MFA device was replaced an hour ago".into();
+        results.push(ActionResult {
+            action: notify,
+            outcome: Outcome::applied("notified", None),
+        });
+        let mut plan = plan;
+        plan.skipped.push(Skip {
+            finding: "SEC-7".into(),
+            target: None,
+            reason: "delete_login_profile withheld by the blast-radius cap".into(),
+        });
+        Report::new(&plan, "2026-11-23T12:00:00Z".into(), results)
+    }
+
+    #[test]
+    fn the_notification_says_what_was_done_what_needs_a_human_and_how_to_undo() {
+        let a = for_report(&report(), "aws-runbook").unwrap();
+        assert_eq!(
+            a.needs,
+            Needs {
+                notify: 1,
+                failed: 1,
+                withheld: 1
+            }
+        );
+        assert_eq!(
+            a.subject,
+            "quell needs a human: runbook contain on iam_user alice in 111122223333"
+        );
+        let expected = "\
+quell needs a human: 1 to notify, 1 failed, 1 withheld (enforce, aws-runbook)
+
+Finding: runbook contain on iam_user alice in 111122223333
+  id: SEC-7
+  source: Runbook, manual (High 8.0)
+  identity: iam_user alice in 111122223333
+What quell did:
+  applied          quarantine_user iam_user alice in 111122223333
+  failed           revoke_user_sessions iam_user alice in 111122223333 [AccessDenied]
+  applied          notify iam_user alice in 111122223333
+Needs a human:
+  - failed revoke_user_sessions on iam_user alice in 111122223333: not authorized to iam:PutUserPolicy (quell will not retry it: act by hand)
+  - decide: the user's MFA device was replaced an hour ago
+  - review what was withheld: delete_login_profile withheld by the blast-radius cap
+
+To undo quell's containment once cleared:
+  quell release aws:111122223333:user/alice --by <you>
+";
+        assert_eq!(a.text, expected, "\n{}", a.text);
+    }
+
+    #[test]
+    fn a_report_that_needs_no_human_sends_nothing() {
+        let mut r = report();
+        r.results
+            .retain(|x| x.outcome.status == Status::Applied && x.action.kind != ActionKind::Notify);
+        r.skipped.clear();
+        assert_eq!(for_report(&r, "aws-guardduty"), None);
+    }
+
+    #[test]
+    fn values_from_events_cannot_break_the_message() {
+        assert_eq!(clean("a\"b\\c\nd\u{0007}"), "a'b/cd");
+        let long = "x".repeat(1_000);
+        assert_eq!(clean(&long).chars().count(), MAX_VALUE + 1);
+        let r = for_rejected("aws-guardduty", "source \"aws.guardduty\" spoofed\n");
+        assert!(!r.text.contains('"'), "{}", r.text);
+        assert!(r.text.contains("took no action"));
+    }
+}
