@@ -506,3 +506,90 @@ fn the_ledger_table_is_durable_and_every_containing_function_holds_exactly_its_c
         assert_eq!(have, want, "{role}");
     }
 }
+
+#[test]
+fn alerts_reach_an_encrypted_topic_and_the_alarms_watch_what_quell_logs() {
+    type Value = serde_json::Value;
+    let t: Value = serde_json::to_value(template("samplesam.yaml")).unwrap();
+    let r = &t["Resources"];
+    // The rule forwards exactly what the functions publish, as the alert's text.
+    let rule = &r["AlertsRule"]["Properties"];
+    assert_eq!(rule["EventBusName"]["Ref"], "AuditBus");
+    assert_eq!(rule["EventPattern"]["source"][0], quell_aws::audit::SOURCE);
+    assert_eq!(
+        rule["EventPattern"]["detail-type"][0],
+        quell_lambda::ALERT_DETAIL_TYPE
+    );
+    let target = &rule["Targets"][0];
+    assert_eq!(target["Arn"]["Ref"], "AlertsTopic");
+    assert_eq!(
+        target["InputTransformer"]["InputPathsMap"]["text"],
+        "$.detail.text"
+    );
+    assert_eq!(target["InputTransformer"]["InputTemplate"], "\"<text>\"");
+    assert!(target["DeadLetterConfig"]["Arn"].is_object());
+    // A customer managed key whose policy admits the publishers (the AWS managed SNS key
+    // does not), rotated.
+    assert_eq!(
+        r["AlertsTopic"]["Properties"]["KmsMasterKeyId"]["Ref"],
+        "AlertsKey"
+    );
+    let key = &r["AlertsKey"]["Properties"];
+    assert_eq!(key["EnableKeyRotation"], true);
+    let services: Vec<&Value> = key["KeyPolicy"]["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["Principal"]["Service"].as_array())
+        .flatten()
+        .collect();
+    assert!(services.contains(&&Value::from("events.amazonaws.com")));
+    assert!(services.contains(&&Value::from("cloudwatch.amazonaws.com")));
+    // Only the alerts rule (by ARN) and this account's alarms may publish.
+    let stmts = r["AlertsTopicPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+        .as_array()
+        .unwrap();
+    for s in stmts {
+        assert!(s["Condition"].is_object(), "unconditioned publisher: {s}");
+    }
+    // Every alarm notifies the topic; the failed-actions alarm reads the EMF metric the
+    // functions log (namespace and dimension as quell_lambda::metrics writes them).
+    let alarms: Vec<(&String, &Value)> = r
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, v)| v["Type"] == "AWS::CloudWatch::Alarm")
+        .collect();
+    assert!(alarms.len() >= 4, "failed actions, DLQ, errors, throttles");
+    for (name, a) in &alarms {
+        assert_eq!(
+            a["Properties"]["AlarmActions"][0]["Ref"], "AlertsTopic",
+            "{name}"
+        );
+    }
+    let failed = &r["FailedActionsAlarm"]["Properties"];
+    assert_eq!(failed["Namespace"], quell_lambda::metrics::NAMESPACE);
+    assert_eq!(failed["MetricName"], "Failed");
+    assert_eq!(failed["Dimensions"][0]["Name"], "Service");
+    assert_eq!(failed["Dimensions"][0]["Value"], "quell");
+    let doc = quell_lambda::metrics::documents("guardduty", Ok(&serde_json::json!({})), 1.0, 0);
+    assert!(doc[0]["Failed"].is_number() && doc[0]["Service"] == "quell");
+    // The error and throttle alarms cover every function.
+    for alarm in ["FunctionErrorsAlarm", "FunctionThrottlesAlarm"] {
+        let covered: BTreeSet<String> = r[alarm]["Properties"]["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["MetricStat"]["Metric"]["Dimensions"][0]["Value"]["Ref"].as_str())
+            .map(str::to_string)
+            .collect();
+        let functions: BTreeSet<String> = r
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(_, v)| v["Type"] == "AWS::Serverless::Function")
+            .map(|(k, _)| k.clone())
+            .collect();
+        assert_eq!(covered, functions, "{alarm}");
+    }
+}
