@@ -768,3 +768,70 @@ fn the_bicep_gives_the_handler_its_ledger_and_the_role_to_use_it() {
     // Release over HTTP stays off in the deployed app.
     assert!(!bicep.contains("QUELL_HTTP_RELEASE"));
 }
+
+/// The `quell.<kind> {json}` record in an answer's `Logs`.
+fn record(body: &Value, kind: &str) -> Option<Value> {
+    body["Logs"]
+        .as_array()?
+        .iter()
+        .filter_map(|l| l.as_str()?.strip_prefix(&format!("quell.{kind} ")))
+        .find_map(|j| serde_json::from_str(j).ok())
+}
+
+#[tokio::test]
+async fn each_invocation_logs_its_outcome_and_an_alert_when_a_human_is_needed() {
+    let g = graph().await;
+    let url = start(enforce(), &g.uri()).await;
+    let (_, body) = post(
+        &url,
+        "DefenderEvents",
+        event("functions-host/eventhub-batch-triple-encoded.json"),
+    )
+    .await;
+    let o = record(&body, "outcome").expect("quell.outcome");
+    assert_eq!(o["function"], "DefenderEvents");
+    assert_eq!(o["mode"], "enforce");
+    assert_eq!(o["applied"], 4, "{o}");
+    assert_eq!(o["failed"], 0);
+    // The batch's Entra record belongs to another function: rejected, and said so.
+    assert_eq!(o["rejected"], 1);
+    assert!(record(&body, "alert").is_none(), "nothing needs a human");
+
+    // A spoofed body: rejected, and an alert for the on-call.
+    let (_, body) = post(
+        &url,
+        "DefenderEvents",
+        b"{\"Data\": {\"events\": 42}}".to_vec(),
+    )
+    .await;
+    let o = record(&body, "outcome").unwrap();
+    assert_eq!(o["rejected"], 1, "{body}");
+    assert_eq!(o["applied"], 0);
+    let a = record(&body, "alert").expect("quell.alert");
+    assert!(
+        a["text"].as_str().unwrap().contains("took no action"),
+        "{a}"
+    );
+
+    // A failed containment: counted, and the alert says what needs a human.
+    let down = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(
+            ResponseTemplate::new(403)
+                .set_body_json(json!({"error": {"code": "Authorization_RequestDenied", "message": "Insufficient privileges"}})),
+        )
+        .mount(&down)
+        .await;
+    let url = start(enforce(), &down.uri()).await;
+    let (_, body) = post(
+        &url,
+        "DefenderEvents",
+        event("functions-host/eventhub-batch-triple-encoded.json"),
+    )
+    .await;
+    let o = record(&body, "outcome").unwrap();
+    assert!(o["failed"].as_u64().unwrap() >= 1, "{o}");
+    let a = record(&body, "alert").expect("quell.alert");
+    assert!(a["needs"]["failed"].as_u64().unwrap() >= 1, "{a}");
+    assert!(a["text"].as_str().unwrap().contains("Needs a human"), "{a}");
+}

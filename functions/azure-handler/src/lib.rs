@@ -245,6 +245,7 @@ impl App {
         for i in &ignored {
             logs.push(format!("ignored {}: {}", i.pointer, i.reason));
         }
+        logs.extend(outcome_logs(function, Some(&report), &rejected));
         let mut result = serde_json::to_value(&report).unwrap_or(Value::Null);
         if !rejected.is_empty() {
             result["rejected"] = json!(rejected);
@@ -460,7 +461,8 @@ impl App {
 
     fn rejected(&self, function: Function, error: String) -> Value {
         tracing::warn!(function = ?function, "rejected: {error}");
-        let logs = vec![format!("rejected: {error}")];
+        let mut logs = vec![format!("rejected: {error}")];
+        logs.extend(outcome_logs(function, None, std::slice::from_ref(&error)));
         host_response(
             function,
             400,
@@ -479,6 +481,7 @@ impl App {
         if logs.is_empty() {
             logs.push(format!("rejected: {error}"));
         }
+        logs.extend(outcome_logs(function, None, std::slice::from_ref(&error)));
         host_response(
             function,
             400,
@@ -498,4 +501,49 @@ fn runbook_request(value: &Value) -> Option<Value> {
         Value::Object(_) => Some(body.clone()),
         _ => None,
     }
+}
+
+/// The structured records Application Insights queries (`traces`, message prefix
+/// `quell.outcome ` and `quell.alert `; infra/azure's alert rules and workbook read them): the
+/// invocation's counts, and the alert text when a human is needed.
+pub fn outcome_logs(
+    function: Function,
+    report: Option<&Report>,
+    rejected: &[String],
+) -> Vec<String> {
+    let name = format!("{function:?}");
+    let mut out = Vec::new();
+    let needs = report.map(quell_core::alert::needs).unwrap_or_default();
+    let summary = report.map(|r| r.summary.clone()).unwrap_or_default();
+    out.push(format!(
+        "quell.outcome {}",
+        json!({
+            "function": name,
+            "mode": report.map(|r| r.mode),
+            "findings": report.map_or(0, |r| r.findings.len()),
+            "applied": summary.applied,
+            "already_in_state": summary.already_in_state,
+            "dry_run": summary.dry_run,
+            "skipped": summary.skipped,
+            "failed": summary.failed,
+            "withheld": needs.withheld,
+            "notify": needs.notify,
+            "rejected": rejected.len(),
+        })
+    ));
+    let alert = match report {
+        Some(r) => quell_core::alert::for_report(r, &name),
+        None => None,
+    }
+    .or_else(|| {
+        (report.is_none() && !rejected.is_empty())
+            .then(|| quell_core::alert::for_rejected(&name, &rejected.join("; ")))
+    });
+    if let Some(a) = alert {
+        out.push(format!(
+            "quell.alert {}",
+            json!({"function": name, "subject": a.subject, "text": a.text, "needs": a.needs})
+        ));
+    }
+    out
 }
