@@ -835,3 +835,45 @@ async fn each_invocation_logs_its_outcome_and_an_alert_when_a_human_is_needed() 
     assert!(a["needs"]["failed"].as_u64().unwrap() >= 1, "{a}");
     assert!(a["text"].as_str().unwrap().contains("Needs a human"), "{a}");
 }
+
+#[test]
+fn the_bicep_alerts_and_workbook_read_the_records_the_handler_writes() {
+    let root = quell_tests::root();
+    let bicep = std::fs::read_to_string(root.join("infra/azure/main.bicep")).unwrap();
+    let workbook: Value =
+        serde_json::from_slice(&std::fs::read(root.join("infra/azure/workbook.json")).unwrap())
+            .unwrap();
+    // The records' prefixes, as the handler writes them.
+    let logs = azure_handler::outcome_logs(
+        azure_handler::Function::Runbook,
+        None,
+        &["spoofed".to_string()],
+    );
+    assert!(logs[0].starts_with("quell.outcome {"));
+    assert!(logs[1].starts_with("quell.alert {"));
+    // Each query strips the prefix by its length: `substring(message, N)` must match it.
+    for (prefix, n) in [("quell.outcome ", 14), ("quell.alert ", 12)] {
+        assert_eq!(prefix.len(), n);
+        assert!(
+            bicep.contains(&format!("startswith \"{prefix}\"")),
+            "{prefix}"
+        );
+        let queries: Vec<&str> = workbook["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|i| i["content"]["query"].as_str())
+            .filter(|q| q.contains(&format!("startswith '{prefix}'")))
+            .collect();
+        assert!(!queries.is_empty(), "the workbook reads {prefix}");
+        for q in queries {
+            assert!(q.contains(&format!("substring(message, {n})")), "{q}");
+        }
+    }
+    assert!(bicep.contains("Microsoft.Insights/actionGroups@"));
+    assert!(bicep.contains("Microsoft.Insights/scheduledQueryRules@"));
+    for rule in ["needs-a-human", "failed-actions", "function-failures"] {
+        assert!(bicep.contains(&format!("name: '{rule}'")), "{rule}");
+    }
+    assert!(bicep.contains("loadJsonContent('workbook.json')"));
+}

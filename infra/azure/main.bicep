@@ -1,6 +1,7 @@
 // quell on Azure: a Linux Function App on Flex Consumption running the custom handler
 // (functions/azure-handler), a user-assigned managed identity, Event Hubs for Defender XDR
-// streaming and Entra diagnostic logs, storage, Application Insights.
+// streaming and Entra diagnostic logs, storage, Application Insights, and the alerting an
+// on-call engineer expects: an action group, log alert rules and a workbook.
 // Deploys in dry-run mode. Graph permissions and the ARM role are granted after deployment:
 // see infra/README.md.
 
@@ -29,6 +30,9 @@ param roleAssignmentSubscriptions string = subscription().subscriptionId
 @minValue(1)
 @maxValue(100)
 param maximumInstanceCount int = 10
+
+@description('Optional e-mail address the action group alerts when quell needs a human or fails.')
+param alertEmail string = ''
 
 var suffix = uniqueString(resourceGroup().id, baseName)
 var storageName = toLower('${baseName}${suffix}')
@@ -306,9 +310,101 @@ resource telemetry 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
+// ------------------------------------------------------------------------------------------
+// Alerting: who hears what quell does. The handler writes a `quell.outcome {json}` record per
+// invocation and a `quell.alert {json}` record (the plain-text alert) when a human is needed
+// (a notify, a failed action, a withheld containment) or an event was rejected; Application
+// Insights keeps them in `traces`. The rules below page the action group.
+
+resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
+  name: '${baseName}-alerts-${suffix}'
+  location: 'global'
+  properties: {
+    groupShortName: 'quell'
+    enabled: true
+    emailReceivers: empty(alertEmail) ? [] : [
+      {
+        name: 'on-call'
+        emailAddress: alertEmail
+        useCommonAlertSchema: true
+      }
+    ]
+  }
+}
+
+var alertRules = [
+  {
+    name: 'needs-a-human'
+    severity: 2
+    description: 'quell needs a human: a notify, a withheld containment or a rejected event. The alert text is in the quell.alert record.'
+    query: 'traces | where message startswith "quell.alert " | extend a = parse_json(substring(message, 12)) | project timestamp, function = tostring(a.function), subject = tostring(a.subject), text = tostring(a.text)'
+  }
+  {
+    name: 'failed-actions'
+    severity: 1
+    description: 'quell could not carry out a containment action; the quell.alert record says which and why.'
+    query: 'traces | where message startswith "quell.outcome " | extend o = parse_json(substring(message, 14)) | where toint(o.failed) > 0 | project timestamp, function = tostring(o.function), failed = toint(o.failed)'
+  }
+  {
+    name: 'function-failures'
+    severity: 1
+    description: 'A quell function invocation failed (Event Hub invocations are retried by the function retry policy).'
+    query: 'requests | where success == false | project timestamp, operation_Name, resultCode'
+  }
+]
+
+resource rules 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = [for r in alertRules: {
+  name: '${baseName}-${r.name}-${suffix}'
+  location: location
+  properties: {
+    displayName: 'quell: ${r.name}'
+    description: r.description
+    severity: r.severity
+    enabled: true
+    scopes: [
+      insights.id
+    ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT5M'
+    criteria: {
+      allOf: [
+        {
+          query: r.query
+          timeAggregation: 'Count'
+          operator: 'GreaterThanOrEqual'
+          threshold: 1
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: [
+        actionGroup.id
+      ]
+    }
+  }
+}]
+
+resource workbook 'Microsoft.Insights/workbooks@2022-04-01' = {
+  name: guid(resourceGroup().id, baseName, 'quell-workbook')
+  location: location
+  kind: 'shared'
+  properties: {
+    displayName: 'quell: containment and alerts'
+    category: 'workbook'
+    sourceId: insights.id
+    serializedData: string(loadJsonContent('workbook.json'))
+  }
+}
+
 output functionAppName string = app.name
 output identityPrincipalId string = identity.properties.principalId
 output identityClientId string = identity.properties.clientId
 output eventHubNamespace string = eventHubs.name
 output ledgerTableEndpoint string = storage.properties.primaryEndpoints.table
 output deploymentContainerUrl string = '${storage.properties.primaryEndpoints.blob}${deploymentContainer}'
+output actionGroupId string = actionGroup.id
+output workbookId string = workbook.id
