@@ -407,3 +407,99 @@ async fn the_runbook_function_releases_from_the_ledger() {
         Some("oncall@example.com")
     );
 }
+
+#[tokio::test]
+async fn a_containment_is_checked_again_after_propagation_and_a_new_key_is_contained() {
+    let cfg = sdk().await;
+    let table = quell_tests::unique("quell-ledger");
+    let ledger = quell_aws::ledger::DynamoLedger::new(&cfg, &table);
+    ledger.ensure_table().await.unwrap();
+    let sqs = aws_sdk_sqs::Client::new(&cfg);
+    let queue = sqs
+        .create_queue()
+        .queue_name(quell_tests::unique("quell-verify"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    let iam = aws_sdk_iam::Client::new(&cfg);
+    let user = quell_tests::unique("checked");
+    let keys = seed_user(&iam, &user).await;
+    // IAM allows two keys per user: make room for the one the attacker mints.
+    iam.delete_access_key()
+        .user_name(&user)
+        .access_key_id(&keys[1])
+        .send()
+        .await
+        .unwrap();
+    let arn = format!("arn:aws:iam::{}:user/{user}", quell_tests::MOTO_ACCOUNT);
+    let mut policy = Policy {
+        mode: Mode::Enforce,
+        ..Policy::default()
+    };
+    policy.verify.after_seconds = 1;
+    let edge = edge_with(Accepts::Any, policy, NOW)
+        .await
+        .with_ledger(ledger, Arc::new(FixedClock(NOW)))
+        .with_verify_queue(sqs.clone(), &queue);
+    edge.handle(json!({"runbook": "quarantine", "principal": arn, "reason": "SEC-11", "id": quell_tests::unique("f")}))
+        .await
+        .unwrap();
+    // The attacker mints a key in the propagation window.
+    let fresh = iam
+        .create_access_key()
+        .user_name(&user)
+        .send()
+        .await
+        .unwrap()
+        .access_key()
+        .unwrap()
+        .access_key_id()
+        .to_string();
+    // One delayed check per contained principal.
+    let got = sqs
+        .receive_message()
+        .queue_url(&queue)
+        .wait_time_seconds(10)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap();
+    let messages = got.messages();
+    assert_eq!(messages.len(), 1);
+    let body: Value = serde_json::from_str(messages[0].body().unwrap()).unwrap();
+    assert_eq!(body["runbook"], "verify");
+    assert_eq!(
+        body["principal"],
+        format!("aws:{}:user/{user}", quell_tests::MOTO_ACCOUNT)
+    );
+    // The runbook function receives it as the SQS event source mapping delivers it.
+    let event = json!({"Records": [{
+        "messageId": messages[0].message_id().unwrap(),
+        "receiptHandle": "x", "body": messages[0].body().unwrap(),
+        "attributes": {}, "messageAttributes": {}, "md5OfBody": "",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": format!("arn:aws:sqs:us-east-1:{}:quell-verify", quell_tests::MOTO_ACCOUNT),
+        "awsRegion": "us-east-1"}]});
+    let out = edge.handle(event).await.unwrap();
+    assert_eq!(out["status"], "verified", "{out}");
+    let text = out.to_string();
+    assert!(text.contains("attacker persistence"), "{text}");
+    let keys = iam
+        .list_access_keys()
+        .user_name(&user)
+        .send()
+        .await
+        .unwrap();
+    let status = keys
+        .access_key_metadata()
+        .iter()
+        .find(|k| k.access_key_id() == Some(fresh.as_str()))
+        .and_then(|k| k.status().cloned());
+    assert_eq!(status, Some(StatusType::Inactive));
+    // A queue message that is not a verify request is refused: the queue can only contain.
+    let release = json!({"Records": [{"body": json!({"runbook": "release", "principal": arn, "reason": "x"}).to_string(), "eventSource": "aws:sqs"}]});
+    assert_eq!(edge.handle(release).await.unwrap()["status"], "rejected");
+}

@@ -593,3 +593,107 @@ fn alerts_reach_an_encrypted_topic_and_the_alarms_watch_what_quell_logs() {
         assert_eq!(covered, functions, "{alarm}");
     }
 }
+
+/// SQS actions a role's statements allow on `resource` (a logical id).
+fn sqs_actions_on(t: &serde_json::Value, role: &str, resource: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for pol in t["Resources"][role]["Properties"]["Policies"]
+        .as_array()
+        .unwrap()
+    {
+        for st in pol["PolicyDocument"]["Statement"].as_array().unwrap() {
+            if st["Effect"] != "Allow" || st["Resource"]["Fn::GetAtt"][0] != resource {
+                continue;
+            }
+            let actions = match &st["Action"] {
+                serde_json::Value::String(s) => vec![s.clone()],
+                serde_json::Value::Array(v) => v
+                    .iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect(),
+                _ => vec![],
+            };
+            out.extend(actions.into_iter().filter(|a| a.starts_with("sqs:")));
+        }
+    }
+    out
+}
+
+#[test]
+fn checks_after_containment_are_scheduled_by_containing_roles_and_run_by_the_runbook_function() {
+    let t: serde_json::Value = serde_json::to_value(template("samplesam.yaml")).unwrap();
+    let r = &t["Resources"];
+    assert_eq!(
+        t["Globals"]["Function"]["Environment"]["Variables"]["QUELL_VERIFY_QUEUE"]["Ref"],
+        "VerifyQueue"
+    );
+    let q = &r["VerifyQueue"]["Properties"];
+    assert_eq!(q["SqsManagedSseEnabled"], true);
+    // The event source mapping needs a visibility timeout of at least the function timeout.
+    let timeout = t["Globals"]["Function"]["Timeout"].as_u64().unwrap();
+    assert!(q["VisibilityTimeout"].as_u64().unwrap() >= 6 * timeout);
+    assert_eq!(
+        q["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0],
+        "DeadLetterQueue"
+    );
+    assert!(q["RedrivePolicy"]["maxReceiveCount"].as_u64().unwrap() > 1);
+    // The longest delay the policy accepts is one SQS can carry (DelaySeconds <= 900).
+    assert!(Policy::from_toml("[verify]\nafter_seconds = 900\n", "t").is_ok());
+    assert!(Policy::from_toml("[verify]\nafter_seconds = 901\n", "t").is_err());
+    // The runbook function receives the checks one at a time, within its reserved concurrency.
+    let f = &r["RunbookFunction"]["Properties"];
+    let ev = &f["Events"]["Verify"];
+    assert_eq!(ev["Type"], "SQS");
+    assert_eq!(ev["Properties"]["Queue"]["Fn::GetAtt"][0], "VerifyQueue");
+    assert_eq!(ev["Properties"]["BatchSize"], 1);
+    assert!(
+        ev["Properties"]["ScalingConfig"]["MaximumConcurrency"]
+            .as_u64()
+            .unwrap()
+            <= f["ReservedConcurrentExecutions"].as_u64().unwrap()
+    );
+    let send: BTreeSet<String> = quell_aws::verify_queue::SEND_PERMISSIONS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let receive: BTreeSet<String> = quell_aws::verify_queue::RECEIVE_PERMISSIONS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut containing = BTreeSet::new();
+    for accepts in Accepts::ALL {
+        let role = r[accepts.logical_id()]["Properties"]["Role"]["Fn::GetAtt"][0]
+            .as_str()
+            .unwrap();
+        containing.insert(role.to_string());
+        let mut want = send.clone();
+        if accepts == Accepts::Any {
+            want.extend(receive.iter().cloned());
+        }
+        assert_eq!(sqs_actions_on(&t, role, "VerifyQueue"), want, "{role}");
+    }
+    for role in ["SweeperRole", "SweepSchedulerRole"] {
+        assert!(sqs_actions_on(&t, role, "VerifyQueue").is_empty(), "{role}");
+    }
+    // The queue policy refuses every other sender, and plain HTTP.
+    let stmts = r["VerifyQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+        .as_array()
+        .unwrap();
+    let only = stmts
+        .iter()
+        .find(|s| s["Effect"] == "Deny" && s["Action"] == "sqs:SendMessage")
+        .unwrap();
+    let allowed: BTreeSet<String> = only["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["Fn::GetAtt"][0].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(allowed, containing);
+    assert!(
+        stmts
+            .iter()
+            .any(|s| s["Effect"] == "Deny"
+                && s["Condition"]["Bool"]["aws:SecureTransport"] == "false")
+    );
+}

@@ -10,6 +10,7 @@ mod iam;
 pub mod ledger;
 pub mod release;
 pub mod sweep;
+pub mod verify_queue;
 
 pub use clients::{Accounts, AwsClients, ClientSource, Fixed, Session, load_config, session};
 pub use error::ExecError;

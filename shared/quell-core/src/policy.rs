@@ -277,6 +277,7 @@ pub struct Policy {
     pub aws: AwsPolicy,
     pub azure: AzurePolicy,
     pub breaker: Breaker,
+    pub verify: Verify,
 }
 
 /// The fleet breaker: containments counted in the ledger across every invocation, per account
@@ -286,6 +287,22 @@ pub struct Policy {
 pub struct Breaker {
     pub max_containments_per_account_per_hour: u32,
     pub max_containments_per_tenant_per_hour: u32,
+}
+
+/// The automatic check after containment: once IAM has propagated (AWS documents that changes
+/// take effect "within seconds", but can take longer; "Changes that I make are not always
+/// immediately visible", IAM troubleshooting), quell verifies that the containment still
+/// holds and contains what appeared since (a new key, a detached quarantine). `0` turns it off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Verify {
+    pub after_seconds: u32,
+}
+
+impl Default for Verify {
+    fn default() -> Self {
+        Verify { after_seconds: 300 }
+    }
 }
 
 impl Default for Breaker {
@@ -318,6 +335,7 @@ impl Default for Policy {
             aws: AwsPolicy::default(),
             azure: AzurePolicy::default(),
             breaker: Breaker::default(),
+            verify: Verify::default(),
         }
     }
 }
@@ -415,6 +433,16 @@ impl Policy {
                     format!("{n} is out of range; use 1 to 10000"),
                 ));
             }
+        }
+        // SQS delays messages by at most 15 minutes (DelaySeconds 0-900).
+        if self.verify.after_seconds > 900 {
+            return Err(field_err(
+                "after_seconds",
+                format!(
+                    "{} is out of range; use 0 (off) to 900 seconds",
+                    self.verify.after_seconds
+                ),
+            ));
         }
         if let Some(bad) = self
             .aws

@@ -157,6 +157,8 @@ pub struct Edge<S> {
     audit: Option<(aws_sdk_eventbridge::Client, String)>,
     /// The containment ledger (`QUELL_LEDGER_TABLE`), and the clock its decisions use.
     ledger: Option<(DynamoLedger, Arc<dyn Clock>)>,
+    /// Where checks after containment are scheduled (`QUELL_VERIFY_QUEUE`).
+    verify_queue: Option<(aws_sdk_sqs::Client, String)>,
 }
 
 /// Reads the policy: a bundled file (`QUELL_POLICY_FILE`) or the built-in default, then the
@@ -186,11 +188,19 @@ pub async fn init(accepts: Accepts) -> Result<Edge<Accounts>, EdgeError> {
         .ok()
         .filter(|t| !t.is_empty())
         .map(|t| DynamoLedger::new(&config, &t));
+    let sqs = aws_sdk_sqs::Client::new(&config);
     let me = quell_aws::session(config, &policy.aws.member_role_name)
         .await
         .map_err(|e| EdgeError::Aws(e.to_string()))?;
     tracing::info!(caller = %me.arn, mode = ?policy.mode, audit = audit.is_some(), ledger = ledger.is_some(), "quell initialised");
     let edge = Edge::new(accepts, policy, me.ctx, me.accounts, audit);
+    let edge = match std::env::var("QUELL_VERIFY_QUEUE")
+        .ok()
+        .filter(|q| !q.is_empty())
+    {
+        Some(q) => edge.with_verify_queue(sqs, &q),
+        None => edge,
+    };
     Ok(match ledger {
         Some(l) => edge.with_ledger(l, Arc::new(SystemClock)),
         None => edge,
@@ -213,12 +223,19 @@ impl<S: ClientSource> Edge<S> {
             executor,
             audit,
             ledger: None,
+            verify_queue: None,
         }
     }
 
     /// Claims containments in `ledger` before acting and records them after.
     pub fn with_ledger(mut self, ledger: DynamoLedger, clock: Arc<dyn Clock>) -> Edge<S> {
         self.ledger = Some((ledger, clock));
+        self
+    }
+
+    /// Schedules a check of each containment on `queue_url`, `verify.after_seconds` later.
+    pub fn with_verify_queue(mut self, client: aws_sdk_sqs::Client, queue_url: &str) -> Edge<S> {
+        self.verify_queue = Some((client, queue_url.to_string()));
         self
     }
 
@@ -300,6 +317,9 @@ impl<S: ClientSource> Edge<S> {
                 }
             }
         }
+        if self.accepts == Accepts::Any && is_sqs(&payload) {
+            return self.scheduled_checks(&payload).await;
+        }
         if self.accepts == Accepts::Any
             && let Some(kind @ ("release" | "verify")) = payload["runbook"].as_str()
         {
@@ -326,6 +346,8 @@ impl<S: ClientSource> Edge<S> {
                 quell_ledger::record(ledger, &gated.claims, &report, now)
                     .await
                     .map_err(ledger_err)?;
+                self.schedule_verify(&quell_ledger::to_verify(&gated.claims, &report))
+                    .await;
                 report
             }
             None => self.executor.execute(&plan).await,
@@ -359,7 +381,65 @@ impl<S: ClientSource> Edge<S> {
     }
 }
 
+/// An SQS event (the verify queue's event source mapping).
+fn is_sqs(payload: &Value) -> bool {
+    payload["Records"]
+        .as_array()
+        .is_some_and(|r| !r.is_empty() && r.iter().all(|x| x["eventSource"] == "aws:sqs"))
+}
+
 impl<S: ClientSource> Edge<S> {
+    /// Schedules the check after containment of each principal; a failure is logged (the
+    /// containment is done, and `quell verify` checks on demand).
+    async fn schedule_verify(&self, principals: &[String]) {
+        let after = self.policy.verify.after_seconds;
+        let (Some((client, url)), false, true) =
+            (&self.verify_queue, principals.is_empty(), after > 0)
+        else {
+            return;
+        };
+        match quell_aws::verify_queue::schedule(client, url, principals, after).await {
+            Ok(()) => tracing::info!(?principals, after, "check after containment scheduled"),
+            Err(e) => {
+                tracing::error!(error = %e, ?principals, "check after containment not scheduled; run quell verify")
+            }
+        }
+    }
+
+    /// The verify queue's messages: each must be a `verify` runbook request (a check can only
+    /// contain more, never release). A failed check fails the invocation, so SQS redelivers
+    /// it and, past the redrive limit, dead-letters it.
+    async fn scheduled_checks(&self, payload: &Value) -> Result<Value, EdgeError> {
+        let mut done = Vec::new();
+        for r in payload["Records"].as_array().into_iter().flatten() {
+            let body = r["body"].as_str().unwrap_or("");
+            let req = match quell_core::json::parse(body.as_bytes()) {
+                Ok(v) if v["runbook"] == "verify" => v,
+                Ok(_) => {
+                    return Ok(self.rejected(
+                        "a verify queue message must be a verify runbook request".into(),
+                    ));
+                }
+                Err(e) => return Ok(self.rejected(format!("verify queue message: {e}"))),
+            };
+            let report = self.ledger_runbook("verify", &req).await?;
+            let failed = report["steps"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| s["outcome"]["status"] == "failed")
+                .count();
+            if failed > 0 {
+                return Err(EdgeError::Retryable {
+                    failed,
+                    codes: "verify".into(),
+                });
+            }
+            done.push(report);
+        }
+        Ok(json!({"status": "verified", "checks": done}))
+    }
+
     /// `{"runbook": "release" | "verify", "principal": …, "reason": …, "requested_by": …}`:
     /// undo quell's containment of a principal from the ledger, or check it still holds (and
     /// contain what appeared since, in enforce mode). Keys stay inactive unless

@@ -552,6 +552,25 @@ pub async fn record<L: Ledger>(
     Ok(())
 }
 
+/// The principals a run contained (some containment action applied): the ones to verify once
+/// IAM has propagated.
+pub fn to_verify(claims: &[Claim], report: &Report) -> Vec<String> {
+    let mut out: Vec<String> = claims
+        .iter()
+        .filter(|c| {
+            report.results.iter().any(|r| {
+                is_of(&r.action, &c.containment)
+                    && r.outcome.status == Outcome::Applied
+                    && r.action.kind != ActionKind::Notify
+            })
+        })
+        .map(|c| c.containment.principal.clone())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// Marks an entry released by `by` (after its inverses ran).
 pub async fn mark_released<L: Ledger>(
     ledger: &L,
