@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use azure_handler::{App, isolate, router};
-use quell_azure::{AzureExecutor, Endpoints, Http, StaticToken, TableLedger};
+use quell_azure::{AzureExecutor, Endpoints, Http, StaticToken, TableLedger, VerifyQueue};
 use quell_core::clock::FixedClock;
 use quell_core::policy::Mode;
 use quell_core::{Context, Policy};
@@ -28,6 +28,17 @@ async fn start_with(
     ledger: Option<TableLedger>,
     http_release: bool,
 ) -> String {
+    start_full(policy, graph, ledger, http_release, None).await
+}
+
+/// [`start_with`] and a queue for the checks after containment.
+async fn start_full(
+    policy: Policy,
+    graph: &str,
+    ledger: Option<TableLedger>,
+    http_release: bool,
+    verify_queue: Option<VerifyQueue>,
+) -> String {
     let http = Http::new(
         Endpoints::new(graph, graph),
         Arc::new(StaticToken("t".into())),
@@ -46,6 +57,7 @@ async fn start_with(
         clock: Arc::new(FixedClock(NOW)),
         ledger,
         http_release,
+        verify_queue,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -876,4 +888,123 @@ fn the_bicep_alerts_and_workbook_read_the_records_the_handler_writes() {
         assert!(bicep.contains(&format!("name: '{rule}'")), "{rule}");
     }
     assert!(bicep.contains("loadJsonContent('workbook.json')"));
+}
+
+/// The host's queue-trigger request for a message (`Data.<binding name>` is the decoded text).
+fn queue_body(text: &str, dequeue_count: u32) -> Vec<u8> {
+    json!({"Data": {"msg": text},
+        "Metadata": {"DequeueCount": dequeue_count, "ExpirationTime": "2026-11-24T12:00:00+00:00",
+            "Id": "7d1f5c2e-9a3b-4c6d-8e0f-1a2b3c4d5e6f", "InsertionTime": "2026-11-23T12:00:00+00:00",
+            "NextVisibleTime": "2026-11-23T12:10:00+00:00", "PopReceipt": "AgAAAAMAAAAAAAAAAgtnj8x+1QE=",
+            "sys": {"MethodName": "Verify", "UtcNow": "2026-11-23T12:05:00Z", "RandGuid": "24ad4c06-24ad-4e5b-8294-3da9714877e9"}}})
+    .to_string()
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn a_containment_is_checked_again_after_propagation_through_the_verify_queue() {
+    use quell_ledger::Ledger;
+    let g = graph().await;
+    let table = quell_tests::unique_table("quell");
+    let ledger = || TableLedger::azurite(&quell_tests::Azurite::shared().url, &table);
+    assert!(ledger().ensure_table().await.unwrap());
+    let name = quell_tests::unique("verify").to_ascii_lowercase();
+    let queue = || VerifyQueue::azurite(&quell_tests::Azurite::queue().url, &name);
+    assert!(queue().ensure().await.unwrap());
+    let mut policy = enforce();
+    policy.verify.after_seconds = 1;
+    let url = start_full(policy, &g.uri(), Some(ledger()), false, Some(queue())).await;
+    let (status, body) = post(
+        &url,
+        "DefenderEvents",
+        event("functions-host/eventhub-batch-triple-encoded.json"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let principal = ledger().list(None).await.unwrap()[0].principal.clone();
+    // Invisible until IAM/Entra has had its time, then one verify request per principal.
+    assert!(queue().peek().await.unwrap().is_empty());
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let texts = queue().peek().await.unwrap();
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    let req: Value = serde_json::from_str(&texts[0]).unwrap();
+    assert_eq!(req["runbook"], "verify");
+    assert_eq!(req["principal"], principal.as_str());
+    // The host delivers it to Verify: the fake Graph says the user is enabled again, so the
+    // check disables it and says why.
+    let (status, body) = post(&url, "Verify", queue_body(&texts[0], 1)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["Outputs"], json!({}));
+    let steps = body["ReturnValue"]["steps"].as_array().unwrap();
+    assert!(
+        steps.iter().any(|s| s["outcome"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("attacker persistence")),
+        "{steps:?}"
+    );
+    // The queue can make quell check, never release: anything else is refused (and not retried).
+    let release = json!({"runbook": "release", "principal": principal, "reason": "x"}).to_string();
+    let (status, body) = post(&url, "Verify", queue_body(&release, 1)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["ReturnValue"]["status"], "rejected");
+    assert_eq!(
+        ledger().list(None).await.unwrap()[0].state,
+        quell_ledger::State::Done
+    );
+    let (_, body) = post(&url, "Verify", queue_body("not json", 1)).await;
+    assert_eq!(body["ReturnValue"]["status"], "rejected");
+
+    // A check that cannot be carried out fails the invocation, so the host retries it.
+    let denied = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path_regex(r"^/v1.0/users/[^/]+$"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"id": "3b9e2f71-4c8d-4a5e-9f1b-6d2c8e7a0b45", "accountEnabled": true}),
+        ))
+        .mount(&denied)
+        .await;
+    Mock::given(method("PATCH"))
+        .respond_with(ResponseTemplate::new(403).set_body_json(
+            json!({"error": {"code": "Authorization_RequestDenied", "message": "Insufficient privileges"}}),
+        ))
+        .mount(&denied)
+        .await;
+    let url = start_full(enforce(), &denied.uri(), Some(ledger()), false, None).await;
+    let (status, body) = post(&url, "Verify", queue_body(&texts[0], 2)).await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["ReturnValue"]["status"], "retry");
+}
+
+#[test]
+fn the_verify_function_reads_the_queue_the_bicep_creates_and_the_handler_writes() {
+    let root = quell_tests::root();
+    let f: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("functions/azure-handler/app/Verify/function.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let b = &f["bindings"][0];
+    assert_eq!(b["type"], "queueTrigger");
+    assert_eq!(b["name"], "msg", "the handler reads Data.msg");
+    assert_eq!(b["queueName"], quell_azure::queue::QUEUE);
+    let host: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("functions/azure-handler/app/host.json")).unwrap(),
+    )
+    .unwrap();
+    // The handler writes base64 text, which is what the trigger decodes.
+    assert_eq!(host["extensions"]["queues"]["messageEncoding"], "base64");
+    assert!(
+        host["extensions"]["queues"]["maxDequeueCount"]
+            .as_u64()
+            .unwrap()
+            > 1
+    );
+    let bicep = std::fs::read_to_string(root.join("infra/azure/main.bicep")).unwrap();
+    assert!(bicep.contains(&format!("name: '{}'", quell_azure::queue::QUEUE)));
+    assert!(bicep.contains("name: 'QUELL_VERIFY_QUEUE'"));
+    // Storage Queue Data Contributor: put messages (the handler) and receive them (the host).
+    assert!(bicep.contains("roles.storageQueueDataContributor)"));
+    let main = std::fs::read_to_string(root.join("functions/azure-handler/src/main.rs")).unwrap();
+    assert!(main.contains("\"QUELL_VERIFY_QUEUE\""));
 }

@@ -129,28 +129,37 @@ impl Moto {
     }
 }
 
-/// An Azurite Table service (Azure Table Storage emulator) on 127.0.0.1 with a free port, one per
-/// test binary, in memory. Installed by `scripts/test` into `.azurite/` (npm `azurite`).
+/// An Azurite service (the Azure Storage emulator: Table or Queue) on 127.0.0.1 with a free port,
+/// one per service and test binary, in memory. Installed by `scripts/test` into `.azurite/` (npm `azurite`).
 pub struct Azurite {
-    /// `http://127.0.0.1:<port>/devstoreaccount1`: the account's table endpoint.
+    /// `http://127.0.0.1:<port>/devstoreaccount1`: the account's endpoint for the service.
     pub url: String,
     _watchdog: std::process::Child,
 }
 
 impl Azurite {
+    /// The Table service (the ledger).
     pub fn shared() -> &'static Azurite {
         static AZ: std::sync::OnceLock<Azurite> = std::sync::OnceLock::new();
-        AZ.get_or_init(Azurite::start)
+        AZ.get_or_init(|| Azurite::start("table"))
+    }
+
+    /// The Queue service (the checks after containment).
+    pub fn queue() -> &'static Azurite {
+        static AZ: std::sync::OnceLock<Azurite> = std::sync::OnceLock::new();
+        AZ.get_or_init(|| Azurite::start("queue"))
     }
 
     #[allow(clippy::zombie_processes)]
-    fn start() -> Azurite {
-        let exe = std::env::var("QUELL_AZURITE_TABLE")
+    fn start(service: &str) -> Azurite {
+        // QUELL_AZURITE_TABLE names azurite-table; its siblings serve the other services.
+        let table = std::env::var("QUELL_AZURITE_TABLE")
             .map(PathBuf::from)
             .unwrap_or_else(|_| root().join(".azurite/node_modules/.bin/azurite-table"));
+        let exe = table.with_file_name(format!("azurite-{service}"));
         assert!(
             exe.exists(),
-            "azurite-table not found at {}: run scripts/test (it installs azurite into .azurite) or set QUELL_AZURITE_TABLE",
+            "azurite-{service} not found at {}: run scripts/test (it installs azurite into .azurite) or set QUELL_AZURITE_TABLE",
             exe.display()
         );
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -158,7 +167,7 @@ impl Azurite {
             .map(|a| a.port())
             .expect("a free port on 127.0.0.1");
         let script = format!(
-            "\"{}\" --tableHost 127.0.0.1 --tablePort {port} --inMemoryPersistence --skipApiVersionCheck --disableTelemetry >/dev/null 2>&1 & m=$!; while kill -0 {} 2>/dev/null; do sleep 0.5; done; kill $m",
+            "\"{}\" --{service}Host 127.0.0.1 --{service}Port {port} --inMemoryPersistence --skipApiVersionCheck --disableTelemetry >/dev/null 2>&1 & m=$!; while kill -0 {} 2>/dev/null; do sleep 0.5; done; kill $m",
             exe.display(),
             std::process::id()
         );
@@ -167,7 +176,7 @@ impl Azurite {
             .arg(script)
             .stdin(std::process::Stdio::null())
             .spawn()
-            .expect("start azurite-table");
+            .expect("start azurite");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -178,7 +187,7 @@ impl Azurite {
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "azurite-table did not listen on 127.0.0.1:{port} within 60 s"
+                "azurite-{service} did not listen on 127.0.0.1:{port} within 60 s"
             );
             std::thread::sleep(std::time::Duration::from_millis(100));
         }

@@ -134,6 +134,20 @@ resource ledgerTable 'Microsoft.Storage/storageAccounts/tableServices/tables@202
   name: 'quellledger'
 }
 
+// The checks after containment: the handler puts one message per contained principal, invisible
+// for the policy's [verify] after_seconds; the Verify function (queue trigger) checks the
+// containment still holds once Entra has propagated. Failed checks are retried and, past
+// host.json maxDequeueCount, land in quell-verify-poison. Storage Queue Data Contributor below.
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+resource verifyQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: 'quell-verify'
+}
+
 resource eventHubs 'Microsoft.EventHub/namespaces@2024-01-01' = {
   name: '${baseName}-eh-${suffix}'
   location: location
@@ -254,6 +268,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'QUELL_AZURE_SUBSCRIPTIONS', value: roleAssignmentSubscriptions }
         { name: 'QUELL_LEDGER_ENDPOINT', value: storage.properties.primaryEndpoints.table }
         { name: 'QUELL_LEDGER_TABLE', value: ledgerTable.name }
+        { name: 'QUELL_VERIFY_QUEUE', value: '${storage.properties.primaryEndpoints.queue}${verifyQueue.name}' }
       ]
     }
   }

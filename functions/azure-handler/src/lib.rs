@@ -42,6 +42,8 @@ pub enum Function {
     Runbook,
     /// Timer: posture sweeps.
     PostureSweep,
+    /// Queue: the checks after containment (`quell-verify`), each a `verify` runbook request.
+    Verify,
 }
 
 impl Function {
@@ -52,6 +54,7 @@ impl Function {
             "GraphAlert" => Function::GraphAlert,
             "Runbook" => Function::Runbook,
             "PostureSweep" => Function::PostureSweep,
+            "Verify" => Function::Verify,
             _ => return None,
         })
     }
@@ -73,7 +76,7 @@ impl Function {
             }
             Function::GraphAlert => matches!(s, Source::GraphAlert),
             Function::Runbook => true,
-            Function::PostureSweep => false,
+            Function::PostureSweep | Function::Verify => false,
         }
     }
 }
@@ -99,6 +102,9 @@ pub struct App {
     /// contain-only. Release with `quell release` under your own identity instead, or set
     /// `QUELL_HTTP_RELEASE=enabled` on a handler behind stronger authentication.
     pub http_release: bool,
+    /// Where checks after containment are scheduled (`QUELL_VERIFY_QUEUE`, the storage queue
+    /// the `Verify` function reads); `None` leaves them to `quell verify`.
+    pub verify_queue: Option<quell_azure::VerifyQueue>,
 }
 
 /// The router: `GET /` (readiness) and `POST /<FunctionName>`.
@@ -169,11 +175,14 @@ impl App {
         if function == Function::PostureSweep {
             return self.sweep().await;
         }
+        if function == Function::Verify {
+            return self.scheduled_check(&value).await;
+        }
         if function == Function::Runbook
             && let Some(req) = runbook_request(&value)
             && let Some(kind @ ("release" | "verify")) = req["runbook"].as_str()
         {
-            return self.ledger_runbook(kind, &req).await;
+            return self.ledger_runbook(Function::Runbook, kind, &req).await;
         }
         let mut logs = Vec::new();
         let mut rejected = Vec::new();
@@ -287,15 +296,65 @@ impl App {
         let gated = quell_ledger::gate(ledger, plan, &self.policy, now).await?;
         let report = self.executor.execute(&gated.plan).await;
         quell_ledger::record(ledger, &gated.claims, &report, now).await?;
+        self.schedule_checks(&quell_ledger::to_verify(&gated.claims, &report))
+            .await;
         Ok(report)
+    }
+
+    /// Schedules the check after containment of each principal; a failure is logged (the
+    /// containment is done, and `quell verify` checks on demand).
+    async fn schedule_checks(&self, principals: &[String]) {
+        let after = self.policy.verify.after_seconds;
+        let (Some(queue), false, true) = (&self.verify_queue, principals.is_empty(), after > 0)
+        else {
+            return;
+        };
+        match queue.schedule(principals, after).await {
+            Ok(()) => tracing::info!(?principals, after, "check after containment scheduled"),
+            Err(e) => {
+                tracing::error!(error = %e, ?principals, "check after containment not scheduled; run quell verify")
+            }
+        }
+    }
+
+    /// The `Verify` queue trigger: `Data.msg` is the message text (the host decodes the base64),
+    /// which must be a `verify` runbook request: the queue can only make quell check and
+    /// contain, never release. A check with a failed step fails the invocation, so the host
+    /// retries it (and, past `maxDequeueCount`, moves it to the poison queue).
+    async fn scheduled_check(&self, value: &Value) -> Value {
+        let f = Function::Verify;
+        let msg = &value["Data"]["msg"];
+        let req = match msg {
+            Value::String(text) => match json::parse(text.as_bytes()) {
+                Ok(v) => v,
+                Err(e) => return self.rejected(f, format!("/Data/msg: {e}")),
+            },
+            Value::Object(_) => msg.clone(),
+            _ => return self.rejected(f, "/Data/msg: expected the queue message".into()),
+        };
+        if req["runbook"] != "verify" {
+            return self.rejected(
+                f,
+                "/Data/msg: a verify queue message must be a verify runbook request".into(),
+            );
+        }
+        let mut answer = self.ledger_runbook(f, "verify", &req).await;
+        let failed = answer["ReturnValue"]["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| s["outcome"]["status"] == "failed");
+        if failed {
+            answer["ReturnValue"]["status"] = json!("retry");
+        }
+        answer
     }
 
     /// `{"runbook": "release" | "verify", "principal": …, "reason": …, "requested_by": …}`:
     /// undo quell's containment of a principal from the ledger (only with `http_release`), or
     /// check it still holds and, in enforce mode, contain what appeared since.
-    async fn ledger_runbook(&self, kind: &str, req: &Value) -> Value {
+    async fn ledger_runbook(&self, f: Function, kind: &str, req: &Value) -> Value {
         use quell_ledger::Ledger;
-        let f = Function::Runbook;
         let Some(ledger) = &self.ledger else {
             return self.rejected(
                 f,
@@ -325,7 +384,7 @@ impl App {
         let by = req["requested_by"].as_str().unwrap_or("runbook");
         let mut entries = match ledger.list(Some(&key)).await {
             Ok(e) => e,
-            Err(e) => return self.ledger_unavailable(e),
+            Err(e) => return self.ledger_unavailable(f, e),
         };
         entries.retain(|e| e.in_force());
         entries.sort_by(|a, b| b.at.cmp(&a.at));
@@ -345,7 +404,7 @@ impl App {
                     && let Err(e) =
                         quell_ledger::mark_released(ledger, e, by, self.clock.now()).await
                 {
-                    return self.ledger_unavailable(e);
+                    return self.ledger_unavailable(f, e);
                 }
             }
         }
@@ -361,11 +420,11 @@ impl App {
         host_response(f, 200, result, logs)
     }
 
-    fn ledger_unavailable(&self, e: quell_ledger::LedgerError) -> Value {
+    fn ledger_unavailable(&self, f: Function, e: quell_ledger::LedgerError) -> Value {
         let line = format!("the ledger is unavailable, retry: {e}");
         tracing::error!("{line}");
         host_response(
-            Function::Runbook,
+            f,
             503,
             json!({"status": "retry", "error": e.to_string()}),
             vec![line],

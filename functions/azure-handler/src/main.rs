@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use azure_handler::{App, router};
-use quell_azure::{AzureExecutor, Endpoints, Http, TableAuth, TableLedger};
+use quell_azure::{AzureExecutor, Endpoints, Http, TableAuth, TableLedger, VerifyQueue};
 use quell_core::clock::SystemClock;
 use quell_core::{Context, Policy};
 
@@ -65,7 +65,16 @@ async fn main() -> anyhow::Result<()> {
         }
         _ => None,
     };
-    tracing::info!(mode = ?policy.mode, ledger = ledger.is_some(), "quell initialised");
+    // The checks after containment: the storage queue the `Verify` function reads, with the
+    // managed identity's token (Storage Queue Data Message Sender on the account).
+    let verify_queue = match env("QUELL_VERIFY_QUEUE").filter(|q| !q.is_empty()) {
+        Some(url) => Some(VerifyQueue::new(
+            &url,
+            TableAuth::Token(quell_azure::token::from_env(env)?),
+        )),
+        None => None,
+    };
+    tracing::info!(mode = ?policy.mode, ledger = ledger.is_some(), verify_queue = verify_queue.is_some(), "quell initialised");
     let app = Arc::new(App {
         policy,
         ctx,
@@ -73,6 +82,7 @@ async fn main() -> anyhow::Result<()> {
         clock: Arc::new(SystemClock),
         ledger,
         http_release: env("QUELL_HTTP_RELEASE").as_deref() == Some("enabled"),
+        verify_queue,
     });
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await

@@ -20,14 +20,28 @@ use serde_json::{Value, json};
 use crate::token::TokenSource;
 
 const VERSION: &str = "2019-02-02";
-const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
+pub(crate) const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
 
-/// How the ledger signs its requests.
+/// How the ledger (and the verify queue) sign their requests.
+#[derive(Clone)]
 pub enum TableAuth {
     /// A bearer token (the managed identity): the production path.
     Token(Arc<dyn TokenSource>),
     /// `SharedKeyLite` with the account key: Azurite and local runs.
     SharedKey { account: String, key: Vec<u8> },
+}
+
+impl TableAuth {
+    /// Azurite's well-known development account and key (public, in Microsoft's docs).
+    pub fn azurite() -> TableAuth {
+        let key = STANDARD
+            .decode("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==")
+            .unwrap_or_default();
+        TableAuth::SharedKey {
+            account: "devstoreaccount1".into(),
+            key,
+        }
+    }
 }
 
 pub struct TableLedger {
@@ -50,7 +64,7 @@ fn key(s: &str) -> String {
     URL_SAFE_NO_PAD.encode(s.as_bytes())
 }
 
-fn http_date() -> String {
+pub(crate) fn http_date() -> String {
     let f = time::macros::format_description!(
         "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
     );
@@ -82,17 +96,7 @@ impl TableLedger {
 
     /// Azurite's well-known development account.
     pub fn azurite(endpoint: &str, table: &str) -> TableLedger {
-        let key = STANDARD
-            .decode("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==")
-            .unwrap_or_default();
-        TableLedger::new(
-            endpoint,
-            table,
-            TableAuth::SharedKey {
-                account: "devstoreaccount1".into(),
-                key,
-            },
-        )
+        TableLedger::new(endpoint, table, TableAuth::azurite())
     }
 
     pub fn table(&self) -> &str {

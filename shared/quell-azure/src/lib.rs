@@ -3,6 +3,7 @@
 pub mod client;
 pub mod executor;
 pub mod ledger;
+pub mod queue;
 pub mod release;
 pub mod sweep;
 pub mod token;
@@ -10,4 +11,5 @@ pub mod token;
 pub use client::{AzError, Endpoints, Http};
 pub use executor::AzureExecutor;
 pub use ledger::{TableAuth, TableLedger};
+pub use queue::VerifyQueue;
 pub use token::{StaticToken, TokenSource};
