@@ -24,6 +24,7 @@ fn entry(principal: &str, finding: &str, version: u64) -> Entry {
         actions: vec![],
         released_at: None,
         released_by: None,
+        expires: None,
         version,
         history: vec![],
     }

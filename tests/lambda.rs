@@ -503,3 +503,127 @@ async fn a_containment_is_checked_again_after_propagation_and_a_new_key_is_conta
     let release = json!({"Records": [{"body": json!({"runbook": "release", "principal": arn, "reason": "x"}).to_string(), "eventSource": "aws:sqs"}]});
     assert_eq!(edge.handle(release).await.unwrap()["status"], "rejected");
 }
+
+#[tokio::test]
+async fn expired_containments_are_released_by_the_hourly_run_and_unexpiring_ones_stay() {
+    use quell_ledger::{Ledger, State};
+    let cfg = sdk().await;
+    let table = quell_tests::unique("quell-ledger");
+    let ledger = || quell_aws::ledger::DynamoLedger::new(&cfg, &table);
+    ledger().ensure_table().await.unwrap();
+    let iam = aws_sdk_iam::Client::new(&cfg);
+    // A GuardDuty compromise (release_after_hours = 1) and a manual quarantine (never expires).
+    let user = quell_tests::unique("expiring");
+    let keys = seed_user(&iam, &user).await;
+    let kept = quell_tests::unique("kept");
+    seed_user(&iam, &kept).await;
+    let mut policy = Policy {
+        mode: Mode::Enforce,
+        ..Policy::default()
+    };
+    policy.families.credential_compromise.release_after_hours = Some(1);
+    let mut ev = load("guardduty/iamuser-tor-caller-akia.json");
+    ev["detail"]["id"] = json!(quell_tests::unique("gd"));
+    ev["detail"]["resource"]["accessKeyDetails"]["accessKeyId"] = json!(keys[0]);
+    ev["detail"]["resource"]["accessKeyDetails"]["userName"] = json!(user);
+    edge_with(Accepts::Guardduty, policy.clone(), NOW)
+        .await
+        .with_ledger(ledger(), Arc::new(FixedClock(NOW)))
+        .handle(ev)
+        .await
+        .unwrap();
+    let runbook = |at: time::OffsetDateTime| {
+        let policy = policy.clone();
+        let l = ledger();
+        async move {
+            edge_with(Accepts::Any, policy, at)
+                .await
+                .with_ledger(l, Arc::new(FixedClock(at)))
+        }
+    };
+    let kept_arn = format!("arn:aws:iam::{}:user/{kept}", quell_tests::MOTO_ACCOUNT);
+    runbook(NOW)
+        .await
+        .handle(json!({"runbook": "quarantine", "principal": kept_arn, "reason": "SEC-12"}))
+        .await
+        .unwrap();
+    let key = |u: &str| format!("aws:{}:user/{u}", quell_tests::MOTO_ACCOUNT);
+    let entry = &ledger().list(Some(&key(&user))).await.unwrap()[0];
+    assert_eq!(entry.expires.as_deref(), Some("2026-11-23T13:00:00Z"));
+    let tags = |u: String| {
+        let iam = iam.clone();
+        async move {
+            iam.list_user_tags()
+                .user_name(u)
+                .send()
+                .await
+                .unwrap()
+                .tags()
+                .len()
+        }
+    };
+    let inline = |u: String| {
+        let iam = iam.clone();
+        async move {
+            iam.list_user_policies()
+                .user_name(u)
+                .send()
+                .await
+                .unwrap()
+                .policy_names()
+                .len()
+        }
+    };
+    assert_eq!(
+        (tags(user.clone()).await, inline(user.clone()).await),
+        (1, 1)
+    );
+    let hourly = json!({"runbook": "release_expired"});
+    // Not yet: nothing is released.
+    let early = runbook(NOW + time::Duration::minutes(30))
+        .await
+        .handle(hourly.clone())
+        .await
+        .unwrap();
+    assert_eq!(early["principals"], json!([]), "{early}");
+    // Past the expiry: quell's revocation and tag are removed, the key stays inactive, and the
+    // manual quarantine stays.
+    let later = runbook(NOW + time::Duration::hours(2))
+        .await
+        .handle(hourly.clone())
+        .await
+        .unwrap();
+    let done = later["principals"].as_array().unwrap();
+    assert_eq!(done.len(), 1, "{later}");
+    assert_eq!(done[0]["principal"], key(&user));
+    assert_eq!(done[0]["released"], true);
+    assert_eq!(
+        (tags(user.clone()).await, inline(user.clone()).await),
+        (0, 0)
+    );
+    assert!(
+        statuses(&iam, &user)
+            .await
+            .contains(&(keys[0].clone(), StatusType::Inactive))
+    );
+    let entry = &ledger().list(Some(&key(&user))).await.unwrap()[0];
+    assert_eq!(entry.state, State::Released);
+    assert!(
+        entry
+            .released_by
+            .as_deref()
+            .unwrap()
+            .contains("release_after_hours")
+    );
+    assert_eq!(
+        ledger().list(Some(&key(&kept))).await.unwrap()[0].state,
+        State::Done
+    );
+    // The next run finds nothing more to do.
+    let again = runbook(NOW + time::Duration::hours(3))
+        .await
+        .handle(hourly)
+        .await
+        .unwrap();
+    assert_eq!(again["principals"], json!([]));
+}

@@ -481,11 +481,26 @@ fn the_ledger_table_is_durable_and_every_containing_function_holds_exactly_its_c
         t["Globals"]["Function"]["Environment"]["Variables"]["QUELL_LEDGER_TABLE"]["Ref"],
         "LedgerTable"
     );
-    let want: BTreeSet<String> = quell_aws::ledger::LEDGER_PERMISSIONS
+    let base: BTreeSet<String> = quell_aws::ledger::LEDGER_PERMISSIONS
         .iter()
         .map(|s| s.to_string())
         .collect();
     for accepts in Accepts::ALL {
+        let mut want = base.clone();
+        if accepts == Accepts::Any {
+            // The hourly release of expired containments reads the whole ledger.
+            want.extend(
+                quell_aws::ledger::EXPIRY_PERMISSIONS
+                    .iter()
+                    .map(|s| s.to_string()),
+            );
+            let ev = &t["Resources"]["RunbookFunction"]["Properties"]["Events"]["ReleaseExpired"];
+            assert_eq!(ev["Type"], "Schedule");
+            let input: serde_json::Value =
+                serde_json::from_str(ev["Properties"]["Input"].as_str().unwrap()).unwrap();
+            assert_eq!(input["runbook"], "release_expired");
+            assert!(ev["Properties"]["DeadLetterConfig"]["Arn"].is_mapping());
+        }
         let role = t["Resources"][accepts.logical_id()]["Properties"]["Role"]["Fn::GetAtt"][0]
             .as_str()
             .unwrap();

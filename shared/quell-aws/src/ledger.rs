@@ -32,6 +32,10 @@ pub const LEDGER_PERMISSIONS: &[&str] = &[
     "dynamodb:Query",
 ];
 
+/// What the hourly release of expired containments adds (the runbook function only): it reads
+/// the whole ledger for entries whose `release_after_hours` has passed.
+pub const EXPIRY_PERMISSIONS: &[&str] = &["dynamodb:Scan"];
+
 pub struct DynamoLedger {
     client: aws_sdk_dynamodb::Client,
     table: String,

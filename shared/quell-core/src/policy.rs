@@ -35,6 +35,12 @@ pub enum Response {
 pub struct FamilyPolicy {
     pub response: Response,
     pub min_severity: SeverityLabel,
+    /// Release quell's containment automatically this many hours after it (like Defender's
+    /// contain-user expiry), at the first scheduled run after that; off when absent. A
+    /// principal is released only when every containment in force on it has expired, and its
+    /// access keys stay inactive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_after_hours: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,6 +58,7 @@ impl Default for Families {
         let fp = |response, min_severity| FamilyPolicy {
             response,
             min_severity,
+            release_after_hours: None,
         };
         Families {
             credential_compromise: fp(Response::Contain, SeverityLabel::Medium),
@@ -434,6 +441,21 @@ impl Policy {
                 ));
             }
         }
+        let f = &self.families;
+        for fp in [
+            f.credential_compromise,
+            f.anomalous_behavior,
+            f.identity_risk,
+            f.unused_access,
+            f.posture,
+        ] {
+            if let Some(h) = fp.release_after_hours.filter(|h| !(1..=8760).contains(h)) {
+                return Err(field_err(
+                    "release_after_hours",
+                    format!("{h} is out of range; use 1 to 8760 hours, or leave it out (off)"),
+                ));
+            }
+        }
         // SQS delays messages by at most 15 minutes (DelaySeconds 0-900).
         if self.verify.after_seconds > 900 {
             return Err(field_err(
@@ -575,6 +597,7 @@ impl Policy {
             Family::Unrecognized => Some(FamilyPolicy {
                 response: Response::Notify,
                 min_severity: SeverityLabel::Low,
+                release_after_hours: None,
             }),
         }
     }
@@ -596,6 +619,30 @@ mod tests {
     fn example_policy_is_the_default() {
         let p = Policy::from_toml(EXAMPLE_POLICY, "policy.example.toml").unwrap();
         assert_eq!(p, Policy::default());
+    }
+
+    #[test]
+    fn release_after_hours_is_per_family_optional_and_bounded() {
+        let p = Policy::from_toml(
+            "[families.credential_compromise]\nresponse = \"contain\"\nmin_severity = \"medium\"\nrelease_after_hours = 120\n",
+            "p.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            p.families.credential_compromise.release_after_hours,
+            Some(120)
+        );
+        assert_eq!(p.families.identity_risk.release_after_hours, None);
+        let e = Policy::from_toml(
+            "[families.posture]\nresponse = \"notify\"\nmin_severity = \"low\"\nrelease_after_hours = 0\n",
+            "p.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("release_after_hours") && e.contains("line 4"),
+            "{e}"
+        );
     }
 
     #[test]

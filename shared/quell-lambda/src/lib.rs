@@ -320,6 +320,9 @@ impl<S: ClientSource> Edge<S> {
         if self.accepts == Accepts::Any && is_sqs(&payload) {
             return self.scheduled_checks(&payload).await;
         }
+        if self.accepts == Accepts::Any && payload["runbook"] == "release_expired" {
+            return self.release_expired().await;
+        }
         if self.accepts == Accepts::Any
             && let Some(kind @ ("release" | "verify")) = payload["runbook"].as_str()
         {
@@ -438,6 +441,80 @@ impl<S: ClientSource> Edge<S> {
             done.push(report);
         }
         Ok(json!({"status": "verified", "checks": done}))
+    }
+
+    /// `{"runbook": "release_expired"}` (the runbook function's hourly schedule): releases the
+    /// AWS principals whose every containment in force has passed its family's
+    /// `release_after_hours` (`quell_ledger::expired`), newest first, keys left inactive. A
+    /// failed step leaves that containment in force for the next run and is logged as an error.
+    async fn release_expired(&self) -> Result<Value, EdgeError> {
+        let Some((ledger, clock)) = &self.ledger else {
+            return Ok(
+                self.rejected("release_expired needs the ledger: set QUELL_LEDGER_TABLE".into())
+            );
+        };
+        let ledger_err = |e: quell_ledger::LedgerError| EdgeError::Retryable {
+            failed: 1,
+            codes: format!("{} ({})", e.code, e.message),
+        };
+        let now = clock.now();
+        let entries = quell_ledger::Ledger::list(ledger, None)
+            .await
+            .map_err(ledger_err)?;
+        let enforce = self.policy.mode == quell_core::Mode::Enforce;
+        let by = "quell (release_after_hours passed)";
+        let source = self.executor.source();
+        let mut released = Vec::new();
+        for (principal, due) in quell_ledger::expired(&entries, now)
+            .into_iter()
+            .filter(|(p, _)| p.starts_with("aws:"))
+        {
+            let mut steps = Vec::new();
+            let mut complete = enforce;
+            if enforce {
+                for e in &due {
+                    let done = quell_aws::release::release(source, e, false).await;
+                    let failed = done
+                        .iter()
+                        .any(|s| s.outcome.status == quell_core::report::Status::Failed);
+                    steps.extend(done);
+                    if failed {
+                        complete = false;
+                        tracing::error!(%principal, finding = %e.finding, "expired containment not released; the next run tries again");
+                    } else {
+                        quell_ledger::mark_released(ledger, e, by, now)
+                            .await
+                            .map_err(ledger_err)?;
+                    }
+                }
+            }
+            released.push(json!({
+                "principal": principal, "containments": due.len(),
+                "released": complete, "steps": steps,
+            }));
+        }
+        let report = json!({
+            "runbook": "release_expired", "mode": self.policy.mode,
+            "requested_by": by, "principals": released,
+        });
+        tracing::info!(
+            principals = released.len(),
+            "release of expired containments"
+        );
+        if !released.is_empty()
+            && let Some((client, bus)) = &self.audit
+            && let Err(e) = quell_aws::audit::publish_detail(
+                client,
+                bus,
+                "Identity Containment Release",
+                &report,
+                vec![],
+            )
+            .await
+        {
+            tracing::error!(error = %e, "audit event not published; the report is in this log");
+        }
+        Ok(report)
     }
 
     /// `{"runbook": "release" | "verify", "principal": …, "reason": …, "requested_by": …}`:

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 use quell_core::clock::rfc3339_seconds;
-use quell_core::model::{FindingRef, SeverityLabel, Subject};
+use quell_core::model::{Family, FindingRef, SeverityLabel, Subject};
 use quell_core::plan::{Action, ActionKind, Plan, Skip, Target};
 use quell_core::policy::Policy;
 use quell_core::report::{Inverse, Report, Status as Outcome};
@@ -93,6 +93,10 @@ pub struct Entry {
     pub released_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub released_by: Option<String>,
+    /// When quell releases it by itself (the family's `release_after_hours`); `None`: only a
+    /// human releases it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
     /// Optimistic-concurrency version: every write names the version it read.
     pub version: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -217,6 +221,8 @@ pub struct Containment {
     pub finding: String,
     pub severity: SeverityLabel,
     pub trigger: String,
+    /// The finding's family: its policy says whether the containment expires.
+    pub family: Family,
 }
 
 /// The containments a plan would apply: its containment actions grouped by principal and
@@ -237,6 +243,7 @@ pub fn containments(plan: &Plan) -> Vec<Containment> {
                 scope: scope_of(s),
                 finding: a.finding.clone(),
                 severity: f.map_or(SeverityLabel::Unknown, |f| f.severity.label),
+                family: f.map_or(Family::Manual, |f| f.family),
                 trigger: f.map_or("unknown".into(), |f| {
                     serde_json::to_value(f.source)
                         .ok()
@@ -431,9 +438,9 @@ pub async fn gate<L: Ledger>(
                     ));
                     h
                 },
-                ..fresh(&c, &stamp)
+                ..fresh(&c, &stamp, expiry(policy, &c, now))
             },
-            None => fresh(&c, &stamp),
+            None => fresh(&c, &stamp, expiry(policy, &c, now)),
         };
         entry.state = State::Claimed;
         entry.lease_until = Some(rfc3339_seconds(now + LEASE));
@@ -482,7 +489,15 @@ pub async fn gate<L: Ledger>(
     Ok(Gated { plan, claims })
 }
 
-fn fresh(c: &Containment, stamp: &str) -> Entry {
+/// When a containment made `now` expires under the policy of its finding's family.
+fn expiry(policy: &Policy, c: &Containment, now: OffsetDateTime) -> Option<String> {
+    let hours = policy.family(c.family)?.release_after_hours?;
+    Some(rfc3339_seconds(
+        now + time::Duration::hours(i64::from(hours)),
+    ))
+}
+
+fn fresh(c: &Containment, stamp: &str, expires: Option<String>) -> Entry {
     Entry {
         principal: c.principal.clone(),
         finding: c.finding.clone(),
@@ -496,6 +511,7 @@ fn fresh(c: &Containment, stamp: &str) -> Entry {
         actions: Vec::new(),
         released_at: None,
         released_by: None,
+        expires,
         version: 0,
         history: Vec::new(),
     }
@@ -569,6 +585,31 @@ pub fn to_verify(claims: &[Claim], report: &Report) -> Vec<String> {
     out.sort();
     out.dedup();
     out
+}
+
+/// The principals quell releases by itself at `now`: those whose every containment in force has
+/// expired. One without an expiry (a family without `release_after_hours`, a runbook request) or
+/// not yet expired keeps the principal contained: releasing would undo its actions too.
+/// Returns each principal with its entries in force, newest first.
+pub fn expired(entries: &[Entry], now: OffsetDateTime) -> Vec<(String, Vec<Entry>)> {
+    let stamp = rfc3339_seconds(now);
+    let mut by: BTreeMap<&str, Vec<&Entry>> = BTreeMap::new();
+    for e in entries.iter().filter(|e| e.in_force()) {
+        by.entry(e.principal.as_str()).or_default().push(e);
+    }
+    by.into_iter()
+        .filter(|(_, es)| {
+            es.iter().all(|e| {
+                e.state != State::Claimed
+                    && e.expires.as_deref().is_some_and(|x| x <= stamp.as_str())
+            })
+        })
+        .map(|(p, es)| {
+            let mut es: Vec<Entry> = es.into_iter().cloned().collect();
+            es.sort_by(|a, b| b.at.cmp(&a.at));
+            (p.to_string(), es)
+        })
+        .collect()
 }
 
 /// Marks an entry released by `by` (after its inverses ran).

@@ -192,3 +192,120 @@ async fn dry_run_plans_pass_untouched() {
     assert_eq!(g.plan.actions, plan.actions);
     assert!(ledger.list(None).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_family_with_release_after_hours_gives_its_containments_an_expiry() {
+    let event = include_bytes!("../../../events/guardduty/iamuser-tor-caller-akia.json");
+    let mut policy = enforce();
+    let ledger = MemoryLedger::default();
+    let plan = plan_input(event, &policy, &Context::default()).unwrap();
+    let gated = gate(&ledger, plan, &policy, NOW).await.unwrap();
+    assert!(!gated.claims.is_empty());
+    assert!(gated.claims.iter().all(|c| c.entry.expires.is_none()));
+
+    policy.families.credential_compromise.release_after_hours = Some(24);
+    let ledger = MemoryLedger::default();
+    let plan = plan_input(event, &policy, &Context::default()).unwrap();
+    let gated = gate(&ledger, plan, &policy, NOW).await.unwrap();
+    assert!(!gated.claims.is_empty());
+    for c in &gated.claims {
+        assert_eq!(c.entry.expires.as_deref(), Some("2026-11-24T12:00:00Z"));
+    }
+    // A runbook request is a human's decision: it never expires by itself.
+    let plan = contain("alice", "f-manual");
+    let gated = gate(&ledger, plan, &policy, NOW).await.unwrap();
+    assert!(gated.claims.iter().all(|c| c.entry.expires.is_none()));
+}
+
+fn held(principal: &str, finding: &str, at: &str, expires: Option<&str>) -> Entry {
+    Entry {
+        principal: principal.into(),
+        finding: finding.into(),
+        scope: "aws:111122223333".into(),
+        state: State::Done,
+        severity: SeverityLabel::High,
+        trigger: "guardduty".into(),
+        at: at.into(),
+        updated: at.into(),
+        lease_until: None,
+        actions: vec![],
+        released_at: None,
+        released_by: None,
+        expires: expires.map(str::to_string),
+        version: 2,
+        history: vec![],
+    }
+}
+
+#[test]
+fn a_principal_expires_only_when_every_containment_in_force_on_it_has() {
+    let a = "aws:111122223333:user/a";
+    let b = "aws:111122223333:user/b";
+    let c = "aws:111122223333:user/c";
+    let entries = vec![
+        // a: two findings, both expired: released, newest first.
+        held(
+            a,
+            "f1",
+            "2026-11-20T10:00:00Z",
+            Some("2026-11-21T10:00:00Z"),
+        ),
+        held(
+            a,
+            "f2",
+            "2026-11-21T10:00:00Z",
+            Some("2026-11-22T10:00:00Z"),
+        ),
+        // b: one expired, a newer one not yet: kept (releasing would undo the newer one too).
+        held(
+            b,
+            "f3",
+            "2026-11-20T10:00:00Z",
+            Some("2026-11-21T10:00:00Z"),
+        ),
+        held(
+            b,
+            "f4",
+            "2026-11-23T11:00:00Z",
+            Some("2026-11-24T11:00:00Z"),
+        ),
+        // c: expired, but also held by a containment without expiry: kept.
+        held(
+            c,
+            "f5",
+            "2026-11-20T10:00:00Z",
+            Some("2026-11-21T10:00:00Z"),
+        ),
+        held(c, "f6", "2026-11-20T11:00:00Z", None),
+    ];
+    let due = expired(&entries, NOW);
+    assert_eq!(due.len(), 1, "{due:?}");
+    assert_eq!(due[0].0, a);
+    let findings: Vec<&str> = due[0].1.iter().map(|e| e.finding.as_str()).collect();
+    assert_eq!(findings, ["f2", "f1"]);
+    // Released entries do not count, and a stale claim (an invocation died mid-way) holds.
+    let mut released = held(b, "f4", "2026-11-23T11:00:00Z", None);
+    released.state = State::Released;
+    let mut claimed = held(
+        c,
+        "f7",
+        "2026-11-20T10:00:00Z",
+        Some("2026-11-21T10:00:00Z"),
+    );
+    claimed.state = State::Claimed;
+    let due = expired(
+        &[
+            held(
+                b,
+                "f3",
+                "2026-11-20T10:00:00Z",
+                Some("2026-11-21T10:00:00Z"),
+            ),
+            released,
+            claimed,
+        ],
+        NOW,
+    );
+    let principals: Vec<&str> = due.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(principals, [b]);
+}
