@@ -39,6 +39,18 @@ async fn start_full(
     http_release: bool,
     verify_queue: Option<VerifyQueue>,
 ) -> String {
+    start_at(policy, graph, ledger, http_release, verify_queue, NOW).await
+}
+
+/// [`start_full`] on a clock fixed at `now`.
+async fn start_at(
+    policy: Policy,
+    graph: &str,
+    ledger: Option<TableLedger>,
+    http_release: bool,
+    verify_queue: Option<VerifyQueue>,
+    now: time::OffsetDateTime,
+) -> String {
     let http = Http::new(
         Endpoints::new(graph, graph),
         Arc::new(StaticToken("t".into())),
@@ -47,14 +59,14 @@ async fn start_full(
         http,
         policy.clone(),
         Context::default(),
-        Arc::new(FixedClock(NOW)),
+        Arc::new(FixedClock(now)),
         vec![],
     );
     let app = Arc::new(App {
         policy,
         ctx: Context::default(),
         executor,
-        clock: Arc::new(FixedClock(NOW)),
+        clock: Arc::new(FixedClock(now)),
         ledger,
         http_release,
         verify_queue,
@@ -1007,4 +1019,108 @@ fn the_verify_function_reads_the_queue_the_bicep_creates_and_the_handler_writes(
     assert!(bicep.contains("roles.storageQueueDataContributor)"));
     let main = std::fs::read_to_string(root.join("functions/azure-handler/src/main.rs")).unwrap();
     assert!(main.contains("\"QUELL_VERIFY_QUEUE\""));
+}
+
+fn timer_body(name: &str) -> Vec<u8> {
+    json!({"Data": {"timer": {"Schedule": {"AdjustForDST": true}, "ScheduleStatus": null, "IsPastDue": false}},
+        "Metadata": {"sys": {"MethodName": name, "UtcNow": "2026-11-23T14:05:00.0042Z", "RandGuid": "x"}}})
+    .to_string()
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn the_hourly_timer_releases_expired_containments_and_nothing_else() {
+    use quell_ledger::{Ledger, State};
+    let g = graph().await;
+    let table = quell_tests::unique_table("quell");
+    let ledger = || TableLedger::azurite(&quell_tests::Azurite::shared().url, &table);
+    assert!(ledger().ensure_table().await.unwrap());
+    let mut policy = enforce();
+    policy.families.credential_compromise.release_after_hours = Some(1);
+    let url = start_with(policy.clone(), &g.uri(), Some(ledger()), false).await;
+    let (status, body) = post(
+        &url,
+        "DefenderEvents",
+        event("functions-host/eventhub-batch-triple-encoded.json"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let entries = ledger().list(None).await.unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].expires.as_deref(), Some("2026-11-23T13:00:00Z"));
+
+    // Before the expiry the timer releases nothing.
+    let early = start_at(
+        policy.clone(),
+        &g.uri(),
+        Some(ledger()),
+        false,
+        None,
+        NOW + time::Duration::minutes(30),
+    )
+    .await;
+    let (status, body) = post(&early, "ReleaseExpired", timer_body("ReleaseExpired")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["ReturnValue"]["principals"], json!([]), "{body}");
+    assert_eq!(ledger().list(None).await.unwrap()[0].state, State::Done);
+
+    // After it, the user is enabled again (read first: the fake says disabled) and the entry is
+    // released by quell.
+    let after = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path_regex(r"^/v1.0/users/[^/]+$"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"id": "3b9e2f71-4c8d-4a5e-9f1b-6d2c8e7a0b45", "accountEnabled": false}),
+        ))
+        .mount(&after)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path_regex(r"^/v1.0/users/[^/]+$"))
+        .and(wiremock::matchers::body_json(
+            json!({"accountEnabled": true}),
+        ))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&after)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1.0/identityProtection/riskyUsers/dismiss"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&after)
+        .await;
+    let later = start_at(
+        policy,
+        &after.uri(),
+        Some(ledger()),
+        false,
+        None,
+        NOW + time::Duration::hours(2),
+    )
+    .await;
+    let (status, body) = post(&later, "ReleaseExpired", timer_body("ReleaseExpired")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["Outputs"], json!({}));
+    let done = body["ReturnValue"]["principals"].as_array().unwrap();
+    assert_eq!(done.len(), 1, "{body}");
+    assert_eq!(done[0]["released"], true, "{body}");
+    let entry = &ledger().list(None).await.unwrap()[0];
+    assert_eq!(entry.state, State::Released);
+    assert!(
+        entry
+            .released_by
+            .as_deref()
+            .unwrap()
+            .contains("release_after_hours")
+    );
+    // The next hour finds nothing to do.
+    let (_, body) = post(&later, "ReleaseExpired", timer_body("ReleaseExpired")).await;
+    assert_eq!(body["ReturnValue"]["principals"], json!([]));
+    let f: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            quell_tests::root().join("functions/azure-handler/app/ReleaseExpired/function.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(f["bindings"][0]["type"], "timerTrigger");
 }

@@ -44,6 +44,8 @@ pub enum Function {
     PostureSweep,
     /// Queue: the checks after containment (`quell-verify`), each a `verify` runbook request.
     Verify,
+    /// Timer (hourly): releases containments whose family's `release_after_hours` has passed.
+    ReleaseExpired,
 }
 
 impl Function {
@@ -55,6 +57,7 @@ impl Function {
             "Runbook" => Function::Runbook,
             "PostureSweep" => Function::PostureSweep,
             "Verify" => Function::Verify,
+            "ReleaseExpired" => Function::ReleaseExpired,
             _ => return None,
         })
     }
@@ -76,7 +79,7 @@ impl Function {
             }
             Function::GraphAlert => matches!(s, Source::GraphAlert),
             Function::Runbook => true,
-            Function::PostureSweep | Function::Verify => false,
+            Function::PostureSweep | Function::Verify | Function::ReleaseExpired => false,
         }
     }
 }
@@ -177,6 +180,9 @@ impl App {
         }
         if function == Function::Verify {
             return self.scheduled_check(&value).await;
+        }
+        if function == Function::ReleaseExpired {
+            return self.release_expired().await;
         }
         if function == Function::Runbook
             && let Some(req) = runbook_request(&value)
@@ -418,6 +424,81 @@ impl App {
             .collect();
         tracing::info!(runbook = kind, principal = %key, steps = steps.len(), by, "ledger runbook");
         host_response(f, 200, result, logs)
+    }
+
+    /// The hourly timer: releases the Entra principals whose every containment in force has
+    /// passed its family's `release_after_hours` (`quell_ledger::expired`), newest first. Not an
+    /// HTTP surface: only the policy the deployer set decides what expires. A failed step leaves
+    /// that containment in force for the next run.
+    async fn release_expired(&self) -> Value {
+        use quell_ledger::Ledger;
+        let f = Function::ReleaseExpired;
+        let Some(ledger) = &self.ledger else {
+            return host_response(
+                f,
+                200,
+                json!({"status": "skipped", "reason": "no ledger (QUELL_LEDGER_TABLE)"}),
+                vec![],
+            );
+        };
+        let now = self.clock.now();
+        let entries = match ledger.list(None).await {
+            Ok(e) => e,
+            Err(e) => return self.ledger_unavailable(f, e),
+        };
+        let enforce = self.policy.mode == Mode::Enforce;
+        let by = "quell (release_after_hours passed)";
+        let http = self.executor.http();
+        let mut logs = Vec::new();
+        let mut principals = Vec::new();
+        for (principal, due) in quell_ledger::expired(&entries, now)
+            .into_iter()
+            .filter(|(p, _)| p.starts_with("azure:"))
+        {
+            let mut steps = Vec::new();
+            let mut complete = enforce;
+            if enforce {
+                for e in &due {
+                    let done = quell_azure::release::release(http, e).await;
+                    let failed = done
+                        .iter()
+                        .any(|s| s.outcome.status == quell_core::report::Status::Failed);
+                    steps.extend(done);
+                    if failed {
+                        complete = false;
+                        let line = format!(
+                            "{principal}: the expired containment for {} was not released; the next run tries again",
+                            e.finding
+                        );
+                        tracing::error!("{line}");
+                        logs.push(line);
+                    } else if let Err(err) = quell_ledger::mark_released(ledger, e, by, now).await {
+                        return self.ledger_unavailable(f, err);
+                    }
+                }
+            }
+            logs.push(format!(
+                "{principal}: {} expired containment(s), {}",
+                due.len(),
+                if complete {
+                    "released"
+                } else if enforce {
+                    "not all released"
+                } else {
+                    "would be released (dry-run)"
+                }
+            ));
+            principals.push(json!({
+                "principal": principal, "containments": due.len(),
+                "released": complete, "steps": steps,
+            }));
+        }
+        host_response(
+            f,
+            200,
+            json!({"runbook": "release_expired", "mode": self.policy.mode, "requested_by": by, "principals": principals}),
+            logs,
+        )
     }
 
     fn ledger_unavailable(&self, f: Function, e: quell_ledger::LedgerError) -> Value {

@@ -473,16 +473,17 @@ fn ledger_command(command: LedgerCommand) -> anyhow::Result<()> {
                     Format::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
                     Format::Text => {
                         println!(
-                            "{:<44} {:<10} {:<20} {:<8} finding",
-                            "principal", "state", "contained at", "actions"
+                            "{:<44} {:<10} {:<20} {:<20} {:<8} finding",
+                            "principal", "state", "contained at", "expires", "actions"
                         );
                         for e in &entries {
                             let state = serde_json::to_value(e.state)?;
                             println!(
-                                "{:<44} {:<10} {:<20} {:<8} {}",
+                                "{:<44} {:<10} {:<20} {:<20} {:<8} {}",
                                 e.principal,
                                 state.as_str().unwrap_or("?"),
                                 e.at,
+                                e.expires.as_deref().unwrap_or("-"),
                                 e.actions.len(),
                                 e.finding
                             );
