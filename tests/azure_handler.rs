@@ -1064,6 +1064,43 @@ async fn the_hourly_timer_releases_expired_containments_and_nothing_else() {
     assert_eq!(body["ReturnValue"]["principals"], json!([]), "{body}");
     assert_eq!(ledger().list(None).await.unwrap()[0].state, State::Done);
 
+    // A release Graph refuses leaves the containment in force and fails the invocation, so the
+    // function-failures alert tells a human; the next hour tries again.
+    let denied = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path_regex(r"^/v1.0/users/[^/]+$"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"id": "3b9e2f71-4c8d-4a5e-9f1b-6d2c8e7a0b45", "accountEnabled": false}),
+        ))
+        .mount(&denied)
+        .await;
+    Mock::given(method("PATCH"))
+        .respond_with(ResponseTemplate::new(403).set_body_json(
+            json!({"error": {"code": "Authorization_RequestDenied", "message": "Insufficient privileges"}}),
+        ))
+        .mount(&denied)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&denied)
+        .await;
+    let refused = start_at(
+        policy.clone(),
+        &denied.uri(),
+        Some(ledger()),
+        false,
+        None,
+        NOW + time::Duration::hours(2),
+    )
+    .await;
+    let (status, body) = post(&refused, "ReleaseExpired", timer_body("ReleaseExpired")).await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(
+        body["ReturnValue"]["principals"][0]["released"], false,
+        "{body}"
+    );
+    assert_eq!(ledger().list(None).await.unwrap()[0].state, State::Done);
+
     // After it, the user is enabled again (read first: the fake says disabled) and the entry is
     // released by quell.
     let after = MockServer::start().await;

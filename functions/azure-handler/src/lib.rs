@@ -429,7 +429,7 @@ impl App {
     /// The hourly timer: releases the Entra principals whose every containment in force has
     /// passed its family's `release_after_hours` (`quell_ledger::expired`), newest first. Not an
     /// HTTP surface: only the policy the deployer set decides what expires. A failed step leaves
-    /// that containment in force for the next run.
+    /// that containment in force for the next run and fails the invocation (answers 500).
     async fn release_expired(&self) -> Value {
         use quell_ledger::Ledger;
         let f = Function::ReleaseExpired;
@@ -493,12 +493,13 @@ impl App {
                 "released": complete, "steps": steps,
             }));
         }
-        host_response(
-            f,
-            200,
-            json!({"runbook": "release_expired", "mode": self.policy.mode, "requested_by": by, "principals": principals}),
-            logs,
-        )
+        let mut result = json!({"runbook": "release_expired", "mode": self.policy.mode, "requested_by": by, "principals": principals});
+        // A containment that should have been released but was not fails the invocation, so the
+        // function-failures alert tells a human (the next hour tries again).
+        if enforce && principals.iter().any(|p| p["released"] == false) {
+            result["status"] = json!("retry");
+        }
+        host_response(f, 200, result, logs)
     }
 
     fn ledger_unavailable(&self, f: Function, e: quell_ledger::LedgerError) -> Value {

@@ -446,7 +446,9 @@ impl<S: ClientSource> Edge<S> {
     /// `{"runbook": "release_expired"}` (the runbook function's hourly schedule): releases the
     /// AWS principals whose every containment in force has passed its family's
     /// `release_after_hours` (`quell_ledger::expired`), newest first, keys left inactive. A
-    /// failed step leaves that containment in force for the next run and is logged as an error.
+    /// failed step leaves that containment in force for the next run and fails the invocation
+    /// (after the others ran), so Lambda retries it and, past its retries, the dead-letter
+    /// queue's alarm tells a human.
     async fn release_expired(&self) -> Result<Value, EdgeError> {
         let Some((ledger, clock)) = &self.ledger else {
             return Ok(
@@ -501,6 +503,10 @@ impl<S: ClientSource> Edge<S> {
             principals = released.len(),
             "release of expired containments"
         );
+        let failed = released
+            .iter()
+            .filter(|p| enforce && p["released"] == false)
+            .count();
         if !released.is_empty()
             && let Some((client, bus)) = &self.audit
             && let Err(e) = quell_aws::audit::publish_detail(
@@ -513,6 +519,13 @@ impl<S: ClientSource> Edge<S> {
             .await
         {
             tracing::error!(error = %e, "audit event not published; the report is in this log");
+        }
+        if failed > 0 {
+            tracing::error!(%report, "expired containments not released");
+            return Err(EdgeError::Retryable {
+                failed,
+                codes: "release_expired".into(),
+            });
         }
         Ok(report)
     }
