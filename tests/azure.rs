@@ -677,3 +677,118 @@ async fn remove_password_rechecks_protection_against_what_it_learns_and_matches_
     let o = result(&r, ActionKind::RemoveServicePrincipalCredential);
     assert_eq!(o.status, Status::Applied, "{o:?}");
 }
+
+#[tokio::test]
+async fn verify_of_a_disabled_service_principal_removes_new_secrets_and_reports_certificates_and_federated_credentials()
+ {
+    use quell_ledger::Ledger;
+    let sp = "5e4d3c2b-1a09-4f8e-b7d6-c5b4a3f2e1d0";
+    let app_id = "0c9b8a7f-6e5d-4c4b-a3a2-918f7e6d5c4b";
+    // Contain the service principal and record it, as the handler does.
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(format!("/v1.0/servicePrincipals/{sp}")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": sp, "appId": app_id, "displayName": "legacy-crm-connector", "accountEnabled": true, "passwordCredentials": []})))
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path(format!("/v1.0/servicePrincipals/{sp}")))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    let policy = enforce();
+    let input = runbook(
+        "contain",
+        sp,
+        json!({"principal_type": "service_principal"}),
+    );
+    let plan = plan_input(&input, &policy, &Context::default()).unwrap();
+    let ledger = quell_ledger::memory::MemoryLedger::default();
+    let gated = quell_ledger::gate(&ledger, plan, &policy, NOW)
+        .await
+        .unwrap();
+    let report = executor(&server, policy.clone()).execute(&gated.plan).await;
+    quell_ledger::record(&ledger, &gated.claims, &report, NOW)
+        .await
+        .unwrap();
+    let entries = ledger.list(None).await.unwrap();
+    assert_eq!(entries.len(), 1);
+
+    // Minutes later: still disabled, but a secret on the service principal, one on the
+    // application and a certificate appeared, and the application has a federated credential.
+    let later = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(format!("/v1.0/servicePrincipals/{sp}")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": sp, "appId": app_id, "accountEnabled": false,
+            "passwordCredentials": [
+                {"keyId": "0ld00000-0000-4000-8000-000000000001", "startDateTime": "2026-01-05T09:00:00Z"},
+                {"keyId": "5e000000-0000-4000-8000-000000000002", "startDateTime": "2026-11-23T12:03:00Z"}],
+            "keyCredentials": [
+                {"keyId": "ce000000-0000-4000-8000-000000000003", "startDateTime": "2026-11-23T12:04:00Z", "type": "AsymmetricX509Cert"}]})))
+        .mount(&later)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("/v1.0/applications(appId='{app_id}')")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "app-object-1",
+            "passwordCredentials": [{"keyId": "a9000000-0000-4000-8000-000000000004", "startDateTime": "2026-11-23T12:02:00Z"}],
+            "keyCredentials": []})))
+        .mount(&later)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("/v1.0/servicePrincipals/{sp}/removePassword")))
+        .and(body_json(
+            json!({"keyId": "5e000000-0000-4000-8000-000000000002"}),
+        ))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&later)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1.0/applications/app-object-1/removePassword"))
+        .and(body_json(
+            json!({"keyId": "a9000000-0000-4000-8000-000000000004"}),
+        ))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&later)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1.0/applications/app-object-1/federatedIdentityCredentials"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": [
+            {"id": "f1", "name": "gh-main", "issuer": "https://token.actions.githubusercontent.com",
+             "subject": "repo:contoso/crm:ref:refs/heads/main", "audiences": ["api://AzureADTokenExchange"]}]})))
+        .mount(&later)
+        .await;
+    let http = Http::new(
+        Endpoints::new(&later.uri(), &format!("{}/arm", later.uri())),
+        Arc::new(StaticToken(TOKEN.into())),
+    );
+    let steps = quell_azure::release::verify(&http, &entries, true).await;
+    let text: Vec<String> = steps
+        .iter()
+        .map(|s| format!("{}: {:?} {}", s.what, s.outcome.status, s.outcome.detail))
+        .collect();
+    assert!(text.iter().all(|t| !t.contains("Failed")), "{text:#?}");
+    let has = |needle: &str, status: &str| {
+        text.iter()
+            .any(|t| t.contains(needle) && t.contains(status))
+    };
+    assert!(has("still disabled", "AlreadyInState"), "{text:#?}");
+    assert!(has("secret 5e000000", "Applied"), "{text:#?}");
+    assert!(has("secret a9000000", "Applied"), "{text:#?}");
+    assert!(!text.iter().any(|t| t.contains("0ld00000")), "{text:#?}");
+    assert!(has("certificate ce000000", "Skipped"), "{text:#?}");
+    assert!(has("remove it by hand", "Skipped"), "{text:#?}");
+    assert!(
+        has("gh-main", "Skipped") && has("review before release", "Skipped"),
+        "{text:#?}"
+    );
+    // Report only, without --yes: nothing is removed.
+    let dry = quell_azure::release::verify(&http, &entries, false).await;
+    assert!(
+        dry.iter()
+            .any(|s| s.outcome.detail.contains("would remove secret"))
+    );
+}
