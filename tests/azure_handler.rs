@@ -968,20 +968,7 @@ async fn a_containment_is_checked_again_after_propagation_through_the_verify_que
     assert_eq!(body["ReturnValue"]["status"], "rejected");
 
     // A check that cannot be carried out fails the invocation, so the host retries it.
-    let denied = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path_regex(r"^/v1.0/users/[^/]+$"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(
-            json!({"id": "3b9e2f71-4c8d-4a5e-9f1b-6d2c8e7a0b45", "accountEnabled": true}),
-        ))
-        .mount(&denied)
-        .await;
-    Mock::given(method("PATCH"))
-        .respond_with(ResponseTemplate::new(403).set_body_json(
-            json!({"error": {"code": "Authorization_RequestDenied", "message": "Insufficient privileges"}}),
-        ))
-        .mount(&denied)
-        .await;
+    let denied = graph_refusing_changes(true).await;
     let url = start_full(enforce(), &denied.uri(), Some(ledger()), false, None).await;
     let (status, body) = post(&url, "Verify", queue_body(&texts[0], 2)).await;
     assert_eq!(status, 500, "{body}");
@@ -1019,6 +1006,25 @@ fn the_verify_function_reads_the_queue_the_bicep_creates_and_the_handler_writes(
     assert!(bicep.contains("roles.storageQueueDataContributor)"));
     let main = std::fs::read_to_string(root.join("functions/azure-handler/src/main.rs")).unwrap();
     assert!(main.contains("\"QUELL_VERIFY_QUEUE\""));
+}
+
+/// A Graph fake that reads the user (enabled or not) and refuses every change with 403.
+async fn graph_refusing_changes(enabled: bool) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path_regex(r"^/v1.0/users/[^/]+$"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"id": "3b9e2f71-4c8d-4a5e-9f1b-6d2c8e7a0b45", "accountEnabled": enabled}),
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .respond_with(ResponseTemplate::new(403).set_body_json(
+            json!({"error": {"code": "Authorization_RequestDenied", "message": "Insufficient privileges"}}),
+        ))
+        .mount(&server)
+        .await;
+    server
 }
 
 fn timer_body(name: &str) -> Vec<u8> {
@@ -1066,24 +1072,7 @@ async fn the_hourly_timer_releases_expired_containments_and_nothing_else() {
 
     // A release Graph refuses leaves the containment in force and fails the invocation, so the
     // function-failures alert tells a human; the next hour tries again.
-    let denied = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path_regex(r"^/v1.0/users/[^/]+$"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(
-            json!({"id": "3b9e2f71-4c8d-4a5e-9f1b-6d2c8e7a0b45", "accountEnabled": false}),
-        ))
-        .mount(&denied)
-        .await;
-    Mock::given(method("PATCH"))
-        .respond_with(ResponseTemplate::new(403).set_body_json(
-            json!({"error": {"code": "Authorization_RequestDenied", "message": "Insufficient privileges"}}),
-        ))
-        .mount(&denied)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(204))
-        .mount(&denied)
-        .await;
+    let denied = graph_refusing_changes(false).await;
     let refused = start_at(
         policy.clone(),
         &denied.uri(),

@@ -400,18 +400,17 @@ impl App {
         if kind == "verify" {
             steps = quell_azure::release::verify(http, &entries, enforce).await;
         } else if enforce {
-            for e in &entries {
-                let done = quell_azure::release::release(http, e).await;
-                let failed = done
-                    .iter()
-                    .any(|s| s.outcome.status == quell_core::report::Status::Failed);
-                steps.extend(done);
-                if !failed
-                    && let Err(e) =
-                        quell_ledger::mark_released(ledger, e, by, self.clock.now()).await
-                {
-                    return self.ledger_unavailable(f, e);
-                }
+            match quell_ledger::release_each(
+                ledger,
+                &entries,
+                by,
+                self.clock.now(),
+                |e| async move { quell_azure::release::release(http, &e).await },
+            )
+            .await
+            {
+                Ok((done, _)) => steps = done,
+                Err(e) => return self.ledger_unavailable(f, e),
             }
         }
         let result = json!({
@@ -455,27 +454,24 @@ impl App {
             .into_iter()
             .filter(|(p, _)| p.starts_with("azure:"))
         {
-            let mut steps = Vec::new();
-            let mut complete = enforce;
-            if enforce {
-                for e in &due {
-                    let done = quell_azure::release::release(http, e).await;
-                    let failed = done
-                        .iter()
-                        .any(|s| s.outcome.status == quell_core::report::Status::Failed);
-                    steps.extend(done);
-                    if failed {
-                        complete = false;
-                        let line = format!(
-                            "{principal}: the expired containment for {} was not released; the next run tries again",
-                            e.finding
-                        );
-                        tracing::error!("{line}");
-                        logs.push(line);
-                    } else if let Err(err) = quell_ledger::mark_released(ledger, e, by, now).await {
-                        return self.ledger_unavailable(f, err);
-                    }
+            let (steps, complete) = if enforce {
+                match quell_ledger::release_each(ledger, &due, by, now, |e| async move {
+                    quell_azure::release::release(http, &e).await
+                })
+                .await
+                {
+                    Ok(done) => done,
+                    Err(err) => return self.ledger_unavailable(f, err),
                 }
+            } else {
+                (Vec::new(), false)
+            };
+            if enforce && !complete {
+                let line = format!(
+                    "{principal}: an expired containment was not released; the next run tries again"
+                );
+                tracing::error!("{line}");
+                logs.push(line);
             }
             logs.push(format!(
                 "{principal}: {} expired containment(s), {}",

@@ -443,6 +443,23 @@ impl<S: ClientSource> Edge<S> {
         Ok(json!({"status": "verified", "checks": done}))
     }
 
+    /// Publishes a release or verify report as the audit event; a failure is logged (the report
+    /// is in the log too).
+    async fn publish_release(&self, report: &Value) {
+        if let Some((client, bus)) = &self.audit
+            && let Err(e) = quell_aws::audit::publish_detail(
+                client,
+                bus,
+                "Identity Containment Release",
+                report,
+                vec![],
+            )
+            .await
+        {
+            tracing::error!(error = %e, "audit event not published; the report is in this log");
+        }
+    }
+
     /// `{"runbook": "release_expired"}` (the runbook function's hourly schedule): releases the
     /// AWS principals whose every containment in force has passed its family's
     /// `release_after_hours` (`quell_ledger::expired`), newest first, keys left inactive. A
@@ -471,24 +488,17 @@ impl<S: ClientSource> Edge<S> {
             .into_iter()
             .filter(|(p, _)| p.starts_with("aws:"))
         {
-            let mut steps = Vec::new();
-            let mut complete = enforce;
-            if enforce {
-                for e in &due {
-                    let done = quell_aws::release::release(source, e, false).await;
-                    let failed = done
-                        .iter()
-                        .any(|s| s.outcome.status == quell_core::report::Status::Failed);
-                    steps.extend(done);
-                    if failed {
-                        complete = false;
-                        tracing::error!(%principal, finding = %e.finding, "expired containment not released; the next run tries again");
-                    } else {
-                        quell_ledger::mark_released(ledger, e, by, now)
-                            .await
-                            .map_err(ledger_err)?;
-                    }
-                }
+            let (steps, complete) = if enforce {
+                quell_ledger::release_each(ledger, &due, by, now, |e| async move {
+                    quell_aws::release::release(source, &e, false).await
+                })
+                .await
+                .map_err(ledger_err)?
+            } else {
+                (Vec::new(), false)
+            };
+            if enforce && !complete {
+                tracing::error!(%principal, "expired containment not released; the next run tries again");
             }
             released.push(json!({
                 "principal": principal, "containments": due.len(),
@@ -507,18 +517,8 @@ impl<S: ClientSource> Edge<S> {
             .iter()
             .filter(|p| enforce && p["released"] == false)
             .count();
-        if !released.is_empty()
-            && let Some((client, bus)) = &self.audit
-            && let Err(e) = quell_aws::audit::publish_detail(
-                client,
-                bus,
-                "Identity Containment Release",
-                &report,
-                vec![],
-            )
-            .await
-        {
-            tracing::error!(error = %e, "audit event not published; the report is in this log");
+        if !released.is_empty() {
+            self.publish_release(&report).await;
         }
         if failed > 0 {
             tracing::error!(%report, "expired containments not released");
@@ -568,36 +568,19 @@ impl<S: ClientSource> Edge<S> {
             steps = quell_aws::release::verify(source, &entries, enforce).await;
         } else if enforce {
             let reactivate = payload["reactivate_keys"].as_bool() == Some(true);
-            for e in &entries {
-                let done = quell_aws::release::release(source, e, reactivate).await;
-                let failed = done
-                    .iter()
-                    .any(|s| s.outcome.status == quell_core::report::Status::Failed);
-                steps.extend(done);
-                if !failed {
-                    quell_ledger::mark_released(ledger, e, by, clock.now())
-                        .await
-                        .map_err(ledger_err)?;
-                }
-            }
+            (steps, _) =
+                quell_ledger::release_each(ledger, &entries, by, clock.now(), |e| async move {
+                    quell_aws::release::release(source, &e, reactivate).await
+                })
+                .await
+                .map_err(ledger_err)?;
         }
         let report = json!({
             "runbook": kind, "principal": key, "reason": reason, "requested_by": by,
             "mode": self.policy.mode, "containments": entries.len(), "steps": steps,
         });
         tracing::info!(runbook = kind, principal = %key, steps = steps.len(), "ledger runbook");
-        if let Some((client, bus)) = &self.audit
-            && let Err(e) = quell_aws::audit::publish_detail(
-                client,
-                bus,
-                "Identity Containment Release",
-                &report,
-                vec![],
-            )
-            .await
-        {
-            tracing::error!(error = %e, "audit event not published; the report is in this log");
-        }
+        self.publish_release(&report).await;
         Ok(report)
     }
 }
