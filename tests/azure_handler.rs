@@ -694,6 +694,14 @@ async fn an_oauth_app_alert_disables_the_service_principal_resolved_by_app_id() 
 }
 
 /// A runbook request as the host posts it.
+/// A new ledger table in Azurite, and a maker of clients for it.
+async fn fresh_ledger() -> impl Fn() -> TableLedger {
+    let table = quell_tests::unique_table("quell");
+    let make = move || TableLedger::azurite(&quell_tests::Azurite::shared().url, &table);
+    assert!(make().ensure_table().await.unwrap());
+    make
+}
+
 fn runbook_body(req: Value) -> Vec<u8> {
     json!({"Data": {"req": {"Url": "https://quell-func.azurewebsites.net/api/Runbook", "Method": "POST",
         "Query": {}, "Headers": {"Content-Type": ["application/json"]}, "Params": {},
@@ -707,9 +715,7 @@ fn runbook_body(req: Value) -> Vec<u8> {
 async fn with_a_ledger_the_handler_records_containment_verifies_it_and_keeps_release_off_http() {
     use quell_ledger::{Ledger, State};
     let g = graph().await;
-    let table = quell_tests::unique_table("quell");
-    let ledger = || TableLedger::azurite(&quell_tests::Azurite::shared().url, &table);
-    assert!(ledger().ensure_table().await.unwrap());
+    let ledger = fresh_ledger().await;
     let url = start_with(enforce(), &g.uri(), Some(ledger()), false).await;
     let batch = event("functions-host/eventhub-batch-triple-encoded.json");
     let (status, body) = post(&url, "DefenderEvents", batch.clone()).await;
@@ -917,9 +923,7 @@ fn queue_body(text: &str, dequeue_count: u32) -> Vec<u8> {
 async fn a_containment_is_checked_again_after_propagation_through_the_verify_queue() {
     use quell_ledger::Ledger;
     let g = graph().await;
-    let table = quell_tests::unique_table("quell");
-    let ledger = || TableLedger::azurite(&quell_tests::Azurite::shared().url, &table);
-    assert!(ledger().ensure_table().await.unwrap());
+    let ledger = fresh_ledger().await;
     let name = quell_tests::unique("verify").to_ascii_lowercase();
     let queue = || VerifyQueue::azurite(&quell_tests::Azurite::queue().url, &name);
     assert!(queue().ensure().await.unwrap());
@@ -1038,9 +1042,7 @@ fn timer_body(name: &str) -> Vec<u8> {
 async fn the_hourly_timer_releases_expired_containments_and_nothing_else() {
     use quell_ledger::{Ledger, State};
     let g = graph().await;
-    let table = quell_tests::unique_table("quell");
-    let ledger = || TableLedger::azurite(&quell_tests::Azurite::shared().url, &table);
-    assert!(ledger().ensure_table().await.unwrap());
+    let ledger = fresh_ledger().await;
     let mut policy = enforce();
     policy.families.credential_compromise.release_after_hours = Some(1);
     let url = start_with(policy.clone(), &g.uri(), Some(ledger()), false).await;
