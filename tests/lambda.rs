@@ -579,6 +579,17 @@ async fn expired_containments_are_released_by_the_hourly_run_and_unexpiring_ones
         (1, 1)
     );
     let hourly = json!({"runbook": "release_expired"});
+    // With no family releasing by itself, the hourly run reads nothing.
+    let off = edge_with(Accepts::Any, Policy::default(), NOW)
+        .await
+        .with_ledger(
+            ledger(),
+            Arc::new(FixedClock(NOW + time::Duration::hours(2))),
+        )
+        .handle(hourly.clone())
+        .await
+        .unwrap();
+    assert_eq!(off["status"], "skipped", "{off}");
     // Not yet: nothing is released.
     let early = runbook(NOW + time::Duration::minutes(30))
         .await

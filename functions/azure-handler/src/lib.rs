@@ -440,6 +440,14 @@ impl App {
                 vec![],
             );
         };
+        if !self.policy.releases_automatically() {
+            return host_response(
+                f,
+                200,
+                json!({"status": "skipped", "reason": "no family sets release_after_hours"}),
+                vec![],
+            );
+        }
         let now = self.clock.now();
         let entries = match ledger.list(None).await {
             Ok(e) => e,

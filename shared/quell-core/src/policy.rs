@@ -53,6 +53,19 @@ pub struct Families {
     pub posture: FamilyPolicy,
 }
 
+impl Families {
+    /// Every configurable family's policy.
+    pub fn all(&self) -> [FamilyPolicy; 5] {
+        [
+            self.credential_compromise,
+            self.anomalous_behavior,
+            self.identity_risk,
+            self.unused_access,
+            self.posture,
+        ]
+    }
+}
+
 impl Default for Families {
     fn default() -> Self {
         let fp = |response, min_severity| FamilyPolicy {
@@ -441,14 +454,7 @@ impl Policy {
                 ));
             }
         }
-        let f = &self.families;
-        for fp in [
-            f.credential_compromise,
-            f.anomalous_behavior,
-            f.identity_risk,
-            f.unused_access,
-            f.posture,
-        ] {
+        for fp in self.families.all() {
             if let Some(h) = fp.release_after_hours.filter(|h| !(1..=8760).contains(h)) {
                 return Err(field_err(
                     "release_after_hours",
@@ -600,6 +606,14 @@ impl Policy {
                 release_after_hours: None,
             }),
         }
+    }
+
+    /// Whether any family releases its containments by itself (`release_after_hours`).
+    pub fn releases_automatically(&self) -> bool {
+        self.families
+            .all()
+            .iter()
+            .any(|fp| fp.release_after_hours.is_some())
     }
 
     /// The first protection pattern matching any of the subject's names.

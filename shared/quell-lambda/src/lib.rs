@@ -476,6 +476,10 @@ impl<S: ClientSource> Edge<S> {
             failed: 1,
             codes: format!("{} ({})", e.code, e.message),
         };
+        if !self.policy.releases_automatically() {
+            return Ok(json!({"runbook": "release_expired", "status": "skipped",
+                "reason": "no family sets release_after_hours"}));
+        }
         let now = clock.now();
         let entries = quell_ledger::Ledger::list(ledger, None)
             .await
