@@ -690,6 +690,21 @@ fn checks_after_containment_are_scheduled_by_containing_roles_and_run_by_the_run
     for role in ["SweeperRole", "SweepSchedulerRole"] {
         assert!(sqs_actions_on(&t, role, "VerifyQueue").is_empty(), "{role}");
     }
+    // A check that is not taken off the queue raises an alarm before it can expire unseen.
+    let stalled = r
+        .as_object()
+        .unwrap()
+        .values()
+        .find(|v| {
+            v["Type"] == "AWS::CloudWatch::Alarm"
+                && v["Properties"]["MetricName"] == "ApproximateAgeOfOldestMessage"
+                && v["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0] == "VerifyQueue"
+        })
+        .expect("an alarm on the verify queue's oldest message");
+    assert!(
+        stalled["Properties"]["Threshold"].as_u64().unwrap()
+            < q["MessageRetentionPeriod"].as_u64().unwrap()
+    );
     // The queue policy refuses every other sender, and plain HTTP.
     let stmts = r["VerifyQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
         .as_array()
