@@ -1178,3 +1178,136 @@ async fn a_5000_user_sweep_report_reaches_the_bus_in_parts() {
     assert_eq!(seen, 5000);
     assert!(parts.len() >= 2, "{parts:?}");
 }
+
+/// Contains `v` under `policy` with a ledger, as the edges do; returns the ledger's entries.
+async fn contained(v: &Value, policy: &Policy) -> Vec<quell_ledger::Entry> {
+    use quell_ledger::Ledger;
+    let ledger = quell_ledger::memory::MemoryLedger::default();
+    let gated = quell_ledger::gate(&ledger, plan(v, policy), policy, NOW)
+        .await
+        .unwrap();
+    let report = executor(policy.clone(), NOW)
+        .await
+        .execute(&gated.plan)
+        .await;
+    quell_ledger::record(&ledger, &gated.claims, &report, NOW)
+        .await
+        .unwrap();
+    ledger.list(None).await.unwrap()
+}
+
+#[tokio::test]
+async fn verify_puts_back_a_removed_role_revocation_whole_or_for_one_session() {
+    let iam = iam().await;
+    let exec = executor(enforce(), NOW).await;
+    let detail = |v: &mut Value, role: &str, role_id: &str, session: &str| {
+        let d = &mut v["detail"]["resource"]["accessKeyDetails"];
+        d["userName"] = json!(role);
+        d["principalId"] = json!(format!("{role_id}:{session}"));
+        v["detail"]["accountId"] = json!(MOTO_ACCOUNT);
+    };
+    let outcomes = |steps: &[quell_ledger::Step]| -> Vec<String> {
+        steps
+            .iter()
+            .map(|s| format!("{:?} {}", s.outcome.status, s.outcome.detail))
+            .collect()
+    };
+
+    // One stolen EC2 session, revoked on its own (bound to the instance by default).
+    let role = unique("web-ec2");
+    let role_id = new_role(&iam, &role, "/").await;
+    let mut v: Value = serde_json::from_slice(&event(
+        "guardduty/instance-credential-exfiltration-outside.json",
+    ))
+    .unwrap();
+    detail(&mut v, &role, &role_id, "i-0a7c3e9f1b2d4e6f8");
+    let entries = contained(&v, &enforce()).await;
+    let checked = quell_aws::release::verify(exec.source(), &entries, true).await;
+    assert!(
+        outcomes(&checked)
+            .iter()
+            .any(|o| o.starts_with("AlreadyInState session i-0a7c3e9f1b2d4e6f8 is still denied")),
+        "{:?}",
+        outcomes(&checked)
+    );
+    // Someone with IAM rights deletes quell's revocation.
+    iam.delete_role_policy()
+        .role_name(&role)
+        .policy_name(docs::SESSION_REVOKE_POLICY)
+        .send()
+        .await
+        .unwrap();
+    let report = quell_aws::release::verify(exec.source(), &entries, false).await;
+    assert!(
+        outcomes(&report)
+            .iter()
+            .any(|o| o.starts_with("DryRun would put back")),
+        "{:?}",
+        outcomes(&report)
+    );
+    assert!(
+        role_policy(&iam, &role, docs::SESSION_REVOKE_POLICY)
+            .await
+            .is_none()
+    );
+    let fixed = quell_aws::release::verify(exec.source(), &entries, true).await;
+    assert!(
+        outcomes(&fixed)
+            .iter()
+            .any(|o| o.starts_with("Applied attacker persistence")),
+        "{:?}",
+        outcomes(&fixed)
+    );
+    // Put back denied wherever used: no instance-bound exception for whoever removed it.
+    let doc = role_policy(&iam, &role, docs::SESSION_REVOKE_POLICY)
+        .await
+        .unwrap();
+    let st = &doc["Statement"][0];
+    assert_eq!(
+        st["Condition"]["StringEquals"]["aws:userid"],
+        format!("{role_id}:i-0a7c3e9f1b2d4e6f8")
+    );
+    assert_eq!(
+        st["Condition"]["DateLessThan"]["aws:TokenIssueTime"],
+        "2026-11-23T12:00:00Z"
+    );
+    assert!(st["Condition"]["StringNotEquals"].is_null(), "{doc}");
+
+    // Every session of a role revoked (session_scope = role).
+    let role = unique("batch");
+    let role_id = new_role(&iam, &role, "/").await;
+    let mut v: Value = serde_json::from_slice(&event(
+        "guardduty/instance-credential-exfiltration-inside.json",
+    ))
+    .unwrap();
+    detail(&mut v, &role, &role_id, "i-04f1d2c3b4a596877");
+    let mut policy = enforce();
+    policy.aws.session_scope = SessionScope::Role;
+    let entries = contained(&v, &policy).await;
+    iam.delete_role_policy()
+        .role_name(&role)
+        .policy_name(docs::ROLE_REVOKE_POLICY)
+        .send()
+        .await
+        .unwrap();
+    let fixed = quell_aws::release::verify(exec.source(), &entries, true).await;
+    assert!(
+        outcomes(&fixed).iter().any(|o| o.starts_with(&format!(
+            "Applied attacker persistence: {} was removed",
+            docs::ROLE_REVOKE_POLICY
+        ))),
+        "{:?}",
+        outcomes(&fixed)
+    );
+    assert!(
+        role_policy(&iam, &role, docs::ROLE_REVOKE_POLICY)
+            .await
+            .is_some()
+    );
+    let again = quell_aws::release::verify(exec.source(), &entries, true).await;
+    assert!(
+        again.iter().all(|s| s.outcome.status != Status::Applied),
+        "{:?}",
+        outcomes(&again)
+    );
+}

@@ -529,44 +529,156 @@ pub async fn verify<S: ClientSource>(source: &S, entries: &[Entry], fix: bool) -
                 outcome: e.into(),
             }),
         }
-        // The revocation of the user's older sessions is still in place.
-        if recorded(ActionKind::RevokeUserSessions) {
-            let outcome = match iam::get_inline(iam, Kind::User, &name, docs::USER_REVOKE_POLICY)
-                .await
-            {
-                Ok(Some(_)) => {
-                    Outcome::already(format!("{} is still in place", docs::USER_REVOKE_POLICY))
-                }
-                Ok(None) if fix => {
-                    let doc =
-                        docs::revoke_older_sessions(&docs::revoke_sid(&first.finding), &first.at);
-                    match iam::put_inline(iam, Kind::User, &name, docs::USER_REVOKE_POLICY, &doc)
-                        .await
-                    {
-                        Ok(()) => Outcome::applied(
-                            format!(
-                                "attacker persistence: {} was removed; put back with cut-off {}",
-                                docs::USER_REVOKE_POLICY,
-                                first.at
-                            ),
-                            None,
-                        ),
-                        Err(e) => e.into(),
-                    }
-                }
-                Ok(None) => would(&format!(
-                    "put back {}, which was removed",
-                    docs::USER_REVOKE_POLICY
-                )),
-                Err(e) => e.into(),
+    }
+    // The revocation of every older session (user or role) is still in place.
+    let (wide_kind, wide_policy) = match kind {
+        Kind::User => (ActionKind::RevokeUserSessions, docs::USER_REVOKE_POLICY),
+        Kind::Role => (ActionKind::RevokeRoleSessions, docs::ROLE_REVOKE_POLICY),
+    };
+    if let Some(latest) = latest_with(entries, wide_kind) {
+        steps.push(Step {
+            what: format!("session revocation of {name}"),
+            outcome: revocation_in_place(iam, kind, &name, wide_policy, latest, fix).await,
+        });
+    }
+    // One role session's revocation: quell's statement for it, or a role-wide one, is in place.
+    if kind == Kind::Role {
+        for (entry, r) in in_force_actions(entries, ActionKind::RevokeRoleSession) {
+            let Target::Subject(Subject::RoleSession { session, .. }) = &r.target else {
+                continue;
             };
             steps.push(Step {
-                what: format!("session revocation of {name}"),
-                outcome,
+                what: format!("revocation of session {session} of {name}"),
+                outcome: session_revocation_in_place(iam, &name, session, entry, fix).await,
             });
         }
     }
     steps
+}
+
+/// The newest in-force entry that applied (or found in state) an action of `kind`.
+fn latest_with(entries: &[Entry], kind: ActionKind) -> Option<&Entry> {
+    in_force_actions(entries, kind)
+        .map(|(e, _)| e)
+        .max_by(|a, b| a.at.cmp(&b.at))
+}
+
+/// The in-force entries' actions of `kind` that applied or were found in state.
+fn in_force_actions(
+    entries: &[Entry],
+    kind: ActionKind,
+) -> impl Iterator<Item = (&Entry, &Recorded)> {
+    entries
+        .iter()
+        .filter(|e| e.in_force())
+        .flat_map(|e| e.actions.iter().map(move |r| (e, r)))
+        .filter(move |(_, r)| {
+            r.kind == kind && matches!(r.status, Status::Applied | Status::AlreadyInState)
+        })
+}
+
+/// Whether quell's revocation of every older session (`policy` on the user or role) is still
+/// there; when it was removed and `fix`, put back with the newest containment's cut-off.
+async fn revocation_in_place(
+    iam: &aws_sdk_iam::Client,
+    kind: Kind,
+    name: &str,
+    policy: &str,
+    latest: &Entry,
+    fix: bool,
+) -> Outcome {
+    match iam::get_inline(iam, kind, name, policy).await {
+        Ok(Some(_)) => Outcome::already(format!("{policy} is still in place")),
+        Ok(None) if fix => {
+            let doc = docs::revoke_older_sessions(&docs::revoke_sid(&latest.finding), &latest.at);
+            match iam::put_inline(iam, kind, name, policy, &doc).await {
+                Ok(()) => Outcome::applied(
+                    format!(
+                        "attacker persistence: {policy} was removed; put back with cut-off {}",
+                        latest.at
+                    ),
+                    None,
+                ),
+                Err(e) => e.into(),
+            }
+        }
+        Ok(None) => Outcome::dry_run(format!(
+            "would put back {policy}, which was removed; pass --yes"
+        )),
+        Err(e) => e.into(),
+    }
+}
+
+/// Whether one role session is still denied: a statement for it in `QuellRevokeSessions`, or
+/// a role-wide revocation. When both are gone and `fix`, the session's statement is put back
+/// as a plain revocation (denied wherever used): whoever removed quell's policy can write IAM,
+/// so an EC2 session is not given back the instance-bound exception.
+async fn session_revocation_in_place(
+    iam: &aws_sdk_iam::Client,
+    name: &str,
+    session: &str,
+    entry: &Entry,
+    fix: bool,
+) -> Outcome {
+    let suffix = format!(":{session}");
+    let read = |policy: &'static str| async move {
+        iam::get_inline(iam, Kind::Role, name, policy)
+            .await
+            .map(|d| d.as_deref().and_then(docs::parse))
+    };
+    let role_wide = match read(docs::ROLE_REVOKE_POLICY).await {
+        Ok(d) => d.as_ref().and_then(docs::revocation).is_some(),
+        Err(e) => return e.into(),
+    };
+    let existing = match read(docs::SESSION_REVOKE_POLICY).await {
+        Ok(d) => d,
+        Err(e) => return e.into(),
+    };
+    let mut statements = existing.as_ref().map(docs::statements).unwrap_or_default();
+    let held = statements
+        .iter()
+        .filter_map(docs::revocation_of)
+        .any(|r| r.userid.as_deref().is_some_and(|u| u.ends_with(&suffix)));
+    if held || role_wide {
+        return Outcome::already(format!("session {session} is still denied"));
+    }
+    if !fix {
+        return Outcome::dry_run(format!(
+            "would put back the revocation of session {session}, which was removed; pass --yes"
+        ));
+    }
+    let role_id = match iam.get_role().role_name(name).send().await {
+        Ok(o) => o
+            .role()
+            .map(|r| r.role_id().to_string())
+            .unwrap_or_default(),
+        Err(e) => return classify(e).into(),
+    };
+    let userid = format!("{role_id}{suffix}");
+    statements.extend(docs::session_statements(
+        &docs::session_sid(&entry.finding, &userid),
+        &userid,
+        &entry.at,
+        false,
+    ));
+    match iam::put_inline(
+        iam,
+        Kind::Role,
+        name,
+        docs::SESSION_REVOKE_POLICY,
+        &docs::document(statements),
+    )
+    .await
+    {
+        Ok(()) => Outcome::applied(
+            format!(
+                "attacker persistence: the revocation of session {userid} was removed; put back (denied wherever used) with cut-off {}",
+                entry.at
+            ),
+            None,
+        ),
+        Err(e) => e.into(),
+    }
 }
 
 /// `aws:<account>:user/<name>` or `…:role/<name>`.
