@@ -929,13 +929,24 @@ async fn a_containment_is_checked_again_after_propagation_through_the_verify_que
     assert!(queue().ensure().await.unwrap());
     let mut policy = enforce();
     policy.verify.after_seconds = 1;
-    let url = start_full(policy, &g.uri(), Some(ledger()), false, Some(queue())).await;
-    let (status, body) = post(
-        &url,
-        "DefenderEvents",
-        event("functions-host/eventhub-batch-triple-encoded.json"),
+    // A check that cannot be scheduled (no such queue) fails the invocation, so the host
+    // redelivers the batch; the containment holds ...
+    let missing = VerifyQueue::azurite(&quell_tests::Azurite::queue().url, &format!("{name}-x"));
+    let url = start_full(
+        policy.clone(),
+        &g.uri(),
+        Some(ledger()),
+        false,
+        Some(missing),
     )
     .await;
+    let batch = event("functions-host/eventhub-batch-triple-encoded.json");
+    let (status, body) = post(&url, "DefenderEvents", batch.clone()).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body["Logs"].to_string().contains("not scheduled"), "{body}");
+    // ... and the redelivery schedules it.
+    let url = start_full(policy, &g.uri(), Some(ledger()), false, Some(queue())).await;
+    let (status, body) = post(&url, "DefenderEvents", batch).await;
     assert_eq!(status, 200, "{body}");
     let principal = ledger().list(None).await.unwrap()[0].principal.clone();
     // Invisible until IAM/Entra has had its time, then one verify request per principal.

@@ -440,13 +440,29 @@ async fn a_containment_is_checked_again_after_propagation_and_a_new_key_is_conta
         ..Policy::default()
     };
     policy.verify.after_seconds = 1;
+    let req = json!({"runbook": "quarantine", "principal": arn, "reason": "SEC-11", "id": quell_tests::unique("f")});
+    // A check that cannot be scheduled fails the invocation (the containment holds), so Lambda
+    // retries it ...
+    let missing = queue.replace("quell-verify", "quell-missing");
+    let unscheduled = edge_with(Accepts::Any, policy.clone(), NOW)
+        .await
+        .with_ledger(
+            quell_aws::ledger::DynamoLedger::new(&cfg, &table),
+            Arc::new(FixedClock(NOW)),
+        )
+        .with_verify_queue(sqs.clone(), &missing)
+        .handle(req.clone())
+        .await;
+    assert!(
+        matches!(unscheduled, Err(EdgeError::Retryable { .. })),
+        "{unscheduled:?}"
+    );
+    // ... and the retry, finding the containment in place, schedules it.
     let edge = edge_with(Accepts::Any, policy, NOW)
         .await
         .with_ledger(ledger, Arc::new(FixedClock(NOW)))
         .with_verify_queue(sqs.clone(), &queue);
-    edge.handle(json!({"runbook": "quarantine", "principal": arn, "reason": "SEC-11", "id": quell_tests::unique("f")}))
-        .await
-        .unwrap();
+    edge.handle(req).await.unwrap();
     // The attacker mints a key in the propagation window.
     let fresh = iam
         .create_access_key()

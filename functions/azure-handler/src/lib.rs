@@ -232,7 +232,15 @@ impl App {
             let plan = plan(batch, &self.policy, &self.ctx);
             ignored.extend(plan.ignored.clone());
             match self.execute(plan).await {
-                Ok(r) => reports.push(r),
+                Ok((r, scheduled)) => {
+                    reports.push(r);
+                    // The containment holds; the retry (idempotent) schedules the check again.
+                    if let Err(e) = scheduled {
+                        unverified.push(format!(
+                            "{pointer}: the check after containment was not scheduled ({e})"
+                        ));
+                    }
+                }
                 // No containment without the ledger when one is configured: retried.
                 Err(e) => unverified.push(format!("{pointer}: {e}")),
             }
@@ -293,32 +301,40 @@ impl App {
         host_response(function, 200, result, logs)
     }
 
-    /// Executes a plan, claiming its containments in the ledger first and recording them after.
-    async fn execute(&self, plan: quell_core::Plan) -> Result<Report, quell_ledger::LedgerError> {
+    /// Executes a plan, claiming its containments in the ledger first and recording them after,
+    /// then schedules the checks after containment (whether they could be, beside the report).
+    async fn execute(
+        &self,
+        plan: quell_core::Plan,
+    ) -> Result<(Report, Result<(), quell_azure::AzError>), quell_ledger::LedgerError> {
         let Some(ledger) = &self.ledger else {
-            return Ok(self.executor.execute(&plan).await);
+            return Ok((self.executor.execute(&plan).await, Ok(())));
         };
         let now = self.clock.now();
         let gated = quell_ledger::gate(ledger, plan, &self.policy, now).await?;
         let report = self.executor.execute(&gated.plan).await;
         quell_ledger::record(ledger, &gated.claims, &report, now).await?;
-        self.schedule_checks(&quell_ledger::to_verify(&gated.claims, &report))
+        let scheduled = self
+            .schedule_checks(&quell_ledger::to_verify(&gated.claims, &report))
             .await;
-        Ok(report)
+        Ok((report, scheduled))
     }
 
-    /// Schedules the check after containment of each principal; a failure is logged (the
-    /// containment is done, and `quell verify` checks on demand).
-    async fn schedule_checks(&self, principals: &[String]) {
+    /// Schedules the check after containment of each principal.
+    async fn schedule_checks(&self, principals: &[String]) -> Result<(), quell_azure::AzError> {
         let after = self.policy.verify.after_seconds;
         let (Some(queue), false, true) = (&self.verify_queue, principals.is_empty(), after > 0)
         else {
-            return;
+            return Ok(());
         };
         match queue.schedule(principals, after).await {
-            Ok(()) => tracing::info!(?principals, after, "check after containment scheduled"),
+            Ok(()) => {
+                tracing::info!(?principals, after, "check after containment scheduled");
+                Ok(())
+            }
             Err(e) => {
-                tracing::error!(error = %e, ?principals, "check after containment not scheduled; run quell verify")
+                tracing::error!(error = %e, ?principals, "check after containment not scheduled");
+                Err(e)
             }
         }
     }

@@ -333,6 +333,7 @@ impl<S: ClientSource> Edge<S> {
             Ok(p) => p,
             Err(e) => return Ok(self.rejected(e.to_string())),
         };
+        let mut scheduled = true;
         let report = match &self.ledger {
             Some((ledger, clock)) => {
                 // No containment without the ledger when one is configured: a ledger error
@@ -349,7 +350,8 @@ impl<S: ClientSource> Edge<S> {
                 quell_ledger::record(ledger, &gated.claims, &report, now)
                     .await
                     .map_err(ledger_err)?;
-                self.schedule_verify(&quell_ledger::to_verify(&gated.claims, &report))
+                scheduled = self
+                    .schedule_verify(&quell_ledger::to_verify(&gated.claims, &report))
                     .await;
                 report
             }
@@ -380,6 +382,14 @@ impl<S: ClientSource> Edge<S> {
                 codes: failed.join(", "),
             });
         }
+        if !scheduled {
+            // The containment holds; the retry (idempotent) schedules the check again, and past
+            // the retries the dead-letter alarm tells a human.
+            return Err(EdgeError::Retryable {
+                failed: 1,
+                codes: "the check after containment was not scheduled on the verify queue".into(),
+            });
+        }
         serde_json::to_value(&report).map_err(|e| EdgeError::Config(e.to_string()))
     }
 }
@@ -392,19 +402,23 @@ fn is_sqs(payload: &Value) -> bool {
 }
 
 impl<S: ClientSource> Edge<S> {
-    /// Schedules the check after containment of each principal; a failure is logged (the
-    /// containment is done, and `quell verify` checks on demand).
-    async fn schedule_verify(&self, principals: &[String]) {
+    /// Schedules the check after containment of each principal; false when it could not be
+    /// (logged; the invocation then fails so it is retried).
+    async fn schedule_verify(&self, principals: &[String]) -> bool {
         let after = self.policy.verify.after_seconds;
         let (Some((client, url)), false, true) =
             (&self.verify_queue, principals.is_empty(), after > 0)
         else {
-            return;
+            return true;
         };
         match quell_aws::verify_queue::schedule(client, url, principals, after).await {
-            Ok(()) => tracing::info!(?principals, after, "check after containment scheduled"),
+            Ok(()) => {
+                tracing::info!(?principals, after, "check after containment scheduled");
+                true
+            }
             Err(e) => {
-                tracing::error!(error = %e, ?principals, "check after containment not scheduled; run quell verify")
+                tracing::error!(error = %e, ?principals, "check after containment not scheduled");
+                false
             }
         }
     }

@@ -568,15 +568,16 @@ pub async fn record<L: Ledger>(
     Ok(())
 }
 
-/// The principals a run contained (some containment action applied): the ones to verify once
-/// IAM has propagated.
+/// The principals a run holds contained (some containment action applied, or found in state on
+/// a re-delivery or retry): the ones to verify once IAM has propagated. A retry schedules the
+/// check again, so a check that could not be scheduled the first time is not lost.
 pub fn to_verify(claims: &[Claim], report: &Report) -> Vec<String> {
     let mut out: Vec<String> = claims
         .iter()
         .filter(|c| {
             report.results.iter().any(|r| {
                 is_of(&r.action, &c.containment)
-                    && r.outcome.status == Outcome::Applied
+                    && matches!(r.outcome.status, Outcome::Applied | Outcome::AlreadyInState)
                     && r.action.kind != ActionKind::Notify
             })
         })
