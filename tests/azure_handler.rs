@@ -962,6 +962,12 @@ async fn a_containment_is_checked_again_after_propagation_through_the_verify_que
     let (status, body) = post(&url, "Verify", queue_body(&texts[0], 1)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["Outputs"], json!({}));
+    // A human hears that the containment did not hold (the needs-a-human rule reads this).
+    let alert = record(&body, "alert").expect("a quell.alert record");
+    assert!(
+        alert["subject"].as_str().unwrap().contains("did not hold"),
+        "{alert}"
+    );
     let steps = body["ReturnValue"]["steps"].as_array().unwrap();
     assert!(
         steps.iter().any(|s| s["outcome"]["detail"]

@@ -28,6 +28,16 @@ async fn edge(accepts: Accepts, mode: Mode) -> Edge<Fixed> {
 }
 
 async fn edge_with(accepts: Accepts, policy: Policy, now: time::OffsetDateTime) -> Edge<Fixed> {
+    edge_audited(accepts, policy, now, None).await
+}
+
+/// [`edge_with`] publishing to an audit bus.
+async fn edge_audited(
+    accepts: Accepts,
+    policy: Policy,
+    now: time::OffsetDateTime,
+    audit: Option<(aws_sdk_eventbridge::Client, String)>,
+) -> Edge<Fixed> {
     let cfg = sdk().await;
     let clients = AwsClients::new(&cfg);
     let executor = AwsExecutor::new(
@@ -36,7 +46,7 @@ async fn edge_with(accepts: Accepts, policy: Policy, now: time::OffsetDateTime) 
         Context::default(),
         Arc::new(FixedClock(now)),
     );
-    Edge::new(accepts, policy, Context::default(), Fixed(clients), None).with_executor(executor)
+    Edge::new(accepts, policy, Context::default(), Fixed(clients), audit).with_executor(executor)
 }
 
 fn load(file: &str) -> Value {
@@ -458,7 +468,13 @@ async fn a_containment_is_checked_again_after_propagation_and_a_new_key_is_conta
         "{unscheduled:?}"
     );
     // ... and the retry, finding the containment in place, schedules it.
-    let edge = edge_with(Accepts::Any, policy, NOW)
+    let (bus, alerts) = quell_tests::bus_to_queue(
+        &cfg,
+        &json!({"detail-type": [quell_lambda::ALERT_DETAIL_TYPE]}).to_string(),
+    )
+    .await;
+    let audit = Some((aws_sdk_eventbridge::Client::new(&cfg), bus));
+    let edge = edge_audited(Accepts::Any, policy, NOW, audit)
         .await
         .with_ledger(ledger, Arc::new(FixedClock(NOW)))
         .with_verify_queue(sqs.clone(), &queue);
@@ -515,6 +531,29 @@ async fn a_containment_is_checked_again_after_propagation_and_a_new_key_is_conta
         .find(|k| k.access_key_id() == Some(fresh.as_str()))
         .and_then(|k| k.status().cloned());
     assert_eq!(status, Some(StatusType::Inactive));
+    // And a human hears that the containment did not hold.
+    let got = sqs
+        .receive_message()
+        .queue_url(&alerts)
+        .wait_time_seconds(5)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap();
+    let alert: Value = got
+        .messages()
+        .iter()
+        .map(|m| serde_json::from_str::<Value>(m.body().unwrap()).unwrap())
+        .find(|e| {
+            e["detail"]["subject"]
+                .as_str()
+                .is_some_and(|s| s.contains("did not hold"))
+        })
+        .expect("an alert for the broken containment");
+    assert!(
+        alert["detail"]["text"].as_str().unwrap().contains(&fresh),
+        "{alert}"
+    );
     // A queue message that is not a verify request is refused: the queue can only contain.
     let release = json!({"Records": [{"body": json!({"runbook": "release", "principal": arn, "reason": "x"}).to_string(), "eventSource": "aws:sqs"}]});
     assert_eq!(edge.handle(release).await.unwrap()["status"], "rejected");

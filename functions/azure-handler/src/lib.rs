@@ -433,10 +433,21 @@ impl App {
             "runbook": kind, "principal": key, "reason": reason, "requested_by": by,
             "mode": self.policy.mode, "containments": entries.len(), "steps": steps,
         });
-        let logs: Vec<String> = steps
+        let mut logs: Vec<String> = steps
             .iter()
             .map(|s| format!("{}: {:?} {}", s.what, s.outcome.status, s.outcome.detail))
             .collect();
+        // A check that found the containment broken tells a human (the needs-a-human alert
+        // rule reads quell.alert records).
+        if kind == "verify"
+            && let Some(a) =
+                quell_ledger::check_alert(&key, &format!("{f:?}"), self.policy.mode, &steps)
+        {
+            logs.push(format!(
+                "quell.alert {}",
+                json!({"function": format!("{f:?}"), "subject": a.subject, "text": a.text, "needs": a.needs})
+            ));
+        }
         tracing::info!(runbook = kind, principal = %key, steps = steps.len(), by, "ledger runbook");
         host_response(f, 200, result, logs)
     }

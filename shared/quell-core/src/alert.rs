@@ -232,6 +232,85 @@ pub fn for_rejected(function: &str, error: &str) -> Alert {
     }
 }
 
+/// The alert for a check of one contained principal (`quell verify`, or the automatic check
+/// after containment), or `None` when every step found the containment in place. Anything else
+/// needs a human: something changed the principal after quell contained it (what quell
+/// contained again is attacker persistence), a step failed, quell reports what it cannot fix
+/// itself (a certificate, federated credentials), or a dry-run would have acted.
+pub fn for_check(
+    principal: &str,
+    function: &str,
+    mode: Mode,
+    steps: &[(&str, &crate::report::Outcome)],
+) -> Option<Alert> {
+    let found: Vec<_> = steps
+        .iter()
+        .filter(|(_, o)| o.status != Status::AlreadyInState)
+        .collect();
+    if found.is_empty() {
+        return None;
+    }
+    let failed = found
+        .iter()
+        .filter(|(_, o)| o.status == Status::Failed)
+        .count();
+    let needs = Needs {
+        notify: found.len() - failed,
+        failed,
+        withheld: 0,
+    };
+    let principal = clean(principal);
+    let mode_name = match mode {
+        Mode::Enforce => "enforce",
+        _ => "dry-run",
+    };
+    let subject = clean(&format!(
+        "quell needs a human: the containment of {principal} did not hold"
+    ))
+    .chars()
+    .take(100)
+    .collect();
+    let mut t = format!(
+        "quell needs a human: the check of {principal} after containment found {} thing(s) ({mode_name}, {})\n",
+        found.len(),
+        clean(function)
+    );
+    if mode != Mode::Enforce {
+        t.push_str(&format!(
+            "Dry-run: quell changed nothing. Run quell verify {principal} --yes to contain what it found.\n"
+        ));
+    }
+    t.push_str("What the check found:\n");
+    for (what, o) in found.iter().take(MAX_LINES) {
+        t.push_str(&format!(
+            "  {:<16} {}: {}\n",
+            o.status.as_str(),
+            clean(what),
+            clean(&o.detail)
+        ));
+    }
+    if found.len() > MAX_LINES {
+        t.push_str(&format!(
+            "  … and {} more: see the logs\n",
+            found.len() - MAX_LINES
+        ));
+    }
+    t.push_str("Needs a human:\n");
+    t.push_str(&format!(
+        "  - something changed {principal} after quell contained it: find who and how (CloudTrail, the Entra audit log) and what else they reach\n"
+    ));
+    if failed > 0 {
+        t.push_str(&format!(
+            "  - {failed} step(s) failed: act by hand, then run quell verify {principal}\n"
+        ));
+    }
+    Some(Alert {
+        subject,
+        text: t,
+        needs,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,5 +407,71 @@ To undo quell's containment once cleared:
         let r = for_rejected("aws-guardduty", "source \"aws.guardduty\" spoofed\n");
         assert!(!r.text.contains('"'), "{}", r.text);
         assert!(r.text.contains("took no action"));
+    }
+
+    #[test]
+    fn a_check_alerts_only_when_the_containment_did_not_hold() {
+        let held = Outcome::already("AWSDenyAll is still attached");
+        assert!(
+            for_check(
+                "aws:111122223333:user/alice",
+                "runbook",
+                Mode::Enforce,
+                &[("quarantine of alice", &held)]
+            )
+            .is_none()
+        );
+        let back = Outcome::applied(
+            "attacker persistence: key AKIAEXAMPLE was created after containment; deactivated",
+            None,
+        );
+        let refused = Outcome::failed("AccessDenied", "not authorized \"x\"", false);
+        let a = for_check(
+            "aws:111122223333:user/alice",
+            "runbook",
+            Mode::Enforce,
+            &[
+                ("quarantine of alice", &held),
+                ("key AKIAEXAMPLE", &back),
+                ("session revocation of alice", &refused),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            a.needs,
+            Needs {
+                notify: 1,
+                failed: 1,
+                withheld: 0
+            }
+        );
+        assert!(
+            a.subject
+                .starts_with("quell needs a human: the containment of aws:111122223333:user/alice")
+        );
+        assert!(a.subject.chars().count() <= 100);
+        assert!(
+            a.text.contains("attacker persistence: key AKIAEXAMPLE"),
+            "{}",
+            a.text
+        );
+        assert!(!a.text.contains("still attached"), "{}", a.text);
+        assert!(a.text.contains("1 step(s) failed"), "{}", a.text);
+        assert!(!a.text.contains('"'), "{}", a.text);
+        let dry = for_check(
+            "azure:user/3b9e2f71",
+            "Verify",
+            Mode::DryRun,
+            &[(
+                "disable_entra_user user",
+                &Outcome::dry_run("would disable it again; pass --yes"),
+            )],
+        )
+        .unwrap();
+        assert!(
+            dry.text.contains("Dry-run: quell changed nothing"),
+            "{}",
+            dry.text
+        );
     }
 }

@@ -599,6 +599,14 @@ impl<S: ClientSource> Edge<S> {
         });
         tracing::info!(runbook = kind, principal = %key, steps = steps.len(), "ledger runbook");
         self.publish_release(&report).await;
+        // A check that found the containment broken (attacker persistence, a failure, what
+        // quell cannot fix itself) tells a human.
+        if kind == "verify"
+            && let Some(alert) =
+                quell_ledger::check_alert(&key, self.accepts.name(), self.policy.mode, &steps)
+        {
+            self.publish_alert(&alert).await;
+        }
         Ok(report)
     }
 }

@@ -643,6 +643,21 @@ where
     Ok((steps, all))
 }
 
+/// The alert for a check's steps (`quell_core::alert::for_check`), or `None` when the
+/// containment held.
+pub fn check_alert(
+    principal: &str,
+    function: &str,
+    mode: quell_core::Mode,
+    steps: &[Step],
+) -> Option<quell_core::alert::Alert> {
+    let pairs: Vec<(&str, &quell_core::report::Outcome)> = steps
+        .iter()
+        .map(|s| (s.what.as_str(), &s.outcome))
+        .collect();
+    quell_core::alert::for_check(principal, function, mode, &pairs)
+}
+
 /// Marks an entry released by `by` (after its inverses ran).
 pub async fn mark_released<L: Ledger>(
     ledger: &L,
