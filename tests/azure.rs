@@ -696,6 +696,15 @@ async fn verify_of_a_disabled_service_principal_removes_new_secrets_and_reports_
         .respond_with(ResponseTemplate::new(204))
         .mount(&server)
         .await;
+    // The application's federated credentials at containment: the baseline.
+    Mock::given(method("GET"))
+        .and(path(format!(
+            "/v1.0/applications(appId='{app_id}')/federatedIdentityCredentials"
+        )))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": [{"id": "f0"}]})))
+        .expect(1)
+        .mount(&server)
+        .await;
     let policy = enforce();
     let input = runbook(
         "contain",
@@ -715,7 +724,7 @@ async fn verify_of_a_disabled_service_principal_removes_new_secrets_and_reports_
     assert_eq!(entries.len(), 1);
 
     // Minutes later: still disabled, but a secret on the service principal, one on the
-    // application and a certificate appeared, and the application has a federated credential.
+    // application, a certificate and a federated credential appeared.
     let later = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path(format!("/v1.0/servicePrincipals/{sp}")))
@@ -757,8 +766,18 @@ async fn verify_of_a_disabled_service_principal_removes_new_secrets_and_reports_
     Mock::given(method("GET"))
         .and(path("/v1.0/applications/app-object-1/federatedIdentityCredentials"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": [
+            {"id": "f0", "name": "deploy", "issuer": "https://token.actions.githubusercontent.com",
+             "subject": "repo:contoso/crm:environment:prod", "audiences": ["api://AzureADTokenExchange"]},
             {"id": "f1", "name": "gh-main", "issuer": "https://token.actions.githubusercontent.com",
-             "subject": "repo:contoso/crm:ref:refs/heads/main", "audiences": ["api://AzureADTokenExchange"]}]})))
+             "subject": "repo:attacker/x:ref:refs/heads/main", "audiences": ["api://AzureADTokenExchange"]}]})))
+        .mount(&later)
+        .await;
+    Mock::given(method("DELETE"))
+        .and(path(
+            "/v1.0/applications/app-object-1/federatedIdentityCredentials/f1",
+        ))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
         .mount(&later)
         .await;
     let http = Http::new(
@@ -781,14 +800,39 @@ async fn verify_of_a_disabled_service_principal_removes_new_secrets_and_reports_
     assert!(!text.iter().any(|t| t.contains("0ld00000")), "{text:#?}");
     assert!(has("certificate ce000000", "Skipped"), "{text:#?}");
     assert!(has("remove it by hand", "Skipped"), "{text:#?}");
+    // The credential added since containment is deleted; the one there before stays.
     assert!(
-        has("gh-main", "Skipped") && has("review before release", "Skipped"),
+        has("gh-main", "Applied") && has("attacker persistence", "Applied"),
         "{text:#?}"
     );
+    assert!(!text.iter().any(|t| t.contains("deploy")), "{text:#?}");
     // Report only, without --yes: nothing is removed.
     let dry = quell_azure::release::verify(&http, &entries, false).await;
     assert!(
         dry.iter()
             .any(|s| s.outcome.detail.contains("would remove secret"))
+    );
+    assert!(
+        dry.iter()
+            .any(|s| s.outcome.detail.contains("would delete it"))
+    );
+    // Without a baseline (Graph would not list them at containment), every federated credential
+    // is listed for a human to review, and none is deleted.
+    let mut unknown = entries.clone();
+    for r in &mut unknown[0].actions {
+        if let Some(i) = &mut r.inverse
+            && let Some(o) = i.params.as_object_mut()
+        {
+            o.remove("federated_credentials");
+        }
+    }
+    let review = quell_azure::release::verify(&http, &unknown, false).await;
+    assert!(
+        review.iter().any(|s| s.outcome.status == Status::Skipped
+            && s.outcome.detail.contains("review before release")
+            && s.outcome.detail.contains("deploy")
+            && s.outcome.detail.contains("gh-main")),
+        "{:?}",
+        review.iter().map(|s| &s.outcome.detail).collect::<Vec<_>>()
     );
 }

@@ -494,18 +494,53 @@ impl AzureExecutor {
             )
             .await
         {
-            Ok(_) => Outcome::applied(
-                format!(
-                    "accountEnabled = false on {} ({id})",
-                    sp["displayName"].as_str().unwrap_or("service principal")
-                ),
-                Some(Inverse {
-                    call: "graph:PATCH /v1.0/servicePrincipals/{id}".into(),
-                    params: json!({"id": id, "accountEnabled": true}),
-                }),
-            ),
+            Ok(_) => {
+                let mut params = json!({"id": id, "accountEnabled": true});
+                if let Some(ids) = self.federated_baseline(sp["appId"].as_str()).await {
+                    params["federated_credentials"] = json!(ids);
+                }
+                Outcome::applied(
+                    format!(
+                        "accountEnabled = false on {} ({id})",
+                        sp["displayName"].as_str().unwrap_or("service principal")
+                    ),
+                    Some(Inverse {
+                        call: "graph:PATCH /v1.0/servicePrincipals/{id}".into(),
+                        params,
+                    }),
+                )
+            }
             Err(e) => failed(e),
         }
+    }
+
+    /// The ids of the application's federated credentials when quell contains its service
+    /// principal: the baseline `verify` compares with, since Graph records no creation time for
+    /// them (federatedIdentityCredential resource). `None` when they cannot be read (an app
+    /// registered in another tenant, or one quell does not own under
+    /// `Application.ReadWrite.OwnedBy`); verify then lists them for review.
+    async fn federated_baseline(&self, app_id: Option<&str>) -> Option<Vec<String>> {
+        let app_id = app_id.filter(|a| !a.is_empty())?;
+        let r = self
+            .http
+            .call(
+                Method::GET,
+                Api::Graph,
+                &format!(
+                    "/v1.0/applications(appId='{}')/federatedIdentityCredentials?$select=id",
+                    seg(app_id)
+                ),
+                None,
+            )
+            .await
+            .ok()?;
+        Some(
+            r.body["value"]
+                .as_array()?
+                .iter()
+                .filter_map(|f| f["id"].as_str().map(str::to_string))
+                .collect(),
+        )
     }
 
     /// Removes one password credential, on the service principal or on its application. Key

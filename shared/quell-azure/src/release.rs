@@ -211,7 +211,13 @@ pub async fn verify(http: &Http, entries: &[Entry], fix: bool) -> Vec<Step> {
                     outcome,
                 });
                 if r.kind == ActionKind::DisableServicePrincipal {
-                    steps.extend(sp_persistence(http, &path, since, fix).await);
+                    let baseline = p["federated_credentials"].as_array().map(|ids| {
+                        ids.iter()
+                            .filter_map(|i| i.as_str().map(str::to_string))
+                            .collect::<Vec<_>>()
+                    });
+                    steps
+                        .extend(sp_persistence(http, &path, since, fix, baseline.as_deref()).await);
                 }
             }
             if r.kind == ActionKind::RemoveRoleAssignments {
@@ -253,11 +259,18 @@ pub async fn verify(http: &Http, entries: &[Entry], fix: bool) -> Vec<Step> {
 
 /// What a disabled service principal gained since its containment that would outlive a release:
 /// secrets (removed) and certificates (reported) on it and on its application, and the
-/// application's federated credentials (reported for review: Graph records no creation time for
-/// them, so "since the containment" cannot be told). Graph: servicePrincipal and application
-/// `passwordCredentials`/`keyCredentials` (`startDateTime`), `removePassword`,
-/// `applications(appId='…')`, `federatedIdentityCredentials`.
-async fn sp_persistence(http: &Http, sp: &str, since: OffsetDateTime, fix: bool) -> Vec<Step> {
+/// application's federated credentials: those not in the `baseline` quell read at containment
+/// are deleted; without a baseline they are listed for review (Graph records no creation time
+/// for them). Graph: servicePrincipal and application `passwordCredentials`/`keyCredentials`
+/// (`startDateTime`), `removePassword`, `applications(appId='…')`,
+/// `federatedIdentityCredentials` (list, delete).
+async fn sp_persistence(
+    http: &Http,
+    sp: &str,
+    since: OffsetDateTime,
+    fix: bool,
+    baseline: Option<&[String]>,
+) -> Vec<Step> {
     let sp_path = sp.split('?').next().unwrap_or(sp);
     let body = match http
         .call(
@@ -330,27 +343,51 @@ async fn sp_persistence(http: &Http, sp: &str, since: OffsetDateTime, fix: bool)
         .await
     {
         Ok(r) => {
-            let fics: Vec<String> = r.body["value"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|f| {
-                    format!(
-                        "{} (issuer {}, subject {})",
-                        f["name"].as_str().unwrap_or("?"),
-                        f["issuer"].as_str().unwrap_or("?"),
-                        f["subject"].as_str().unwrap_or("?")
-                    )
-                })
-                .collect();
-            if !fics.is_empty() {
-                steps.push(Step {
+            let fics: Vec<&Value> = r.body["value"].as_array().into_iter().flatten().collect();
+            let label = |f: &Value| {
+                format!(
+                    "{} (issuer {}, subject {})",
+                    f["name"].as_str().unwrap_or("?"),
+                    f["issuer"].as_str().unwrap_or("?"),
+                    f["subject"].as_str().unwrap_or("?")
+                )
+            };
+            match baseline {
+                Some(known) => {
+                    for f in fics {
+                        let Some(fid) = f["id"].as_str() else { continue };
+                        if known.iter().any(|k| k.eq_ignore_ascii_case(fid)) {
+                            continue;
+                        }
+                        let what = format!("federated credential {}", label(f));
+                        let outcome = if fix {
+                            let path = format!(
+                                "{app_path}/federatedIdentityCredentials/{}",
+                                crate::client::seg(fid)
+                            );
+                            match http.call(Method::DELETE, Api::Graph, &path, None).await {
+                                Ok(_) => Outcome::applied(
+                                    "attacker persistence: added after the containment; deleted",
+                                    None,
+                                ),
+                                Err(e) => failed(e),
+                            }
+                        } else {
+                            Outcome::dry_run(
+                                "would delete it: added after the containment; pass --yes",
+                            )
+                        };
+                        steps.push(Step { what, outcome });
+                    }
+                }
+                None if !fics.is_empty() => steps.push(Step {
                     what: format!("federated credentials of {app_path}"),
                     outcome: Outcome::skipped(format!(
-                        "review before release: Graph records no creation time, so quell cannot tell whether these were added since the containment: {}",
-                        fics.join("; ")
+                        "review before release: quell could not read them at containment and Graph records no creation time, so it cannot tell whether these were added since: {}",
+                        fics.iter().map(|f| label(f)).collect::<Vec<_>>().join("; ")
                     )),
-                });
+                }),
+                None => {}
             }
         }
         Err(e) => steps.push(Step {
