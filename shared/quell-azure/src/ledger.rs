@@ -32,6 +32,36 @@ pub enum TableAuth {
 }
 
 impl TableAuth {
+    /// Authorizes `req` to `url`: the bearer token, or Shared Key Lite over the string
+    /// `to_sign` builds from the canonicalized resource (`/<account>` + the URL's path), which
+    /// each storage service frames differently.
+    pub(crate) async fn authorize(
+        &self,
+        req: reqwest::RequestBuilder,
+        url: &str,
+        to_sign: impl FnOnce(&str) -> String,
+    ) -> Result<reqwest::RequestBuilder, crate::AzError> {
+        match self {
+            TableAuth::Token(tokens) => Ok(req.bearer_auth(tokens.token(STORAGE_SCOPE).await?)),
+            TableAuth::SharedKey { account, key } => {
+                let path = reqwest::Url::parse(url)
+                    .map(|u| u.path().to_string())
+                    .unwrap_or_default();
+                let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(key) else {
+                    return Err(crate::AzError {
+                        status: 0,
+                        code: "Configuration".into(),
+                        message: "the storage key is not usable".into(),
+                        retryable: false,
+                    });
+                };
+                mac.update(to_sign(&format!("/{account}{path}")).as_bytes());
+                let sig = STANDARD.encode(mac.finalize().into_bytes());
+                Ok(req.header("Authorization", format!("SharedKeyLite {account}:{sig}")))
+            }
+        }
+    }
+
     /// Azurite's well-known development account and key (public, in Microsoft's docs).
     pub fn azurite() -> TableAuth {
         let key = STANDARD
@@ -120,29 +150,13 @@ impl TableLedger {
             .header("x-ms-version", VERSION)
             .header("Accept", "application/json;odata=nometadata")
             .header("DataServiceVersion", "3.0;NetFx");
-        req = match &self.auth {
-            TableAuth::Token(tokens) => {
-                let token = tokens
-                    .token(STORAGE_SCOPE)
-                    .await
-                    .map_err(|e| err(&e.code, e.message, e.retryable))?;
-                req.bearer_auth(token)
-            }
-            TableAuth::SharedKey { account, key } => {
-                // SharedKeyLite for the Table service: the date and the canonicalized resource
-                // (`/<account>` + the path, as the request names it).
-                let url_path = reqwest::Url::parse(&url)
-                    .map(|u| u.path().to_string())
-                    .unwrap_or_default();
-                let to_sign = format!("{date}\n/{account}{url_path}");
-                let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(key) else {
-                    return Err(err("Configuration", "the storage key is not usable", false));
-                };
-                mac.update(to_sign.as_bytes());
-                let sig = STANDARD.encode(mac.finalize().into_bytes());
-                req.header("Authorization", format!("SharedKeyLite {account}:{sig}"))
-            }
-        };
+        // Shared Key Lite for the Table service signs the date and the canonicalized resource
+        // (`/<account>` + the path, as the request names it).
+        req = self
+            .auth
+            .authorize(req, &url, |resource| format!("{date}\n{resource}"))
+            .await
+            .map_err(|e| err(&e.code, e.message, e.retryable))?;
         if let Some(tag) = if_match {
             req = req.header("If-Match", tag);
         }

@@ -14,12 +14,11 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, Mac};
 use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::client::AzError;
-use crate::ledger::{STORAGE_SCOPE, TableAuth, http_date};
+use crate::ledger::{TableAuth, http_date};
 
 const VERSION: &str = "2019-02-02";
 /// The queue the Bicep creates and the `Verify` function reads.
@@ -95,34 +94,17 @@ impl VerifyQueue {
         if body.is_some() {
             req = req.header("Content-Type", content_type);
         }
-        req = match &self.auth {
-            TableAuth::Token(tokens) => {
-                let token = tokens.token(STORAGE_SCOPE).await?;
-                req.bearer_auth(token)
-            }
-            TableAuth::SharedKey { account, key } => {
-                // Shared Key Lite for the Queue service: verb, Content-MD5, Content-Type, Date
-                // (empty: x-ms-date is sent), the x-ms- headers, and `/<account>` + the path.
-                let path = reqwest::Url::parse(&url)
-                    .map(|u| u.path().to_string())
-                    .unwrap_or_default();
-                let to_sign = format!(
-                    "{}\n\n{content_type}\n\nx-ms-date:{date}\nx-ms-version:{VERSION}\n/{account}{path}",
+        // Shared Key Lite for the Queue service: verb, Content-MD5, Content-Type, Date (empty:
+        // x-ms-date is sent), the x-ms- headers, then the canonicalized resource.
+        req = self
+            .auth
+            .authorize(req, &url, |resource| {
+                format!(
+                    "{}\n\n{content_type}\n\nx-ms-date:{date}\nx-ms-version:{VERSION}\n{resource}",
                     method.as_str()
-                );
-                let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(key) else {
-                    return Err(err(
-                        0,
-                        "Configuration",
-                        "the storage key is not usable",
-                        false,
-                    ));
-                };
-                mac.update(to_sign.as_bytes());
-                let sig = STANDARD.encode(mac.finalize().into_bytes());
-                req.header("Authorization", format!("SharedKeyLite {account}:{sig}"))
-            }
-        };
+                )
+            })
+            .await?;
         if let Some(b) = body {
             req = req.body(b);
         }
