@@ -1,5 +1,5 @@
 //! The ledger in a real DynamoDB (moto): two concurrent invocations of one finding produce one
-//! containment and one record.
+//! containment and one record; a containment in force never expires from the table.
 
 use std::sync::Arc;
 
@@ -72,4 +72,67 @@ async fn two_concurrent_invocations_of_one_finding_make_one_containment_and_one_
         ledger.by_finding(&entries[0].finding).await.unwrap().len(),
         1
     );
+}
+
+#[tokio::test]
+async fn a_containment_in_force_never_expires_and_a_released_one_does_after_a_year() {
+    let cfg = moto_sdk().await;
+    let table = unique("quell-ledger");
+    let ledger = DynamoLedger::new(&cfg, &table);
+    assert!(ledger.ensure_table().await.unwrap());
+    let ddb = aws_sdk_dynamodb::Client::new(&cfg);
+    let ttl_of = |pk: String| {
+        let ddb = ddb.clone();
+        let table = table.clone();
+        async move {
+            ddb.get_item()
+                .table_name(table)
+                .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(pk))
+                .key(
+                    "sk",
+                    aws_sdk_dynamodb::types::AttributeValue::S("f-1".into()),
+                )
+                .send()
+                .await
+                .unwrap()
+                .item()
+                .unwrap()
+                .get("ttl")
+                .and_then(|v| v.as_n().ok())
+                .map(|n| n.parse::<i64>().unwrap())
+        }
+    };
+    let principal = format!("aws:{MOTO_ACCOUNT}:user/kept");
+    let mut entry = quell_ledger::Entry {
+        principal: principal.clone(),
+        finding: "f-1".into(),
+        scope: format!("aws:{MOTO_ACCOUNT}"),
+        state: State::Done,
+        severity: quell_core::model::SeverityLabel::High,
+        trigger: "guardduty".into(),
+        at: "2026-11-23T12:00:00Z".into(),
+        updated: "2026-11-23T12:00:00Z".into(),
+        lease_until: None,
+        actions: vec![],
+        released_at: None,
+        released_by: None,
+        expires: None,
+        version: 1,
+        history: vec![],
+    };
+    assert!(ledger.put(&entry, None).await.unwrap());
+    assert_eq!(ttl_of(principal.clone()).await, None, "in force: no ttl");
+    assert!(
+        quell_ledger::mark_released(&ledger, &entry, "oncall", NOW)
+            .await
+            .unwrap()
+    );
+    let ttl = ttl_of(principal.clone()).await.expect("released: a ttl");
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    assert!(ttl > now + 360 * 24 * 3600, "about a year out: {ttl}");
+    // Contained again (a new severity): in force, so the ttl is gone again.
+    entry.version = 3;
+    entry.state = State::Done;
+    assert!(ledger.put(&entry, Some(2)).await.unwrap());
+    assert_eq!(ttl_of(principal).await, None);
 }

@@ -1,8 +1,9 @@
 //! The ledger in DynamoDB (`QUELL_LEDGER_TABLE`): one item per principal and finding
 //! (`pk` = principal key, `sk` = finding id, the entry as JSON in `body`, `version` for
 //! conditional writes), a `by-finding` index, and breaker counters (`pk` = `breaker#<scope>`,
-//! `sk` = UTC hour) incremented with a conditional `ADD`. Items carry a `ttl` (epoch seconds)
-//! a year out, so the table keeps a year of history on its own.
+//! `sk` = UTC hour) incremented with a conditional `ADD`. Released entries and breaker counters
+//! carry a `ttl` (epoch seconds) a year out, so the table keeps a year of history on its own; a
+//! containment still in force never expires, since its record is what `quell release` undoes.
 
 use std::collections::HashMap;
 
@@ -246,8 +247,11 @@ impl Ledger for DynamoLedger {
             .item("version", n(entry.version))
             .item("state", s(&state))
             .item("scope", s(&entry.scope))
-            .item("at", s(&entry.at))
-            .item("ttl", ttl());
+            .item("at", s(&entry.at));
+        // PutItem replaces the item: an entry in force carries no ttl at all.
+        if !entry.in_force() {
+            req = req.item("ttl", ttl());
+        }
         req = match expected {
             None => req.condition_expression("attribute_not_exists(pk)"),
             Some(v) => req
