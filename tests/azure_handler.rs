@@ -987,6 +987,14 @@ async fn a_containment_is_checked_again_after_propagation_through_the_verify_que
     );
     let (_, body) = post(&url, "Verify", queue_body("not json", 1)).await;
     assert_eq!(body["ReturnValue"]["status"], "rejected");
+    // The message as the host may render it: the JSON itself, or its text encoded once more.
+    let as_json = json!({"Data": {"msg": req}, "Metadata": {"DequeueCount": 1}});
+    let (status, body) = post(&url, "Verify", as_json.to_string().into_bytes()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["ReturnValue"]["runbook"], "verify", "{body}");
+    let twice = Value::String(texts[0].clone()).to_string();
+    let (_, body) = post(&url, "Verify", queue_body(&twice, 1)).await;
+    assert_eq!(body["ReturnValue"]["runbook"], "verify", "{body}");
 
     // A check that cannot be carried out fails the invocation, so the host retries it.
     let denied = graph_refusing_changes(true).await;

@@ -345,15 +345,20 @@ impl App {
     /// retries it (and, past `maxDequeueCount`, moves it to the poison queue).
     async fn scheduled_check(&self, value: &Value) -> Value {
         let f = Function::Verify;
-        let msg = &value["Data"]["msg"];
-        let req = match msg {
-            Value::String(text) => match json::parse(text.as_bytes()) {
-                Ok(v) => v,
-                Err(e) => return self.rejected(f, format!("/Data/msg: {e}")),
-            },
-            Value::Object(_) => msg.clone(),
-            _ => return self.rejected(f, "/Data/msg: expected the queue message".into()),
-        };
+        // The host hands over the message text, or the JSON it holds; accept either, and a
+        // string that is itself JSON-encoded once more.
+        let mut req = value["Data"]["msg"].clone();
+        for _ in 0..2 {
+            if let Value::String(text) = &req {
+                req = match json::parse(text.as_bytes()) {
+                    Ok(v) => v,
+                    Err(e) => return self.rejected(f, format!("/Data/msg: {e}")),
+                };
+            }
+        }
+        if !req.is_object() {
+            return self.rejected(f, "/Data/msg: expected the queue message".into());
+        }
         if req["runbook"] != "verify" {
             return self.rejected(
                 f,
