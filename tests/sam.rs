@@ -705,6 +705,21 @@ fn checks_after_containment_are_scheduled_by_containing_roles_and_run_by_the_run
         stalled["Properties"]["Threshold"].as_u64().unwrap()
             < q["MessageRetentionPeriod"].as_u64().unwrap()
     );
+    // The dashboard is valid JSON once CloudFormation substitutes its names, and shows the
+    // checks waiting on the queue.
+    let sub = &r["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"];
+    let mut body = sub[0].as_str().unwrap().to_string();
+    while let Some(start) = body.find("${") {
+        let end = start + body[start..].find('}').unwrap();
+        body.replace_range(start..=end, "x");
+    }
+    let dashboard: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        dashboard["widgets"]
+            .to_string()
+            .contains("ApproximateAgeOfOldestMessage")
+    );
+    assert_eq!(sub[1]["Checks"]["Fn::GetAtt"][0], "VerifyQueue");
     // The queue policy refuses every other sender, and plain HTTP.
     let stmts = r["VerifyQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
         .as_array()
