@@ -1177,3 +1177,40 @@ async fn the_hourly_timer_releases_expired_containments_and_nothing_else() {
     .unwrap();
     assert_eq!(f["bindings"][0]["type"], "timerTrigger");
 }
+
+#[tokio::test]
+async fn every_function_folder_the_host_loads_has_a_route_that_answers() {
+    // The host POSTs each invocation to /<folder name>: a folder without a route would fail
+    // every invocation of that function with 404.
+    let g = graph().await;
+    let url = start(Policy::default(), &g.uri()).await;
+    let app = quell_tests::root().join("functions/azure-handler/app");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&app).unwrap() {
+        let path = entry.unwrap().path();
+        if path.join("function.json").exists() {
+            names.push(path.file_name().unwrap().to_string_lossy().to_string());
+        }
+    }
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "DefenderEvents",
+            "EntraRiskEvents",
+            "GraphAlert",
+            "PostureSweep",
+            "ReleaseExpired",
+            "Runbook",
+            "Verify"
+        ]
+    );
+    for name in &names {
+        assert!(
+            azure_handler::Function::parse(name).is_some(),
+            "{name} has no route"
+        );
+        let (status, _) = post(&url, name, b"{}".to_vec()).await;
+        assert_ne!(status, 404, "{name}");
+    }
+}
