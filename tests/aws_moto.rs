@@ -1197,7 +1197,7 @@ async fn contained(v: &Value, policy: &Policy) -> Vec<quell_ledger::Entry> {
 }
 
 #[tokio::test]
-async fn verify_puts_back_a_removed_role_revocation_whole_or_for_one_session() {
+async fn verify_puts_back_a_removed_role_revocation_and_reports_a_changed_trust_policy() {
     let iam = iam().await;
     let exec = executor(enforce(), NOW).await;
     let detail = |v: &mut Value, role: &str, role_id: &str, session: &str| {
@@ -1309,5 +1309,48 @@ async fn verify_puts_back_a_removed_role_revocation_whole_or_for_one_session() {
         again.iter().all(|s| s.outcome.status != Status::Applied),
         "{:?}",
         outcomes(&again)
+    );
+    assert!(
+        outcomes(&again)
+            .iter()
+            .any(|o| o.contains("trust policy is unchanged")),
+        "{:?}",
+        outcomes(&again)
+    );
+    // Someone backdoors the trust policy: reported for review, never rewritten by quell.
+    let backdoor = json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"},
+        {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::999988887777:root"}, "Action": "sts:AssumeRole"}]});
+    iam.update_assume_role_policy()
+        .role_name(&role)
+        .policy_document(backdoor.to_string())
+        .send()
+        .await
+        .unwrap();
+    let found = quell_aws::release::verify(exec.source(), &entries, true).await;
+    assert!(
+        outcomes(&found)
+            .iter()
+            .any(|o| o.starts_with("Skipped attacker persistence?")
+                && o.contains("now also trusts arn:aws:iam::999988887777:root")),
+        "{:?}",
+        outcomes(&found)
+    );
+    let trust = iam
+        .get_role()
+        .role_name(&role)
+        .send()
+        .await
+        .unwrap()
+        .role()
+        .unwrap()
+        .assume_role_policy_document()
+        .unwrap()
+        .to_string();
+    assert!(
+        docs::parse(&trust)
+            .unwrap()
+            .to_string()
+            .contains("999988887777")
     );
 }

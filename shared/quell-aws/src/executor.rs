@@ -15,7 +15,7 @@ use quell_core::model::{FindingRef, Subject, ids};
 use quell_core::plan::{Action, ActionKind, Context, Plan, Skip, Target, protection_reason_with};
 use quell_core::policy::{InstanceCredentials, Mode, Policy};
 use quell_core::report::{ActionResult, Inverse, Outcome, Report, Status};
-use serde_json::json;
+use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
 
@@ -40,6 +40,9 @@ struct Principal {
     /// A role's `MaxSessionDuration`, in seconds.
     max_session: Option<i32>,
     tags: Vec<(String, String)>,
+    /// A role's trust policy as read before acting: recorded with the tag so `verify` can tell
+    /// whether it changed since (IAM keeps no modification time for it).
+    trust: Option<Value>,
 }
 
 type GuardCache = Mutex<HashMap<(String, Kind, String), Result<Principal, Outcome>>>;
@@ -559,7 +562,7 @@ impl<S: ClientSource> Run<'_, S> {
             return Err(o);
         }
         let iam = &self.clients.iam;
-        let (path, arn, role_id, max_session, tags) = match kind {
+        let (path, arn, role_id, max_session, tags, trust) = match kind {
             Kind::User => {
                 let out = iam
                     .get_user()
@@ -580,6 +583,7 @@ impl<S: ClientSource> Run<'_, S> {
                     None,
                     None,
                     u.tags().to_vec(),
+                    None,
                 )
             }
             Kind::Role => {
@@ -602,6 +606,7 @@ impl<S: ClientSource> Run<'_, S> {
                     Some(r.role_id().to_string()),
                     r.max_session_duration(),
                     r.tags().to_vec(),
+                    r.assume_role_policy_document().and_then(docs::parse),
                 )
             }
         };
@@ -638,6 +643,7 @@ impl<S: ClientSource> Run<'_, S> {
             role_id,
             max_session,
             tags,
+            trust,
         })
     }
 
@@ -1190,9 +1196,8 @@ impl<S: ClientSource> Run<'_, S> {
             ),
         };
         match r {
-            Ok(()) => Outcome::applied(
-                format!("tagged {name} {}={value}", docs::QUARANTINE_TAG),
-                Some(match previous {
+            Ok(()) => {
+                let mut inverse = match previous {
                     None => Inverse {
                         call: untag.into(),
                         params: json!({who: p.name, "TagKeys": [docs::QUARANTINE_TAG]}),
@@ -1201,8 +1206,16 @@ impl<S: ClientSource> Run<'_, S> {
                         call: retag.into(),
                         params: json!({who: p.name, "Tags": [{"Key": docs::QUARANTINE_TAG, "Value": v}]}),
                     },
-                }),
-            ),
+                };
+                // The role's trust policy at containment, for verify to compare with.
+                if let Some(trust) = &p.trust {
+                    inverse.params["trust_policy"] = trust.clone();
+                }
+                Outcome::applied(
+                    format!("tagged {name} {}={value}", docs::QUARANTINE_TAG),
+                    Some(inverse),
+                )
+            }
             Err(e) => Outcome::from(e),
         }
     }

@@ -552,8 +552,88 @@ pub async fn verify<S: ClientSource>(source: &S, entries: &[Entry], fix: bool) -
                 outcome: session_revocation_in_place(iam, &name, session, entry, fix).await,
             });
         }
+        if let Some(baseline) = trust_at_containment(entries) {
+            steps.push(Step {
+                what: format!("trust policy of {name}"),
+                outcome: trust_unchanged(iam, &name, baseline).await,
+            });
+        }
     }
     steps
+}
+
+/// The role's trust policy as quell read it at its first containment still in force (kept
+/// with the tag's inverse).
+fn trust_at_containment(entries: &[Entry]) -> Option<&Value> {
+    let mut with: Vec<(&Entry, &Value)> = in_force_actions(entries, ActionKind::TagPrincipal)
+        .filter_map(|(e, r)| {
+            r.inverse
+                .as_ref()
+                .and_then(|i| i.params.get("trust_policy"))
+                .map(|t| (e, t))
+        })
+        .collect();
+    with.sort_by(|a, b| a.0.at.cmp(&b.0.at));
+    with.first().map(|(_, t)| *t)
+}
+
+/// Everything an Allow statement of a trust policy names as principal.
+fn trusted(doc: &Value) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for st in docs::statements(doc) {
+        if st["Effect"] != "Allow" {
+            continue;
+        }
+        match &st["Principal"] {
+            Value::String(p) => {
+                out.insert(p.clone());
+            }
+            Value::Object(m) => {
+                for v in m.values() {
+                    match v {
+                        Value::String(p) => {
+                            out.insert(p.clone());
+                        }
+                        Value::Array(a) => {
+                            out.extend(a.iter().filter_map(|p| p.as_str().map(str::to_string)));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Whether the role's trust policy is what it was at containment. A change is reported, never
+/// reverted: a trust policy written back from the ledger would let whoever can write the ledger
+/// choose who may assume the role, so quell holds no `iam:UpdateAssumeRolePolicy`.
+async fn trust_unchanged(iam: &aws_sdk_iam::Client, name: &str, baseline: &Value) -> Outcome {
+    let current = match iam.get_role().role_name(name).send().await {
+        Ok(o) => o
+            .role()
+            .and_then(|r| r.assume_role_policy_document())
+            .and_then(docs::parse)
+            .unwrap_or(Value::Null),
+        Err(e) => return classify(e).into(),
+    };
+    if &current == baseline {
+        return Outcome::already("the trust policy is unchanged since the containment");
+    }
+    let added: Vec<String> = trusted(&current)
+        .difference(&trusted(baseline))
+        .cloned()
+        .collect();
+    let who = if added.is_empty() {
+        "its conditions or statements changed".to_string()
+    } else {
+        format!("it now also trusts {}", added.join(", "))
+    };
+    Outcome::skipped(format!(
+        "attacker persistence? the trust policy changed since the containment ({who}): review it before release; quell does not rewrite trust policies"
+    ))
 }
 
 /// The newest in-force entry that applied (or found in state) an action of `kind`.
