@@ -60,6 +60,22 @@ fn keys(id: &str) -> ListAccessKeysOutput {
 
 const THROTTLING: &str = r#"<ErrorResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/"><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>7a62c49f-347e-4fc4-9331-6e8eEXAMPLE</RequestId></ErrorResponse>"#;
 
+/// A user's policy lists (empty): read after tagging, as the baseline verify compares with.
+fn user_policy_lists() -> [aws_smithy_mocks::Rule; 2] {
+    [
+        mock!(aws_sdk_iam::Client::list_attached_user_policies).then_output(|| {
+            aws_sdk_iam::operation::list_attached_user_policies::ListAttachedUserPoliciesOutput::builder()
+                .build()
+        }),
+        mock!(aws_sdk_iam::Client::list_user_policies).then_output(|| {
+            aws_sdk_iam::operation::list_user_policies::ListUserPoliciesOutput::builder()
+                .set_policy_names(Some(vec![]))
+                .build()
+                .unwrap()
+        }),
+    ]
+}
+
 fn executor(clients: AwsClients, policy: Policy) -> AwsExecutor<Fixed> {
     AwsExecutor::new(
         Fixed(clients),
@@ -196,10 +212,11 @@ fn iam_with(update: &aws_smithy_mocks::Rule) -> aws_sdk_iam::Client {
         mock!(aws_sdk_iam::Client::list_access_keys).then_output(|| keys("AKIAZ4XQ7PLMGIST0001"));
     let tag = mock!(aws_sdk_iam::Client::tag_user)
         .then_output(|| aws_sdk_iam::operation::tag_user::TagUserOutput::builder().build());
+    let lists = user_policy_lists();
     mock_client!(
         aws_sdk_iam,
         RuleMode::MatchAny,
-        &[&get, &list, update, &tag],
+        &[&get, &list, update, &tag, &lists[0], &lists[1]],
         |c| c.retry_config(quell_aws::clients::retry_config())
     )
 }
@@ -321,10 +338,13 @@ async fn a_finding_whose_containment_failed_stays_new_with_a_note() {
         mock!(aws_sdk_iam::Client::list_access_keys).then_output(|| keys("AKIAZ4XQ7PLMDV4R5T6Y"));
     let tag = mock!(aws_sdk_iam::Client::tag_user)
         .then_output(|| aws_sdk_iam::operation::tag_user::TagUserOutput::builder().build());
+    let lists = user_policy_lists();
     let iam = mock_client!(
         aws_sdk_iam,
         RuleMode::MatchAny,
-        &[&get, &list, &denied, &put, &get_pol, &tag]
+        &[
+            &get, &list, &denied, &put, &get_pol, &tag, &lists[0], &lists[1]
+        ]
     );
     let find =
         mock!(aws_sdk_securityhub::Client::get_findings).then_output(|| sh_finding_with_note(None));
@@ -449,10 +469,20 @@ async fn the_dormant_key_loop_continues_past_a_failed_deactivation() {
         .then_output(|| UpdateAccessKeyOutput::builder().build());
     let tag = mock!(aws_sdk_iam::Client::tag_user)
         .then_output(|| aws_sdk_iam::operation::tag_user::TagUserOutput::builder().build());
+    let lists = user_policy_lists();
     let iam = mock_client!(
         aws_sdk_iam,
         RuleMode::MatchAny,
-        &[&get, &list, &last, &fail_first, &ok_second, &tag]
+        &[
+            &get,
+            &list,
+            &last,
+            &fail_first,
+            &ok_second,
+            &tag,
+            &lists[0],
+            &lists[1]
+        ]
     );
     let sh = mock_client!(aws_sdk_securityhub, RuleMode::MatchAny, &[]);
     let plan = plan_input(
@@ -675,6 +705,7 @@ async fn an_ocsf_finding_is_updated_through_the_v2_api() {
         .then_output(|| BatchUpdateFindingsV2Output::builder().build());
     let sh = mock_client!(aws_sdk_securityhub, RuleMode::MatchAny, &[&get, &update]);
     // The IAM side: the user has no dormant key.
+    let lists = user_policy_lists();
     let iam = mock_client!(
         aws_sdk_iam,
         RuleMode::MatchAny,
@@ -688,6 +719,8 @@ async fn an_ocsf_finding_is_updated_through_the_v2_api() {
             }),
             &mock!(aws_sdk_iam::Client::tag_user)
                 .then_output(|| aws_sdk_iam::operation::tag_user::TagUserOutput::builder().build()),
+            &lists[0],
+            &lists[1],
         ]
     );
     let report = executor(

@@ -1353,4 +1353,71 @@ async fn verify_puts_back_a_removed_role_revocation_and_reports_a_changed_trust_
             .to_string()
             .contains("999988887777")
     );
+    // An inline policy put on the role since: reported, left in place.
+    iam.put_role_policy()
+        .role_name(&role)
+        .policy_name("ops-extra")
+        .policy_document(
+            json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let found = quell_aws::release::verify(exec.source(), &entries, true).await;
+    assert!(
+        outcomes(&found).iter().any(|o| o
+            .starts_with("Skipped attacker persistence? policies added")
+            && o.contains("inline ops-extra")
+            && !o.contains(docs::ROLE_REVOKE_POLICY)),
+        "{:?}",
+        outcomes(&found)
+    );
+    assert!(role_policy(&iam, &role, "ops-extra").await.is_some());
+}
+
+#[tokio::test]
+async fn verify_reports_a_policy_attached_to_a_contained_user_since() {
+    let iam = iam().await;
+    let (user, keys) = new_user(&iam, "attached").await;
+    let entries = contained(&tor_event(&user, &keys[0]), &enforce()).await;
+    let exec = executor(enforce(), NOW).await;
+    let before = quell_aws::release::verify(exec.source(), &entries, false).await;
+    assert!(
+        before
+            .iter()
+            .any(|s| s.outcome.detail == "no policy added since the containment"),
+        "{:?}",
+        before.iter().map(|s| &s.outcome.detail).collect::<Vec<_>>()
+    );
+    let arn = iam
+        .create_policy()
+        .policy_name(unique("backdoor"))
+        .policy_document(
+            json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .policy()
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_string();
+    iam.attach_user_policy()
+        .user_name(&user)
+        .policy_arn(&arn)
+        .send()
+        .await
+        .unwrap();
+    let after = quell_aws::release::verify(exec.source(), &entries, true).await;
+    assert!(
+        after.iter().any(|s| s.outcome.status == Status::Skipped
+            && s.outcome.detail.contains(&format!("attached {arn}"))),
+        "{:?}",
+        after.iter().map(|s| &s.outcome.detail).collect::<Vec<_>>()
+    );
+    // Left in place: only a human can tell a backdoor from a change someone meant.
+    assert!(attached(&iam, Some(&user), None).await.contains(&arn));
 }

@@ -1207,9 +1207,14 @@ impl<S: ClientSource> Run<'_, S> {
                         params: json!({who: p.name, "Tags": [{"Key": docs::QUARANTINE_TAG, "Value": v}]}),
                     },
                 };
-                // The role's trust policy at containment, for verify to compare with.
+                // What the principal held at containment, for verify to compare with: its
+                // policies, and a role's trust policy. Unreadable, it is left out (verify then
+                // has nothing to compare with and says nothing).
                 if let Some(trust) = &p.trust {
                     inverse.params["trust_policy"] = trust.clone();
+                }
+                if let Ok(held) = iam::policies(iam, kind, &p.name).await {
+                    inverse.params["policies"] = held;
                 }
                 Outcome::applied(
                     format!("tagged {name} {}={value}", docs::QUARANTINE_TAG),

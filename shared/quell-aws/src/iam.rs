@@ -155,6 +155,91 @@ pub(crate) async fn list_inline(
     }
 }
 
+/// The ARNs of the managed policies attached to a principal.
+pub(crate) async fn list_attached(
+    iam: &aws_sdk_iam::Client,
+    kind: Kind,
+    name: &str,
+) -> Result<Vec<String>, ExecError> {
+    let mut out = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let (arns, next) = match kind {
+            Kind::User => {
+                let o = iam
+                    .list_attached_user_policies()
+                    .user_name(name)
+                    .set_marker(marker.take())
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                (
+                    o.attached_policies()
+                        .iter()
+                        .filter_map(|p| p.policy_arn().map(str::to_string))
+                        .collect::<Vec<_>>(),
+                    o.is_truncated()
+                        .then(|| o.marker().map(str::to_string))
+                        .flatten(),
+                )
+            }
+            Kind::Role => {
+                let o = iam
+                    .list_attached_role_policies()
+                    .role_name(name)
+                    .set_marker(marker.take())
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                (
+                    o.attached_policies()
+                        .iter()
+                        .filter_map(|p| p.policy_arn().map(str::to_string))
+                        .collect::<Vec<_>>(),
+                    o.is_truncated()
+                        .then(|| o.marker().map(str::to_string))
+                        .flatten(),
+                )
+            }
+        };
+        out.extend(arns);
+        match next {
+            Some(m) => marker = Some(m),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// A principal's policies as `{"attached": [ARN…], "inline": [name…]}`, sorted, leaving out
+/// quell's own (`AWSDenyAll`, the revocation policies): what verify compares with later.
+pub(crate) async fn policies(
+    iam: &aws_sdk_iam::Client,
+    kind: Kind,
+    name: &str,
+) -> Result<serde_json::Value, ExecError> {
+    let own_arn = docs::deny_all_arn(partition(iam));
+    let mut attached: Vec<String> = list_attached(iam, kind, name)
+        .await?
+        .into_iter()
+        .filter(|a| *a != own_arn)
+        .collect();
+    let mut inline: Vec<String> = list_inline(iam, kind, name)
+        .await?
+        .into_iter()
+        .filter(|p| {
+            ![
+                docs::USER_REVOKE_POLICY,
+                docs::ROLE_REVOKE_POLICY,
+                docs::SESSION_REVOKE_POLICY,
+            ]
+            .contains(&p.as_str())
+        })
+        .collect();
+    attached.sort();
+    inline.sort();
+    Ok(serde_json::json!({"attached": attached, "inline": inline}))
+}
+
 pub(crate) async fn delete_inline(
     iam: &aws_sdk_iam::Client,
     kind: Kind,

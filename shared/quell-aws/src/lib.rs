@@ -48,8 +48,11 @@ pub const ATTACH_ACTIONS: &[&str] = &[
 /// The AWS API actions `quell release` and `quell verify` call (the runbook function and the
 /// member role hold them; `release::release`, `release::verify`).
 pub const RELEASE_PERMISSIONS: &[&str] = &[
+    "iam:GetRole",
     "iam:ListAttachedUserPolicies",
     "iam:ListAttachedRolePolicies",
+    "iam:ListUserPolicies",
+    "iam:ListRolePolicies",
     "iam:AttachUserPolicy",
     "iam:AttachRolePolicy",
     "iam:DetachUserPolicy",
@@ -115,7 +118,18 @@ pub fn permissions(kind: ActionKind) -> &'static [&'static str] {
             "iam:DeleteRolePolicy",
         ],
         DeleteLoginProfile => &[READ_USER, "iam:GetLoginProfile", "iam:DeleteLoginProfile"],
-        TagPrincipal => &[READ_USER, READ_ROLE, "iam:TagUser", "iam:TagRole"],
+        // The tag's inverse keeps the principal's policies (and a role's trust policy, read
+        // with the role) as quell found them, for verify to compare with.
+        TagPrincipal => &[
+            READ_USER,
+            READ_ROLE,
+            "iam:ListAttachedUserPolicies",
+            "iam:ListAttachedRolePolicies",
+            "iam:ListUserPolicies",
+            "iam:ListRolePolicies",
+            "iam:TagUser",
+            "iam:TagRole",
+        ],
         UpdateSecurityhubFinding => &["securityhub:GetFindings", "securityhub:BatchUpdateFindings"],
         // A notice about an IAM user names the user's active keys.
         Notify => &["iam:ListAccessKeys"],

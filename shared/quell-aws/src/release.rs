@@ -552,24 +552,76 @@ pub async fn verify<S: ClientSource>(source: &S, entries: &[Entry], fix: bool) -
                 outcome: session_revocation_in_place(iam, &name, session, entry, fix).await,
             });
         }
-        if let Some(baseline) = trust_at_containment(entries) {
+        if let Some(baseline) = at_containment(entries, "trust_policy") {
             steps.push(Step {
                 what: format!("trust policy of {name}"),
                 outcome: trust_unchanged(iam, &name, baseline).await,
             });
         }
     }
+    if let Some(baseline) = at_containment(entries, "policies") {
+        steps.push(Step {
+            what: format!("policies of {name}"),
+            outcome: no_policy_added(iam, kind, &name, baseline).await,
+        });
+    }
     steps
 }
 
-/// The role's trust policy as quell read it at its first containment still in force (kept
-/// with the tag's inverse).
-fn trust_at_containment(entries: &[Entry]) -> Option<&Value> {
+/// Policies attached to or put on the principal since containment (other than quell's own).
+/// Reported, never removed: while quell's containment holds they grant nothing, but they would
+/// outlive a release, and only a human can tell a backdoor from a change someone meant.
+async fn no_policy_added(
+    iam: &aws_sdk_iam::Client,
+    kind: Kind,
+    name: &str,
+    baseline: &Value,
+) -> Outcome {
+    let now = match iam::policies(iam, kind, name).await {
+        Ok(p) => p,
+        Err(e) => return e.into(),
+    };
+    let added = |list: &str| -> Vec<String> {
+        let before: Vec<&str> = baseline[list]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        now[list]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter(|p| !before.contains(p))
+            .map(str::to_string)
+            .collect()
+    };
+    let (attached, inline) = (added("attached"), added("inline"));
+    if attached.is_empty() && inline.is_empty() {
+        return Outcome::already("no policy added since the containment");
+    }
+    let mut what = Vec::new();
+    if !attached.is_empty() {
+        what.push(format!("attached {}", attached.join(", ")));
+    }
+    if !inline.is_empty() {
+        what.push(format!("inline {}", inline.join(", ")));
+    }
+    Outcome::skipped(format!(
+        "attacker persistence? policies added since the containment ({}): review them before release; quell leaves them in place",
+        what.join("; ")
+    ))
+}
+
+/// What quell read of the principal (`key`: `trust_policy`, `policies`) at its first
+/// containment still in force, kept with the tag's inverse.
+fn at_containment<'a>(entries: &'a [Entry], key: &str) -> Option<&'a Value> {
     let mut with: Vec<(&Entry, &Value)> = in_force_actions(entries, ActionKind::TagPrincipal)
         .filter_map(|(e, r)| {
             r.inverse
                 .as_ref()
-                .and_then(|i| i.params.get("trust_policy"))
+                .and_then(|i| i.params.get(key))
                 .map(|t| (e, t))
         })
         .collect();
