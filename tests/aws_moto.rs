@@ -1421,3 +1421,35 @@ async fn verify_reports_a_policy_attached_to_a_contained_user_since() {
     // Left in place: only a human can tell a backdoor from a change someone meant.
     assert!(attached(&iam, Some(&user), None).await.contains(&arn));
 }
+
+#[tokio::test]
+async fn a_release_never_writes_back_a_document_that_could_allow() {
+    let iam = iam().await;
+    let (user, keys) = new_user(&iam, "forged").await;
+    let entries = contained(&tor_event(&user, &keys[0]), &enforce()).await;
+    let exec = executor(enforce(), NOW).await;
+    // Someone who can write the ledger turns the revocation's inverse into an Allow *.
+    let mut forged = entries[0].clone();
+    let revoke = forged
+        .actions
+        .iter_mut()
+        .find(|r| r.kind == ActionKind::RevokeUserSessions)
+        .expect("a session revocation");
+    let inverse = revoke.inverse.as_mut().unwrap();
+    inverse.call = "iam:PutUserPolicy".into();
+    inverse.params = json!({"UserName": user, "PolicyName": docs::USER_REVOKE_POLICY,
+        "PolicyDocument": {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "*", "Resource": "*"}]}});
+    let steps = quell_aws::release::release(exec.source(), &forged, false).await;
+    assert!(
+        steps.iter().any(|s| s.outcome.status == Status::Skipped
+            && s.outcome.detail.contains("not a deny-only revocation")),
+        "{:?}",
+        steps.iter().map(|s| &s.outcome.detail).collect::<Vec<_>>()
+    );
+    // The user's revocation is still quell's deny; nothing allows.
+    let doc = user_policy(&iam, &user, docs::USER_REVOKE_POLICY)
+        .await
+        .unwrap();
+    assert!(docs::deny_only(&doc), "{doc}");
+}

@@ -836,3 +836,93 @@ async fn verify_of_a_disabled_service_principal_removes_new_secrets_and_reports_
         review.iter().map(|s| &s.outcome.detail).collect::<Vec<_>>()
     );
 }
+
+fn mi_entry(mi: &str, assignments: Value) -> quell_ledger::Entry {
+    quell_ledger::Entry {
+        principal: format!("azure:mi/{mi}"),
+        finding: "f-mi".into(),
+        scope: "azure:7c1f4e2a-9b3d-4a6e-8f5c-2d1b0a9e8c7f".into(),
+        state: quell_ledger::State::Done,
+        severity: quell_core::model::SeverityLabel::High,
+        trigger: "runbook".into(),
+        at: "2026-11-23T12:00:00Z".into(),
+        updated: "2026-11-23T12:00:00Z".into(),
+        lease_until: None,
+        actions: vec![quell_ledger::Recorded {
+            kind: ActionKind::RemoveRoleAssignments,
+            target: quell_core::plan::Target::Subject(
+                quell_core::model::Subject::ManagedIdentity {
+                    tenant: None,
+                    id: mi.into(),
+                    name: None,
+                },
+            ),
+            status: Status::Applied,
+            detail: "removed".into(),
+            inverse: Some(quell_core::report::Inverse {
+                call: "arm:PUT {scope}/providers/Microsoft.Authorization/roleAssignments/{name}"
+                    .into(),
+                params: json!({"assignments": assignments}),
+            }),
+        }],
+        released_at: None,
+        released_by: None,
+        expires: None,
+        version: 2,
+        history: vec![],
+    }
+}
+
+#[tokio::test]
+async fn a_release_puts_back_only_the_contained_identitys_own_role_assignments() {
+    let mi = "9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a";
+    let own = "/subscriptions/sub-1/providers/Microsoft.Authorization/roleAssignments/ra-own";
+    let forged = "/subscriptions/sub-1/providers/Microsoft.Authorization/roleAssignments/ra-forged";
+    let owner = "/subscriptions/sub-1/providers/Microsoft.Authorization/roleDefinitions/8e3af657-a8ff-443c-a75c-2fe8c4bcb635";
+    let entry = mi_entry(
+        mi,
+        json!([
+            {"id": own, "roleDefinitionId": owner, "principalId": mi},
+            // Written into the ledger by someone else: Owner for their own principal.
+            {"id": forged, "roleDefinitionId": owner, "principalId": "attacker-0000-4000-8000-000000000000"}
+        ]),
+    );
+    let server = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .and(path(format!("/arm{own}")))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": own})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path(format!("/arm{forged}")))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": forged})))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let http = Http::new(
+        Endpoints::new(&server.uri(), &format!("{}/arm", server.uri())),
+        Arc::new(StaticToken(TOKEN.into())),
+    );
+    // quell itself (release_after_hours) never writes a role assignment.
+    let auto =
+        quell_azure::release::release(&http, &entry, quell_azure::release::Releaser::Automatic)
+            .await;
+    assert_eq!(auto[0].outcome.status, Status::Skipped);
+    assert!(auto[0].outcome.detail.contains("under your own identity"));
+    // A human's release puts back the identity's own assignment and refuses the other.
+    let human =
+        quell_azure::release::release(&http, &entry, quell_azure::release::Releaser::Human).await;
+    assert_eq!(
+        human[0].outcome.status,
+        Status::Skipped,
+        "{:?}",
+        human[0].outcome
+    );
+    assert!(
+        human[0].outcome.detail.contains("refused to restore 1")
+            && human[0].outcome.detail.contains("restored 1"),
+        "{}",
+        human[0].outcome.detail
+    );
+}

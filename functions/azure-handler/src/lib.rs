@@ -426,7 +426,10 @@ impl App {
                 &entries,
                 by,
                 self.clock.now(),
-                |e| async move { quell_azure::release::release(http, &e).await },
+                |e| async move {
+                    quell_azure::release::release(http, &e, quell_azure::release::Releaser::Human)
+                        .await
+                },
             )
             .await
             {
@@ -496,7 +499,12 @@ impl App {
         {
             let (steps, complete) = if enforce {
                 match quell_ledger::release_each(ledger, &due, by, now, |e| async move {
-                    quell_azure::release::release(http, &e).await
+                    quell_azure::release::release(
+                        http,
+                        &e,
+                        quell_azure::release::Releaser::Automatic,
+                    )
+                    .await
                 })
                 .await
                 {

@@ -603,7 +603,8 @@ fn release(
         for e in &entries {
             let steps = match (&source, &http) {
                 (_, Some(http)) if e.principal.starts_with("azure:") => {
-                    quell_azure::release::release(http, e).await
+                    quell_azure::release::release(http, e, quell_azure::release::Releaser::Human)
+                        .await
                 }
                 (Some(source), _) => quell_aws::release::release(source, e, reactivate_keys).await,
                 _ => vec![],

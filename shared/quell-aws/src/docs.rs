@@ -228,6 +228,14 @@ pub fn revocation(doc: &Value) -> Option<Revocation> {
     statements(doc).first().and_then(revocation_of)
 }
 
+/// Whether every statement of `doc` denies: a document quell may write back from the ledger
+/// (a revocation's previous version). Anything that could allow is refused, so an entry written
+/// into the ledger by someone else cannot make a release grant access.
+pub fn deny_only(doc: &Value) -> bool {
+    let st = statements(doc);
+    !st.is_empty() && st.iter().all(|s| s["Effect"] == "Deny")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,5 +339,23 @@ mod tests {
             "arn:aws-cn:iam::aws:policy/AWSDenyAll"
         );
         assert_eq!(prune_after_seconds(Some(3600)), 12 * 3600);
+    }
+
+    #[test]
+    fn only_deny_documents_may_be_written_back() {
+        assert!(deny_only(
+            &serde_json::from_str::<Value>(&revoke_older_sessions("Sid1", "2026-11-23T12:00:00Z"))
+                .unwrap()
+        ));
+        let allow = json!({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Deny", "Action": "*", "Resource": "*"},
+            {"Effect": "Allow", "Action": "*", "Resource": "*"}]});
+        assert!(!deny_only(&allow));
+        assert!(!deny_only(
+            &json!({"Version": "2012-10-17", "Statement": []})
+        ));
+        assert!(!deny_only(&json!("not a policy")));
+        let single = json!({"Statement": {"Effect": "Allow", "Action": "iam:*", "Resource": "*"}});
+        assert!(!deny_only(&single));
     }
 }

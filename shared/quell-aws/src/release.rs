@@ -246,6 +246,13 @@ async fn undo_revocation(
         ));
     }
     let r = match p.get("PolicyDocument").filter(|d| !d.is_null()) {
+        // Only a deny-only document is written back: the ledger is data, and a release must
+        // never be a way to put an Allow on a principal.
+        Some(previous) if !docs::deny_only(previous) => {
+            return Outcome::skipped(format!(
+                "the recorded previous {policy} is not a deny-only revocation, so quell will not write it back; restore {policy} by hand if it was yours"
+            ));
+        }
         Some(previous) => iam::put_inline(iam, kind, name, policy, &previous.to_string()).await,
         None => iam::delete_inline(iam, kind, name, policy).await,
     };

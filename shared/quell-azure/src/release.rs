@@ -33,21 +33,31 @@ fn graph_path(call: &str, params: &Value) -> Option<String> {
     Some(template.replace("{id}", &crate::client::seg(id)))
 }
 
+/// Who a release runs for: a human (`quell release`, a release runbook) or quell itself
+/// (`release_after_hours`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Releaser {
+    Human,
+    /// The automatic release puts back no role assignment: granting access is left to a
+    /// human's identity, never to the function's (which needs no write on role assignments).
+    Automatic,
+}
+
 /// Runs the inverses an entry recorded, newest first.
-pub async fn release(http: &Http, entry: &Entry) -> Vec<Step> {
+pub async fn release(http: &Http, entry: &Entry, by: Releaser) -> Vec<Step> {
     let mut steps = Vec::new();
     for r in entry.actions.iter().rev() {
         if r.status != Status::Applied {
             continue;
         }
         let what = format!("undo {} {}", r.kind.as_str(), r.target.label());
-        let outcome = undo(http, r).await;
+        let outcome = undo(http, entry, r, by).await;
         steps.push(Step { what, outcome });
     }
     steps
 }
 
-async fn undo(http: &Http, r: &Recorded) -> Outcome {
+async fn undo(http: &Http, entry: &Entry, r: &Recorded, by: Releaser) -> Outcome {
     let Some(inverse) = &r.inverse else {
         return match r.kind {
             ActionKind::RevokeEntraSessions => {
@@ -81,7 +91,12 @@ async fn undo(http: &Http, r: &Recorded) -> Outcome {
         };
     }
     if call.starts_with("arm:PUT ") {
-        return restore_assignments(http, &p["assignments"]).await;
+        if by == Releaser::Automatic {
+            return Outcome::skipped(
+                "role assignments are not put back automatically: run quell release under your own identity to restore them",
+            );
+        }
+        return restore_assignments(http, entry, &p["assignments"]).await;
     }
     if let Some(path) = graph_path(call, p) {
         // Re-enable: read first, so a second release reports already_in_state.
@@ -117,9 +132,18 @@ async fn undo(http: &Http, r: &Recorded) -> Outcome {
 }
 
 /// Puts back the role assignments quell removed, under their original ids.
-async fn restore_assignments(http: &Http, assignments: &Value) -> Outcome {
+async fn restore_assignments(http: &Http, entry: &Entry, assignments: &Value) -> Outcome {
+    // Only the contained identity's own assignments come back: the ledger is data, and a
+    // release must never grant a role to anyone else.
+    let own = entry
+        .principal
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     let mut restored = Vec::new();
     let mut already = Vec::new();
+    let mut refused = Vec::new();
     for a in assignments.as_array().into_iter().flatten() {
         let (Some(id), Some(role), Some(principal)) = (
             a["id"].as_str(),
@@ -128,6 +152,10 @@ async fn restore_assignments(http: &Http, assignments: &Value) -> Outcome {
         ) else {
             continue;
         };
+        if principal.to_ascii_lowercase() != own {
+            refused.push(id);
+            continue;
+        }
         // Role Assignments - Create: PUT {scope}/providers/Microsoft.Authorization/
         // roleAssignments/{name}; 409 RoleAssignmentExists when it is already there.
         match http
@@ -144,6 +172,15 @@ async fn restore_assignments(http: &Http, assignments: &Value) -> Outcome {
             Ok(r) => return failed(r.error()),
             Err(e) => return failed(e),
         }
+    }
+    if !refused.is_empty() {
+        return Outcome::skipped(format!(
+            "refused to restore {} role assignment(s) recorded for another principal than {} ({}): the ledger entry is not quell's; restored {}",
+            refused.len(),
+            entry.principal,
+            refused.join(", "),
+            restored.len()
+        ));
     }
     if restored.is_empty() {
         return Outcome::already(format!(
