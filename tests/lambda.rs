@@ -693,3 +693,83 @@ async fn expired_containments_are_released_by_the_hourly_run_and_unexpiring_ones
         .unwrap();
     assert_eq!(again["principals"], json!([]));
 }
+
+#[tokio::test]
+async fn the_hourly_run_never_lifts_a_containment_quell_did_not_make() {
+    use quell_ledger::{Ledger, State};
+    let cfg = sdk().await;
+    let table = quell_tests::unique("quell-ledger");
+    let ledger = || quell_aws::ledger::DynamoLedger::new(&cfg, &table);
+    ledger().ensure_table().await.unwrap();
+    let iam = aws_sdk_iam::Client::new(&cfg);
+    // A human quarantined this user; quell never touched it.
+    let user = quell_tests::unique("human-held");
+    iam.create_user().user_name(&user).send().await.unwrap();
+    let deny_all = "arn:aws:iam::aws:policy/AWSDenyAll";
+    iam.attach_user_policy()
+        .user_name(&user)
+        .policy_arn(deny_all)
+        .send()
+        .await
+        .unwrap();
+    // Someone who can write the ledger forges an expired containment of it.
+    let forged = quell_ledger::Entry {
+        principal: format!("aws:{}:user/{user}", quell_tests::MOTO_ACCOUNT),
+        finding: "forged-1".into(),
+        scope: format!("aws:{}", quell_tests::MOTO_ACCOUNT),
+        state: State::Done,
+        severity: quell_core::model::SeverityLabel::High,
+        trigger: "guardduty".into(),
+        at: "2026-11-20T12:00:00Z".into(),
+        updated: "2026-11-20T12:00:00Z".into(),
+        lease_until: None,
+        actions: vec![quell_ledger::Recorded {
+            kind: quell_core::ActionKind::QuarantineUser,
+            target: quell_core::plan::Target::Subject(quell_core::model::Subject::IamUser {
+                account: quell_tests::MOTO_ACCOUNT.into(),
+                name: user.clone(),
+            }),
+            status: quell_core::report::Status::Applied,
+            detail: "attached".into(),
+            inverse: Some(quell_core::report::Inverse {
+                call: "iam:DetachUserPolicy".into(),
+                params: json!({"UserName": user, "PolicyArn": deny_all}),
+            }),
+        }],
+        released_at: None,
+        released_by: None,
+        expires: Some("2026-11-21T12:00:00Z".into()),
+        version: 1,
+        history: vec![],
+    };
+    assert!(ledger().put(&forged, None).await.unwrap());
+    let mut policy = Policy {
+        mode: Mode::Enforce,
+        ..Policy::default()
+    };
+    policy.families.credential_compromise.release_after_hours = Some(1);
+    let out = edge_with(Accepts::Any, policy, NOW)
+        .await
+        .with_ledger(ledger(), Arc::new(FixedClock(NOW)))
+        .handle(json!({"runbook": "release_expired"}))
+        .await;
+    // Refused loudly (the invocation fails, so the dead-letter alarm tells a human) ...
+    assert!(matches!(out, Err(EdgeError::Retryable { .. })), "{out:?}");
+    // ... and the human's quarantine holds.
+    let attached: Vec<String> = iam
+        .list_attached_user_policies()
+        .user_name(&user)
+        .send()
+        .await
+        .unwrap()
+        .attached_policies()
+        .iter()
+        .filter_map(|p| p.policy_arn().map(str::to_string))
+        .collect();
+    assert_eq!(attached, [deny_all]);
+    let key = format!("aws:{}:user/{user}", quell_tests::MOTO_ACCOUNT);
+    assert_eq!(
+        ledger().list(Some(&key)).await.unwrap()[0].state,
+        State::Done
+    );
+}

@@ -16,6 +16,16 @@ pub const USER_REVOKE_POLICY: &str = "QuellRevokeOlderSessions";
 /// The tag quell writes on principals it contains.
 pub const QUARANTINE_TAG: &str = "quell:quarantined";
 
+/// The finding id as the `quell:quarantined` tag carries it (IAM tag values allow letters,
+/// digits, spaces and `_.:/=+-@`, up to 256 characters): the tag is `<finding> <time>`.
+pub fn tag_finding(finding: &str) -> String {
+    finding
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || " _.:/=+-@".contains(*c))
+        .take(200)
+        .collect()
+}
+
 /// `arn:<partition>:iam::aws:policy/AWSDenyAll`.
 pub fn deny_all_arn(partition: &str) -> String {
     format!("arn:{partition}:iam::aws:policy/{DENY_ALL_POLICY}")

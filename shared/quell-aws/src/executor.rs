@@ -1143,12 +1143,7 @@ impl<S: ClientSource> Run<'_, S> {
             Ok(p) => p,
             Err(o) => return o,
         };
-        let finding: String = self
-            .finding
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || " _.:/=+-@".contains(*c))
-            .take(200)
-            .collect();
+        let finding = docs::tag_finding(self.finding);
         let previous = p
             .tags
             .iter()

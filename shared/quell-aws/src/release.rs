@@ -262,15 +262,12 @@ async fn undo_revocation(
     }
 }
 
-/// Removes (or restores) the `quell:quarantined` tag while it still names this finding.
-async fn undo_tag(
+async fn tags_of(
     iam: &aws_sdk_iam::Client,
     kind: Kind,
     name: &str,
-    entry: &Entry,
-    p: &Value,
-) -> Outcome {
-    let tags = match kind {
+) -> Result<Vec<Tag>, crate::error::ExecError> {
+    match kind {
         Kind::User => iam
             .list_user_tags()
             .user_name(name)
@@ -285,20 +282,60 @@ async fn undo_tag(
             .await
             .map(|o| o.tags().to_vec())
             .map_err(classify),
+    }
+}
+
+/// Whether quell's `quell:quarantined` tag on the entries' principal names one of their
+/// findings: the principal's own evidence that quell contained it for them. The automatic
+/// release acts only then, so an entry written into the ledger by someone else cannot make
+/// quell lift a containment it did not make (a human's quarantine, say). `Err` says why not.
+pub async fn tagged_by_quell<S: ClientSource>(source: &S, entries: &[Entry]) -> Result<(), String> {
+    let Some(first) = entries.first() else {
+        return Err("no containment to release".into());
     };
-    let tags = match tags {
+    let (account, kind, name) = parse_key(&first.principal)
+        .ok_or_else(|| format!("{} is not an AWS user or role", first.principal))?;
+    let clients = source
+        .clients(&account, "quell-release")
+        .await
+        .map_err(|e| format!("cannot reach account {account}: {e}"))?;
+    let tags = tags_of(&clients.iam, kind, &name)
+        .await
+        .map_err(|e| format!("cannot read the tags of {name}: {e}"))?;
+    let value = tags
+        .iter()
+        .find(|t| t.key() == docs::QUARANTINE_TAG)
+        .map(|t| t.value().to_string())
+        .ok_or_else(|| format!("{name} carries no {} tag", docs::QUARANTINE_TAG))?;
+    if entries
+        .iter()
+        .any(|e| value.starts_with(&format!("{} ", docs::tag_finding(&e.finding))))
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name}'s {} tag names none of these containments",
+            docs::QUARANTINE_TAG
+        ))
+    }
+}
+
+/// Removes (or restores) the `quell:quarantined` tag while it still names this finding.
+async fn undo_tag(
+    iam: &aws_sdk_iam::Client,
+    kind: Kind,
+    name: &str,
+    entry: &Entry,
+    p: &Value,
+) -> Outcome {
+    let tags = match tags_of(iam, kind, name).await {
         Ok(t) => t,
         Err(e) => return e.into(),
     };
     let Some(current) = tags.iter().find(|t| t.key() == docs::QUARANTINE_TAG) else {
         return Outcome::already(format!("{name} has no {} tag", docs::QUARANTINE_TAG));
     };
-    let finding: String = entry
-        .finding
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || " _.:/=+-@".contains(*c))
-        .take(200)
-        .collect();
+    let finding = docs::tag_finding(&entry.finding);
     if !current.value().starts_with(&format!("{finding} ")) {
         return Outcome::skipped("the tag now names a later finding, and stays");
     }

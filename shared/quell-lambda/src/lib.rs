@@ -506,14 +506,23 @@ impl<S: ClientSource> Edge<S> {
             .into_iter()
             .filter(|(p, _)| p.starts_with("aws:"))
         {
-            let (steps, complete) = if enforce {
+            let (steps, complete) = if !enforce {
+                (Vec::new(), false)
+            } else if let Err(why) = quell_aws::release::tagged_by_quell(source, &due).await {
+                // Only what quell itself contained is lifted without a human.
+                let step = quell_ledger::Step {
+                    what: format!("release {principal}"),
+                    outcome: quell_core::report::Outcome::skipped(format!(
+                        "not released automatically: {why}; check it, then quell release by hand"
+                    )),
+                };
+                (vec![step], false)
+            } else {
                 quell_ledger::release_each(ledger, &due, by, now, |e| async move {
                     quell_aws::release::release(source, &e, false).await
                 })
                 .await
                 .map_err(ledger_err)?
-            } else {
-                (Vec::new(), false)
             };
             if enforce && !complete {
                 tracing::error!(%principal, "expired containment not released; the next run tries again");
