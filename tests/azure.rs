@@ -926,3 +926,79 @@ async fn a_release_puts_back_only_the_contained_identitys_own_role_assignments()
         human[0].outcome.detail
     );
 }
+
+#[tokio::test]
+async fn verify_removes_role_assignments_given_to_a_contained_managed_identity_since() {
+    let mi = "9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a";
+    let removed =
+        "/subscriptions/sub-1/providers/Microsoft.Authorization/roleAssignments/ra-removed";
+    let reader = "/subscriptions/sub-1/providers/Microsoft.Authorization/roleDefinitions/acdd72a7-3385-48ef-bd42-f606fba81ae7";
+    let entry = mi_entry(
+        mi,
+        json!([{"id": removed, "roleDefinitionId": reader, "principalId": mi}]),
+    );
+    let server = MockServer::start().await;
+    // What quell removed is still gone.
+    Mock::given(method("GET"))
+        .and(path(format!("/arm{removed}")))
+        .respond_with(
+            ResponseTemplate::new(404).set_body_json(
+                json!({"error": {"code": "RoleAssignmentNotFound", "message": "gone"}}),
+            ),
+        )
+        .mount(&server)
+        .await;
+    // The identity's assignments now: one from before the containment, one given since.
+    let old = "/subscriptions/sub-1/providers/Microsoft.Authorization/roleAssignments/ra-old";
+    let new = "/subscriptions/sub-1/resourceGroups/prod/providers/Microsoft.Authorization/roleAssignments/ra-new";
+    Mock::given(method("GET"))
+        .and(path("/arm/subscriptions/sub-1/providers/Microsoft.Authorization/roleAssignments"))
+        .and(query_param("$filter", format!("assignedTo('{mi}')")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": [
+            {"id": old, "properties": {"principalId": mi, "roleDefinitionId": reader, "scope": "/subscriptions/sub-1", "createdOn": "2026-03-01T09:00:00.0000000Z"}},
+            {"id": new, "properties": {"principalId": mi.to_uppercase(), "roleDefinitionId": reader, "scope": "/subscriptions/sub-1/resourceGroups/prod", "createdOn": "2026-11-23T12:04:10.1234567Z"}}
+        ]})))
+        .mount(&server)
+        .await;
+    Mock::given(method("DELETE"))
+        .and(path(format!("/arm{new}")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": new})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("DELETE"))
+        .and(path(format!("/arm{old}")))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let http = Http::new(
+        Endpoints::new(&server.uri(), &format!("{}/arm", server.uri())),
+        Arc::new(StaticToken(TOKEN.into())),
+    );
+    let dry = quell_azure::release::verify(&http, &[entry.clone()], false).await;
+    assert!(
+        dry.iter()
+            .any(|s| s.what.contains("ra-new") && s.outcome.status == Status::DryRun),
+        "{:?}",
+        dry.iter()
+            .map(|s| (&s.what, &s.outcome.detail))
+            .collect::<Vec<_>>()
+    );
+    let steps = quell_azure::release::verify(&http, &[entry], true).await;
+    let text: Vec<String> = steps
+        .iter()
+        .map(|s| format!("{}: {:?} {}", s.what, s.outcome.status, s.outcome.detail))
+        .collect();
+    assert!(
+        text.iter()
+            .any(|t| t.contains("ra-removed") && t.contains("still removed")),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter()
+            .any(|t| t.contains("ra-new") && t.contains("Applied attacker persistence")),
+        "{text:#?}"
+    );
+    assert!(!text.iter().any(|t| t.contains("ra-old")), "{text:#?}");
+}

@@ -282,6 +282,7 @@ pub async fn verify(http: &Http, entries: &[Entry], fix: bool) -> Vec<Step> {
                         outcome,
                     });
                 }
+                steps.extend(new_assignments(http, e, &p["assignments"], since, fix).await);
             }
             if let Some(owner) = call
                 .strip_prefix("graph:POST ")
@@ -289,6 +290,92 @@ pub async fn verify(http: &Http, entries: &[Entry], fix: bool) -> Vec<Step> {
             {
                 steps.extend(new_secrets(http, owner, since, fix).await);
             }
+        }
+    }
+    steps
+}
+
+/// Role assignments given to a contained managed identity since its containment (ARM records
+/// `createdOn`), in the subscriptions quell removed its assignments from: the attacker's way
+/// back. Removed with `fix`, as the containment removed the others. Role Assignments - List For
+/// Subscription with `$filter=assignedTo('{objectId}')`, then Delete.
+async fn new_assignments(
+    http: &Http,
+    entry: &Entry,
+    recorded: &Value,
+    since: OffsetDateTime,
+    fix: bool,
+) -> Vec<Step> {
+    let principal = entry.principal.rsplit('/').next().unwrap_or_default();
+    let known: Vec<&str> = recorded
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["id"].as_str())
+        .collect();
+    let mut subscriptions: Vec<&str> = known
+        .iter()
+        .filter_map(|id| id.strip_prefix("/subscriptions/"))
+        .filter_map(|rest| rest.split('/').next())
+        .collect();
+    subscriptions.sort();
+    subscriptions.dedup();
+    let filter = urlencoding::encode(&format!("assignedTo('{principal}')")).into_owned();
+    let mut steps = Vec::new();
+    for sub in subscriptions {
+        let mut next = Some(format!(
+            "/subscriptions/{}/providers/Microsoft.Authorization/roleAssignments?api-version=2022-04-01&$filter={filter}",
+            crate::client::seg(sub)
+        ));
+        while let Some(path) = next.take() {
+            let page = match http.call(Method::GET, Api::Arm, &path, None).await {
+                Ok(r) => r.body,
+                Err(e) => {
+                    steps.push(Step {
+                        what: format!("role assignments in subscription {sub}"),
+                        outcome: failed(e),
+                    });
+                    break;
+                }
+            };
+            for ra in page["value"].as_array().into_iter().flatten() {
+                let props = &ra["properties"];
+                let Some(id) = ra["id"].as_str() else {
+                    continue;
+                };
+                let created = props["createdOn"]
+                    .as_str()
+                    .and_then(quell_core::clock::parse_rfc3339);
+                if !props["principalId"]
+                    .as_str()
+                    .is_some_and(|p| p.eq_ignore_ascii_case(principal))
+                    || known.iter().any(|k| k.eq_ignore_ascii_case(id))
+                    || created.is_none_or(|c| c <= since)
+                {
+                    continue;
+                }
+                let outcome = if fix {
+                    let path = format!("{id}?api-version=2022-04-01");
+                    match http.send(Method::DELETE, Api::Arm, &path, None).await {
+                        Ok(d) if d.ok() => Outcome::applied(
+                            "attacker persistence: created after the containment; removed",
+                            None,
+                        ),
+                        Ok(d) => failed(d.error()),
+                        Err(e) => failed(e),
+                    }
+                } else {
+                    Outcome::dry_run("would remove it: created after the containment; pass --yes")
+                };
+                steps.push(Step {
+                    what: format!("role assignment {id}"),
+                    outcome,
+                });
+            }
+            next = page["nextLink"].as_str().and_then(|l| {
+                l.strip_prefix(http.endpoints().arm.trim_end_matches('/'))
+                    .map(str::to_string)
+            });
         }
     }
     steps
