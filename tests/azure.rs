@@ -976,7 +976,7 @@ async fn verify_removes_role_assignments_given_to_a_contained_managed_identity_s
         Endpoints::new(&server.uri(), &format!("{}/arm", server.uri())),
         Arc::new(StaticToken(TOKEN.into())),
     );
-    let dry = quell_azure::release::verify(&http, &[entry.clone()], false).await;
+    let dry = quell_azure::release::verify(&http, std::slice::from_ref(&entry), false).await;
     assert!(
         dry.iter()
             .any(|s| s.what.contains("ra-new") && s.outcome.status == Status::DryRun),
