@@ -1002,3 +1002,92 @@ async fn verify_removes_role_assignments_given_to_a_contained_managed_identity_s
     );
     assert!(!text.iter().any(|t| t.contains("ra-old")), "{text:#?}");
 }
+
+#[tokio::test]
+async fn verify_reports_authentication_methods_registered_to_a_contained_user_since() {
+    let mut entry = mi_entry(USER, json!([]));
+    entry.principal = format!("azure:user/{USER}");
+    entry.actions = vec![quell_ledger::Recorded {
+        kind: ActionKind::DisableEntraUser,
+        target: quell_core::plan::Target::Subject(quell_core::model::Subject::EntraUser {
+            tenant: None,
+            id: Some(USER.into()),
+            name: None,
+            on_premises_synced: None,
+        }),
+        status: Status::Applied,
+        detail: "disabled".into(),
+        inverse: Some(quell_core::report::Inverse {
+            call: "graph:PATCH /v1.0/users/{id}".into(),
+            params: json!({"id": USER, "accountEnabled": true}),
+        }),
+    }];
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(format!("/v1.0/users/{USER}")))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"id": USER, "accountEnabled": false})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("/v1.0/users/{USER}/authentication/methods")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": [
+            {"@odata.type": "#microsoft.graph.passwordAuthenticationMethod",
+             "id": "28c10230-6103-485e-b985-444c60001490", "createdDateTime": "2024-02-01T08:00:00Z"},
+            {"@odata.type": "#microsoft.graph.phoneAuthenticationMethod",
+             "id": "3179e48a-750b-4051-897c-87b9720928f7", "phoneNumber": "+1 2065555555", "phoneType": "mobile"},
+            {"@odata.type": "#microsoft.graph.microsoftAuthenticatorAuthenticationMethod",
+             "id": "6b9e0a3f-2c41-4d7e-9a58-1f0c3b2d4e6a", "displayName": "attacker-phone",
+             "createdDateTime": "2026-11-23T12:03:00Z"}]})))
+        .mount(&server)
+        .await;
+    let http = Http::new(
+        Endpoints::new(&server.uri(), &format!("{}/arm", server.uri())),
+        Arc::new(StaticToken(TOKEN.into())),
+    );
+    let steps = quell_azure::release::verify(&http, std::slice::from_ref(&entry), true).await;
+    let found = steps
+        .iter()
+        .find(|s| s.what.contains("authentication methods"))
+        .expect("an authentication-method step");
+    assert_eq!(found.outcome.status, Status::Skipped);
+    assert!(
+        found
+            .outcome
+            .detail
+            .contains("microsoftAuthenticatorAuthenticationMethod 6b9e0a3f"),
+        "{}",
+        found.outcome.detail
+    );
+    assert!(!found.outcome.detail.contains("28c10230"));
+    // Without the read permission the check says what to grant.
+    let denied = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(format!("/v1.0/users/{USER}")))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"id": USER, "accountEnabled": false})),
+        )
+        .mount(&denied)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("/v1.0/users/{USER}/authentication/methods")))
+        .respond_with(ResponseTemplate::new(403).set_body_json(
+            json!({"error": {"code": "Authorization_RequestDenied", "message": "Insufficient privileges"}}),
+        ))
+        .mount(&denied)
+        .await;
+    let http = Http::new(
+        Endpoints::new(&denied.uri(), &format!("{}/arm", denied.uri())),
+        Arc::new(StaticToken(TOKEN.into())),
+    );
+    let steps = quell_azure::release::verify(&http, std::slice::from_ref(&entry), true).await;
+    assert!(
+        steps.iter().any(|s| s
+            .outcome
+            .detail
+            .contains("UserAuthenticationMethod.Read.All")),
+        "{:?}",
+        steps.iter().map(|s| &s.outcome.detail).collect::<Vec<_>>()
+    );
+}

@@ -101,6 +101,7 @@ async fn post(url: &str, function: &str, body: Vec<u8>) -> (u16, Value) {
 /// A Graph fake that accepts every containment call for any user.
 async fn graph() -> MockServer {
     let server = MockServer::start().await;
+    no_auth_methods(&server).await;
     Mock::given(method("GET"))
         .and(path_regex(r"^/v1.0/users/[^/]+$"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "3b9e2f71-4c8d-4a5e-9f1b-6d2c8e7a0b45", "userPrincipalName": "rosa.garcia@contoso.com", "accountEnabled": true})))
@@ -1037,9 +1038,21 @@ fn the_verify_function_reads_the_queue_the_bicep_creates_and_the_handler_writes(
     assert!(main.contains("\"QUELL_VERIFY_QUEUE\""));
 }
 
+/// A user's authentication methods, none registered since anything (Graph's list).
+async fn no_auth_methods(server: &MockServer) {
+    Mock::given(method("GET"))
+        .and(path_regex(r"^/v1.0/users/[^/]+/authentication/methods$"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": [
+            {"@odata.type": "#microsoft.graph.passwordAuthenticationMethod",
+             "id": "28c10230-6103-485e-b985-444c60001490", "createdDateTime": "2024-02-01T08:00:00Z"}]})))
+        .mount(server)
+        .await;
+}
+
 /// A Graph fake that reads the user (enabled or not) and refuses every change with 403.
 async fn graph_refusing_changes(enabled: bool) -> MockServer {
     let server = MockServer::start().await;
+    no_auth_methods(&server).await;
     Mock::given(method("GET"))
         .and(path_regex(r"^/v1.0/users/[^/]+$"))
         .respond_with(ResponseTemplate::new(200).set_body_json(

@@ -612,6 +612,9 @@ impl wiremock::Respond for Entra {
                 "access_token": "t", "expires_on": expires, "token_type": "Bearer",
                 "resource": "https://graph.microsoft.com"}));
         }
+        if path.starts_with("/v1.0/users/") && path.ends_with("/authentication/methods") {
+            return ResponseTemplate::new(200).set_body_json(serde_json::json!({"value": []}));
+        }
         let Some(id) = path.strip_prefix("/v1.0/users/") else {
             return ResponseTemplate::new(404).set_body_json(
                 serde_json::json!({"error": {"code": "NotFound", "message": path}}),

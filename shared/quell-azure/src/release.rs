@@ -247,6 +247,9 @@ pub async fn verify(http: &Http, entries: &[Entry], fix: bool) -> Vec<Step> {
                     what: format!("{} {}", r.kind.as_str(), r.target.label()),
                     outcome,
                 });
+                if r.kind == ActionKind::DisableEntraUser {
+                    steps.extend(new_auth_methods(http, &path, since).await);
+                }
                 if r.kind == ActionKind::DisableServicePrincipal {
                     let baseline = p["federated_credentials"].as_array().map(|ids| {
                         ids.iter()
@@ -293,6 +296,71 @@ pub async fn verify(http: &Http, entries: &[Entry], fix: bool) -> Vec<Step> {
         }
     }
     steps
+}
+
+/// Authentication methods registered to a contained user since its containment (the
+/// authenticationMethod `createdDateTime`; methods that carry none cannot be judged): an
+/// attacker's own MFA would let them back in after a release. Reported for a human, never
+/// deleted: deleting needs `UserAuthenticationMethod.ReadWrite.All`, which can also create
+/// Temporary Access Passes, and quell holds only the read permission.
+async fn new_auth_methods(http: &Http, user: &str, since: OffsetDateTime) -> Vec<Step> {
+    let user = user.split('?').next().unwrap_or(user);
+    let what = format!("authentication methods of {user}");
+    let body = match http
+        .call(
+            Method::GET,
+            Api::Graph,
+            &format!("{user}/authentication/methods"),
+            None,
+        )
+        .await
+    {
+        Ok(r) => r.body,
+        Err(e) if e.status == 403 => {
+            return vec![Step {
+                what,
+                outcome: Outcome::skipped(
+                    "not checked: grant the identity UserAuthenticationMethod.Read.All so verify can see methods registered after the containment",
+                ),
+            }];
+        }
+        Err(e) => {
+            return vec![Step {
+                what,
+                outcome: failed(e),
+            }];
+        }
+    };
+    let new: Vec<String> = body["value"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| {
+            m["createdDateTime"]
+                .as_str()
+                .and_then(quell_core::clock::parse_rfc3339)
+                .is_some_and(|c| c > since)
+        })
+        .map(|m| {
+            format!(
+                "{} {}",
+                m["@odata.type"]
+                    .as_str()
+                    .unwrap_or("method")
+                    .trim_start_matches("#microsoft.graph."),
+                m["id"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    let outcome = if new.is_empty() {
+        Outcome::already("no authentication method registered since the containment")
+    } else {
+        Outcome::skipped(format!(
+            "attacker persistence? registered after the containment: {}; review and remove them before release (quell only reads authentication methods)",
+            new.join(", ")
+        ))
+    };
+    vec![Step { what, outcome }]
 }
 
 /// Role assignments given to a contained managed identity since its containment (ARM records
