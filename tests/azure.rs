@@ -25,13 +25,17 @@ fn enforce() -> Policy {
     }
 }
 
-fn executor(server: &MockServer, policy: Policy) -> AzureExecutor {
-    let http = Http::new(
+/// A Graph and ARM client to `server` (ARM under `/arm`), with a static token.
+fn http_to(server: &MockServer) -> Http {
+    Http::new(
         Endpoints::new(&server.uri(), &format!("{}/arm", server.uri())),
         Arc::new(StaticToken(TOKEN.into())),
-    );
+    )
+}
+
+fn executor(server: &MockServer, policy: Policy) -> AzureExecutor {
     AzureExecutor::new(
-        http,
+        http_to(server),
         policy,
         Context::default(),
         Arc::new(FixedClock(NOW)),
@@ -780,10 +784,7 @@ async fn verify_of_a_disabled_service_principal_removes_new_secrets_and_reports_
         .expect(1)
         .mount(&later)
         .await;
-    let http = Http::new(
-        Endpoints::new(&later.uri(), &format!("{}/arm", later.uri())),
-        Arc::new(StaticToken(TOKEN.into())),
-    );
+    let http = http_to(&later);
     let steps = quell_azure::release::verify(&http, &entries, true).await;
     let text: Vec<String> = steps
         .iter()
@@ -839,15 +840,6 @@ async fn verify_of_a_disabled_service_principal_removes_new_secrets_and_reports_
 
 fn mi_entry(mi: &str, assignments: Value) -> quell_ledger::Entry {
     quell_ledger::Entry {
-        principal: format!("azure:mi/{mi}"),
-        finding: "f-mi".into(),
-        scope: "azure:7c1f4e2a-9b3d-4a6e-8f5c-2d1b0a9e8c7f".into(),
-        state: quell_ledger::State::Done,
-        severity: quell_core::model::SeverityLabel::High,
-        trigger: "runbook".into(),
-        at: "2026-11-23T12:00:00Z".into(),
-        updated: "2026-11-23T12:00:00Z".into(),
-        lease_until: None,
         actions: vec![quell_ledger::Recorded {
             kind: ActionKind::RemoveRoleAssignments,
             target: quell_core::plan::Target::Subject(
@@ -865,11 +857,7 @@ fn mi_entry(mi: &str, assignments: Value) -> quell_ledger::Entry {
                 params: json!({"assignments": assignments}),
             }),
         }],
-        released_at: None,
-        released_by: None,
-        expires: None,
-        version: 2,
-        history: vec![],
+        ..quell_tests::ledger_entry(&format!("azure:mi/{mi}"), "f-mi")
     }
 }
 
@@ -900,10 +888,7 @@ async fn a_release_puts_back_only_the_contained_identitys_own_role_assignments()
         .expect(0)
         .mount(&server)
         .await;
-    let http = Http::new(
-        Endpoints::new(&server.uri(), &format!("{}/arm", server.uri())),
-        Arc::new(StaticToken(TOKEN.into())),
-    );
+    let http = http_to(&server);
     // quell itself (release_after_hours) never writes a role assignment.
     let auto =
         quell_azure::release::release(&http, &entry, quell_azure::release::Releaser::Automatic)
@@ -972,10 +957,7 @@ async fn verify_removes_role_assignments_given_to_a_contained_managed_identity_s
         .expect(0)
         .mount(&server)
         .await;
-    let http = Http::new(
-        Endpoints::new(&server.uri(), &format!("{}/arm", server.uri())),
-        Arc::new(StaticToken(TOKEN.into())),
-    );
+    let http = http_to(&server);
     let dry = quell_azure::release::verify(&http, std::slice::from_ref(&entry), false).await;
     assert!(
         dry.iter()
@@ -1005,8 +987,7 @@ async fn verify_removes_role_assignments_given_to_a_contained_managed_identity_s
 
 #[tokio::test]
 async fn verify_reports_authentication_methods_registered_to_a_contained_user_since() {
-    let mut entry = mi_entry(USER, json!([]));
-    entry.principal = format!("azure:user/{USER}");
+    let mut entry = quell_tests::ledger_entry(&format!("azure:user/{USER}"), "f-user");
     entry.actions = vec![quell_ledger::Recorded {
         kind: ActionKind::DisableEntraUser,
         target: quell_core::plan::Target::Subject(quell_core::model::Subject::EntraUser {
@@ -1042,10 +1023,7 @@ async fn verify_reports_authentication_methods_registered_to_a_contained_user_si
              "createdDateTime": "2026-11-23T12:03:00Z"}]})))
         .mount(&server)
         .await;
-    let http = Http::new(
-        Endpoints::new(&server.uri(), &format!("{}/arm", server.uri())),
-        Arc::new(StaticToken(TOKEN.into())),
-    );
+    let http = http_to(&server);
     let steps = quell_azure::release::verify(&http, std::slice::from_ref(&entry), true).await;
     let found = steps
         .iter()
@@ -1077,10 +1055,7 @@ async fn verify_reports_authentication_methods_registered_to_a_contained_user_si
         ))
         .mount(&denied)
         .await;
-    let http = Http::new(
-        Endpoints::new(&denied.uri(), &format!("{}/arm", denied.uri())),
-        Arc::new(StaticToken(TOKEN.into())),
-    );
+    let http = http_to(&denied);
     let steps = quell_azure::release::verify(&http, std::slice::from_ref(&entry), true).await;
     assert!(
         steps.iter().any(|s| s

@@ -1171,13 +1171,7 @@ async fn the_hourly_timer_releases_expired_containments_and_nothing_else() {
     assert_eq!(done[0]["released"], true, "{body}");
     let entry = &ledger().list(None).await.unwrap()[0];
     assert_eq!(entry.state, State::Released);
-    assert!(
-        entry
-            .released_by
-            .as_deref()
-            .unwrap()
-            .contains("release_after_hours")
-    );
+    assert_eq!(entry.released_by.as_deref(), Some(quell_ledger::EXPIRED_BY));
     // The next hour finds nothing to do.
     let (_, body) = post(&later, "ReleaseExpired", timer_body("ReleaseExpired")).await;
     assert_eq!(body["ReturnValue"]["principals"], json!([]));

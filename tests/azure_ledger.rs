@@ -6,27 +6,14 @@
 use std::sync::Arc;
 
 use quell_azure::TableLedger;
-use quell_core::model::SeverityLabel;
 use quell_ledger::{Entry, Ledger, State};
 use quell_tests::{Azurite, unique_table};
 
 fn entry(principal: &str, finding: &str, version: u64) -> Entry {
     Entry {
-        principal: principal.into(),
-        finding: finding.into(),
-        scope: "azure:7c1f4e2a-9b3d-4a6e-8f5c-2d1b0a9e8c7f".into(),
         state: State::Claimed,
-        severity: SeverityLabel::High,
-        trigger: "DefenderXdr".into(),
-        at: "2026-11-23T12:00:00Z".into(),
-        updated: "2026-11-23T12:00:00Z".into(),
-        lease_until: None,
-        actions: vec![],
-        released_at: None,
-        released_by: None,
-        expires: None,
         version,
-        history: vec![],
+        ..quell_tests::ledger_entry(principal, finding)
     }
 }
 

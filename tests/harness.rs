@@ -286,3 +286,29 @@ pub async fn bus_to_queue(cfg: &aws_config::SdkConfig, pattern: &str) -> (String
 pub fn unique_table(prefix: &str) -> String {
     unique(prefix).replace(['-', '_'], "x")
 }
+
+/// A ledger entry of `principal` for `finding`, contained at 2026-11-23T12:00:00Z and done, with
+/// no actions: tests set what they need with struct update syntax.
+pub fn ledger_entry(principal: &str, finding: &str) -> quell_ledger::Entry {
+    let scope = match principal.strip_prefix("aws:") {
+        Some(rest) => format!("aws:{}", rest.split(':').next().unwrap_or_default()),
+        None => "azure:7c1f4e2a-9b3d-4a6e-8f5c-2d1b0a9e8c7f".into(),
+    };
+    quell_ledger::Entry {
+        principal: principal.into(),
+        finding: finding.into(),
+        scope,
+        state: quell_ledger::State::Done,
+        severity: quell_core::model::SeverityLabel::High,
+        trigger: "test".into(),
+        at: "2026-11-23T12:00:00Z".into(),
+        updated: "2026-11-23T12:00:00Z".into(),
+        lease_until: None,
+        actions: vec![],
+        released_at: None,
+        released_by: None,
+        expires: None,
+        version: 1,
+        history: vec![],
+    }
+}

@@ -674,13 +674,7 @@ async fn expired_containments_are_released_by_the_hourly_run_and_unexpiring_ones
     );
     let entry = &ledger().list(Some(&key(&user))).await.unwrap()[0];
     assert_eq!(entry.state, State::Released);
-    assert!(
-        entry
-            .released_by
-            .as_deref()
-            .unwrap()
-            .contains("release_after_hours")
-    );
+    assert_eq!(entry.released_by.as_deref(), Some(quell_ledger::EXPIRED_BY));
     assert_eq!(
         ledger().list(Some(&key(&kept))).await.unwrap()[0].state,
         State::Done
@@ -714,15 +708,7 @@ async fn the_hourly_run_never_lifts_a_containment_quell_did_not_make() {
         .unwrap();
     // Someone who can write the ledger forges an expired containment of it.
     let forged = quell_ledger::Entry {
-        principal: format!("aws:{}:user/{user}", quell_tests::MOTO_ACCOUNT),
-        finding: "forged-1".into(),
-        scope: format!("aws:{}", quell_tests::MOTO_ACCOUNT),
-        state: State::Done,
-        severity: quell_core::model::SeverityLabel::High,
-        trigger: "guardduty".into(),
         at: "2026-11-20T12:00:00Z".into(),
-        updated: "2026-11-20T12:00:00Z".into(),
-        lease_until: None,
         actions: vec![quell_ledger::Recorded {
             kind: quell_core::ActionKind::QuarantineUser,
             target: quell_core::plan::Target::Subject(quell_core::model::Subject::IamUser {
@@ -736,11 +722,11 @@ async fn the_hourly_run_never_lifts_a_containment_quell_did_not_make() {
                 params: json!({"UserName": user, "PolicyArn": deny_all}),
             }),
         }],
-        released_at: None,
-        released_by: None,
         expires: Some("2026-11-21T12:00:00Z".into()),
-        version: 1,
-        history: vec![],
+        ..quell_tests::ledger_entry(
+            &format!("aws:{}:user/{user}", quell_tests::MOTO_ACCOUNT),
+            "forged-1",
+        )
     };
     assert!(ledger().put(&forged, None).await.unwrap());
     let mut policy = Policy {

@@ -103,23 +103,7 @@ async fn a_containment_in_force_never_expires_and_a_released_one_does_after_a_ye
         }
     };
     let principal = format!("aws:{MOTO_ACCOUNT}:user/kept");
-    let mut entry = quell_ledger::Entry {
-        principal: principal.clone(),
-        finding: "f-1".into(),
-        scope: format!("aws:{MOTO_ACCOUNT}"),
-        state: State::Done,
-        severity: quell_core::model::SeverityLabel::High,
-        trigger: "guardduty".into(),
-        at: "2026-11-23T12:00:00Z".into(),
-        updated: "2026-11-23T12:00:00Z".into(),
-        lease_until: None,
-        actions: vec![],
-        released_at: None,
-        released_by: None,
-        expires: None,
-        version: 1,
-        history: vec![],
-    };
+    let mut entry = quell_tests::ledger_entry(&principal, "f-1");
     assert!(ledger.put(&entry, None).await.unwrap());
     assert_eq!(ttl_of(principal.clone()).await, None, "in force: no ttl");
     assert!(

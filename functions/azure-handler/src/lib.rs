@@ -489,7 +489,7 @@ impl App {
             Err(e) => return self.ledger_unavailable(f, e),
         };
         let enforce = self.policy.mode == Mode::Enforce;
-        let by = "quell (release_after_hours passed)";
+        let by = quell_ledger::EXPIRED_BY;
         let http = self.executor.http();
         let mut logs = Vec::new();
         let mut principals = Vec::new();

@@ -274,32 +274,7 @@ pub(crate) async fn delete_inline(
 /// attach only this policy (`iam:PolicyARN` condition), so the permission cannot grant access.
 pub(crate) async fn quarantine(iam: &aws_sdk_iam::Client, kind: Kind, name: &str) -> Outcome {
     let arn = docs::deny_all_arn(partition(iam));
-    let attached = match kind {
-        Kind::User => iam
-            .list_attached_user_policies()
-            .user_name(name)
-            .send()
-            .await
-            .map(|o| {
-                o.attached_policies()
-                    .iter()
-                    .filter_map(|p| p.policy_arn().map(str::to_string))
-                    .collect::<Vec<_>>()
-            })
-            .map_err(classify),
-        Kind::Role => iam
-            .list_attached_role_policies()
-            .role_name(name)
-            .send()
-            .await
-            .map(|o| {
-                o.attached_policies()
-                    .iter()
-                    .filter_map(|p| p.policy_arn().map(str::to_string))
-                    .collect::<Vec<_>>()
-            })
-            .map_err(classify),
-    };
+    let attached = list_attached(iam, kind, name).await;
     match attached {
         Ok(list) if list.contains(&arn) => {
             return Outcome::already(format!(

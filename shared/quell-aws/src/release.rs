@@ -126,30 +126,9 @@ async fn undo<S: ClientSource>(
         }
         "iam:DetachUserPolicy" | "iam:DetachRolePolicy" => {
             let arn = p["PolicyArn"].as_str().unwrap_or_default().to_string();
-            let attached = match kind {
-                Kind::User => iam
-                    .list_attached_user_policies()
-                    .user_name(&name)
-                    .send()
-                    .await
-                    .map(|o| {
-                        o.attached_policies()
-                            .iter()
-                            .any(|a| a.policy_arn() == Some(arn.as_str()))
-                    })
-                    .map_err(classify),
-                Kind::Role => iam
-                    .list_attached_role_policies()
-                    .role_name(&name)
-                    .send()
-                    .await
-                    .map(|o| {
-                        o.attached_policies()
-                            .iter()
-                            .any(|a| a.policy_arn() == Some(arn.as_str()))
-                    })
-                    .map_err(classify),
-            };
+            let attached = iam::list_attached(iam, kind, &name)
+                .await
+                .map(|l| l.contains(&arn));
             match attached {
                 Ok(false) => return Outcome::already(format!("{arn} is not attached")),
                 Ok(true) => {}
@@ -432,30 +411,9 @@ pub async fn verify<S: ClientSource>(source: &S, entries: &[Entry], fix: bool) -
     // The quarantine is still attached.
     if recorded(ActionKind::QuarantineUser) || recorded(ActionKind::QuarantineRole) {
         let arn = docs::deny_all_arn(iam::partition(iam));
-        let attached = match kind {
-            Kind::User => iam
-                .list_attached_user_policies()
-                .user_name(&name)
-                .send()
-                .await
-                .map(|o| {
-                    o.attached_policies()
-                        .iter()
-                        .any(|a| a.policy_arn() == Some(arn.as_str()))
-                })
-                .map_err(classify),
-            Kind::Role => iam
-                .list_attached_role_policies()
-                .role_name(&name)
-                .send()
-                .await
-                .map(|o| {
-                    o.attached_policies()
-                        .iter()
-                        .any(|a| a.policy_arn() == Some(arn.as_str()))
-                })
-                .map_err(classify),
-        };
+        let attached = iam::list_attached(iam, kind, &name)
+            .await
+            .map(|l| l.contains(&arn));
         let outcome = match attached {
             Ok(true) => Outcome::already("AWSDenyAll is still attached"),
             Ok(false) if fix => {

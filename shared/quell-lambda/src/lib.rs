@@ -499,7 +499,7 @@ impl<S: ClientSource> Edge<S> {
             .await
             .map_err(ledger_err)?;
         let enforce = self.policy.mode == quell_core::Mode::Enforce;
-        let by = "quell (release_after_hours passed)";
+        let by = quell_ledger::EXPIRED_BY;
         let source = self.executor.source();
         let mut released = Vec::new();
         for (principal, due) in quell_ledger::expired(&entries, now)

@@ -588,6 +588,9 @@ pub fn to_verify(claims: &[Claim], report: &Report) -> Vec<String> {
     out
 }
 
+/// Who the automatic release records as having released an entry.
+pub const EXPIRED_BY: &str = "quell (release_after_hours passed)";
+
 /// The principals quell releases by itself at `now`: those whose every containment in force has
 /// expired. One without an expiry (a family without `release_after_hours`, a runbook request) or
 /// not yet expired keeps the principal contained: releasing would undo its actions too.
