@@ -171,7 +171,11 @@ fn seeds() -> Vec<Vec<u8>> {
         .iter()
         .map(|f| event(f))
         .collect();
-    let corpus = root().join("../shared/corpus");
+    // The public corpus too, where QUELL_CORPUS names it (.ci/run does).
+    let corpus = std::env::var_os("QUELL_CORPUS")
+        .filter(|d| !d.is_empty())
+        .map(|d| root().join(std::path::PathBuf::from(d)))
+        .unwrap_or_default();
     for f in json_files(&corpus) {
         out.push(std::fs::read(corpus.join(f)).unwrap());
     }

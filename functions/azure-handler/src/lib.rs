@@ -27,6 +27,7 @@ use quell_azure::{AzureExecutor, TableLedger};
 use quell_core::normalize::host::messages;
 use quell_core::report::Report;
 use quell_core::{Batch, Context, FindingRef, Mode, Policy, Source, json, plan};
+use quell_pipeline::{Answer, Done, LedgerRequest, LedgerRunbook, Pipeline};
 use serde_json::{Value, json};
 
 /// The functions this handler serves, by the host's function name (folder under `app/`).
@@ -60,6 +61,18 @@ impl Function {
             "ReleaseExpired" => Function::ReleaseExpired,
             _ => return None,
         })
+    }
+    /// The function's name, as the host calls it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Function::DefenderEvents => "DefenderEvents",
+            Function::EntraRiskEvents => "EntraRiskEvents",
+            Function::GraphAlert => "GraphAlert",
+            Function::Runbook => "Runbook",
+            Function::PostureSweep => "PostureSweep",
+            Function::Verify => "Verify",
+            Function::ReleaseExpired => "ReleaseExpired",
+        }
     }
     fn is_http(self) -> bool {
         matches!(self, Function::GraphAlert | Function::Runbook)
@@ -168,33 +181,118 @@ fn host_response(function: Function, status: u16, result: Value, logs: Vec<Strin
     json!({"Outputs": outputs, "Logs": logs, "ReturnValue": result})
 }
 
+/// The host's response for a pipeline answer: 200 with the report, 400 for a rejection (HTTP
+/// functions; Event Hub functions answer 200 so a poison batch is not redelivered forever), and
+/// `status: retry` (503 through `res`; 500 for the trigger functions, so the host retries).
+fn answer_response(function: Function, answer: &Answer, mut logs: Vec<String>) -> Value {
+    let result = answer.to_json();
+    let status = match answer {
+        Answer::Done(_) => 200,
+        Answer::Rejected(e) => {
+            tracing::warn!(function = ?function, "rejected: {e}");
+            logs.insert(0, format!("rejected: {e}"));
+            logs.extend(outcome_logs(function, None, std::slice::from_ref(e)));
+            return host_response(function, 400, result, logs);
+        }
+        Answer::Retry { reason, .. } => {
+            let line = format!(
+                "transient failure, the invocation fails so it is retried (every action is idempotent): {reason}"
+            );
+            tracing::error!("{line}");
+            logs.push(line);
+            503
+        }
+    };
+    for a in answer.alerts(&format!("{function:?}")) {
+        logs.push(format!(
+            "quell.alert {}",
+            json!({"function": format!("{function:?}"), "subject": a.subject, "text": a.text, "needs": a.needs})
+        ));
+    }
+    host_response(function, status, result, logs)
+}
+
+/// The log lines of a release or verify: one per step.
+fn step_logs(done: Option<&Done>) -> Vec<String> {
+    let steps = match done {
+        Some(Done::Ledger(l)) => l.steps.iter().collect::<Vec<_>>(),
+        Some(Done::Expired(e)) => e.principals.iter().flat_map(|p| &p.steps).collect(),
+        _ => Vec::new(),
+    };
+    let mut logs: Vec<String> = steps
+        .iter()
+        .map(|s| format!("{}: {:?} {}", s.what, s.outcome.status, s.outcome.detail))
+        .collect();
+    if let Some(Done::Expired(e)) = done {
+        for p in &e.principals {
+            logs.push(format!(
+                "{}: {} expired containment(s), {}",
+                p.principal,
+                p.containments,
+                if p.released {
+                    "released"
+                } else if e.mode == Mode::Enforce {
+                    "not all released; the next run tries again"
+                } else {
+                    "would be released (dry-run)"
+                }
+            ));
+        }
+    }
+    logs
+}
+
 impl App {
+    /// The one containment pipeline, over this handler's ledger, executor and queue.
+    fn pipeline(&self, function: Function) -> Pipeline<'_, TableLedger> {
+        Pipeline {
+            function: function.name(),
+            policy: &self.policy,
+            clock: self.clock.as_ref(),
+            ledger: self.ledger.as_ref(),
+            executor: Some(&self.executor),
+            undo: vec![self.executor.http()],
+            checks: self
+                .verify_queue
+                .as_ref()
+                .map(|q| q as &dyn quell_pipeline::CheckQueue),
+        }
+    }
+
     /// Handles one invocation body; always answers (never panics on input).
     pub async fn handle(&self, function: Function, body: &[u8]) -> Value {
         let value = match json::parse_with(body, json::Limits::ENVELOPE) {
             Ok(v) => v,
             Err(e) => return self.rejected(function, format!("the host body is not usable: {e}")),
         };
-        if function == Function::PostureSweep {
-            return self.sweep().await;
-        }
-        if function == Function::Verify {
-            return self.scheduled_check(&value).await;
-        }
-        if function == Function::ReleaseExpired {
-            return self.release_expired().await;
-        }
-        if function == Function::Runbook
-            && let Some(req) = runbook_request(&value)
-            && let Some(kind @ ("release" | "verify")) = req["runbook"].as_str()
-        {
-            return self.ledger_runbook(Function::Runbook, kind, &req).await;
+        match function {
+            Function::PostureSweep => return self.sweep().await,
+            Function::Verify => {
+                let answer = match queue_message(&value) {
+                    Ok(msg) => self.pipeline(function).scheduled_check(&msg).await,
+                    Err(e) => Answer::Rejected(e),
+                };
+                return answer_response(function, &answer, step_logs(answer.done()));
+            }
+            Function::ReleaseExpired => {
+                let answer = self.pipeline(function).release_expired().await;
+                return answer_response(function, &answer, step_logs(answer.done()));
+            }
+            Function::Runbook => {
+                if let Some(req) = runbook_request(&value)
+                    && LedgerRequest::runbook_of(&req).is_some()
+                {
+                    let answer = self.ledger_runbook(&req).await;
+                    return answer_response(function, &answer, step_logs(answer.done()));
+                }
+            }
+            Function::DefenderEvents | Function::EntraRiskEvents | Function::GraphAlert => {}
         }
         let mut logs = Vec::new();
         let mut rejected = Vec::new();
         let mut reports = Vec::new();
         let mut ignored = Vec::new();
-        let mut unverified = Vec::new();
+        let mut retry = Vec::new();
         for (pointer, result) in messages(&value) {
             let b = match result {
                 Ok(b) => b,
@@ -219,7 +317,7 @@ impl App {
                     match self.verified(&f).await {
                         Ok(copy) => batch.findings.extend(copy),
                         Err(Verify::Rejected(e)) => rejected.push(format!("{pointer}: {e}")),
-                        Err(Verify::Transient(e)) => unverified.push(format!("{pointer}: {e}")),
+                        Err(Verify::Transient(e)) => retry.push(format!("{pointer}: {e}")),
                     }
                 } else {
                     batch.findings.push(f);
@@ -231,29 +329,29 @@ impl App {
             // One plan per message: the blast-radius cap counts this message's actions only.
             let plan = plan(batch, &self.policy, &self.ctx);
             ignored.extend(plan.ignored.clone());
-            match self.execute(plan).await {
-                Ok((r, scheduled)) => {
-                    reports.push(r);
-                    // The containment holds; the retry (idempotent) schedules the check again.
-                    if let Err(e) = scheduled {
-                        unverified.push(format!(
-                            "{pointer}: the check after containment was not scheduled ({e})"
-                        ));
-                    }
-                }
-                // No containment without the ledger when one is configured: retried.
-                Err(e) => unverified.push(format!("{pointer}: {e}")),
+            let answer = self.pipeline(function).contain(plan).await;
+            if let Answer::Retry { reason, .. } = &answer {
+                retry.push(format!("{pointer}: {reason}"));
+            }
+            match answer {
+                Answer::Done(Done::Contained(r))
+                | Answer::Retry {
+                    done: Some(Done::Contained(r)),
+                    ..
+                } => reports.push(r),
+                Answer::Rejected(e) => rejected.push(format!("{pointer}: {e}")),
+                _ => {}
             }
         }
         for r in &rejected {
             logs.push(format!("rejected: {r}"));
             tracing::warn!(function = ?function, "rejected: {r}");
         }
-        for u in &unverified {
+        for u in &retry {
             logs.push(format!("will retry: {u}"));
             tracing::warn!(function = ?function, "will retry: {u}");
         }
-        if reports.is_empty() && unverified.is_empty() {
+        if reports.is_empty() && retry.is_empty() {
             return self.rejected_many(function, rejected, logs);
         }
         let report = Report::merge(
@@ -273,25 +371,10 @@ impl App {
         if !rejected.is_empty() {
             result["rejected"] = json!(rejected);
         }
-        let retry = report.should_retry() || !unverified.is_empty();
-        if retry {
-            let failed: Vec<String> = report
-                .results
-                .iter()
-                .filter(|r| r.outcome.retryable)
-                .map(|r| {
-                    format!(
-                        "{} {}: {}",
-                        r.action.kind.as_str(),
-                        r.action.target.label(),
-                        r.outcome.error_code.as_deref().unwrap_or("error")
-                    )
-                })
-                .chain(unverified.iter().cloned())
-                .collect();
+        if !retry.is_empty() {
             let line = format!(
                 "transient failure, the invocation fails so it is retried (every action is idempotent): {}",
-                failed.join("; ")
+                retry.join("; ")
             );
             tracing::error!("{line}");
             logs.push(line);
@@ -301,260 +384,19 @@ impl App {
         host_response(function, 200, result, logs)
     }
 
-    /// Executes a plan, claiming its containments in the ledger first and recording them after,
-    /// then schedules the checks after containment (whether they could be, beside the report).
-    async fn execute(
-        &self,
-        plan: quell_core::Plan,
-    ) -> Result<(Report, Result<(), quell_azure::AzError>), quell_ledger::LedgerError> {
-        let Some(ledger) = &self.ledger else {
-            return Ok((self.executor.execute(&plan).await, Ok(())));
+    /// `{"runbook": "release" | "verify", …}` over HTTP. A release only with `http_release`: a
+    /// function key is a shared secret, and the HTTP surface stays contain-only by default.
+    async fn ledger_runbook(&self, req: &Value) -> Answer {
+        let req = match LedgerRequest::parse(req) {
+            Ok(r) => r,
+            Err(e) => return Answer::Rejected(e),
         };
-        let now = self.clock.now();
-        let gated = quell_ledger::gate(ledger, plan, &self.policy, now).await?;
-        let report = self.executor.execute(&gated.plan).await;
-        quell_ledger::record(ledger, &gated.claims, &report, now).await?;
-        let scheduled = self
-            .schedule_checks(&quell_ledger::to_verify(&gated.claims, &report))
-            .await;
-        Ok((report, scheduled))
-    }
-
-    /// Schedules the check after containment of each principal.
-    async fn schedule_checks(&self, principals: &[String]) -> Result<(), quell_azure::AzError> {
-        let after = self.policy.verify.after_seconds;
-        let (Some(queue), false, true) = (&self.verify_queue, principals.is_empty(), after > 0)
-        else {
-            return Ok(());
-        };
-        match queue.schedule(principals, after).await {
-            Ok(()) => {
-                tracing::info!(?principals, after, "check after containment scheduled");
-                Ok(())
-            }
-            Err(e) => {
-                tracing::error!(error = %e, ?principals, "check after containment not scheduled");
-                Err(e)
-            }
-        }
-    }
-
-    /// The `Verify` queue trigger: `Data.msg` is the message text (the host decodes the base64),
-    /// which must be a `verify` runbook request: the queue can only make quell check and
-    /// contain, never release. A check with a failed step fails the invocation, so the host
-    /// retries it (and, past `maxDequeueCount`, moves it to the poison queue).
-    async fn scheduled_check(&self, value: &Value) -> Value {
-        let f = Function::Verify;
-        // The host hands over the message text, or the JSON it holds; accept either, and a
-        // string that is itself JSON-encoded once more.
-        let mut req = value["Data"]["msg"].clone();
-        for _ in 0..2 {
-            if let Value::String(text) = &req {
-                req = match json::parse(text.as_bytes()) {
-                    Ok(v) => v,
-                    Err(e) => return self.rejected(f, format!("/Data/msg: {e}")),
-                };
-            }
-        }
-        if !req.is_object() {
-            return self.rejected(f, "/Data/msg: expected the queue message".into());
-        }
-        if req["runbook"] != "verify" {
-            return self.rejected(
-                f,
-                "/Data/msg: a verify queue message must be a verify runbook request".into(),
-            );
-        }
-        let mut answer = self.ledger_runbook(f, "verify", &req).await;
-        let failed = answer["ReturnValue"]["steps"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|s| s["outcome"]["status"] == "failed");
-        if failed {
-            answer["ReturnValue"]["status"] = json!("retry");
-        }
-        answer
-    }
-
-    /// `{"runbook": "release" | "verify", "principal": …, "reason": …, "requested_by": …}`:
-    /// undo quell's containment of a principal from the ledger (only with `http_release`), or
-    /// check it still holds and, in enforce mode, contain what appeared since.
-    async fn ledger_runbook(&self, f: Function, kind: &str, req: &Value) -> Value {
-        use quell_ledger::Ledger;
-        let Some(ledger) = &self.ledger else {
-            return self.rejected(
-                f,
-                format!("a {kind} runbook needs the ledger: set QUELL_LEDGER_TABLE and QUELL_LEDGER_ENDPOINT"),
-            );
-        };
-        if kind == "release" && !self.http_release {
-            return self.rejected(
-                f,
+        if req.runbook == LedgerRunbook::Release && !self.http_release {
+            return Answer::Rejected(
                 "release over HTTP is off: anyone with the function key could undo a containment. Run `quell release` under your own identity, or set QUELL_HTTP_RELEASE=enabled".into(),
             );
         }
-        let reason = req["reason"].as_str().unwrap_or("").trim();
-        if reason.is_empty() {
-            return self.rejected(f, "/reason: a release or verify needs a reason".into());
-        }
-        let Some(key) = req["principal"]
-            .as_str()
-            .and_then(|p| quell_ledger::key_of_argument(p, req["principal_type"].as_str()))
-            .filter(|k| k.starts_with("azure:"))
-        else {
-            return self.rejected(
-                f,
-                "/principal: expected an Entra user (object id or UPN), or an object id with principal_type service_principal or managed_identity".into(),
-            );
-        };
-        let by = req["requested_by"].as_str().unwrap_or("runbook");
-        let mut entries = match ledger.list(Some(&key)).await {
-            Ok(e) => e,
-            Err(e) => return self.ledger_unavailable(f, e),
-        };
-        entries.retain(|e| e.in_force());
-        entries.sort_by(|a, b| b.at.cmp(&a.at));
-        let enforce = self.policy.mode == Mode::Enforce;
-        let http = self.executor.http();
-        let mut steps = Vec::new();
-        if kind == "verify" {
-            steps = quell_azure::release::verify(http, &entries, enforce).await;
-        } else if enforce {
-            match quell_ledger::release_each(
-                ledger,
-                &entries,
-                by,
-                self.clock.now(),
-                |e| async move {
-                    quell_azure::release::release(http, &e, quell_azure::release::Releaser::Human)
-                        .await
-                },
-            )
-            .await
-            {
-                Ok((done, _)) => steps = done,
-                Err(e) => return self.ledger_unavailable(f, e),
-            }
-        }
-        let result = json!({
-            "runbook": kind, "principal": key, "reason": reason, "requested_by": by,
-            "mode": self.policy.mode, "containments": entries.len(), "steps": steps,
-        });
-        let mut logs: Vec<String> = steps
-            .iter()
-            .map(|s| format!("{}: {:?} {}", s.what, s.outcome.status, s.outcome.detail))
-            .collect();
-        // A check that found the containment broken tells a human (the needs-a-human alert
-        // rule reads quell.alert records).
-        if kind == "verify"
-            && let Some(a) =
-                quell_ledger::check_alert(&key, &format!("{f:?}"), self.policy.mode, &steps)
-        {
-            logs.push(format!(
-                "quell.alert {}",
-                json!({"function": format!("{f:?}"), "subject": a.subject, "text": a.text, "needs": a.needs})
-            ));
-        }
-        tracing::info!(runbook = kind, principal = %key, steps = steps.len(), by, "ledger runbook");
-        host_response(f, 200, result, logs)
-    }
-
-    /// The hourly timer: releases the Entra principals whose every containment in force has
-    /// passed its family's `release_after_hours` (`quell_ledger::expired`), newest first. Not an
-    /// HTTP surface: only the policy the deployer set decides what expires. A failed step leaves
-    /// that containment in force for the next run and fails the invocation (answers 500).
-    async fn release_expired(&self) -> Value {
-        use quell_ledger::Ledger;
-        let f = Function::ReleaseExpired;
-        let Some(ledger) = &self.ledger else {
-            return host_response(
-                f,
-                200,
-                json!({"status": "skipped", "reason": "no ledger (QUELL_LEDGER_TABLE)"}),
-                vec![],
-            );
-        };
-        if !self.policy.releases_automatically() {
-            return host_response(
-                f,
-                200,
-                json!({"status": "skipped", "reason": "no family sets release_after_hours"}),
-                vec![],
-            );
-        }
-        let now = self.clock.now();
-        let entries = match ledger.list(None).await {
-            Ok(e) => e,
-            Err(e) => return self.ledger_unavailable(f, e),
-        };
-        let enforce = self.policy.mode == Mode::Enforce;
-        let by = quell_ledger::EXPIRED_BY;
-        let http = self.executor.http();
-        let mut logs = Vec::new();
-        let mut principals = Vec::new();
-        for (principal, due) in quell_ledger::expired(&entries, now)
-            .into_iter()
-            .filter(|(p, _)| p.starts_with("azure:"))
-        {
-            let (steps, complete) = if enforce {
-                match quell_ledger::release_each(ledger, &due, by, now, |e| async move {
-                    quell_azure::release::release(
-                        http,
-                        &e,
-                        quell_azure::release::Releaser::Automatic,
-                    )
-                    .await
-                })
-                .await
-                {
-                    Ok(done) => done,
-                    Err(err) => return self.ledger_unavailable(f, err),
-                }
-            } else {
-                (Vec::new(), false)
-            };
-            if enforce && !complete {
-                let line = format!(
-                    "{principal}: an expired containment was not released; the next run tries again"
-                );
-                tracing::error!("{line}");
-                logs.push(line);
-            }
-            logs.push(format!(
-                "{principal}: {} expired containment(s), {}",
-                due.len(),
-                if complete {
-                    "released"
-                } else if enforce {
-                    "not all released"
-                } else {
-                    "would be released (dry-run)"
-                }
-            ));
-            principals.push(json!({
-                "principal": principal, "containments": due.len(),
-                "released": complete, "steps": steps,
-            }));
-        }
-        let mut result = json!({"runbook": "release_expired", "mode": self.policy.mode, "requested_by": by, "principals": principals});
-        // A containment that should have been released but was not fails the invocation, so the
-        // function-failures alert tells a human (the next hour tries again).
-        if enforce && principals.iter().any(|p| p["released"] == false) {
-            result["status"] = json!("retry");
-        }
-        host_response(f, 200, result, logs)
-    }
-
-    fn ledger_unavailable(&self, f: Function, e: quell_ledger::LedgerError) -> Value {
-        let line = format!("the ledger is unavailable, retry: {e}");
-        tracing::error!("{line}");
-        host_response(
-            f,
-            503,
-            json!({"status": "retry", "error": e.to_string()}),
-            vec![line],
-        )
+        self.pipeline(Function::Runbook).ledger_request(&req).await
     }
 
     /// Graph's own copy of a posted alert, normalized: what quell acts on.
@@ -686,6 +528,22 @@ fn runbook_request(value: &Value) -> Option<Value> {
         Value::Object(_) => Some(body.clone()),
         _ => None,
     }
+}
+
+/// The verify queue's message in a `Verify` invocation (`Data.msg`): the host hands over the
+/// message text, or the JSON it holds; either is accepted, and a string that is itself
+/// JSON-encoded once more.
+fn queue_message(value: &Value) -> Result<Value, String> {
+    let mut msg = value["Data"]["msg"].clone();
+    for _ in 0..2 {
+        if let Value::String(text) = &msg {
+            msg = json::parse(text.as_bytes()).map_err(|e| format!("/Data/msg: {e}"))?;
+        }
+    }
+    if !msg.is_object() {
+        return Err("/Data/msg: expected the queue message".into());
+    }
+    Ok(msg)
 }
 
 /// The structured records Application Insights queries (`traces`, message prefix

@@ -544,6 +544,62 @@ fn print_steps(steps: &[quell_aws::release::Step], format: Format) -> anyhow::Re
     Ok(())
 }
 
+/// The pipeline of a CLI command: the ledger, and the release/verify capabilities of the clouds
+/// the principals named belong to (each built only when needed, as the engineer).
+struct Undoers {
+    aws: Option<quell_aws::Accounts>,
+    azure: Option<quell_azure::Http>,
+}
+
+impl Undoers {
+    async fn for_keys<'k>(
+        keys: impl IntoIterator<Item = &'k str>,
+        policy: &Policy,
+    ) -> anyhow::Result<Undoers> {
+        let (mut aws, mut azure) = (false, false);
+        for k in keys {
+            match quell_pipeline::cloud_of_key(k) {
+                Some(quell_core::Cloud::Aws) => aws = true,
+                Some(_) => azure = true,
+                None => {}
+            }
+        }
+        Ok(Undoers {
+            aws: match aws {
+                true => Some(aws_session(policy).await?.0),
+                false => None,
+            },
+            azure: if azure { Some(azure_http()?) } else { None },
+        })
+    }
+}
+
+/// Runs `f` with the pipeline over `ledger` and the undoers.
+fn pipeline<'a>(
+    policy: &'a Policy,
+    clock: &'a quell_core::clock::FixedClock,
+    ledger: &'a AnyLedger,
+    aws: Option<&'a quell_aws::capabilities::AwsUndo<'a, quell_aws::Accounts>>,
+    azure: Option<&'a quell_azure::Http>,
+) -> quell_pipeline::Pipeline<'a, AnyLedger> {
+    let mut undo: Vec<&dyn quell_pipeline::Undo> = Vec::new();
+    if let Some(a) = aws {
+        undo.push(a);
+    }
+    if let Some(z) = azure {
+        undo.push(z);
+    }
+    quell_pipeline::Pipeline {
+        function: "cli",
+        policy,
+        clock,
+        ledger: Some(ledger),
+        executor: None,
+        undo,
+        checks: None,
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn release(
     principal: Option<String>,
@@ -554,26 +610,29 @@ fn release(
     policy: Option<&PathBuf>,
     format: Format,
 ) -> anyhow::Result<()> {
-    use quell_ledger::Ledger;
     let policy = load_policy(policy)?;
     let by = by
         .or_else(|| std::env::var("USER").ok())
         .unwrap_or_else(|| "quell release".into());
+    let clock = quell_core::clock::FixedClock(now()?);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let ledger = require_ledger().await?;
-        let mut entries = match (&principal, &finding) {
-            (Some(p), None) => ledger.list(Some(&principal_key(p)?)).await,
-            (None, Some(f)) => ledger.by_finding(f).await,
+        let key = principal.as_deref().map(principal_key).transpose()?;
+        let select = match (&key, &finding) {
+            (Some(k), None) => quell_pipeline::Select::Principal(k),
+            (None, Some(f)) => quell_pipeline::Select::Finding(f),
             _ => {
                 return Err(
                     Rejected("name a principal or --finding ID (one of them)".into()).into(),
                 );
             }
-        }
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-        entries.retain(|e| e.in_force());
-        entries.sort_by(|a, b| b.at.cmp(&a.at));
+        };
+        let listing = pipeline(&policy, &clock, &ledger, None, None);
+        let entries = listing
+            .in_force(select)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         if entries.is_empty() {
             println!("nothing in force to release");
             return Ok(());
@@ -591,39 +650,30 @@ fn release(
             &format!("\nrelease these {} containment(s)?", entries.len()),
             yes,
         )?;
-        let azure = entries.iter().any(|e| e.principal.starts_with("azure:"));
-        let aws = entries.iter().any(|e| e.principal.starts_with("aws:"));
-        let source = match aws {
-            true => Some(aws_session(&policy).await?.0),
-            false => None,
-        };
-        let http = if azure { Some(azure_http()?) } else { None };
-        let mut failed = 0;
-        let mut all = Vec::new();
-        for e in &entries {
-            let steps = match (&source, &http) {
-                (_, Some(http)) if e.principal.starts_with("azure:") => {
-                    quell_azure::release::release(http, e, quell_azure::release::Releaser::Human)
-                        .await
-                }
-                (Some(source), _) => quell_aws::release::release(source, e, reactivate_keys).await,
-                _ => vec![],
-            };
-            failed += steps
-                .iter()
-                .filter(|s| s.outcome.status == quell_core::report::Status::Failed)
-                .count();
-            all.extend(steps);
-            if failed == 0 {
-                quell_ledger::mark_released(&ledger, e, &by, now()?)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-            }
-        }
-        print_steps(&all, format)?;
-        if failed > 0 {
+        let undoers =
+            Undoers::for_keys(entries.iter().map(|e| e.principal.as_str()), &policy).await?;
+        let aws = undoers.aws.as_ref().map(quell_aws::capabilities::AwsUndo);
+        let p = pipeline(&policy, &clock, &ledger, aws.as_ref(), undoers.azure.as_ref());
+        let released = p
+            .release(
+                &entries,
+                &by,
+                quell_pipeline::Releaser::Human { reactivate_keys },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        print_steps(&released.steps, format)?;
+        let kept: Vec<String> = released
+            .entries
+            .iter()
+            .filter(|(_, _, r)| !r)
+            .map(|(p, f, _)| format!("{p} (finding {f})"))
+            .collect();
+        if !kept.is_empty() {
             anyhow::bail!(
-                "{failed} step(s) failed; the ledger still holds the containment as in force"
+                "{} containment(s) not released, still in force in the ledger: {}; every other one was released",
+                kept.len(),
+                kept.join(", ")
             );
         }
         Ok(())
@@ -636,25 +686,34 @@ fn verify(
     policy: Option<&PathBuf>,
     format: Format,
 ) -> anyhow::Result<()> {
-    use quell_ledger::Ledger;
     let policy = load_policy(policy)?;
+    let clock = quell_core::clock::FixedClock(now()?);
+    let key = principal_key(principal)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let ledger = require_ledger().await?;
-        let entries = ledger
-            .list(Some(&principal_key(principal)?))
+        let listing = pipeline(&policy, &clock, &ledger, None, None);
+        let in_force = listing
+            .in_force(quell_pipeline::Select::Principal(&key))
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        if !entries.iter().any(|e| e.in_force()) {
+        if in_force.is_empty() {
             println!("quell holds no containment of {principal} in force");
             return Ok(());
         }
-        let steps = if entries.iter().any(|e| e.principal.starts_with("azure:")) {
-            quell_azure::release::verify(&azure_http()?, &entries, yes).await
-        } else {
-            let (source, _, _) = aws_session(&policy).await?;
-            quell_aws::release::verify(&source, &entries, yes).await
-        };
+        let undoers = Undoers::for_keys([key.as_str()], &policy).await?;
+        let aws = undoers.aws.as_ref().map(quell_aws::capabilities::AwsUndo);
+        let p = pipeline(
+            &policy,
+            &clock,
+            &ledger,
+            aws.as_ref(),
+            undoers.azure.as_ref(),
+        );
+        let (_, steps) = p
+            .verify(&key, yes)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         print_steps(&steps, format)?;
         let failed = steps
             .iter()
@@ -923,21 +982,11 @@ fn apply(
         .actions
         .iter()
         .any(|a| a.cloud == quell_core::Cloud::Azure);
-    let report = runtime.block_on(async {
+    let (report, retry) = runtime.block_on(async {
         let ledger = ledger().await?;
-        // With a ledger: claim each containment first (withheld when another process holds
-        // it, a human released it, or the breaker is open), record what was done after.
-        let (plan, claims) = match &ledger {
-            Some(l) => {
-                let gated = quell_ledger::gate(l, plan, &policy, now)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                (gated.plan, Some(gated.claims))
-            }
-            None => (plan, None),
-        };
-        let clock = std::sync::Arc::new(quell_core::clock::FixedClock(now));
-        let report = if azure {
+        let clock = quell_core::clock::FixedClock(now);
+        let clock_arc = std::sync::Arc::new(quell_core::clock::FixedClock(now));
+        let executor: Box<dyn quell_pipeline::Executor> = if azure {
             let mut ctx = Context::default();
             if let Some(id) = env("QUELL_OWN_OBJECT_ID") {
                 ctx = ctx.with_azure_identity(&id);
@@ -948,27 +997,47 @@ fn apply(
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty())
                 .collect();
-            quell_azure::AzureExecutor::new(
+            Box::new(quell_azure::AzureExecutor::new(
                 azure_http()?,
                 policy.clone(),
                 ctx,
-                clock,
+                clock_arc,
                 subscriptions,
-            )
-            .execute(&plan)
-            .await
+            ))
         } else {
             let (source, _, ctx) = aws_session(&policy).await?;
-            quell_aws::AwsExecutor::new(source, policy.clone(), ctx, clock)
-                .execute(&plan)
-                .await
+            Box::new(quell_aws::AwsExecutor::new(
+                source,
+                policy.clone(),
+                ctx,
+                clock_arc,
+            ))
         };
-        if let (Some(l), Some(claims)) = (&ledger, &claims) {
-            quell_ledger::record(l, claims, &report, now)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        // With a ledger: claim each containment first (withheld when another process holds
+        // it, a human released it, or the breaker is open), record what was done after.
+        let p = quell_pipeline::Pipeline {
+            function: "cli",
+            policy: &policy,
+            clock: &clock,
+            ledger: ledger.as_ref(),
+            executor: Some(executor.as_ref()),
+            undo: Vec::new(),
+            checks: None,
+        };
+        match p.contain(plan).await {
+            quell_pipeline::Answer::Done(quell_pipeline::Done::Contained(r)) => {
+                anyhow::Ok((r, None))
+            }
+            // Printed, then the command fails: run it again (every action is idempotent, and
+            // the ledger takes a re-run as a retry).
+            quell_pipeline::Answer::Retry {
+                done: Some(quell_pipeline::Done::Contained(r)),
+                reason,
+            } => anyhow::Ok((r, Some(reason))),
+            quell_pipeline::Answer::Retry { reason, .. } => anyhow::bail!("{reason}"),
+            quell_pipeline::Answer::Rejected(e) => Err(Rejected(e).into()),
+            other => anyhow::bail!("unexpected answer: {:?}", other.to_json()),
         }
-        anyhow::Ok(report)
     })?;
     match format {
         Format::Text => {
@@ -990,6 +1059,9 @@ fn apply(
             );
         }
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    if let Some(reason) = retry {
+        anyhow::bail!("{reason}; run the same command again");
     }
     if report.summary.failed > 0 {
         anyhow::bail!("{} action(s) failed; see the report", report.summary.failed);

@@ -2,6 +2,7 @@
 //! [`quell_core::Plan`] with the AWS SDK for Rust and publishes the audit event.
 
 pub mod audit;
+pub mod capabilities;
 pub mod clients;
 pub mod docs;
 pub mod error;

@@ -1,5 +1,6 @@
 //! quell's Azure adapter: the only crate that calls Microsoft Graph and Azure Resource Manager.
 
+pub mod capabilities;
 pub mod client;
 pub mod executor;
 pub mod ledger;

@@ -30,6 +30,24 @@ pub enum Source {
     Runbook,
 }
 
+impl Source {
+    /// The cloud whose detections this source reports, exhaustively: a new source that forgets
+    /// its cloud does not compile. `None` for a runbook request, whose cloud is its principal's
+    /// ([`Finding::cloud`]).
+    pub fn cloud(self) -> Option<Cloud> {
+        match self {
+            Source::Guardduty | Source::Securityhub | Source::AccessAnalyzer => Some(Cloud::Aws),
+            Source::DefenderXdr
+            | Source::GraphAlert
+            | Source::EntraRiskDetection
+            | Source::EntraRiskyUser
+            | Source::EntraServicePrincipalRiskDetection
+            | Source::EntraRiskyServicePrincipal => Some(Cloud::Azure),
+            Source::Runbook => None,
+        }
+    }
+}
+
 /// The kind of threat a finding reports; policy chooses a response per family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -564,6 +582,23 @@ pub struct Finding {
     /// told both names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conflicts: Vec<String>,
+}
+
+impl Finding {
+    /// The cloud the finding belongs to: its source's, or for a runbook request its first
+    /// principal's (an on-premises account is reported where Defender runs, on Azure).
+    pub fn cloud(&self) -> Cloud {
+        self.source.cloud().unwrap_or_else(|| {
+            match self.subjects.iter().map(Subject::cloud).next() {
+                Some(Cloud::Aws) => Cloud::Aws,
+                Some(Cloud::Azure | Cloud::OnPremises) => Cloud::Azure,
+                // A runbook request with no usable principal, or an AWS-looking tenant-less one.
+                None if self.account.is_some() => Cloud::Aws,
+                None if self.tenant.is_some() => Cloud::Azure,
+                None => Cloud::Aws,
+            }
+        })
+    }
 }
 
 /// What a runbook request asks for.

@@ -64,6 +64,60 @@ impl ActionKind {
         }
     }
 
+    /// The cloud whose API carries out this kind, exhaustively: an action kind added without
+    /// saying its cloud does not compile. `None` for `notify`, which either cloud's edge
+    /// delivers (the action's `cloud` then follows its target).
+    pub fn cloud(self) -> Option<Cloud> {
+        use ActionKind::*;
+        match self {
+            QuarantineUser
+            | QuarantineRole
+            | DeactivateAccessKey
+            | DeactivateDormantAccessKeys
+            | DeactivateLongTermKeys
+            | DeleteLoginProfile
+            | RevokeRoleSession
+            | RevokeRoleSessions
+            | RevokeUserSessions
+            | TagPrincipal
+            | UpdateSecurityhubFinding => Some(Cloud::Aws),
+            DisableEntraUser
+            | DisableServicePrincipal
+            | RemoveRoleAssignments
+            | ConfirmUserCompromised
+            | RemoveServicePrincipalCredential
+            | RevokeEntraSessions
+            | UpdateDefenderAlert => Some(Cloud::Azure),
+            Notify => None,
+        }
+    }
+
+    /// Every action kind, in rank order.
+    pub const ALL: [ActionKind; 19] = {
+        use ActionKind::*;
+        [
+            QuarantineUser,
+            QuarantineRole,
+            DisableEntraUser,
+            DisableServicePrincipal,
+            RemoveRoleAssignments,
+            ConfirmUserCompromised,
+            DeactivateAccessKey,
+            RemoveServicePrincipalCredential,
+            DeactivateDormantAccessKeys,
+            DeactivateLongTermKeys,
+            DeleteLoginProfile,
+            RevokeRoleSession,
+            RevokeRoleSessions,
+            RevokeUserSessions,
+            RevokeEntraSessions,
+            TagPrincipal,
+            Notify,
+            UpdateSecurityhubFinding,
+            UpdateDefenderAlert,
+        ]
+    };
+
     /// Containment actions count against the blast-radius cap; bookkeeping does not.
     pub fn is_containment(self) -> bool {
         self.rank() <= 2
@@ -238,17 +292,16 @@ struct Builder<'a> {
 
 impl Builder<'_> {
     fn act(&mut self, f: &Finding, kind: ActionKind, target: Target, why: &str) {
-        let cloud = match &target {
+        let cloud = kind.cloud().unwrap_or_else(|| match &target {
             Target::Subject(s) => s.cloud(),
             Target::Record(
                 FindingRef::SecurityhubFinding { .. } | FindingRef::SecurityhubOcsfFinding { .. },
             ) => Cloud::Aws,
             Target::Record(FindingRef::DefenderAlert { .. }) => Cloud::Azure,
-            Target::Record(FindingRef::Finding { source, .. }) => match source {
-                Source::Guardduty | Source::Securityhub | Source::AccessAnalyzer => Cloud::Aws,
-                _ => Cloud::Azure,
-            },
-        };
+            // A record of the finding itself: the finding's cloud (a runbook request's is its
+            // principal's, so an AWS runbook's notify is executed on AWS).
+            Target::Record(FindingRef::Finding { .. }) => f.cloud(),
+        });
         let summary = format!(
             "{} {} ({} {:.1})",
             source_name(f.source),
@@ -867,6 +920,53 @@ mod tests {
 
     fn plan_with(input: &str, policy: &Policy) -> Plan {
         plan_input(input.as_bytes(), policy, &Context::default()).unwrap()
+    }
+
+    #[test]
+    fn a_runbook_notify_goes_to_its_principals_cloud() {
+        // An Identity Center session cannot be contained: the runbook's notify is a record of
+        // the request itself, and must be delivered by the AWS edge, not routed to Azure.
+        let aws = r#"{"runbook":"contain","principal":"arn:aws:sts::111122223333:assumed-role/AWSReservedSSO_Admin_0123456789abcdef/alice","reason":"t"}"#;
+        let p = plan_with(aws, &Policy::default());
+        let notify: Vec<&Action> = p
+            .actions
+            .iter()
+            .filter(|a| a.kind == ActionKind::Notify)
+            .collect();
+        assert!(!notify.is_empty(), "{p:#?}");
+        assert!(notify.iter().all(|a| a.cloud == Cloud::Aws), "{notify:#?}");
+        let azure = r#"{"runbook":"contain","principal":"alice@contoso.com","reason":"t"}"#;
+        let p = plan_with(azure, &Policy::default());
+        assert!(p.actions.iter().all(|a| a.cloud == Cloud::Azure), "{p:#?}");
+    }
+
+    #[test]
+    fn every_planned_action_runs_on_its_kinds_cloud() {
+        for kind in ActionKind::ALL {
+            // Exhaustive: each kind names its cloud, and only notify may go to either.
+            assert_eq!(
+                kind.cloud().is_none(),
+                kind == ActionKind::Notify,
+                "{kind:?}"
+            );
+        }
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../events");
+        let mut planned = 0;
+        for family in std::fs::read_dir(dir).unwrap() {
+            for file in std::fs::read_dir(family.unwrap().path()).unwrap() {
+                let bytes = std::fs::read(file.unwrap().path()).unwrap();
+                let Ok(p) = plan_input(&bytes, &Policy::default(), &Context::default()) else {
+                    continue;
+                };
+                for a in &p.actions {
+                    planned += 1;
+                    if let Some(c) = a.kind.cloud() {
+                        assert_eq!(a.cloud, c, "{a:#?}");
+                    }
+                }
+            }
+        }
+        assert!(planned > 50, "{planned}");
     }
 
     #[test]

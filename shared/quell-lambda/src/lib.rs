@@ -12,10 +12,13 @@ use std::sync::Arc;
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use lambda_runtime::{LambdaEvent, service_fn};
+use quell_aws::capabilities::SqsChecks;
 use quell_aws::ledger::DynamoLedger;
 use quell_aws::{Accounts, AwsExecutor, ClientSource, SystemClock};
 use quell_core::clock::Clock;
 use quell_core::{ActionKind, Context, Policy, plan_input};
+use quell_pipeline::{Answer, Done, LedgerRequest, Pipeline};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use thiserror::Error;
 
@@ -118,10 +121,8 @@ pub enum EdgeError {
     Config(String),
     #[error("AWS: {0}")]
     Aws(String),
-    #[error(
-        "{failed} action(s) failed with a retryable error ({codes}); the invocation fails so Lambda retries it"
-    )]
-    Retryable { failed: usize, codes: String },
+    #[error("{reason}; the invocation fails so Lambda retries it (every action is idempotent)")]
+    Retryable { reason: String },
 }
 
 impl From<EdgeError> for lambda_runtime::Diagnostic {
@@ -155,10 +156,12 @@ pub struct Edge<S> {
     ctx: Context,
     executor: AwsExecutor<S>,
     audit: Option<(aws_sdk_eventbridge::Client, String)>,
-    /// The containment ledger (`QUELL_LEDGER_TABLE`), and the clock its decisions use.
-    ledger: Option<(DynamoLedger, Arc<dyn Clock>)>,
+    /// The containment ledger (`QUELL_LEDGER_TABLE`).
+    ledger: Option<DynamoLedger>,
+    /// The clock the ledger's decisions use.
+    clock: Arc<dyn Clock>,
     /// Where checks after containment are scheduled (`QUELL_VERIFY_QUEUE`).
-    verify_queue: Option<(aws_sdk_sqs::Client, String)>,
+    checks: Option<SqsChecks>,
 }
 
 /// Reads the policy: a bundled file (`QUELL_POLICY_FILE`) or the built-in default, then the
@@ -207,6 +210,17 @@ pub async fn init(accepts: Accepts) -> Result<Edge<Accounts>, EdgeError> {
     })
 }
 
+/// The answer as the Lambda invocation's result: the report, `{"status": "rejected"}` (success,
+/// so Lambda does not retry a poison event), or an error that makes Lambda retry.
+fn lambda_result(answer: &Answer) -> Result<Value, EdgeError> {
+    match answer {
+        Answer::Done(_) | Answer::Rejected(_) => Ok(answer.to_json()),
+        Answer::Retry { reason, .. } => Err(EdgeError::Retryable {
+            reason: reason.clone(),
+        }),
+    }
+}
+
 impl<S: ClientSource> Edge<S> {
     pub fn new(
         accepts: Accepts,
@@ -223,19 +237,24 @@ impl<S: ClientSource> Edge<S> {
             executor,
             audit,
             ledger: None,
-            verify_queue: None,
+            clock: Arc::new(SystemClock),
+            checks: None,
         }
     }
 
     /// Claims containments in `ledger` before acting and records them after.
     pub fn with_ledger(mut self, ledger: DynamoLedger, clock: Arc<dyn Clock>) -> Edge<S> {
-        self.ledger = Some((ledger, clock));
+        self.ledger = Some(ledger);
+        self.clock = clock;
         self
     }
 
     /// Schedules a check of each containment on `queue_url`, `verify.after_seconds` later.
     pub fn with_verify_queue(mut self, client: aws_sdk_sqs::Client, queue_url: &str) -> Edge<S> {
-        self.verify_queue = Some((client, queue_url.to_string()));
+        self.checks = Some(SqsChecks {
+            client,
+            url: queue_url.to_string(),
+        });
         self
     }
 
@@ -245,16 +264,42 @@ impl<S: ClientSource> Edge<S> {
         self
     }
 
-    fn rejected(&self, error: String) -> Value {
-        tracing::warn!(%error, "event rejected; no action taken");
-        json!({"status": "rejected", "error": error})
+    /// The one containment pipeline, over this function's ledger, executor and queue.
+    fn pipeline(&self) -> Pipeline<'_, DynamoLedger> {
+        Pipeline {
+            function: self.accepts.name(),
+            policy: &self.policy,
+            clock: self.clock.as_ref(),
+            ledger: self.ledger.as_ref(),
+            executor: Some(&self.executor),
+            undo: vec![&self.executor],
+            checks: self
+                .checks
+                .as_ref()
+                .map(|c| c as &dyn quell_pipeline::CheckQueue),
+        }
     }
 
-    /// Handles one invocation payload, then logs its metrics (EMF) and, for an event it
-    /// rejected, publishes an alert.
+    /// Handles one invocation payload given as JSON (tests, and callers that hold a value).
     pub async fn handle(&self, payload: Value) -> Result<Value, EdgeError> {
+        let bytes = serde_json::to_vec(&payload).map_err(|e| EdgeError::Config(e.to_string()))?;
+        self.handle_bytes(&bytes).await
+    }
+
+    /// Handles one invocation payload as the Runtime API delivered it: quell's strict parser
+    /// sees the bytes themselves (duplicate keys, depth and size are checked on every
+    /// function). Then logs the metrics (EMF), publishes the audit event and the alerts.
+    pub async fn handle_bytes(&self, payload: &[u8]) -> Result<Value, EdgeError> {
         let started = std::time::Instant::now();
-        let out = self.handle_event(payload).await;
+        let answer = self.answer(payload).await;
+        if let Answer::Rejected(error) = &answer {
+            tracing::warn!(%error, "event rejected; no action taken");
+        }
+        self.publish(&answer).await;
+        for alert in answer.alerts(self.accepts.name()) {
+            self.publish_alert(&alert).await;
+        }
+        let out = lambda_result(&answer);
         let error = out.as_ref().err().map(|e| e.to_string());
         let docs = metrics::documents(
             self.accepts.name(),
@@ -267,16 +312,109 @@ impl<S: ClientSource> Edge<S> {
             now_ms(),
         );
         metrics::emit(&docs);
-        if let Ok(v) = &out
-            && v["status"] == "rejected"
-        {
-            let alert = quell_core::alert::for_rejected(
-                self.accepts.name(),
-                v["error"].as_str().unwrap_or("rejected"),
-            );
-            self.publish_alert(&alert).await;
-        }
         out
+    }
+
+    /// Decodes the payload for this function and runs it through the pipeline.
+    async fn answer(&self, payload: &[u8]) -> Answer {
+        let value = match quell_core::json::parse(payload) {
+            Ok(v) => v,
+            Err(e) => return Answer::Rejected(e.to_string()),
+        };
+        if let Some(expected) = self.accepts.source() {
+            match serde_json::from_value::<EventBridgeEvent<Value>>(value.clone()) {
+                Ok(ev) if ev.source == expected => {}
+                Ok(ev) => {
+                    return Answer::Rejected(format!(
+                        "this function handles {expected} events, not {:?}",
+                        ev.source
+                    ));
+                }
+                Err(e) => {
+                    return Answer::Rejected(format!(
+                        "not an EventBridge event from {expected}: {e}"
+                    ));
+                }
+            }
+        }
+        let pipeline = self.pipeline();
+        if self.accepts == Accepts::Any {
+            if is_sqs(&value) {
+                return self.scheduled_checks(&value).await;
+            }
+            if value["runbook"] == "release_expired" {
+                return pipeline.release_expired().await;
+            }
+            if LedgerRequest::runbook_of(&value).is_some() {
+                return match LedgerRequest::parse(&value) {
+                    Ok(req) => pipeline.ledger_request(&req).await,
+                    Err(e) => Answer::Rejected(e),
+                };
+            }
+        }
+        match plan_input(payload, &self.policy, &self.ctx) {
+            Ok(plan) => pipeline.contain(plan).await,
+            Err(e) => Answer::Rejected(e.to_string()),
+        }
+    }
+
+    /// The verify queue's messages, each a `verify` runbook request checked on its own; the
+    /// first that must be retried fails the invocation (SQS redelivers it).
+    async fn scheduled_checks(&self, payload: &Value) -> Answer {
+        let pipeline = self.pipeline();
+        let mut checks = Vec::new();
+        for r in payload["Records"].as_array().into_iter().flatten() {
+            let body = r["body"].as_str().unwrap_or("");
+            let msg = match quell_core::json::parse(body.as_bytes()) {
+                Ok(v) => v,
+                Err(e) => return Answer::Rejected(format!("verify queue message: {e}")),
+            };
+            match pipeline.scheduled_check(&msg).await {
+                Answer::Done(Done::Ledger(l)) => checks.push(l),
+                Answer::Done(_) => {}
+                other => return other,
+            }
+        }
+        Answer::Done(Done::checks(checks))
+    }
+
+    /// Publishes what the answer did on the audit bus: a containment report as `Identity
+    /// Containment Report`, a release or verify as `Identity Containment Release`. A failure is
+    /// logged (the report is in the log too); the actions are done, and a retry would only
+    /// report them again.
+    async fn publish(&self, answer: &Answer) {
+        let Some((client, bus)) = &self.audit else {
+            return;
+        };
+        let result = match answer.done() {
+            Some(Done::Contained(report)) => {
+                for line in report.lines() {
+                    tracing::info!(target: "quell::action", "{line}");
+                }
+                if report.results.is_empty() && report.skipped.is_empty() {
+                    return;
+                }
+                quell_aws::audit::publish(client, bus, report).await
+            }
+            Some(d @ (Done::Ledger(_) | Done::Expired(_))) => {
+                let detail = serde_json::to_value(d).unwrap_or(Value::Null);
+                if matches!(d, Done::Expired(e) if e.principals.is_empty()) {
+                    return;
+                }
+                quell_aws::audit::publish_detail(
+                    client,
+                    bus,
+                    "Identity Containment Release",
+                    &detail,
+                    vec![],
+                )
+                .await
+            }
+            _ => return,
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, bus, "audit event not published; the report is in this log");
+        }
     }
 
     /// Publishes an alert on the quell bus (`Identity Containment Alert`), where the SAM
@@ -299,99 +437,6 @@ impl<S: ClientSource> Edge<S> {
             tracing::error!(error = %e, bus, "alert not published; the report is in this log");
         }
     }
-
-    async fn handle_event(&self, payload: Value) -> Result<Value, EdgeError> {
-        if let Some(expected) = self.accepts.source() {
-            match serde_json::from_value::<EventBridgeEvent<Value>>(payload.clone()) {
-                Ok(ev) if ev.source == expected => {}
-                Ok(ev) => {
-                    return Ok(self.rejected(format!(
-                        "this function handles {expected} events, not {:?}",
-                        ev.source
-                    )));
-                }
-                Err(e) => {
-                    return Ok(
-                        self.rejected(format!("not an EventBridge event from {expected}: {e}"))
-                    );
-                }
-            }
-        }
-        if self.accepts == Accepts::Any && is_sqs(&payload) {
-            return self.scheduled_checks(&payload).await;
-        }
-        if self.accepts == Accepts::Any && payload["runbook"] == "release_expired" {
-            return self.release_expired().await;
-        }
-        if self.accepts == Accepts::Any
-            && let Some(kind @ ("release" | "verify")) = payload["runbook"].as_str()
-        {
-            return self.ledger_runbook(kind, &payload).await;
-        }
-        let bytes = serde_json::to_vec(&payload).map_err(|e| EdgeError::Config(e.to_string()))?;
-        let plan = match plan_input(&bytes, &self.policy, &self.ctx) {
-            Ok(p) => p,
-            Err(e) => return Ok(self.rejected(e.to_string())),
-        };
-        let mut scheduled = true;
-        let report = match &self.ledger {
-            Some((ledger, clock)) => {
-                // No containment without the ledger when one is configured: a ledger error
-                // fails the invocation, and Lambda retries it.
-                let now = clock.now();
-                let ledger_err = |e: quell_ledger::LedgerError| EdgeError::Retryable {
-                    failed: 1,
-                    codes: format!("{} ({})", e.code, e.message),
-                };
-                let gated = quell_ledger::gate(ledger, plan, &self.policy, now)
-                    .await
-                    .map_err(ledger_err)?;
-                let report = self.executor.execute(&gated.plan).await;
-                quell_ledger::record(ledger, &gated.claims, &report, now)
-                    .await
-                    .map_err(ledger_err)?;
-                scheduled = self
-                    .schedule_verify(&quell_ledger::to_verify(&gated.claims, &report))
-                    .await;
-                report
-            }
-            None => self.executor.execute(&plan).await,
-        };
-        for line in report.lines() {
-            tracing::info!(target: "quell::action", "{line}");
-        }
-        if let Some((client, bus)) = &self.audit
-            && (!report.results.is_empty() || !report.skipped.is_empty())
-            && let Err(e) = quell_aws::audit::publish(client, bus, &report).await
-        {
-            // The actions are done; a retry would only report already_in_state.
-            tracing::error!(error = %e, bus, "audit event not published; the report is in this log");
-        }
-        if let Some(alert) = quell_core::alert::for_report(&report, self.accepts.name()) {
-            self.publish_alert(&alert).await;
-        }
-        if report.should_retry() {
-            let failed: Vec<&str> = report
-                .results
-                .iter()
-                .filter(|r| r.outcome.retryable)
-                .filter_map(|r| r.outcome.error_code.as_deref())
-                .collect();
-            return Err(EdgeError::Retryable {
-                failed: failed.len(),
-                codes: failed.join(", "),
-            });
-        }
-        if !scheduled {
-            // The containment holds; the retry (idempotent) schedules the check again, and past
-            // the retries the dead-letter alarm tells a human.
-            return Err(EdgeError::Retryable {
-                failed: 1,
-                codes: "the check after containment was not scheduled on the verify queue".into(),
-            });
-        }
-        serde_json::to_value(&report).map_err(|e| EdgeError::Config(e.to_string()))
-    }
 }
 
 /// An SQS event (the verify queue's event source mapping).
@@ -399,225 +444,6 @@ fn is_sqs(payload: &Value) -> bool {
     payload["Records"]
         .as_array()
         .is_some_and(|r| !r.is_empty() && r.iter().all(|x| x["eventSource"] == "aws:sqs"))
-}
-
-impl<S: ClientSource> Edge<S> {
-    /// Schedules the check after containment of each principal; false when it could not be
-    /// (logged; the invocation then fails so it is retried).
-    async fn schedule_verify(&self, principals: &[String]) -> bool {
-        let after = self.policy.verify.after_seconds;
-        let (Some((client, url)), false, true) =
-            (&self.verify_queue, principals.is_empty(), after > 0)
-        else {
-            return true;
-        };
-        match quell_aws::verify_queue::schedule(client, url, principals, after).await {
-            Ok(()) => {
-                tracing::info!(?principals, after, "check after containment scheduled");
-                true
-            }
-            Err(e) => {
-                tracing::error!(error = %e, ?principals, "check after containment not scheduled");
-                false
-            }
-        }
-    }
-
-    /// The verify queue's messages: each must be a `verify` runbook request (a check can only
-    /// contain more, never release). A failed check fails the invocation, so SQS redelivers
-    /// it and, past the redrive limit, dead-letters it.
-    async fn scheduled_checks(&self, payload: &Value) -> Result<Value, EdgeError> {
-        let mut done = Vec::new();
-        for r in payload["Records"].as_array().into_iter().flatten() {
-            let body = r["body"].as_str().unwrap_or("");
-            let req = match quell_core::json::parse(body.as_bytes()) {
-                Ok(v) if v["runbook"] == "verify" => v,
-                Ok(_) => {
-                    return Ok(self.rejected(
-                        "a verify queue message must be a verify runbook request".into(),
-                    ));
-                }
-                Err(e) => return Ok(self.rejected(format!("verify queue message: {e}"))),
-            };
-            let report = self.ledger_runbook("verify", &req).await?;
-            let failed = report["steps"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|s| s["outcome"]["status"] == "failed")
-                .count();
-            if failed > 0 {
-                return Err(EdgeError::Retryable {
-                    failed,
-                    codes: "verify".into(),
-                });
-            }
-            done.push(report);
-        }
-        Ok(json!({"status": "verified", "checks": done}))
-    }
-
-    /// Publishes a release or verify report as the audit event; a failure is logged (the report
-    /// is in the log too).
-    async fn publish_release(&self, report: &Value) {
-        if let Some((client, bus)) = &self.audit
-            && let Err(e) = quell_aws::audit::publish_detail(
-                client,
-                bus,
-                "Identity Containment Release",
-                report,
-                vec![],
-            )
-            .await
-        {
-            tracing::error!(error = %e, "audit event not published; the report is in this log");
-        }
-    }
-
-    /// `{"runbook": "release_expired"}` (the runbook function's hourly schedule): releases the
-    /// AWS principals whose every containment in force has passed its family's
-    /// `release_after_hours` (`quell_ledger::expired`), newest first, keys left inactive. A
-    /// failed step leaves that containment in force for the next run and fails the invocation
-    /// (after the others ran), so Lambda retries it and, past its retries, the dead-letter
-    /// queue's alarm tells a human.
-    async fn release_expired(&self) -> Result<Value, EdgeError> {
-        let Some((ledger, clock)) = &self.ledger else {
-            return Ok(
-                self.rejected("release_expired needs the ledger: set QUELL_LEDGER_TABLE".into())
-            );
-        };
-        let ledger_err = |e: quell_ledger::LedgerError| EdgeError::Retryable {
-            failed: 1,
-            codes: format!("{} ({})", e.code, e.message),
-        };
-        if !self.policy.releases_automatically() {
-            return Ok(json!({"runbook": "release_expired", "status": "skipped",
-                "reason": "no family sets release_after_hours"}));
-        }
-        let now = clock.now();
-        let entries = quell_ledger::Ledger::list(ledger, None)
-            .await
-            .map_err(ledger_err)?;
-        let enforce = self.policy.mode == quell_core::Mode::Enforce;
-        let by = quell_ledger::EXPIRED_BY;
-        let source = self.executor.source();
-        let mut released = Vec::new();
-        for (principal, due) in quell_ledger::expired(&entries, now)
-            .into_iter()
-            .filter(|(p, _)| p.starts_with("aws:"))
-        {
-            let (steps, complete) = if !enforce {
-                (Vec::new(), false)
-            } else if let Err(why) = quell_aws::release::tagged_by_quell(source, &due).await {
-                // Only what quell itself contained is lifted without a human.
-                let step = quell_ledger::Step {
-                    what: format!("release {principal}"),
-                    outcome: quell_core::report::Outcome::skipped(format!(
-                        "not released automatically: {why}; check it, then quell release by hand"
-                    )),
-                };
-                (vec![step], false)
-            } else {
-                quell_ledger::release_each(ledger, &due, by, now, |e| async move {
-                    quell_aws::release::release(source, &e, false).await
-                })
-                .await
-                .map_err(ledger_err)?
-            };
-            if enforce && !complete {
-                tracing::error!(%principal, "expired containment not released; the next run tries again");
-            }
-            released.push(json!({
-                "principal": principal, "containments": due.len(),
-                "released": complete, "steps": steps,
-            }));
-        }
-        let report = json!({
-            "runbook": "release_expired", "mode": self.policy.mode,
-            "requested_by": by, "principals": released,
-        });
-        tracing::info!(
-            principals = released.len(),
-            "release of expired containments"
-        );
-        let failed = released
-            .iter()
-            .filter(|p| enforce && p["released"] == false)
-            .count();
-        if !released.is_empty() {
-            self.publish_release(&report).await;
-        }
-        if failed > 0 {
-            tracing::error!(%report, "expired containments not released");
-            return Err(EdgeError::Retryable {
-                failed,
-                codes: "release_expired".into(),
-            });
-        }
-        Ok(report)
-    }
-
-    /// `{"runbook": "release" | "verify", "principal": …, "reason": …, "requested_by": …}`:
-    /// undo quell's containment of a principal from the ledger, or check it still holds (and
-    /// contain what appeared since, in enforce mode). Keys stay inactive unless
-    /// `"reactivate_keys": true`. Recorded in the ledger and published as the audit event.
-    async fn ledger_runbook(&self, kind: &str, payload: &Value) -> Result<Value, EdgeError> {
-        use quell_ledger::Ledger;
-        let Some((ledger, clock)) = &self.ledger else {
-            return Ok(self.rejected(format!(
-                "a {kind} runbook needs the ledger: set QUELL_LEDGER_TABLE"
-            )));
-        };
-        let reason = payload["reason"].as_str().unwrap_or("").trim();
-        if reason.is_empty() {
-            return Ok(self.rejected("/reason: a release or verify needs a reason".into()));
-        }
-        let Some(key) = payload["principal"]
-            .as_str()
-            .and_then(|p| quell_ledger::key_of_argument(p, payload["principal_type"].as_str()))
-        else {
-            return Ok(self.rejected(
-                "/principal: expected an IAM user or role ARN, or an assumed-role ARN".into(),
-            ));
-        };
-        let by = payload["requested_by"].as_str().unwrap_or("runbook");
-        let ledger_err = |e: quell_ledger::LedgerError| EdgeError::Retryable {
-            failed: 1,
-            codes: format!("{} ({})", e.code, e.message),
-        };
-        let mut entries = ledger.list(Some(&key)).await.map_err(ledger_err)?;
-        entries.retain(|e| e.in_force());
-        entries.sort_by(|a, b| b.at.cmp(&a.at));
-        let enforce = self.policy.mode == quell_core::Mode::Enforce;
-        let source = self.executor.source();
-        let mut steps = Vec::new();
-        if kind == "verify" {
-            steps = quell_aws::release::verify(source, &entries, enforce).await;
-        } else if enforce {
-            let reactivate = payload["reactivate_keys"].as_bool() == Some(true);
-            (steps, _) =
-                quell_ledger::release_each(ledger, &entries, by, clock.now(), |e| async move {
-                    quell_aws::release::release(source, &e, reactivate).await
-                })
-                .await
-                .map_err(ledger_err)?;
-        }
-        let report = json!({
-            "runbook": kind, "principal": key, "reason": reason, "requested_by": by,
-            "mode": self.policy.mode, "containments": entries.len(), "steps": steps,
-        });
-        tracing::info!(runbook = kind, principal = %key, steps = steps.len(), "ledger runbook");
-        self.publish_release(&report).await;
-        // A check that found the containment broken (attacker persistence, a failure, what
-        // quell cannot fix itself) tells a human.
-        if kind == "verify"
-            && let Some(alert) =
-                quell_ledger::check_alert(&key, self.accepts.name(), self.policy.mode, &steps)
-        {
-            self.publish_alert(&alert).await;
-        }
-        Ok(report)
-    }
 }
 
 /// JSON logs, as CloudWatch and Lambda's JSON log format expect. `RUST_LOG` filters.
@@ -641,9 +467,12 @@ pub async fn run(accepts: Accepts) -> Result<(), lambda_runtime::Error> {
         e
     })?;
     let edge = &edge;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        edge.handle(event.payload).await
-    }))
+    // The raw payload: quell's own parser checks it before anything reads it.
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<Box<RawValue>>| async move {
+            edge.handle_bytes(event.payload.get().as_bytes()).await
+        },
+    ))
     .await
 }
 

@@ -34,8 +34,10 @@ pub struct Scheduler {
 fn answer(e: ExecError) -> Result<Value, EdgeError> {
     if e.retryable {
         return Err(EdgeError::Retryable {
-            failed: 1,
-            codes: e.code,
+            reason: format!(
+                "the sweep failed with a retryable error ({}: {})",
+                e.code, e.message
+            ),
         });
     }
     tracing::error!(code = %e.code, error = %e.message, "not retried");

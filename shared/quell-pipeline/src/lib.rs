@@ -1,0 +1,668 @@
+//! quell's containment pipeline, written once for every edge (the Lambda functions, the Azure
+//! custom handler, the CLI):
+//!
+//! - [`Pipeline::contain`]: gate in the ledger → execute → record → schedule the check;
+//! - [`Pipeline::release`] and [`Pipeline::verify`]: undo or re-check what the ledger holds,
+//!   deciding per entry;
+//! - [`Pipeline::release_expired`]: the hourly automatic release;
+//! - [`Pipeline::ledger_request`] and [`Pipeline::scheduled_check`]: runbook requests and the
+//!   verify queue's messages.
+//!
+//! Each cloud implements three small capabilities ([`Executor`], [`Undo`], [`CheckQueue`]) in its
+//! adapter crate; the ledger is [`quell_ledger::Ledger`]. An edge decodes its input, calls the
+//! pipeline, and maps the typed [`Answer`] to its platform (a Lambda result or `Diagnostic`, an
+//! HTTP status for the Functions host, an exit code for the CLI). The pipeline calls no cloud
+//! SDK and no HTTP client itself.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use quell_core::alert::Alert;
+use quell_core::clock::Clock;
+use quell_core::model::Cloud;
+use quell_core::plan::Plan;
+use quell_core::policy::{Mode, Policy};
+use quell_core::report::{Report, Status};
+use quell_ledger::{Entry, Ledger, LedgerError, Step};
+use serde::Serialize;
+use serde_json::Value;
+
+pub use quell_ledger::EXPIRED_BY;
+
+/// A boxed future: the capabilities are object-safe, so an edge can hold one per cloud.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Runs a plan's actions against one cloud (reading before each write), one outcome each.
+pub trait Executor: Send + Sync {
+    fn execute<'a>(&'a self, plan: &'a Plan) -> BoxFuture<'a, Report>;
+}
+
+/// Who releases, which fixes what a release may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Releaser {
+    /// A human (the CLI under their own identity, a runbook request): keys come back only when
+    /// they ask.
+    Human { reactivate_keys: bool },
+    /// The hourly release of expired containments: never reactivates a key, never grants.
+    Automatic,
+}
+
+/// Undoes and re-checks quell's containments on one cloud, from ledger entries.
+pub trait Undo: Send + Sync {
+    fn cloud(&self) -> Cloud;
+    /// Runs the inverses one entry recorded, newest first.
+    fn release<'a>(&'a self, entry: &'a Entry, by: Releaser) -> BoxFuture<'a, Vec<Step>>;
+    /// Checks that the containment of one principal (its entries) still holds; with `fix`,
+    /// contains what appeared since.
+    fn verify<'a>(&'a self, entries: &'a [Entry], fix: bool) -> BoxFuture<'a, Vec<Step>>;
+    /// Before an automatic release: the principal's own evidence that quell contained it
+    /// (`Err` says why not; the containment then stays for a human).
+    fn may_release_automatically<'a>(
+        &'a self,
+        entries: &'a [Entry],
+    ) -> BoxFuture<'a, Result<(), String>>;
+}
+
+/// Where checks after containment are scheduled (a delayed `verify` request per principal).
+pub trait CheckQueue: Send + Sync {
+    fn schedule<'a>(
+        &'a self,
+        principals: &'a [String],
+        after_seconds: u32,
+    ) -> BoxFuture<'a, Result<(), String>>;
+}
+
+/// The cloud a ledger key belongs to.
+pub fn cloud_of_key(key: &str) -> Option<Cloud> {
+    if key.starts_with("aws:") {
+        Some(Cloud::Aws)
+    } else if key.starts_with("azure:") {
+        Some(Cloud::Azure)
+    } else {
+        None
+    }
+}
+
+fn cloud_name(c: Cloud) -> &'static str {
+    match c {
+        Cloud::Aws => "AWS",
+        Cloud::Azure => "Azure",
+        Cloud::OnPremises => "on-premises",
+    }
+}
+
+/// A release or verify runbook's report (the runbook's answer and audit event).
+#[derive(Debug, Clone, Serialize)]
+pub struct LedgerReport {
+    pub runbook: LedgerRunbook,
+    pub principal: String,
+    pub reason: String,
+    pub requested_by: String,
+    pub mode: Mode,
+    /// Entries in force when the runbook ran.
+    pub containments: usize,
+    pub steps: Vec<Step>,
+}
+
+impl LedgerReport {
+    /// A check that found the containment broken (attacker persistence, a failed step, what
+    /// quell cannot fix itself) tells a human.
+    fn alert(&self, function: &str) -> Option<Alert> {
+        if self.runbook != LedgerRunbook::Verify {
+            return None;
+        }
+        quell_ledger::check_alert(&self.principal, function, self.mode, &self.steps)
+    }
+
+    pub fn failed(&self) -> usize {
+        self.steps
+            .iter()
+            .filter(|s| s.outcome.status == Status::Failed)
+            .count()
+    }
+}
+
+/// One principal of the hourly release.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExpiredPrincipal {
+    pub principal: String,
+    pub containments: usize,
+    pub released: bool,
+    pub steps: Vec<Step>,
+}
+
+/// The hourly release's report.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExpiredReport {
+    pub runbook: &'static str,
+    pub mode: Mode,
+    pub requested_by: &'static str,
+    pub principals: Vec<ExpiredPrincipal>,
+}
+
+/// What the pipeline did, for an answer that carries it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Done {
+    /// A plan ran (or was dry-run): the report is the audit event's detail.
+    Contained(Report),
+    /// A release or verify runbook.
+    Ledger(LedgerReport),
+    /// The hourly release of expired containments.
+    Expired(ExpiredReport),
+    /// The verify queue's checks of one delivery, each held.
+    Checks {
+        status: &'static str,
+        checks: Vec<LedgerReport>,
+    },
+    /// Nothing to do, and why (no ledger; no family releases automatically).
+    Skipped {
+        runbook: &'static str,
+        status: &'static str,
+        reason: String,
+    },
+}
+
+impl Done {
+    /// The checks of one verify-queue delivery (`{"status": "verified", "checks": […]}`).
+    pub fn checks(checks: Vec<LedgerReport>) -> Done {
+        Done::Checks {
+            status: "verified",
+            checks,
+        }
+    }
+}
+
+/// Every edge's answer: done with a report, rejected with a reason (bad or foreign input: no
+/// retry), or retry with a reason (a transient failure: the platform runs it again, and every
+/// action is idempotent).
+#[derive(Debug, Clone)]
+pub enum Answer {
+    Done(Done),
+    Rejected(String),
+    Retry { reason: String, done: Option<Done> },
+}
+
+impl Answer {
+    fn skipped(runbook: &'static str, reason: impl Into<String>) -> Answer {
+        Answer::Done(Done::Skipped {
+            runbook,
+            status: "skipped",
+            reason: reason.into(),
+        })
+    }
+
+    /// What was done, whether or not the invocation must be retried.
+    pub fn done(&self) -> Option<&Done> {
+        match self {
+            Answer::Done(d) => Some(d),
+            Answer::Retry { done, .. } => done.as_ref(),
+            Answer::Rejected(_) => None,
+        }
+    }
+
+    /// The alerts this answer owes a human, whatever the edge: a report that needs one (a
+    /// notify, a failed action, a withheld containment), a check that found the containment
+    /// broken, a rejected event.
+    pub fn alerts(&self, function: &str) -> Vec<Alert> {
+        if let Answer::Rejected(e) = self {
+            return vec![quell_core::alert::for_rejected(function, e)];
+        }
+        match self.done() {
+            Some(Done::Contained(r)) => quell_core::alert::for_report(r, function)
+                .into_iter()
+                .collect(),
+            Some(Done::Ledger(l)) => l.alert(function).into_iter().collect(),
+            Some(Done::Checks { checks, .. }) => {
+                checks.iter().filter_map(|l| l.alert(function)).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The answer as JSON: the report, `{"status":"rejected","error"}`, or the report with
+    /// `"status":"retry"` and `"error"`.
+    pub fn to_json(&self) -> Value {
+        match self {
+            Answer::Done(d) => serde_json::to_value(d).unwrap_or(Value::Null),
+            Answer::Rejected(e) => serde_json::json!({"status": "rejected", "error": e}),
+            Answer::Retry { reason, done } => {
+                let mut v = done
+                    .as_ref()
+                    .and_then(|d| serde_json::to_value(d).ok())
+                    .filter(Value::is_object)
+                    .unwrap_or_else(|| serde_json::json!({}));
+                v["status"] = "retry".into();
+                v["error"] = reason.clone().into();
+                v
+            }
+        }
+    }
+}
+
+/// A release or verify runbook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerRunbook {
+    Release,
+    Verify,
+}
+
+/// `{"runbook": "release" | "verify", "principal": …, "principal_type": …, "reason": …,
+/// "requested_by": …, "reactivate_keys": …}`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerRequest {
+    pub runbook: LedgerRunbook,
+    /// The principal's ledger key.
+    pub principal: String,
+    pub reason: String,
+    pub requested_by: String,
+    pub reactivate_keys: bool,
+}
+
+impl LedgerRequest {
+    /// The runbook a request names, if it is a ledger runbook.
+    pub fn runbook_of(v: &Value) -> Option<LedgerRunbook> {
+        match v.get("runbook")?.as_str()? {
+            "release" => Some(LedgerRunbook::Release),
+            "verify" => Some(LedgerRunbook::Verify),
+            _ => None,
+        }
+    }
+
+    /// Reads a release or verify request; `Err` says what is wrong, at which pointer.
+    pub fn parse(v: &Value) -> Result<LedgerRequest, String> {
+        let runbook = LedgerRequest::runbook_of(v)
+            .ok_or_else(|| "/runbook: expected \"release\" or \"verify\"".to_string())?;
+        let reason = v["reason"].as_str().unwrap_or("").trim();
+        if reason.is_empty() {
+            return Err("/reason: a release or verify needs a reason".into());
+        }
+        let principal = v["principal"]
+            .as_str()
+            .and_then(|p| quell_ledger::key_of_argument(p, v["principal_type"].as_str()))
+            .ok_or_else(|| {
+                "/principal: expected an IAM user or role ARN, an assumed-role ARN, an Entra user (object id or UPN), or an object id with principal_type service_principal or managed_identity".to_string()
+            })?;
+        Ok(LedgerRequest {
+            runbook,
+            principal,
+            reason: reason.to_string(),
+            requested_by: v["requested_by"]
+                .as_str()
+                .filter(|b| !b.trim().is_empty())
+                .unwrap_or("runbook")
+                .to_string(),
+            reactivate_keys: v["reactivate_keys"].as_bool() == Some(true),
+        })
+    }
+}
+
+/// Which entries a release names.
+#[derive(Debug, Clone, Copy)]
+pub enum Select<'a> {
+    Principal(&'a str),
+    Finding(&'a str),
+}
+
+/// What one release did: every step, and per entry whether it is now released.
+#[derive(Debug, Clone, Default)]
+pub struct Released {
+    pub steps: Vec<Step>,
+    /// `(principal, finding, released)` for each entry, in the order released.
+    pub entries: Vec<(String, String, bool)>,
+}
+
+impl Released {
+    pub fn complete(&self) -> bool {
+        self.entries.iter().all(|(_, _, r)| *r)
+    }
+}
+
+/// The pipeline of one edge: its policy, clock, ledger and each cloud's capabilities.
+pub struct Pipeline<'a, L> {
+    /// The function's name in alerts and metrics.
+    pub function: &'a str,
+    pub policy: &'a Policy,
+    pub clock: &'a dyn Clock,
+    /// The containment ledger; `None` runs without (each action still reads before it writes).
+    pub ledger: Option<&'a L>,
+    pub executor: Option<&'a dyn Executor>,
+    /// One per cloud this edge releases and verifies.
+    pub undo: Vec<&'a dyn Undo>,
+    pub checks: Option<&'a dyn CheckQueue>,
+}
+
+fn ledger_retry(e: LedgerError) -> Answer {
+    Answer::Retry {
+        reason: format!("the ledger is unavailable ({e}); retry"),
+        done: None,
+    }
+}
+
+impl<L: Ledger> Pipeline<'_, L> {
+    fn undo_for(&self, key: &str) -> Option<&dyn Undo> {
+        let cloud = cloud_of_key(key)?;
+        self.undo.iter().copied().find(|u| u.cloud() == cloud)
+    }
+
+    fn clouds(&self) -> String {
+        let names: Vec<&str> = self.undo.iter().map(|u| cloud_name(u.cloud())).collect();
+        names.join(" and ")
+    }
+
+    /// Gate → execute → record → schedule the check. With a ledger configured nothing is
+    /// contained without it: a ledger error answers retry before any action runs.
+    pub async fn contain(&self, plan: Plan) -> Answer {
+        let Some(executor) = self.executor else {
+            return Answer::Rejected(format!(
+                "function {} does not contain: it has no executor",
+                self.function
+            ));
+        };
+        let mut retry = Vec::new();
+        let report = match self.ledger {
+            Some(ledger) => {
+                let now = self.clock.now();
+                let gated = match quell_ledger::gate(ledger, plan, self.policy, now).await {
+                    Ok(g) => g,
+                    Err(e) => return ledger_retry(e),
+                };
+                let report = executor.execute(&gated.plan).await;
+                if let Err(e) = quell_ledger::record(ledger, &gated.claims, &report, now).await {
+                    return Answer::Retry {
+                        reason: format!("the containment was not recorded ({e}); retry"),
+                        done: Some(Done::Contained(report)),
+                    };
+                }
+                let principals = quell_ledger::to_verify(&gated.claims, &report);
+                if let Err(e) = self.schedule_checks(&principals).await {
+                    // The containment holds; the retry (idempotent) schedules the check again.
+                    retry.push(format!(
+                        "the check after containment was not scheduled ({e})"
+                    ));
+                }
+                report
+            }
+            None => executor.execute(&plan).await,
+        };
+        let failed: Vec<String> = report
+            .results
+            .iter()
+            .filter(|r| r.outcome.status == Status::Failed && r.outcome.retryable)
+            .map(|r| {
+                format!(
+                    "{} {}: {}",
+                    r.action.kind.as_str(),
+                    r.action.target.label(),
+                    r.outcome.error_code.as_deref().unwrap_or("error")
+                )
+            })
+            .collect();
+        if !failed.is_empty() {
+            retry.insert(
+                0,
+                format!(
+                    "{} action(s) failed with a retryable error ({})",
+                    failed.len(),
+                    failed.join("; ")
+                ),
+            );
+        }
+        if retry.is_empty() {
+            Answer::Done(Done::Contained(report))
+        } else {
+            Answer::Retry {
+                reason: retry.join("; "),
+                done: Some(Done::Contained(report)),
+            }
+        }
+    }
+
+    async fn schedule_checks(&self, principals: &[String]) -> Result<(), String> {
+        let after = self.policy.verify.after_seconds;
+        let (Some(queue), false, true) = (self.checks, principals.is_empty(), after > 0) else {
+            return Ok(());
+        };
+        match queue.schedule(principals, after).await {
+            Ok(()) => {
+                tracing::info!(?principals, after, "check after containment scheduled");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, ?principals, "check after containment not scheduled");
+                Err(e)
+            }
+        }
+    }
+
+    /// The entries in force a release or verify names, newest first.
+    pub async fn in_force(&self, select: Select<'_>) -> Result<Vec<Entry>, LedgerError> {
+        let Some(ledger) = self.ledger else {
+            return Ok(Vec::new());
+        };
+        let mut entries = match select {
+            Select::Principal(key) => ledger.list(Some(key)).await?,
+            Select::Finding(id) => ledger.by_finding(id).await?,
+        };
+        entries.retain(Entry::in_force);
+        entries.sort_by(|a, b| b.at.cmp(&a.at));
+        Ok(entries)
+    }
+
+    /// Releases `entries` (newest first), each on its own: an entry whose steps all succeeded
+    /// is marked released by `by`; one with a failed step stays in force for a later try, and
+    /// never changes what is recorded for another.
+    pub async fn release(
+        &self,
+        entries: &[Entry],
+        by: &str,
+        how: Releaser,
+    ) -> Result<Released, LedgerError> {
+        let mut out = Released::default();
+        let Some(ledger) = self.ledger else {
+            return Ok(out);
+        };
+        let now = self.clock.now();
+        for e in entries {
+            let done = match self.undo_for(&e.principal) {
+                Some(u) => u.release(e, how).await,
+                None => vec![Step {
+                    what: format!("release {}", e.principal),
+                    outcome: quell_core::report::Outcome::failed(
+                        "WrongCloud",
+                        format!(
+                            "{} cannot release this principal; it handles {} principals",
+                            self.function,
+                            self.clouds()
+                        ),
+                        false,
+                    ),
+                }],
+            };
+            let failed = done.iter().any(|s| s.outcome.status == Status::Failed);
+            out.steps.extend(done);
+            let released = !failed && quell_ledger::mark_released(ledger, e, by, now).await?;
+            out.entries
+                .push((e.principal.clone(), e.finding.clone(), released));
+        }
+        Ok(out)
+    }
+
+    /// Checks one principal's containment; with `fix`, contains what appeared since.
+    pub async fn verify(&self, key: &str, fix: bool) -> Result<(usize, Vec<Step>), LedgerError> {
+        let entries = self.in_force(Select::Principal(key)).await?;
+        if entries.is_empty() {
+            return Ok((0, Vec::new()));
+        }
+        let steps = match self.undo_for(key) {
+            Some(u) => u.verify(&entries, fix).await,
+            None => Vec::new(),
+        };
+        Ok((entries.len(), steps))
+    }
+
+    /// A release or verify runbook request. A release runs only in enforce mode (a dry-run
+    /// reports what is in force); a verify fixes only in enforce mode.
+    pub async fn ledger_request(&self, req: &LedgerRequest) -> Answer {
+        if self.ledger.is_none() {
+            return Answer::Rejected(format!(
+                "a {} runbook needs the ledger: set QUELL_LEDGER_TABLE",
+                serde_json::to_value(req.runbook)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            ));
+        }
+        if self.undo_for(&req.principal).is_none() {
+            return Answer::Rejected(format!(
+                "/principal: {} is not a principal this function handles: it releases and verifies {} principals",
+                req.principal,
+                self.clouds()
+            ));
+        }
+        let enforce = self.policy.mode == Mode::Enforce;
+        let (containments, steps) = match req.runbook {
+            LedgerRunbook::Verify => match self.verify(&req.principal, enforce).await {
+                Ok(v) => v,
+                Err(e) => return ledger_retry(e),
+            },
+            LedgerRunbook::Release => {
+                let entries = match self.in_force(Select::Principal(&req.principal)).await {
+                    Ok(e) => e,
+                    Err(e) => return ledger_retry(e),
+                };
+                let steps = if enforce {
+                    let how = Releaser::Human {
+                        reactivate_keys: req.reactivate_keys,
+                    };
+                    match self.release(&entries, &req.requested_by, how).await {
+                        Ok(r) => r.steps,
+                        Err(e) => return ledger_retry(e),
+                    }
+                } else {
+                    Vec::new()
+                };
+                (entries.len(), steps)
+            }
+        };
+        tracing::info!(runbook = ?req.runbook, principal = %req.principal, steps = steps.len(), by = %req.requested_by, "ledger runbook");
+        Answer::Done(Done::Ledger(LedgerReport {
+            runbook: req.runbook,
+            principal: req.principal.clone(),
+            reason: req.reason.clone(),
+            requested_by: req.requested_by.clone(),
+            mode: self.policy.mode,
+            containments,
+            steps,
+        }))
+    }
+
+    /// One message of the verify queue: it must be a `verify` request (the queue's reach is
+    /// "check and contain more", never release). A check with a failed step answers retry, so
+    /// the queue redelivers it and, past its limit, dead-letters it.
+    pub async fn scheduled_check(&self, msg: &Value) -> Answer {
+        if !msg.is_object() {
+            return Answer::Rejected("the verify queue message is not a JSON object".into());
+        }
+        if LedgerRequest::runbook_of(msg) != Some(LedgerRunbook::Verify) {
+            return Answer::Rejected(
+                "a verify queue message must be a verify runbook request".into(),
+            );
+        }
+        let req = match LedgerRequest::parse(msg) {
+            Ok(r) => r,
+            Err(e) => return Answer::Rejected(e),
+        };
+        match self.ledger_request(&req).await {
+            Answer::Done(Done::Ledger(l)) if l.failed() > 0 => Answer::Retry {
+                reason: format!(
+                    "{} check(s) failed; the queue redelivers the check",
+                    l.failed()
+                ),
+                done: Some(Done::Ledger(l)),
+            },
+            other => other,
+        }
+    }
+
+    /// The hourly release: the principals (of this edge's clouds) whose every containment in
+    /// force has passed its family's `release_after_hours` (`quell_ledger::expired`), newest
+    /// first, each only with the principal's own evidence that quell contained it. A failed
+    /// step leaves that containment in force for the next run and answers retry after the
+    /// others ran.
+    pub async fn release_expired(&self) -> Answer {
+        const RUNBOOK: &str = "release_expired";
+        let Some(ledger) = self.ledger else {
+            return Answer::skipped(RUNBOOK, "no ledger (QUELL_LEDGER_TABLE)");
+        };
+        if !self.policy.releases_automatically() {
+            return Answer::skipped(RUNBOOK, "no family sets release_after_hours");
+        }
+        let now = self.clock.now();
+        let entries = match ledger.list(None).await {
+            Ok(e) => e,
+            Err(e) => return ledger_retry(e),
+        };
+        let enforce = self.policy.mode == Mode::Enforce;
+        let mut principals = Vec::new();
+        for (principal, due) in quell_ledger::expired(&entries, now) {
+            let Some(undo) = self.undo_for(&principal) else {
+                continue;
+            };
+            let (steps, released) = if !enforce {
+                (Vec::new(), false)
+            } else if let Err(why) = undo.may_release_automatically(&due).await {
+                // Only what quell itself contained is lifted without a human.
+                let step = Step {
+                    what: format!("release {principal}"),
+                    outcome: quell_core::report::Outcome::skipped(format!(
+                        "not released automatically: {why}; check it, then quell release by hand"
+                    )),
+                };
+                (vec![step], false)
+            } else {
+                match self.release(&due, EXPIRED_BY, Releaser::Automatic).await {
+                    Ok(r) => {
+                        let complete = r.complete();
+                        (r.steps, complete)
+                    }
+                    Err(e) => return ledger_retry(e),
+                }
+            };
+            if enforce && !released {
+                tracing::error!(%principal, "expired containment not released; the next run tries again");
+            }
+            principals.push(ExpiredPrincipal {
+                principal,
+                containments: due.len(),
+                released,
+                steps,
+            });
+        }
+        tracing::info!(
+            principals = principals.len(),
+            "release of expired containments"
+        );
+        let failed = principals.iter().filter(|p| enforce && !p.released).count();
+        let report = Done::Expired(ExpiredReport {
+            runbook: RUNBOOK,
+            mode: self.policy.mode,
+            requested_by: EXPIRED_BY,
+            principals,
+        });
+        if failed > 0 {
+            Answer::Retry {
+                reason: format!(
+                    "{failed} principal(s) whose containment expired were not released; the next run tries again"
+                ),
+                done: Some(report),
+            }
+        } else {
+            Answer::Done(report)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
