@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 
 #[derive(Clone, Default)]
 struct Runtime {
-    events: Arc<Mutex<Vec<Value>>>,
+    /// The invocation payloads, as bytes on the wire.
+    events: Arc<Mutex<Vec<String>>>,
     responses: Arc<Mutex<Vec<Value>>>,
     done: Arc<tokio::sync::Notify>,
 }
@@ -40,7 +41,7 @@ async fn next(State(rt): State<Runtime>) -> (HeaderMap, String) {
                 "lambda-runtime-trace-id",
                 HeaderValue::from_static("Root=1-5bef4de7-ad49b0e87f6ef6c87fc2e700;Sampled=1"),
             );
-            return (h, ev.to_string());
+            return (h, ev);
         }
         // No more events: hold the poll open, as the real Runtime API does.
         tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
@@ -62,6 +63,11 @@ async fn response(
 
 /// Runs the function binary for one invocation of `event`; its response and its EMF lines.
 fn invoke(mode: &str, event: Value) -> (Value, Vec<Value>) {
+    invoke_raw(mode, event.to_string())
+}
+
+/// [`invoke`] with the payload exactly as the Runtime API delivers it.
+fn invoke_raw(mode: &str, event: String) -> (Value, Vec<Value>) {
     let tokio = tokio::runtime::Runtime::new().unwrap();
     let rt = Runtime::default();
     rt.events.lock().unwrap().push(event);
@@ -183,4 +189,41 @@ fn a_dry_run_and_an_enforce_invocation_log_their_metrics() {
         emf.iter()
             .any(|d| d["ActionKind"] == "quarantine_user" && d["Outcome"] == "applied")
     );
+}
+
+#[test]
+fn a_payload_with_a_duplicate_key_is_rejected_through_the_runtime() {
+    let tokio = tokio::runtime::Runtime::new().unwrap();
+    let user = quell_tests::unique("dup");
+    tokio.block_on(async {
+        let iam = aws_sdk_iam::Client::new(&quell_tests::moto_sdk().await);
+        iam.create_user().user_name(&user).send().await.unwrap();
+    });
+    // A JSON value would keep only the last "principal": the bytes must reach quell's parser.
+    let payload = format!(
+        r#"{{"runbook": "quarantine", "reason": "SEC-9: duplicate", "principal": "arn:aws:iam::{acct}:user/breakglass", "principal": "arn:aws:iam::{acct}:user/{user}"}}"#,
+        acct = quell_tests::MOTO_ACCOUNT
+    );
+    let (response, emf) = invoke_raw("enforce", payload);
+    assert_eq!(response["status"], "rejected", "{response}");
+    assert!(
+        response["error"]
+            .as_str()
+            .unwrap()
+            .contains("duplicate key"),
+        "{response}"
+    );
+    assert_eq!(main_doc(&emf)["Rejected"], 1.0);
+    assert_eq!(main_doc(&emf)["Applied"], 0.0);
+    // Nothing was done to the user.
+    tokio.block_on(async {
+        let iam = aws_sdk_iam::Client::new(&quell_tests::moto_sdk().await);
+        let attached = iam
+            .list_attached_user_policies()
+            .user_name(&user)
+            .send()
+            .await
+            .unwrap();
+        assert!(attached.attached_policies().is_empty());
+    });
 }

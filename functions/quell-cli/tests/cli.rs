@@ -372,6 +372,76 @@ impl World {
             .output()
             .unwrap()
     }
+    /// [`World::quell`] at another time than the world's.
+    fn quell_at(&self, now: &str, args: &[&str]) -> Output {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.push("--policy".into());
+        all.push(self.dir.join("policy.toml").display().to_string());
+        Command::new(env!("CARGO_BIN_EXE_quell"))
+            .args(&all)
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+            .env("AWS_ENDPOINT_URL", &self.moto.url)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("QUELL_LEDGER_TABLE", &self.table)
+            .env("QUELL_NOW", now)
+            .output()
+            .unwrap()
+    }
+    /// Deletes `user` and everything on it, so any IAM call on it fails with NoSuchEntity.
+    fn delete_user(&self, user: &str) {
+        self.rt.block_on(async {
+            let iam = &self.iam;
+            for p in iam
+                .list_attached_user_policies()
+                .user_name(user)
+                .send()
+                .await
+                .unwrap()
+                .attached_policies()
+            {
+                iam.detach_user_policy()
+                    .user_name(user)
+                    .policy_arn(p.policy_arn().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            for name in iam
+                .list_user_policies()
+                .user_name(user)
+                .send()
+                .await
+                .unwrap()
+                .policy_names()
+            {
+                iam.delete_user_policy()
+                    .user_name(user)
+                    .policy_name(name)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            for k in iam
+                .list_access_keys()
+                .user_name(user)
+                .send()
+                .await
+                .unwrap()
+                .access_key_metadata()
+            {
+                iam.delete_access_key()
+                    .user_name(user)
+                    .access_key_id(k.access_key_id().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            iam.delete_user().user_name(user).send().await.unwrap();
+        });
+    }
     /// A user with one active key.
     fn user(&self, prefix: &str) -> (String, String) {
         self.rt.block_on(async {
@@ -545,6 +615,39 @@ fn ledger_release_redelivery_and_verify_end_to_end() {
         text(&fix.stdout)
     );
     assert!(!w.key_active(&user, &fresh));
+}
+
+#[test]
+fn a_release_marks_every_entry_it_undid_even_after_one_failed() {
+    let w = World::new("[aws]\nquarantine_users = true\n");
+    assert_eq!(w.quell(&["ledger", "init"]).status.code(), Some(0));
+    // One finding contains two users; the newer containment is released first, and fails.
+    let finding = quell_tests::unique("two-users");
+    let (older, older_key) = w.user("undone");
+    let (newer, newer_key) = w.user("vanished");
+    let f = w.finding(&older, &older_key, &finding);
+    ok(&w.quell_at("2026-11-23T12:00:00Z", &["apply", &f, "--yes"]));
+    let f = w.finding(&newer, &newer_key, &finding);
+    ok(&w.quell_at("2026-11-23T12:05:00Z", &["apply", &f, "--yes"]));
+    w.delete_user(&newer);
+
+    let rel = w.quell_at(
+        "2026-11-23T13:00:00Z",
+        &["release", "--finding", &finding, "--yes", "--by", "oncall@example.com"],
+    );
+    assert_eq!(rel.status.code(), Some(1), "{}", text(&rel.stdout));
+    let err = text(&rel.stderr);
+    assert!(
+        err.contains("1 containment(s) not released") && err.contains(&newer),
+        "{err}"
+    );
+    // The older user's containment was undone and is recorded released, whatever came before.
+    assert!(w.attached(&older).is_empty(), "{:?}", w.attached(&older));
+    let arn = |u: &str| format!("arn:aws:iam::{}:user/{u}", quell_tests::MOTO_ACCOUNT);
+    let list = text(&w.quell(&["ledger", "list", &arn(&older)]).stdout);
+    assert!(list.contains("1 entries, 0 still in force"), "{list}");
+    let list = text(&w.quell(&["ledger", "list", &arn(&newer)]).stdout);
+    assert!(list.contains("1 entries, 1 still in force"), "{list}");
 }
 
 #[test]
