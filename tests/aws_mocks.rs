@@ -516,9 +516,9 @@ async fn the_dormant_key_loop_continues_past_a_failed_deactivation() {
         .inverse
         .as_ref()
         .expect("the applied half keeps its inverse");
-    assert_eq!(
-        inv.params["AccessKeyIds"],
-        serde_json::json!(["AKIAZ4XQ7PLMDORM0002"])
+    assert!(
+        matches!(inv, quell_core::report::Inverse::Aws(quell_core::report::AwsInverse::ReactivateKeys { keys, .. }) if keys == &["AKIAZ4XQ7PLMDORM0002"]),
+        "{inv:?}"
     );
     assert_eq!(ok_second.num_calls(), 1);
 }
@@ -739,5 +739,5 @@ async fn an_ocsf_finding_is_updated_through_the_v2_api() {
         .unwrap();
     assert_eq!(r.outcome.status, Status::Applied, "{:?}", report.results);
     assert_eq!(update.num_calls(), 1);
-    assert_eq!(r.outcome.inverse.as_ref().unwrap().params["StatusId"], 1);
+    assert_eq!(r.outcome.inverse.as_ref().unwrap().params()["StatusId"], 1);
 }

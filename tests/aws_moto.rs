@@ -222,8 +222,8 @@ async fn compromised_key_is_deactivated_exactly_and_sessions_revoked_and_user_ta
     assert_eq!(tag.value(), format!("{finding} 2026-11-23T12:00:00Z"));
 
     let inverse = report.results[0].outcome.inverse.as_ref().expect("inverse");
-    assert_eq!(inverse.call, "iam:UpdateAccessKey");
-    assert_eq!(inverse.params["Status"], "Active");
+    assert_eq!(inverse.call(), "iam:UpdateAccessKey");
+    assert_eq!(inverse.params()["Status"], "Active");
 }
 
 #[tokio::test]
@@ -373,9 +373,9 @@ async fn role_scope_revokes_every_session_and_a_later_finding_moves_the_cutoff()
         .unwrap();
     assert_eq!(r.outcome.status, Status::Applied);
     let inv = r.outcome.inverse.as_ref().unwrap();
-    assert_eq!(inv.call, "iam:PutRolePolicy");
+    assert_eq!(inv.call(), "iam:PutRolePolicy");
     assert_eq!(
-        inv.params["PolicyDocument"]["Statement"][0]["Condition"]["DateLessThan"]["aws:TokenIssueTime"],
+        inv.params()["PolicyDocument"]["Statement"][0]["Condition"]["DateLessThan"]["aws:TokenIssueTime"],
         "2026-11-23T12:00:00Z"
     );
     let doc = role_policy(&iam, &role, docs::ROLE_REVOKE_POLICY)
@@ -1435,11 +1435,12 @@ async fn a_release_never_writes_back_a_document_that_could_allow() {
         .iter_mut()
         .find(|r| r.kind == ActionKind::RevokeUserSessions)
         .expect("a session revocation");
-    let inverse = revoke.inverse.as_mut().unwrap();
-    inverse.call = "iam:PutUserPolicy".into();
-    inverse.params = json!({"UserName": user, "PolicyName": docs::USER_REVOKE_POLICY,
+    revoke.inverse = Some(quell_tests::inverse(
+        "iam:PutUserPolicy",
+        json!({"UserName": user, "PolicyName": docs::USER_REVOKE_POLICY,
         "PolicyDocument": {"Version": "2012-10-17", "Statement": [
-            {"Effect": "Allow", "Action": "*", "Resource": "*"}]}});
+            {"Effect": "Allow", "Action": "*", "Resource": "*"}]}}),
+    ));
     let steps = quell_aws::release::release(exec.source(), &forged, false).await;
     assert!(
         steps.iter().any(|s| s.outcome.status == Status::Skipped

@@ -92,7 +92,7 @@ async fn disable_user_patches_account_enabled_with_the_bearer_token() {
     let r = run(&server, enforce(), &runbook("quarantine", USER, json!({}))).await;
     let o = result(&r, ActionKind::DisableEntraUser);
     assert_eq!(o.status, Status::Applied, "{o:?}");
-    assert_eq!(o.inverse.as_ref().unwrap().params["accountEnabled"], true);
+    assert_eq!(o.inverse.as_ref().unwrap().params()["accountEnabled"], true);
 }
 
 #[tokio::test]
@@ -514,7 +514,7 @@ async fn a_managed_identitys_role_assignments_are_deleted_and_recorded() {
     let o = result(&r, ActionKind::RemoveRoleAssignments);
     assert_eq!(o.status, Status::Applied, "{o:?}");
     assert_eq!(
-        o.inverse.as_ref().unwrap().params["assignments"]
+        o.inverse.as_ref().unwrap().params()["assignments"]
             .as_array()
             .unwrap()
             .len(),
@@ -642,7 +642,7 @@ async fn role_assignment_removal_continues_past_a_refused_delete() {
         .inverse
         .as_ref()
         .expect("what was removed can be restored")
-        .params["assignments"];
+        .params()["assignments"];
     assert_eq!(removed.as_array().unwrap().len(), 1);
     assert!(removed[0]["id"].as_str().unwrap().ends_with("ra-ok"));
 }
@@ -821,10 +821,12 @@ async fn verify_of_a_disabled_service_principal_removes_new_secrets_and_reports_
     // is listed for a human to review, and none is deleted.
     let mut unknown = entries.clone();
     for r in &mut unknown[0].actions {
-        if let Some(i) = &mut r.inverse
-            && let Some(o) = i.params.as_object_mut()
-        {
-            o.remove("federated_credentials");
+        if let Some(i) = &mut r.inverse {
+            let mut params = i.params();
+            if let Some(o) = params.as_object_mut() {
+                o.remove("federated_credentials");
+            }
+            *i = quell_tests::inverse(&i.call(), params);
         }
     }
     let review = quell_azure::release::verify(&http, &unknown, false).await;
@@ -851,11 +853,10 @@ fn mi_entry(mi: &str, assignments: Value) -> quell_ledger::Entry {
             ),
             status: Status::Applied,
             detail: "removed".into(),
-            inverse: Some(quell_core::report::Inverse {
-                call: "arm:PUT {scope}/providers/Microsoft.Authorization/roleAssignments/{name}"
-                    .into(),
-                params: json!({"assignments": assignments}),
-            }),
+            inverse: Some(quell_tests::inverse(
+                "arm:PUT {scope}/providers/Microsoft.Authorization/roleAssignments/{name}",
+                json!({"assignments": assignments}),
+            )),
         }],
         ..quell_tests::ledger_entry(&format!("azure:mi/{mi}"), "f-mi")
     }
@@ -998,10 +999,10 @@ async fn verify_reports_authentication_methods_registered_to_a_contained_user_si
         }),
         status: Status::Applied,
         detail: "disabled".into(),
-        inverse: Some(quell_core::report::Inverse {
-            call: "graph:PATCH /v1.0/users/{id}".into(),
-            params: json!({"id": USER, "accountEnabled": true}),
-        }),
+        inverse: Some(quell_tests::inverse(
+            "graph:PATCH /v1.0/users/{id}",
+            json!({"id": USER, "accountEnabled": true}),
+        )),
     }];
     let server = MockServer::start().await;
     Mock::given(method("GET"))

@@ -312,3 +312,12 @@ pub fn ledger_entry(principal: &str, finding: &str) -> quell_ledger::Entry {
         history: vec![],
     }
 }
+
+/// An inverse as a ledger row holds it (`{"call", "params"}`), read the way quell reads rows:
+/// for forging entries as anyone who can write the ledger could.
+pub fn inverse(call: &str, params: serde_json::Value) -> quell_core::report::Inverse {
+    quell_core::report::Inverse::from_raw(quell_core::report::RawInverse {
+        call: call.to_string(),
+        params,
+    })
+}

@@ -717,10 +717,10 @@ async fn the_hourly_run_never_lifts_a_containment_quell_did_not_make() {
             }),
             status: quell_core::report::Status::Applied,
             detail: "attached".into(),
-            inverse: Some(quell_core::report::Inverse {
-                call: "iam:DetachUserPolicy".into(),
-                params: json!({"UserName": user, "PolicyArn": deny_all}),
-            }),
+            inverse: Some(quell_tests::inverse(
+                "iam:DetachUserPolicy",
+                json!({"UserName": user, "PolicyArn": deny_all}),
+            )),
         }],
         expires: Some("2026-11-21T12:00:00Z".into()),
         ..quell_tests::ledger_entry(
@@ -757,5 +757,124 @@ async fn the_hourly_run_never_lifts_a_containment_quell_did_not_make() {
     assert_eq!(
         ledger().list(Some(&key)).await.unwrap()[0].state,
         State::Done
+    );
+}
+
+/// A ledger item exactly as quell wrote it before its inverses were typed
+/// (`tests/fixtures/ledger-row-2026-11.json`, as DynamoDB holds it: `body` is the entry's JSON),
+/// read by today's code: verify finds what it names, and release undoes it.
+#[tokio::test]
+async fn a_ledger_row_written_before_the_typed_inverses_verifies_and_releases() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use quell_ledger::Ledger;
+    let cfg = sdk().await;
+    let table = quell_tests::unique("quell-ledger");
+    let ledger = quell_aws::ledger::DynamoLedger::new(&cfg, &table);
+    ledger.ensure_table().await.unwrap();
+    let iam = aws_sdk_iam::Client::new(&cfg);
+    let user = quell_tests::unique("old-row");
+    let keys = seed_user(&iam, &user).await;
+    let finding = quell_tests::unique("old-finding");
+    let arn = format!("arn:aws:iam::{}:user/{user}", quell_tests::MOTO_ACCOUNT);
+    // The containment the row records, made on IAM (quarantine, revocation, tag)...
+    edge(Accepts::Any, Mode::Enforce)
+        .await
+        .handle(
+            json!({"runbook": "quarantine", "principal": arn, "reason": "SEC-9", "id": finding}),
+        )
+        .await
+        .unwrap();
+    // ... and the row, written as the code of November 2026 wrote it.
+    let body =
+        std::fs::read_to_string(quell_tests::root().join("tests/fixtures/ledger-row-2026-11.json"))
+            .unwrap()
+            .replace("{ACCOUNT}", quell_tests::MOTO_ACCOUNT)
+            .replace("{USER}", &user)
+            .replace("{FINDING}", &finding)
+            .replace("{KEY}", &keys[0]);
+    let entry: Value = serde_json::from_str(&body).unwrap();
+    let s = |v: &str| AttributeValue::S(v.to_string());
+    aws_sdk_dynamodb::Client::new(&cfg)
+        .put_item()
+        .table_name(&table)
+        .item("pk", s(entry["principal"].as_str().unwrap()))
+        .item("sk", s(&finding))
+        .item("body", s(&body))
+        .item("version", AttributeValue::N("2".into()))
+        .item("state", s("done"))
+        .item("scope", s(entry["scope"].as_str().unwrap()))
+        .item("at", s("2026-11-23T12:00:00Z"))
+        .send()
+        .await
+        .unwrap();
+    let key = format!("aws:{}:user/{user}", quell_tests::MOTO_ACCOUNT);
+    let read = ledger.list(Some(&key)).await.unwrap();
+    assert_eq!(read.len(), 1);
+    assert!(
+        read[0]
+            .actions
+            .iter()
+            .all(|a| matches!(a.inverse, Some(quell_core::report::Inverse::Aws(_)))),
+        "{:?}",
+        read[0].actions
+    );
+
+    let edge = edge(Accepts::Any, Mode::Enforce)
+        .await
+        .with_ledger(ledger, Arc::new(FixedClock(NOW)));
+    // Verify reads the typed inverses: the key the row says quell deactivated is active, so it
+    // is deactivated again; the quarantine and the revocation are still in place.
+    let checked = edge
+        .handle(json!({"runbook": "verify", "principal": arn, "reason": "check"}))
+        .await
+        .unwrap();
+    let said = checked["steps"].to_string();
+    assert!(said.contains("AWSDenyAll is still attached"), "{said}");
+    // The row's revocation (the quarantine runbook wrote none) is put back with its cut-off.
+    assert!(
+        said.contains(
+            "QuellRevokeOlderSessions was removed; put back with cut-off 2026-11-23T12:00:00Z"
+        ),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!(
+            "{} was deactivated by quell and is active again",
+            keys[0]
+        )),
+        "{said}"
+    );
+    // Release undoes each recorded action through its typed inverse.
+    let out = edge
+        .handle(json!({"runbook": "release", "principal": arn, "reason": "SEC-9 cleared", "requested_by": "oncall@example.com"}))
+        .await
+        .unwrap();
+    assert_eq!(out["containments"], 1, "{out}");
+    let attached = iam
+        .list_attached_user_policies()
+        .user_name(&user)
+        .send()
+        .await
+        .unwrap();
+    assert!(attached.attached_policies().is_empty());
+    let inline = iam
+        .list_user_policies()
+        .user_name(&user)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        inline.policy_names().is_empty(),
+        "{:?}",
+        inline.policy_names()
+    );
+    let tags = iam.list_user_tags().user_name(&user).send().await.unwrap();
+    assert!(tags.tags().is_empty(), "{:?}", tags.tags());
+    // The key stays inactive: release reactivates none without a human asking.
+    assert!(
+        statuses(&iam, &user)
+            .await
+            .iter()
+            .any(|(k, st)| k == &keys[0] && *st == StatusType::Inactive)
     );
 }

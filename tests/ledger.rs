@@ -66,7 +66,7 @@ async fn two_concurrent_invocations_of_one_finding_make_one_containment_and_one_
         .iter()
         .find(|r| r.kind == ActionKind::QuarantineUser)
         .unwrap();
-    assert_eq!(q.inverse.as_ref().unwrap().call, "iam:DetachUserPolicy");
+    assert_eq!(q.inverse.as_ref().unwrap().call(), "iam:DetachUserPolicy");
     // The finding index finds it too.
     assert_eq!(
         ledger.by_finding(&entries[0].finding).await.unwrap().len(),

@@ -633,7 +633,14 @@ fn a_release_marks_every_entry_it_undid_even_after_one_failed() {
 
     let rel = w.quell_at(
         "2026-11-23T13:00:00Z",
-        &["release", "--finding", &finding, "--yes", "--by", "oncall@example.com"],
+        &[
+            "release",
+            "--finding",
+            &finding,
+            "--yes",
+            "--by",
+            "oncall@example.com",
+        ],
     );
     assert_eq!(rel.status.code(), Some(1), "{}", text(&rel.stdout));
     let err = text(&rel.stderr);

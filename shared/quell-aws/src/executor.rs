@@ -14,7 +14,7 @@ use quell_core::clock::{Clock, rfc3339_seconds};
 use quell_core::model::{FindingRef, Subject, ids};
 use quell_core::plan::{Action, ActionKind, Context, Plan, Skip, Target, protection_reason_with};
 use quell_core::policy::{InstanceCredentials, Mode, Policy};
-use quell_core::report::{ActionResult, Inverse, Outcome, Report, Status};
+use quell_core::report::{ActionResult, AwsInverse, Inverse, Outcome, Report, Status};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
@@ -356,10 +356,13 @@ async fn update_asff(
                 )),
                 None if contained => Outcome::applied(
                     "workflow NOTIFIED with a note of what quell did",
-                    Some(Inverse {
-                        call: "securityhub:BatchUpdateFindings".into(),
-                        params: json!({"FindingIdentifiers": [{"Id": id, "ProductArn": product_arn}], "Workflow": {"Status": "NEW"}}),
-                    }),
+                    Some(
+                        AwsInverse::SecurityhubWorkflow {
+                            v2: false,
+                            params: json!({"FindingIdentifiers": [{"Id": id, "ProductArn": product_arn}], "Workflow": {"Status": "NEW"}}),
+                        }
+                        .into(),
+                    ),
                 ),
                 None => Outcome::applied(
                     "containment incomplete: the finding stays NEW with a note of what failed or was withheld",
@@ -452,10 +455,13 @@ async fn update_ocsf(
             )),
             None if contained => Outcome::applied(
                 "status In Progress with a comment of what quell did",
-                Some(Inverse {
-                    call: "securityhub:BatchUpdateFindingsV2".into(),
-                    params: json!({"FindingIdentifiers": [{"CloudAccountUid": account, "FindingInfoUid": uid, "MetadataProductUid": product_uid}], "StatusId": OCSF_NEW}),
-                }),
+                Some(
+                    AwsInverse::SecurityhubWorkflow {
+                        v2: true,
+                        params: json!({"FindingIdentifiers": [{"CloudAccountUid": account, "FindingInfoUid": uid, "MetadataProductUid": product_uid}], "StatusId": OCSF_NEW}),
+                    }
+                    .into(),
+                ),
             ),
             None => Outcome::applied(
                 "containment incomplete: the finding stays New with a comment of what failed or was withheld",
@@ -707,10 +713,13 @@ impl<S: ClientSource> Run<'_, S> {
         {
             Ok(_) => Outcome::applied(
                 format!("deactivated {key} of {}", p.name),
-                Some(Inverse {
-                    call: "iam:UpdateAccessKey".into(),
-                    params: json!({"UserName": p.name, "AccessKeyId": key, "Status": "Active"}),
-                }),
+                Some(
+                    AwsInverse::ReactivateKeys {
+                        user: p.name.clone(),
+                        keys: vec![key.to_string()],
+                    }
+                    .into(),
+                ),
             ),
             Err(e) => Outcome::from(classify(e)),
         }
@@ -817,9 +826,11 @@ impl<S: ClientSource> Run<'_, S> {
                 Err(e) => failed.push((id, classify(e))),
             }
         }
-        let inverse = (!done.is_empty()).then(|| Inverse {
-            call: "iam:UpdateAccessKey".into(),
-            params: json!({"UserName": user, "AccessKeyIds": done, "Status": "Active"}),
+        let inverse = (!done.is_empty()).then(|| {
+            Inverse::from(AwsInverse::ReactivateKeys {
+                user: user.to_string(),
+                keys: done.iter().map(|k| k.to_string()).collect(),
+            })
         });
         let Some((_, first)) = failed.first() else {
             return Outcome::applied(format!("deactivated {} ({why})", done.join(", ")), inverse);
@@ -1164,56 +1175,40 @@ impl<S: ClientSource> Run<'_, S> {
             return Outcome::failed("InvalidInput", "could not build the tag", false);
         };
         let iam = &self.clients.iam;
-        let (r, who, untag, retag) = match kind {
-            Kind::User => (
-                iam.tag_user()
-                    .user_name(&p.name)
-                    .tags(tag)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(classify),
-                "UserName",
-                "iam:UntagUser",
-                "iam:TagUser",
-            ),
-            Kind::Role => (
-                iam.tag_role()
-                    .role_name(&p.name)
-                    .tags(tag)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(classify),
-                "RoleName",
-                "iam:UntagRole",
-                "iam:TagRole",
-            ),
+        let r = match kind {
+            Kind::User => iam
+                .tag_user()
+                .user_name(&p.name)
+                .tags(tag)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(classify),
+            Kind::Role => iam
+                .tag_role()
+                .role_name(&p.name)
+                .tags(tag)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(classify),
         };
         match r {
             Ok(()) => {
-                let mut inverse = match previous {
-                    None => Inverse {
-                        call: untag.into(),
-                        params: json!({who: p.name, "TagKeys": [docs::QUARANTINE_TAG]}),
-                    },
-                    Some(v) => Inverse {
-                        call: retag.into(),
-                        params: json!({who: p.name, "Tags": [{"Key": docs::QUARANTINE_TAG, "Value": v}]}),
-                    },
-                };
                 // What the principal held at containment, for verify to compare with: its
                 // policies, and a role's trust policy. Unreadable, it is left out (verify then
                 // has nothing to compare with and says nothing).
-                if let Some(trust) = &p.trust {
-                    inverse.params["trust_policy"] = trust.clone();
-                }
-                if let Ok(held) = iam::policies(iam, kind, &p.name).await {
-                    inverse.params["policies"] = held;
-                }
+                let inverse = AwsInverse::RestoreTag {
+                    kind,
+                    name: p.name.clone(),
+                    tag: docs::QUARANTINE_TAG.to_string(),
+                    previous,
+                    trust_policy: p.trust.clone(),
+                    policies: iam::policies(iam, kind, &p.name).await.ok(),
+                };
                 Outcome::applied(
                     format!("tagged {name} {}={value}", docs::QUARANTINE_TAG),
-                    Some(inverse),
+                    Some(inverse.into()),
                 )
             }
             Err(e) => Outcome::from(e),

@@ -2,18 +2,13 @@
 //! reports `already_in_state` when there is nothing to change. Callers check protection, the
 //! exemption tag and dry-run first.
 
-use quell_core::report::{Inverse, Outcome};
-use serde_json::json;
+use quell_core::report::{AwsInverse, Inverse, Outcome};
 
 use crate::docs;
 use crate::error::{ExecError, classify};
 
 /// Which kind of principal an inline policy belongs to.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub(crate) enum Kind {
-    User,
-    Role,
-}
+pub(crate) use quell_core::report::IamKind as Kind;
 
 /// An inline policy's (URL-encoded) document; `None` when the policy does not exist.
 pub(crate) async fn get_inline(
@@ -83,20 +78,13 @@ pub(crate) fn undo_inline(
     policy: &str,
     previous: Option<String>,
 ) -> Inverse {
-    let (who, put, delete) = match kind {
-        Kind::User => ("UserName", "iam:PutUserPolicy", "iam:DeleteUserPolicy"),
-        Kind::Role => ("RoleName", "iam:PutRolePolicy", "iam:DeleteRolePolicy"),
-    };
-    match previous {
-        Some(doc) => Inverse {
-            call: put.into(),
-            params: json!({who: name, "PolicyName": policy, "PolicyDocument": docs::parse(&doc)}),
-        },
-        None => Inverse {
-            call: delete.into(),
-            params: json!({who: name, "PolicyName": policy}),
-        },
+    AwsInverse::RestoreInline {
+        kind,
+        name: name.to_string(),
+        policy: policy.to_string(),
+        previous: previous.and_then(|doc| docs::parse(&doc)),
     }
+    .into()
 }
 
 /// The partition the client's region belongs to (for AWS managed policy ARNs).
@@ -285,37 +273,35 @@ pub(crate) async fn quarantine(iam: &aws_sdk_iam::Client, kind: Kind, name: &str
         Ok(_) => {}
         Err(e) => return e.into(),
     }
-    let (r, who, detach) = match kind {
-        Kind::User => (
-            iam.attach_user_policy()
-                .user_name(name)
-                .policy_arn(&arn)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(classify),
-            "UserName",
-            "iam:DetachUserPolicy",
-        ),
-        Kind::Role => (
-            iam.attach_role_policy()
-                .role_name(name)
-                .policy_arn(&arn)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(classify),
-            "RoleName",
-            "iam:DetachRolePolicy",
-        ),
+    let r = match kind {
+        Kind::User => iam
+            .attach_user_policy()
+            .user_name(name)
+            .policy_arn(&arn)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify),
+        Kind::Role => iam
+            .attach_role_policy()
+            .role_name(name)
+            .policy_arn(&arn)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify),
     };
     match r {
         Ok(()) => Outcome::applied(
             format!("attached {} to {name}", docs::DENY_ALL_POLICY),
-            Some(Inverse {
-                call: detach.into(),
-                params: json!({who: name, "PolicyArn": arn}),
-            }),
+            Some(
+                AwsInverse::DetachPolicy {
+                    kind,
+                    name: name.to_string(),
+                    policy_arn: arn.clone(),
+                }
+                .into(),
+            ),
         ),
         Err(e) => e.into(),
     }
@@ -339,10 +325,12 @@ pub(crate) async fn delete_login_profile(iam: &aws_sdk_iam::Client, user: &str) 
     match iam.delete_login_profile().user_name(user).send().await {
         Ok(_) => Outcome::applied(
             format!("deleted the console password of {user}"),
-            Some(Inverse {
-                call: "iam:CreateLoginProfile".into(),
-                params: json!({"UserName": user, "PasswordResetRequired": true, "Note": "the old password cannot be restored; set a new one"}),
-            }),
+            Some(
+                AwsInverse::LoginProfile {
+                    user: user.to_string(),
+                }
+                .into(),
+            ),
         ),
         Err(e) => classify(e).into(),
     }

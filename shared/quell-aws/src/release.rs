@@ -12,7 +12,7 @@
 use aws_sdk_iam::types::{StatusType, Tag};
 use quell_core::model::Subject;
 use quell_core::plan::{ActionKind, Target};
-use quell_core::report::{Outcome, Status};
+use quell_core::report::{AwsInverse, Inverse, Outcome, Status};
 use quell_ledger::{Entry, Recorded};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -66,20 +66,38 @@ async fn undo<S: ClientSource>(
     r: &Recorded,
     reactivate_keys: bool,
 ) -> Outcome {
-    let Some(inverse) = &r.inverse else {
-        return Outcome::skipped("nothing to undo: the action recorded no inverse");
+    let inverse = match &r.inverse {
+        None => return Outcome::skipped("nothing to undo: the action recorded no inverse"),
+        Some(Inverse::Aws(a)) => a,
+        Some(Inverse::Azure(_)) => {
+            return Outcome::skipped("not an AWS action's inverse; nothing done on AWS");
+        }
+        Some(Inverse::Unknown(raw)) => {
+            return Outcome::skipped(format!(
+                "quell has no undo for {}: the ledger entry holds a call quell never records; nothing done",
+                raw.call
+            ));
+        }
     };
-    let p = &inverse.params;
-    match inverse.call.as_str() {
-        "iam:CreateLoginProfile" => {
+    match inverse {
+        AwsInverse::LoginProfile { .. } => {
             return Outcome::skipped(
                 "cannot be restored: the deleted console password is gone; set a new one (iam:CreateLoginProfile) if the user needs the console",
             );
         }
-        "securityhub:BatchUpdateFindings" | "securityhub:BatchUpdateFindingsV2" => {
+        AwsInverse::SecurityhubWorkflow { .. } => {
             return Outcome::skipped("the Security Hub finding's workflow is left as it is");
         }
-        _ => {}
+        AwsInverse::ReactivateKeys { keys, .. } if !reactivate_keys => {
+            return Outcome::skipped(format!(
+                "{} stay(s) inactive: AWS recommends against reactivating a compromised key; pass --reactivate-keys to reactivate",
+                keys.join(", ")
+            ));
+        }
+        AwsInverse::ReactivateKeys { .. }
+        | AwsInverse::DetachPolicy { .. }
+        | AwsInverse::RestoreInline { .. }
+        | AwsInverse::RestoreTag { .. } => {}
     }
     let Some((account, kind, name)) = principal_of(&r.target) else {
         return Outcome::skipped(format!("{} is not an AWS principal", r.target.label()));
@@ -92,24 +110,10 @@ async fn undo<S: ClientSource>(
         Err(e) => return e.into(),
     };
     let iam = &clients.iam;
-    match inverse.call.as_str() {
-        "iam:UpdateAccessKey" => {
-            let ids: Vec<String> = match (&p["AccessKeyId"], &p["AccessKeyIds"]) {
-                (Value::String(k), _) => vec![k.clone()],
-                (_, Value::Array(a)) => a
-                    .iter()
-                    .filter_map(|k| k.as_str().map(str::to_string))
-                    .collect(),
-                _ => vec![],
-            };
-            if !reactivate_keys {
-                return Outcome::skipped(format!(
-                    "{} stay(s) inactive: AWS recommends against reactivating a compromised key; pass --reactivate-keys to reactivate",
-                    ids.join(", ")
-                ));
-            }
+    match inverse {
+        AwsInverse::ReactivateKeys { keys, .. } => {
             let mut done = Vec::new();
-            for id in &ids {
+            for id in keys {
                 if let Err(e) = iam
                     .update_access_key()
                     .user_name(&name)
@@ -124,8 +128,8 @@ async fn undo<S: ClientSource>(
             }
             Outcome::applied(format!("reactivated {}", done.join(", ")), None)
         }
-        "iam:DetachUserPolicy" | "iam:DetachRolePolicy" => {
-            let arn = p["PolicyArn"].as_str().unwrap_or_default().to_string();
+        AwsInverse::DetachPolicy { policy_arn, .. } => {
+            let arn = policy_arn.clone();
             let attached = iam::list_attached(iam, kind, &name)
                 .await
                 .map(|l| l.contains(&arn));
@@ -157,17 +161,15 @@ async fn undo<S: ClientSource>(
                 Err(e) => e.into(),
             }
         }
-        "iam:DeleteUserPolicy"
-        | "iam:DeleteRolePolicy"
-        | "iam:PutUserPolicy"
-        | "iam:PutRolePolicy" => {
-            let policy = p["PolicyName"].as_str().unwrap_or_default().to_string();
-            undo_revocation(iam, kind, &name, &policy, entry, p).await
+        AwsInverse::RestoreInline {
+            policy, previous, ..
+        } => undo_revocation(iam, kind, &name, policy, entry, previous.as_ref()).await,
+        AwsInverse::RestoreTag { previous, .. } => {
+            undo_tag(iam, kind, &name, entry, previous.as_deref()).await
         }
-        "iam:UntagUser" | "iam:UntagRole" | "iam:TagUser" | "iam:TagRole" => {
-            undo_tag(iam, kind, &name, entry, p).await
+        AwsInverse::LoginProfile { .. } | AwsInverse::SecurityhubWorkflow { .. } => {
+            Outcome::skipped("nothing to undo")
         }
-        other => Outcome::skipped(format!("quell has no undo for {other}")),
     }
 }
 
@@ -178,7 +180,7 @@ async fn undo_revocation(
     name: &str,
     policy: &str,
     entry: &Entry,
-    p: &Value,
+    previous: Option<&Value>,
 ) -> Outcome {
     let current = match iam::get_inline(iam, kind, name, policy).await {
         Ok(Some(doc)) => docs::parse(&doc).unwrap_or(Value::Null),
@@ -224,7 +226,7 @@ async fn undo_revocation(
             "{policy} now holds a later revocation, which stays"
         ));
     }
-    let r = match p.get("PolicyDocument").filter(|d| !d.is_null()) {
+    let r = match previous {
         // Only a deny-only document is written back: the ledger is data, and a release must
         // never be a way to put an Allow on a principal.
         Some(previous) if !docs::deny_only(previous) => {
@@ -305,7 +307,7 @@ async fn undo_tag(
     kind: Kind,
     name: &str,
     entry: &Entry,
-    p: &Value,
+    previous: Option<&str>,
 ) -> Outcome {
     let tags = match tags_of(iam, kind, name).await {
         Ok(t) => t,
@@ -318,7 +320,6 @@ async fn undo_tag(
     if !current.value().starts_with(&format!("{finding} ")) {
         return Outcome::skipped("the tag now names a later finding, and stays");
     }
-    let previous = p["Tags"][0]["Value"].as_str();
     let r = match (kind, previous) {
         (Kind::User, None) => iam
             .untag_user()
@@ -438,18 +439,11 @@ pub async fn verify<S: ClientSource>(source: &S, entries: &[Entry], fix: bool) -
             .iter()
             .flat_map(|e| e.actions.iter())
             .filter(|r| r.status == Status::Applied)
-            .filter_map(|r| r.inverse.as_ref())
-            .filter(|i| i.call == "iam:UpdateAccessKey")
-            .flat_map(
-                |i| match (&i.params["AccessKeyId"], &i.params["AccessKeyIds"]) {
-                    (Value::String(k), _) => vec![k.clone()],
-                    (_, Value::Array(a)) => a
-                        .iter()
-                        .filter_map(|k| k.as_str().map(str::to_string))
-                        .collect(),
-                    _ => vec![],
-                },
-            )
+            .filter_map(|r| match &r.inverse {
+                Some(Inverse::Aws(AwsInverse::ReactivateKeys { keys, .. })) => Some(keys.clone()),
+                _ => None,
+            })
+            .flatten()
             .collect();
         match iam.list_access_keys().user_name(&name).send().await {
             Ok(out) => {
@@ -554,14 +548,14 @@ pub async fn verify<S: ClientSource>(source: &S, entries: &[Entry], fix: bool) -
                 outcome: session_revocation_in_place(iam, &name, session, entry, fix).await,
             });
         }
-        if let Some(baseline) = at_containment(entries, "trust_policy") {
+        if let Some(baseline) = at_containment(entries, Baseline::TrustPolicy) {
             steps.push(Step {
                 what: format!("trust policy of {name}"),
                 outcome: trust_unchanged(iam, &name, baseline).await,
             });
         }
     }
-    if let Some(baseline) = at_containment(entries, "policies") {
+    if let Some(baseline) = at_containment(entries, Baseline::Policies) {
         steps.push(Step {
             what: format!("policies of {name}"),
             outcome: no_policy_added(iam, kind, &name, baseline).await,
@@ -616,15 +610,28 @@ async fn no_policy_added(
     ))
 }
 
-/// What quell read of the principal (`key`: `trust_policy`, `policies`) at its first
-/// containment still in force, kept with the tag's inverse.
-fn at_containment<'a>(entries: &'a [Entry], key: &str) -> Option<&'a Value> {
+/// What quell read of the principal at containment, kept with the tag's inverse.
+#[derive(Clone, Copy)]
+enum Baseline {
+    TrustPolicy,
+    Policies,
+}
+
+/// What quell read of the principal (`which`) at its first containment still in force, kept
+/// with the tag's inverse.
+fn at_containment(entries: &[Entry], which: Baseline) -> Option<&Value> {
     let mut with: Vec<(&Entry, &Value)> = in_force_actions(entries, ActionKind::TagPrincipal)
-        .filter_map(|(e, r)| {
-            r.inverse
-                .as_ref()
-                .and_then(|i| i.params.get(key))
-                .map(|t| (e, t))
+        .filter_map(|(e, r)| match &r.inverse {
+            Some(Inverse::Aws(AwsInverse::RestoreTag {
+                trust_policy,
+                policies,
+                ..
+            })) => match which {
+                Baseline::TrustPolicy => trust_policy.as_ref(),
+                Baseline::Policies => policies.as_ref(),
+            }
+            .map(|t| (e, t)),
+            _ => None,
         })
         .collect();
     with.sort_by(|a, b| a.0.at.cmp(&b.0.at));

@@ -18,7 +18,6 @@ use quell_core::sweep::{
     password_dormancy,
 };
 use serde::Serialize;
-use serde_json::json;
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
@@ -486,10 +485,13 @@ async fn sweep_user(
             {
                 Ok(_) => Outcome::applied(
                     format!("deactivated {key}"),
-                    Some(quell_core::report::Inverse {
-                        call: "iam:UpdateAccessKey".into(),
-                        params: json!({"UserName": row.user, "AccessKeyId": key, "Status": "Active"}),
-                    }),
+                    Some(
+                        quell_core::report::AwsInverse::ReactivateKeys {
+                            user: row.user.clone(),
+                            keys: vec![key.to_string()],
+                        }
+                        .into(),
+                    ),
                 ),
                 Err(e) => classify(e).into(),
             }

@@ -8,7 +8,7 @@ use quell_core::clock::{Clock, rfc3339_seconds};
 use quell_core::model::{FindingRef, Subject};
 use quell_core::plan::{Action, ActionKind, Context, Plan, Target};
 use quell_core::policy::{Mode, Policy};
-use quell_core::report::{ActionResult, Inverse, Outcome, Report};
+use quell_core::report::{ActionResult, AzureInverse, CredentialOwner, Inverse, Outcome, Report};
 use reqwest::Method;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -318,10 +318,7 @@ impl AzureExecutor {
             Ok(_) => (
                 Outcome::applied(
                     "accountEnabled = false",
-                    Some(Inverse {
-                        call: "graph:PATCH /v1.0/users/{id}".into(),
-                        params: json!({"id": id, "accountEnabled": true}),
-                    }),
+                    Some(AzureInverse::EnableUser { id: id.to_string() }.into()),
                 ),
                 escalation,
             ),
@@ -423,10 +420,12 @@ impl AzureExecutor {
         {
             Ok(_) => Outcome::applied(
                 "confirmed compromised (user risk high)",
-                Some(Inverse {
-                    call: "graph:POST /v1.0/identityProtection/riskyUsers/dismiss".into(),
-                    params: json!({"userIds": [id]}),
-                }),
+                Some(
+                    AzureInverse::DismissRisk {
+                        user_ids: vec![id.to_string()],
+                    }
+                    .into(),
+                ),
             ),
             Err(e) => failed(e),
         }
@@ -495,19 +494,16 @@ impl AzureExecutor {
             .await
         {
             Ok(_) => {
-                let mut params = json!({"id": id, "accountEnabled": true});
-                if let Some(ids) = self.federated_baseline(sp["appId"].as_str()).await {
-                    params["federated_credentials"] = json!(ids);
-                }
+                let inverse = AzureInverse::EnableServicePrincipal {
+                    id: id.clone(),
+                    federated_credentials: self.federated_baseline(sp["appId"].as_str()).await,
+                };
                 Outcome::applied(
                     format!(
                         "accountEnabled = false on {} ({id})",
                         sp["displayName"].as_str().unwrap_or("service principal")
                     ),
-                    Some(Inverse {
-                        call: "graph:PATCH /v1.0/servicePrincipals/{id}".into(),
-                        params,
-                    }),
+                    Some(inverse.into()),
                 )
             }
             Err(e) => failed(e),
@@ -563,8 +559,8 @@ impl AzureExecutor {
                     .map(str::to_string)
             })
         };
-        let (owner_path, key) = if let Some(k) = find(&sp) {
-            (format!("/v1.0/servicePrincipals/{}", seg(&sp_id)), k)
+        let (owner, key) = if let Some(k) = find(&sp) {
+            (CredentialOwner::ServicePrincipal(seg(&sp_id)), k)
         } else {
             let Some(app_id) = sp["appId"].as_str() else {
                 return Outcome::already(format!("no credential {key} on the service principal"));
@@ -594,13 +590,11 @@ impl AzureExecutor {
                 ));
             };
             (
-                format!(
-                    "/v1.0/applications/{}",
-                    seg(app["id"].as_str().unwrap_or_default())
-                ),
+                CredentialOwner::Application(seg(app["id"].as_str().unwrap_or_default())),
                 k,
             )
         };
+        let owner_path = owner.path();
         match self
             .http
             .call(
@@ -613,10 +607,7 @@ impl AzureExecutor {
         {
             Ok(_) => Outcome::applied(
                 format!("removed password credential {key}"),
-                Some(Inverse {
-                    call: format!("graph:POST {owner_path}/addPassword"),
-                    params: json!({"note": "a removed secret cannot be restored; add a new one and distribute it"}),
-                }),
+                Some(AzureInverse::AddPassword { owner }.into()),
             ),
             Err(e) => failed(e),
         }
@@ -701,9 +692,10 @@ impl AzureExecutor {
                 });
             }
         }
-        let inverse = (!removed.is_empty()).then(|| Inverse {
-            call: "arm:PUT {scope}/providers/Microsoft.Authorization/roleAssignments/{name}".into(),
-            params: json!({"assignments": removed}),
+        let inverse = (!removed.is_empty()).then(|| {
+            Inverse::from(AzureInverse::RestoreRoleAssignments {
+                assignments: removed.clone(),
+            })
         });
         if let Some((_, first)) = not_removed.first() {
             let list: Vec<String> = not_removed
@@ -786,10 +778,13 @@ impl AzureExecutor {
         }
         Outcome::applied(
             "alert set inProgress with a comment of what quell did",
-            Some(Inverse {
-                call: "graph:PATCH /v1.0/security/alerts_v2/{id}".into(),
-                params: json!({"id": id, "status": status}),
-            }),
+            Some(
+                AzureInverse::AlertStatus {
+                    id: id.to_string(),
+                    status: json!(status),
+                }
+                .into(),
+            ),
         )
     }
 }

@@ -14,7 +14,7 @@
 //!   human who did not use `release`).
 
 use quell_core::plan::ActionKind;
-use quell_core::report::{Outcome, Status};
+use quell_core::report::{AzureInverse, Inverse, Outcome, Status};
 use quell_ledger::{Entry, Recorded, Step};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -26,11 +26,19 @@ fn failed(e: AzError) -> Outcome {
     Outcome::failed(e.code.clone(), e.message.clone(), e.retryable)
 }
 
-/// The Graph path of a recorded `graph:PATCH /v1.0/users/{id}`-style inverse, with its id.
-fn graph_path(call: &str, params: &Value) -> Option<String> {
-    let template = call.strip_prefix("graph:PATCH ")?;
-    let id = params["id"].as_str()?;
-    Some(template.replace("{id}", &crate::client::seg(id)))
+/// The Graph path of the object an enable inverse re-enables.
+fn enable_path(inverse: &AzureInverse) -> Option<String> {
+    match inverse {
+        AzureInverse::EnableUser { id } => Some(format!("/v1.0/users/{}", crate::client::seg(id))),
+        AzureInverse::EnableServicePrincipal { id, .. } => Some(format!(
+            "/v1.0/servicePrincipals/{}",
+            crate::client::seg(id)
+        )),
+        AzureInverse::DismissRisk { .. }
+        | AzureInverse::AddPassword { .. }
+        | AzureInverse::RestoreRoleAssignments { .. }
+        | AzureInverse::AlertStatus { .. } => None,
+    }
 }
 
 /// Who a release runs for: a human (`quell release`, a release runbook) or quell itself
@@ -58,81 +66,93 @@ pub async fn release(http: &Http, entry: &Entry, by: Releaser) -> Vec<Step> {
 }
 
 async fn undo(http: &Http, entry: &Entry, r: &Recorded, by: Releaser) -> Outcome {
-    let Some(inverse) = &r.inverse else {
-        return match r.kind {
-            ActionKind::RevokeEntraSessions => {
-                Outcome::skipped("revoked sessions cannot be restored: the user signs in again")
-            }
-            _ => Outcome::skipped("nothing to undo: the action recorded no inverse"),
-        };
+    let inverse = match &r.inverse {
+        None => {
+            return match r.kind {
+                ActionKind::RevokeEntraSessions => {
+                    Outcome::skipped("revoked sessions cannot be restored: the user signs in again")
+                }
+                _ => Outcome::skipped("nothing to undo: the action recorded no inverse"),
+            };
+        }
+        Some(Inverse::Azure(z)) => z,
+        Some(Inverse::Aws(_)) => {
+            return Outcome::skipped("not an Azure action's inverse; nothing done on Azure");
+        }
+        Some(Inverse::Unknown(raw)) => {
+            return Outcome::skipped(format!(
+                "no release for {}: the ledger entry holds a call quell never records; nothing done",
+                raw.call
+            ));
+        }
     };
-    let p = &inverse.params;
-    let call = inverse.call.as_str();
-    if call.ends_with("/addPassword") {
-        return Outcome::skipped(
+    match inverse {
+        AzureInverse::AddPassword { .. } => Outcome::skipped(
             "cannot be restored: a removed secret is gone; add a new one (addPassword) and distribute it",
-        );
-    }
-    if call.starts_with("graph:PATCH /v1.0/security/alerts_v2/") {
-        return Outcome::skipped("the Defender alert's status is left as it is");
-    }
-    if call == "graph:POST /v1.0/identityProtection/riskyUsers/dismiss" {
-        return match http
-            .call(
-                Method::POST,
-                Api::Graph,
-                "/v1.0/identityProtection/riskyUsers/dismiss",
-                Some(&json!({"userIds": p["userIds"]})),
-            )
-            .await
-        {
-            Ok(_) => Outcome::applied("dismissed the user's risk", None),
-            Err(e) => failed(e),
-        };
-    }
-    if call.starts_with("arm:PUT ") {
-        if by == Releaser::Automatic {
-            return Outcome::skipped(
-                "role assignments are not put back automatically: run quell release under your own identity to restore them",
-            );
+        ),
+        AzureInverse::AlertStatus { .. } => {
+            Outcome::skipped("the Defender alert's status is left as it is")
         }
-        return restore_assignments(http, entry, &p["assignments"]).await;
-    }
-    if let Some(path) = graph_path(call, p) {
-        // Re-enable: read first, so a second release reports already_in_state.
-        let current = match http
-            .call(
-                Method::GET,
-                Api::Graph,
-                &format!("{path}?$select=id,accountEnabled"),
-                None,
-            )
-            .await
-        {
-            Ok(r) => r.body,
-            Err(e) => return failed(e),
-        };
-        if current["accountEnabled"] == Value::Bool(true) {
-            return Outcome::already("already enabled");
+        AzureInverse::DismissRisk { user_ids } => {
+            match http
+                .call(
+                    Method::POST,
+                    Api::Graph,
+                    "/v1.0/identityProtection/riskyUsers/dismiss",
+                    Some(&json!({"userIds": user_ids})),
+                )
+                .await
+            {
+                Ok(_) => Outcome::applied("dismissed the user's risk", None),
+                Err(e) => failed(e),
+            }
         }
-        return match http
-            .call(
-                Method::PATCH,
-                Api::Graph,
-                &path,
-                Some(&json!({"accountEnabled": true})),
-            )
-            .await
-        {
-            Ok(_) => Outcome::applied("accountEnabled = true", None),
-            Err(e) => failed(e),
-        };
+        AzureInverse::RestoreRoleAssignments { assignments } => {
+            if by == Releaser::Automatic {
+                return Outcome::skipped(
+                    "role assignments are not put back automatically: run quell release under your own identity to restore them",
+                );
+            }
+            restore_assignments(http, entry, assignments).await
+        }
+        AzureInverse::EnableUser { .. } | AzureInverse::EnableServicePrincipal { .. } => {
+            let Some(path) = enable_path(inverse) else {
+                return Outcome::skipped("nothing to re-enable");
+            };
+            // Re-enable: read first, so a second release reports already_in_state.
+            let current = match http
+                .call(
+                    Method::GET,
+                    Api::Graph,
+                    &format!("{path}?$select=id,accountEnabled"),
+                    None,
+                )
+                .await
+            {
+                Ok(r) => r.body,
+                Err(e) => return failed(e),
+            };
+            if current["accountEnabled"] == Value::Bool(true) {
+                return Outcome::already("already enabled");
+            }
+            match http
+                .call(
+                    Method::PATCH,
+                    Api::Graph,
+                    &path,
+                    Some(&json!({"accountEnabled": true})),
+                )
+                .await
+            {
+                Ok(_) => Outcome::applied("accountEnabled = true", None),
+                Err(e) => failed(e),
+            }
+        }
     }
-    Outcome::skipped(format!("no release for {call}"))
 }
 
 /// Puts back the role assignments quell removed, under their original ids.
-async fn restore_assignments(http: &Http, entry: &Entry, assignments: &Value) -> Outcome {
+async fn restore_assignments(http: &Http, entry: &Entry, assignments: &[Value]) -> Outcome {
     // Only the contained identity's own assignments come back: the ledger is data, and a
     // release must never grant a role to anyone else.
     let own = entry
@@ -144,7 +164,7 @@ async fn restore_assignments(http: &Http, entry: &Entry, assignments: &Value) ->
     let mut restored = Vec::new();
     let mut already = Vec::new();
     let mut refused = Vec::new();
-    for a in assignments.as_array().into_iter().flatten() {
+    for a in assignments {
         let (Some(id), Some(role), Some(principal)) = (
             a["id"].as_str(),
             a["roleDefinitionId"].as_str(),
@@ -205,13 +225,13 @@ pub async fn verify(http: &Http, entries: &[Entry], fix: bool) -> Vec<Step> {
             if !matches!(r.status, Status::Applied | Status::AlreadyInState) {
                 continue;
             }
-            let Some(inverse) = &r.inverse else { continue };
-            let call = inverse.call.as_str();
-            let p = &inverse.params;
+            let Some(Inverse::Azure(inverse)) = &r.inverse else {
+                continue;
+            };
             if matches!(
                 r.kind,
                 ActionKind::DisableEntraUser | ActionKind::DisableServicePrincipal
-            ) && let Some(path) = graph_path(call, p)
+            ) && let Some(path) = enable_path(inverse)
             {
                 let outcome = match http
                     .call(
@@ -251,17 +271,21 @@ pub async fn verify(http: &Http, entries: &[Entry], fix: bool) -> Vec<Step> {
                     steps.extend(new_auth_methods(http, &path, since).await);
                 }
                 if r.kind == ActionKind::DisableServicePrincipal {
-                    let baseline = p["federated_credentials"].as_array().map(|ids| {
-                        ids.iter()
-                            .filter_map(|i| i.as_str().map(str::to_string))
-                            .collect::<Vec<_>>()
-                    });
+                    let baseline = match inverse {
+                        AzureInverse::EnableServicePrincipal {
+                            federated_credentials,
+                            ..
+                        } => federated_credentials.clone(),
+                        _ => None,
+                    };
                     steps
                         .extend(sp_persistence(http, &path, since, fix, baseline.as_deref()).await);
                 }
             }
-            if r.kind == ActionKind::RemoveRoleAssignments {
-                for a in p["assignments"].as_array().into_iter().flatten() {
+            if r.kind == ActionKind::RemoveRoleAssignments
+                && let AzureInverse::RestoreRoleAssignments { assignments } = inverse
+            {
+                for a in assignments {
                     let Some(id) = a["id"].as_str() else { continue };
                     let path = format!("{id}?api-version=2022-04-01");
                     let outcome = match http.send(Method::GET, Api::Arm, &path, None).await {
@@ -285,13 +309,10 @@ pub async fn verify(http: &Http, entries: &[Entry], fix: bool) -> Vec<Step> {
                         outcome,
                     });
                 }
-                steps.extend(new_assignments(http, e, &p["assignments"], since, fix).await);
+                steps.extend(new_assignments(http, e, &json!(assignments), since, fix).await);
             }
-            if let Some(owner) = call
-                .strip_prefix("graph:POST ")
-                .and_then(|c| c.strip_suffix("/addPassword"))
-            {
-                steps.extend(new_secrets(http, owner, since, fix).await);
+            if let AzureInverse::AddPassword { owner } = inverse {
+                steps.extend(new_secrets(http, &owner.path(), since, fix).await);
             }
         }
     }

@@ -9,7 +9,7 @@ use quell_core::clock::rfc3339_seconds;
 use quell_core::model::Subject;
 use quell_core::plan::Context;
 use quell_core::policy::Policy;
-use quell_core::report::{Inverse, Outcome, Status};
+use quell_core::report::{AzureInverse, CredentialOwner, Outcome, Status};
 use reqwest::Method;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -248,13 +248,15 @@ pub async fn sweep_tenant(
                     {
                         Ok(_) => Outcome::applied(
                             format!("removed password credential {key}"),
-                            Some(Inverse {
-                                call: format!(
-                                    "graph:POST {}",
-                                    path.replace("removePassword", "addPassword")
-                                ),
-                                params: json!({"note": "a removed secret cannot be restored; add a new one"}),
-                            }),
+                            Some(
+                                AzureInverse::AddPassword {
+                                    owner: match kind {
+                                        "application" => CredentialOwner::Application(seg(&id)),
+                                        _ => CredentialOwner::ServicePrincipal(seg(&id)),
+                                    },
+                                }
+                                .into(),
+                            ),
                         ),
                         // Removed meanwhile: nothing left to do.
                         Err(e) if e.status == 404 => {
@@ -337,10 +339,13 @@ pub async fn sweep_tenant(
                     {
                         Ok(_) => Outcome::applied(
                             "accountEnabled = false (no recent sign-in)",
-                            Some(Inverse {
-                                call: format!("graph:PATCH {path}"),
-                                params: json!({"accountEnabled": true}),
-                            }),
+                            Some(
+                                AzureInverse::EnableServicePrincipal {
+                                    id: id.clone(),
+                                    federated_credentials: None,
+                                }
+                                .into(),
+                            ),
                         ),
                         Err(e) => Outcome::failed(e.code.clone(), e.message.clone(), e.retryable),
                     }

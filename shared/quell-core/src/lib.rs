@@ -20,6 +20,7 @@ pub mod alert;
 pub mod catalog;
 pub mod clock;
 pub mod error;
+pub mod inverse;
 pub mod json;
 pub mod model;
 pub mod normalize;

@@ -2,7 +2,6 @@
 //! Pure: executors build [`ActionResult`]s; this module assembles and summarizes them.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::model::Finding;
 use crate::plan::{Action, Plan, Skip};
@@ -36,13 +35,7 @@ impl Status {
     }
 }
 
-/// How to undo an applied action: the API call and its parameters.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Inverse {
-    /// e.g. `iam:UpdateAccessKey`, `iam:DeleteRolePolicy`, `graph:PATCH /users/{id}`.
-    pub call: String,
-    pub params: Value,
-}
+pub use crate::inverse::{AwsInverse, AzureInverse, CredentialOwner, IamKind, Inverse, RawInverse};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {

@@ -27,10 +27,9 @@ fn done(plan: &Plan) -> Report {
             action: a.clone(),
             outcome: quell_core::report::Outcome::applied(
                 "done",
-                Some(Inverse {
-                    call: "x".into(),
-                    params: serde_json::json!({}),
-                }),
+                Some(Inverse::Aws(quell_core::report::AwsInverse::LoginProfile {
+                    user: "x".into(),
+                })),
             ),
         })
         .collect();
