@@ -474,11 +474,20 @@ async fn a_containment_is_checked_again_after_propagation_and_a_new_key_is_conta
     )
     .await;
     let audit = Some((aws_sdk_eventbridge::Client::new(&cfg), bus));
-    let edge = edge_audited(Accepts::Any, policy, NOW, audit)
+    edge_audited(Accepts::Any, policy.clone(), NOW, audit.clone())
         .await
-        .with_ledger(ledger, Arc::new(FixedClock(NOW)))
-        .with_verify_queue(sqs.clone(), &queue);
-    edge.handle(req).await.unwrap();
+        .with_ledger(
+            quell_aws::ledger::DynamoLedger::new(&cfg, &table),
+            Arc::new(FixedClock(NOW)),
+        )
+        .with_verify_queue(sqs.clone(), &queue)
+        .handle(req)
+        .await
+        .unwrap();
+    // The verify function takes the queue's messages.
+    let edge = edge_audited(Accepts::VerifyQueue, policy, NOW, audit)
+        .await
+        .with_ledger(ledger, Arc::new(FixedClock(NOW)));
     // The attacker mints a key in the propagation window.
     let fresh = iam
         .create_access_key()
@@ -587,15 +596,18 @@ async fn expired_containments_are_released_by_the_hourly_run_and_unexpiring_ones
         .handle(ev)
         .await
         .unwrap();
-    let runbook = |at: time::OffsetDateTime| {
+    let function = |accepts: Accepts, at: time::OffsetDateTime| {
         let policy = policy.clone();
         let l = ledger();
         async move {
-            edge_with(Accepts::Any, policy, at)
+            edge_with(accepts, policy, at)
                 .await
                 .with_ledger(l, Arc::new(FixedClock(at)))
         }
     };
+    let runbook = |at| function(Accepts::Any, at);
+    // The hourly release has a function of its own.
+    let hourly_run = |at| function(Accepts::ReleaseExpired, at);
     let kept_arn = format!("arn:aws:iam::{}:user/{kept}", quell_tests::MOTO_ACCOUNT);
     runbook(NOW)
         .await
@@ -635,7 +647,7 @@ async fn expired_containments_are_released_by_the_hourly_run_and_unexpiring_ones
     );
     let hourly = json!({"runbook": "release_expired"});
     // With no family releasing by itself, the hourly run reads nothing.
-    let off = edge_with(Accepts::Any, Policy::default(), NOW)
+    let off = edge_with(Accepts::ReleaseExpired, Policy::default(), NOW)
         .await
         .with_ledger(
             ledger(),
@@ -646,7 +658,7 @@ async fn expired_containments_are_released_by_the_hourly_run_and_unexpiring_ones
         .unwrap();
     assert_eq!(off["status"], "skipped", "{off}");
     // Not yet: nothing is released.
-    let early = runbook(NOW + time::Duration::minutes(30))
+    let early = hourly_run(NOW + time::Duration::minutes(30))
         .await
         .handle(hourly.clone())
         .await
@@ -654,7 +666,7 @@ async fn expired_containments_are_released_by_the_hourly_run_and_unexpiring_ones
     assert_eq!(early["principals"], json!([]), "{early}");
     // Past the expiry: quell's revocation and tag are removed, the key stays inactive, and the
     // manual quarantine stays.
-    let later = runbook(NOW + time::Duration::hours(2))
+    let later = hourly_run(NOW + time::Duration::hours(2))
         .await
         .handle(hourly.clone())
         .await
@@ -680,7 +692,7 @@ async fn expired_containments_are_released_by_the_hourly_run_and_unexpiring_ones
         State::Done
     );
     // The next run finds nothing more to do.
-    let again = runbook(NOW + time::Duration::hours(3))
+    let again = hourly_run(NOW + time::Duration::hours(3))
         .await
         .handle(hourly)
         .await
@@ -734,7 +746,7 @@ async fn the_hourly_run_never_lifts_a_containment_quell_did_not_make() {
         ..Policy::default()
     };
     policy.families.credential_compromise.release_after_hours = Some(1);
-    let out = edge_with(Accepts::Any, policy, NOW)
+    let out = edge_with(Accepts::ReleaseExpired, policy, NOW)
         .await
         .with_ledger(ledger(), Arc::new(FixedClock(NOW)))
         .handle(json!({"runbook": "release_expired"}))
@@ -877,4 +889,25 @@ async fn a_ledger_row_written_before_the_typed_inverses_verifies_and_releases() 
             .iter()
             .any(|(k, st)| k == &keys[0] && *st == StatusType::Inactive)
     );
+}
+
+/// The runbook, verify and release-expired functions each take only their own job: a verify
+/// message or the hourly release sent to the runbook function, or a runbook request sent to the
+/// verify or release-expired function, is refused with no action.
+#[tokio::test]
+async fn each_ledger_function_takes_only_its_own_job() {
+    let sqs = json!({"Records": [{"body": json!({"runbook": "verify", "principal": "arn:aws:iam::111122223333:user/a", "reason": "x"}).to_string(), "eventSource": "aws:sqs"}]});
+    let hourly = json!({"runbook": "release_expired"});
+    let request = json!({"runbook": "quarantine", "principal": "arn:aws:iam::111122223333:user/a", "reason": "x"});
+    for (accepts, refused) in [
+        (Accepts::Any, vec![sqs.clone(), hourly.clone()]),
+        (Accepts::VerifyQueue, vec![hourly.clone(), request.clone()]),
+        (Accepts::ReleaseExpired, vec![sqs.clone(), request.clone()]),
+    ] {
+        let edge = edge(accepts, Mode::Enforce).await;
+        for payload in refused {
+            let out = edge.handle(payload.clone()).await.unwrap();
+            assert_eq!(out["status"], "rejected", "{accepts:?} {payload}: {out}");
+        }
+    }
 }

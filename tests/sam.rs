@@ -60,11 +60,11 @@ fn each_function_role_holds_exactly_what_its_code_can_call() {
         );
         let role = f["Properties"]["Role"]["Fn::GetAtt"][0].as_str().unwrap();
         let have = role_actions(&t, role);
-        let mut want = needed(accepts.action_kinds());
-        if accepts == Accepts::Any {
-            // The runbook function also releases and verifies.
-            want.extend(release_permissions());
-        }
+        let want: BTreeSet<String> = accepts
+            .iam_permissions()
+            .into_iter()
+            .map(str::to_string)
+            .collect();
         assert_eq!(have, want, "{role}: template vs code");
     }
 }
@@ -485,22 +485,22 @@ fn the_ledger_table_is_durable_and_every_containing_function_holds_exactly_its_c
         .iter()
         .map(|s| s.to_string())
         .collect();
+    assert!(
+        !base.contains("dynamodb:Scan"),
+        "only the hourly release reads it all"
+    );
+    let ev = &t["Resources"]["ReleaseExpiredFunction"]["Properties"]["Events"]["ReleaseExpired"];
+    assert_eq!(ev["Type"], "Schedule");
+    let input: serde_json::Value =
+        serde_json::from_str(ev["Properties"]["Input"].as_str().unwrap()).unwrap();
+    assert_eq!(input["runbook"], "release_expired");
+    assert!(ev["Properties"]["DeadLetterConfig"]["Arn"].is_mapping());
     for accepts in Accepts::ALL {
-        let mut want = base.clone();
-        if accepts == Accepts::Any {
-            // The hourly release of expired containments reads the whole ledger.
-            want.extend(
-                quell_aws::ledger::EXPIRY_PERMISSIONS
-                    .iter()
-                    .map(|s| s.to_string()),
-            );
-            let ev = &t["Resources"]["RunbookFunction"]["Properties"]["Events"]["ReleaseExpired"];
-            assert_eq!(ev["Type"], "Schedule");
-            let input: serde_json::Value =
-                serde_json::from_str(ev["Properties"]["Input"].as_str().unwrap()).unwrap();
-            assert_eq!(input["runbook"], "release_expired");
-            assert!(ev["Properties"]["DeadLetterConfig"]["Arn"].is_mapping());
-        }
+        let want: BTreeSet<String> = accepts
+            .ledger_permissions()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let role = t["Resources"][accepts.logical_id()]["Properties"]["Role"]["Fn::GetAtt"][0]
             .as_str()
             .unwrap();
@@ -635,7 +635,7 @@ fn sqs_actions_on(t: &serde_json::Value, role: &str, resource: &str) -> BTreeSet
 }
 
 #[test]
-fn checks_after_containment_are_scheduled_by_containing_roles_and_run_by_the_runbook_function() {
+fn checks_after_containment_are_scheduled_by_containing_roles_and_run_by_the_verify_function() {
     let t: serde_json::Value = serde_json::to_value(template("samplesam.yaml")).unwrap();
     let r = &t["Resources"];
     assert_eq!(
@@ -655,8 +655,8 @@ fn checks_after_containment_are_scheduled_by_containing_roles_and_run_by_the_run
     // The longest delay the policy accepts is one SQS can carry (DelaySeconds <= 900).
     assert!(Policy::from_toml("[verify]\nafter_seconds = 900\n", "t").is_ok());
     assert!(Policy::from_toml("[verify]\nafter_seconds = 901\n", "t").is_err());
-    // The runbook function receives the checks one at a time, within its reserved concurrency.
-    let f = &r["RunbookFunction"]["Properties"];
+    // The verify function receives the checks one at a time, within its reserved concurrency.
+    let f = &r["VerifyFunction"]["Properties"];
     let ev = &f["Events"]["Verify"];
     assert_eq!(ev["Type"], "SQS");
     assert_eq!(ev["Properties"]["Queue"]["Fn::GetAtt"][0], "VerifyQueue");
@@ -680,12 +680,29 @@ fn checks_after_containment_are_scheduled_by_containing_roles_and_run_by_the_run
         let role = r[accepts.logical_id()]["Properties"]["Role"]["Fn::GetAtt"][0]
             .as_str()
             .unwrap();
-        containing.insert(role.to_string());
-        let mut want = send.clone();
-        if accepts == Accepts::Any {
-            want.extend(receive.iter().cloned());
+        // The containing functions schedule checks; only the verify function receives them.
+        let want = match accepts {
+            Accepts::VerifyQueue => receive.clone(),
+            Accepts::ReleaseExpired => BTreeSet::new(),
+            _ => send.clone(),
+        };
+        if accepts.contains() {
+            containing.insert(role.to_string());
         }
         assert_eq!(sqs_actions_on(&t, role, "VerifyQueue"), want, "{role}");
+    }
+    for (accepts, events) in [
+        (Accepts::Any, 0),
+        (Accepts::VerifyQueue, 1),
+        (Accepts::ReleaseExpired, 1),
+    ] {
+        let ev = &r[accepts.logical_id()]["Properties"]["Events"];
+        assert_eq!(
+            ev.as_object().map_or(0, |o| o.len()),
+            events,
+            "{}: one job each",
+            accepts.logical_id()
+        );
     }
     for role in ["SweeperRole", "SweepSchedulerRole"] {
         assert!(sqs_actions_on(&t, role, "VerifyQueue").is_empty(), "{role}");

@@ -33,9 +33,13 @@ pub const LEDGER_PERMISSIONS: &[&str] = &[
     "dynamodb:Query",
 ];
 
-/// What the hourly release of expired containments adds (the runbook function only): it reads
-/// the whole ledger for entries whose `release_after_hours` has passed.
-pub const EXPIRY_PERMISSIONS: &[&str] = &["dynamodb:Scan"];
+/// What the hourly release of expired containments holds (the release-expired function): it
+/// reads the whole ledger for entries whose `release_after_hours` has passed, and marks each one
+/// it released.
+pub const EXPIRY_PERMISSIONS: &[&str] = &["dynamodb:Scan", "dynamodb:PutItem"];
+
+/// What the check after containment reads (the verify function): one principal's entries.
+pub const VERIFY_LEDGER_PERMISSIONS: &[&str] = &["dynamodb:Query"];
 
 pub struct DynamoLedger {
     client: aws_sdk_dynamodb::Client,

@@ -76,6 +76,49 @@ pub const RELEASE_PERMISSIONS: &[&str] = &[
     "iam:DeleteLoginProfile",
 ];
 
+/// The AWS API actions the check after containment calls (`release::verify`; the verify
+/// function's role): reads, and the containing writes it may repeat. No detach, no untag, no
+/// policy deletion: a verify can only contain more.
+pub const VERIFY_PERMISSIONS: &[&str] = &[
+    "iam:GetRole",
+    "iam:ListAttachedUserPolicies",
+    "iam:ListAttachedRolePolicies",
+    "iam:ListUserPolicies",
+    "iam:ListRolePolicies",
+    "iam:AttachUserPolicy",
+    "iam:AttachRolePolicy",
+    "iam:GetUserPolicy",
+    "iam:GetRolePolicy",
+    "iam:PutUserPolicy",
+    "iam:PutRolePolicy",
+    "iam:ListAccessKeys",
+    "iam:UpdateAccessKey",
+    "iam:GetLoginProfile",
+    "iam:DeleteLoginProfile",
+];
+
+/// The AWS API actions the hourly release of expired containments calls (`release::release`
+/// without reactivating keys, after `release::tagged_by_quell`; the release-expired function's
+/// role). It never reactivates a key, so it holds no `iam:UpdateAccessKey`.
+pub const AUTO_RELEASE_PERMISSIONS: &[&str] = &[
+    "iam:ListUserTags",
+    "iam:ListRoleTags",
+    "iam:ListAttachedUserPolicies",
+    "iam:ListAttachedRolePolicies",
+    "iam:DetachUserPolicy",
+    "iam:DetachRolePolicy",
+    "iam:GetUserPolicy",
+    "iam:GetRolePolicy",
+    "iam:PutUserPolicy",
+    "iam:PutRolePolicy",
+    "iam:DeleteUserPolicy",
+    "iam:DeleteRolePolicy",
+    "iam:TagUser",
+    "iam:TagRole",
+    "iam:UntagUser",
+    "iam:UntagRole",
+];
+
 /// The AWS API actions the executor may call for each action kind. The SAM template's roles
 /// are checked against this table (tests/sam.rs), so a new call cannot ship without its
 /// permission, and no role holds one the code does not use.

@@ -23,14 +23,20 @@ use serde_json::{Value, json};
 use thiserror::Error;
 
 /// Which events a function accepts. A function refuses others, so a misrouted or spoofed
-/// event cannot reach an executor through the wrong door.
+/// event cannot reach an executor through the wrong door, and each function's role holds only
+/// what its own job calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accepts {
     Guardduty,
     Securityhub,
     AccessAnalyzer,
-    /// The runbook function: runbook requests and any supported event, invoked directly.
+    /// The runbook function: runbook requests (contain, release, verify) and any supported
+    /// event, invoked directly.
     Any,
+    /// The verify function: the verify queue's messages, each a `verify` request (SQS).
+    VerifyQueue,
+    /// The release-expired function: the hourly schedule's `{"runbook": "release_expired"}`.
+    ReleaseExpired,
 }
 
 impl Accepts {
@@ -41,19 +47,28 @@ impl Accepts {
             Accepts::Securityhub => "securityhub",
             Accepts::AccessAnalyzer => "access-analyzer",
             Accepts::Any => "runbook",
+            Accepts::VerifyQueue => "verify",
+            Accepts::ReleaseExpired => "release-expired",
         }
     }
 
-    pub const ALL: [Accepts; 4] = [
+    pub const ALL: [Accepts; 6] = [
         Accepts::Guardduty,
         Accepts::Securityhub,
         Accepts::AccessAnalyzer,
         Accepts::Any,
+        Accepts::VerifyQueue,
+        Accepts::ReleaseExpired,
     ];
 
+    /// Whether the function contains findings (and so schedules checks after containment).
+    pub fn contains(self) -> bool {
+        !matches!(self, Accepts::VerifyQueue | Accepts::ReleaseExpired)
+    }
+
     /// The AWS action kinds a plan from this function's events can hold, under any policy.
-    /// The function's IAM role in `samplesam.yaml` holds exactly their permissions
-    /// (`quell_aws::permissions`); tests/sam.rs checks both directions.
+    /// With [`Accepts::iam_permissions`], the function's IAM role in `samplesam.yaml` holds
+    /// exactly their permissions (`quell_aws::permissions`); tests/sam.rs checks both directions.
     pub fn action_kinds(self) -> &'static [ActionKind] {
         use ActionKind::*;
         const THREAT: &[ActionKind] = &[
@@ -92,6 +107,37 @@ impl Accepts {
                 TagPrincipal,
                 Notify,
             ],
+            // They plan nothing: they check or release what the ledger holds.
+            Accepts::VerifyQueue | Accepts::ReleaseExpired => &[],
+        }
+    }
+
+    /// The IAM and Security Hub actions the function's code can call: its action kinds', and
+    /// what release and verify call.
+    pub fn iam_permissions(self) -> std::collections::BTreeSet<&'static str> {
+        let mut out: std::collections::BTreeSet<&'static str> = self
+            .action_kinds()
+            .iter()
+            .flat_map(|k| quell_aws::permissions(*k).iter().copied())
+            .collect();
+        match self {
+            // A human's release and verify, through a runbook request.
+            Accepts::Any => out.extend(quell_aws::RELEASE_PERMISSIONS),
+            Accepts::VerifyQueue => out.extend(quell_aws::VERIFY_PERMISSIONS),
+            Accepts::ReleaseExpired => out.extend(quell_aws::AUTO_RELEASE_PERMISSIONS),
+            Accepts::Guardduty | Accepts::Securityhub | Accepts::AccessAnalyzer => {}
+        }
+        out
+    }
+
+    /// The DynamoDB actions the function calls on the ledger.
+    pub fn ledger_permissions(self) -> &'static [&'static str] {
+        match self {
+            Accepts::VerifyQueue => quell_aws::ledger::VERIFY_LEDGER_PERMISSIONS,
+            Accepts::ReleaseExpired => quell_aws::ledger::EXPIRY_PERMISSIONS,
+            Accepts::Guardduty | Accepts::Securityhub | Accepts::AccessAnalyzer | Accepts::Any => {
+                quell_aws::ledger::LEDGER_PERMISSIONS
+            }
         }
     }
 
@@ -102,6 +148,8 @@ impl Accepts {
             Accepts::Securityhub => "SecurityHubFunction",
             Accepts::AccessAnalyzer => "AccessAnalyzerFunction",
             Accepts::Any => "RunbookFunction",
+            Accepts::VerifyQueue => "VerifyFunction",
+            Accepts::ReleaseExpired => "ReleaseExpiredFunction",
         }
     }
 
@@ -110,7 +158,7 @@ impl Accepts {
             Accepts::Guardduty => Some("aws.guardduty"),
             Accepts::Securityhub => Some("aws.securityhub"),
             Accepts::AccessAnalyzer => Some("aws.access-analyzer"),
-            Accepts::Any => None,
+            Accepts::Any | Accepts::VerifyQueue | Accepts::ReleaseExpired => None,
         }
     }
 }
@@ -338,19 +386,33 @@ impl<S: ClientSource> Edge<S> {
             }
         }
         let pipeline = self.pipeline();
-        if self.accepts == Accepts::Any {
-            if is_sqs(&value) {
-                return self.scheduled_checks(&value).await;
+        match self.accepts {
+            Accepts::VerifyQueue if is_sqs(&value) => return self.scheduled_checks(&value).await,
+            Accepts::VerifyQueue => {
+                return Answer::Rejected(
+                    "the verify function takes only the verify queue's SQS events".into(),
+                );
             }
-            if value["runbook"] == "release_expired" {
+            Accepts::ReleaseExpired if value == json!({"runbook": "release_expired"}) => {
                 return pipeline.release_expired().await;
             }
-            if LedgerRequest::runbook_of(&value).is_some() {
+            Accepts::ReleaseExpired => {
+                return Answer::Rejected(
+                    "the release-expired function takes only its schedule's {\"runbook\": \"release_expired\"}".into(),
+                );
+            }
+            Accepts::Any if is_sqs(&value) || value["runbook"] == "release_expired" => {
+                return Answer::Rejected(
+                    "the runbook function takes runbook requests and events: the verify queue and the hourly release have functions of their own".into(),
+                );
+            }
+            Accepts::Any if LedgerRequest::runbook_of(&value).is_some() => {
                 return match LedgerRequest::parse(&value) {
                     Ok(req) => pipeline.ledger_request(&req).await,
                     Err(e) => Answer::Rejected(e),
                 };
             }
+            _ => {}
         }
         match plan_input(payload, &self.policy, &self.ctx) {
             Ok(plan) => pipeline.contain(plan).await,
