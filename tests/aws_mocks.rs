@@ -16,19 +16,10 @@ use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use aws_smithy_types::DateTime;
 use quell_aws::{AwsClients, AwsExecutor, Fixed};
 use quell_core::clock::FixedClock;
-use quell_core::policy::Mode;
 use quell_core::report::Status;
 use quell_core::{ActionKind, Context, Policy, plan_input};
 use quell_tests::event;
-
-const NOW: time::OffsetDateTime = time::macros::datetime!(2026-11-23 12:00:00 UTC);
-
-fn enforce() -> Policy {
-    Policy {
-        mode: Mode::Enforce,
-        ..Policy::default()
-    }
-}
+use quell_tests::{NOW, enforce};
 
 fn user(name: &str) -> GetUserOutput {
     GetUserOutput::builder()

@@ -4,39 +4,18 @@
 use std::sync::Arc;
 
 use aws_sdk_iam::types::StatusType;
-use quell_aws::{AwsClients, AwsExecutor, Fixed, docs};
+use quell_aws::{AwsExecutor, Fixed, docs};
 use quell_core::clock::FixedClock;
 use quell_core::policy::{Mode, SessionScope};
 use quell_core::report::{Report, Status};
 use quell_core::{ActionKind, Context, Plan, Policy, plan_input};
 use quell_tests::{MOTO_ACCOUNT, event, unique};
+use quell_tests::{NOW, enforce, iam, sdk};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-const NOW: OffsetDateTime = time::macros::datetime!(2026-11-23 12:00:00 UTC);
-
-async fn sdk() -> aws_config::SdkConfig {
-    quell_tests::moto_sdk().await
-}
-
-async fn iam() -> aws_sdk_iam::Client {
-    aws_sdk_iam::Client::new(&sdk().await)
-}
-
-fn enforce() -> Policy {
-    Policy {
-        mode: Mode::Enforce,
-        ..Policy::default()
-    }
-}
-
 async fn executor(policy: Policy, now: OffsetDateTime) -> AwsExecutor<Fixed> {
-    AwsExecutor::new(
-        Fixed(AwsClients::new(&sdk().await)),
-        policy,
-        Context::default(),
-        Arc::new(FixedClock(now)),
-    )
+    quell_tests::aws_executor(policy, now).await
 }
 
 fn plan(input: &Value, policy: &Policy) -> Plan {

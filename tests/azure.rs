@@ -7,23 +7,16 @@ use std::time::{Duration, Instant};
 
 use quell_azure::{AzureExecutor, Endpoints, Http, StaticToken};
 use quell_core::clock::FixedClock;
-use quell_core::policy::{Mode, Pattern};
+use quell_core::policy::Pattern;
 use quell_core::report::{Report, Status};
 use quell_core::{ActionKind, Context, Policy, plan_input};
+use quell_tests::{NOW, enforce};
 use serde_json::{Value, json};
 use wiremock::matchers::{body_json, header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-const NOW: time::OffsetDateTime = time::macros::datetime!(2026-11-23 12:00:00 UTC);
 const USER: &str = "3b9e2f71-4c8d-4a5e-9f1b-6d2c8e7a0b45";
 const TOKEN: &str = "test-graph-token";
-
-fn enforce() -> Policy {
-    Policy {
-        mode: Mode::Enforce,
-        ..Policy::default()
-    }
-}
 
 /// A Graph and ARM client to `server` (ARM under `/arm`), with a static token.
 fn http_to(server: &MockServer) -> Http {

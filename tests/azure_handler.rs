@@ -7,14 +7,12 @@ use std::sync::Arc;
 use azure_handler::{App, isolate, router};
 use quell_azure::{AzureExecutor, Endpoints, Http, StaticToken, TableLedger, VerifyQueue};
 use quell_core::clock::FixedClock;
-use quell_core::policy::Mode;
 use quell_core::{Context, Policy};
 use quell_tests::event;
+use quell_tests::{NOW, enforce};
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
-
-const NOW: time::OffsetDateTime = time::macros::datetime!(2026-11-23 12:00:00 UTC);
 
 /// Starts the handler on 127.0.0.1 with a free port; returns its base URL.
 async fn start(policy: Policy, graph: &str) -> String {
@@ -140,13 +138,6 @@ async fn graph() -> MockServer {
         .mount(&server)
         .await;
     server
-}
-
-fn enforce() -> Policy {
-    Policy {
-        mode: Mode::Enforce,
-        ..Policy::default()
-    }
 }
 
 #[tokio::test]

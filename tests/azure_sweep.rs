@@ -8,11 +8,10 @@ use quell_azure::{Endpoints, Http, StaticToken};
 use quell_core::policy::Pattern;
 use quell_core::report::Status;
 use quell_core::{Context, Policy};
+use quell_tests::NOW;
 use serde_json::json;
 use wiremock::matchers::{body_json, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
-
-const NOW: time::OffsetDateTime = time::macros::datetime!(2026-11-23 12:00:00 UTC);
 
 fn http(server: &MockServer) -> Http {
     Http::new(

@@ -321,3 +321,37 @@ pub fn inverse(call: &str, params: serde_json::Value) -> quell_core::report::Inv
         params,
     })
 }
+
+/// The time the integration tests act at: every clock in them is fixed here.
+pub const NOW: time::OffsetDateTime = time::macros::datetime!(2026-11-23 12:00:00 UTC);
+
+/// The default policy in enforce mode.
+pub fn enforce() -> quell_core::Policy {
+    quell_core::Policy {
+        mode: quell_core::policy::Mode::Enforce,
+        ..quell_core::Policy::default()
+    }
+}
+
+/// The SDK configuration for the shared moto server.
+pub async fn sdk() -> aws_config::SdkConfig {
+    moto_sdk().await
+}
+
+/// An IAM client on moto.
+pub async fn iam() -> aws_sdk_iam::Client {
+    aws_sdk_iam::Client::new(&moto_sdk().await)
+}
+
+/// The AWS executor on moto, at a fixed time.
+pub async fn aws_executor(
+    policy: quell_core::Policy,
+    now: time::OffsetDateTime,
+) -> quell_aws::AwsExecutor<quell_aws::Fixed> {
+    quell_aws::AwsExecutor::new(
+        quell_aws::Fixed(quell_aws::AwsClients::new(&moto_sdk().await)),
+        policy,
+        quell_core::Context::default(),
+        std::sync::Arc::new(quell_core::clock::FixedClock(now)),
+    )
+}

@@ -11,13 +11,8 @@ use quell_core::policy::Mode;
 use quell_core::{Context, Policy};
 use quell_lambda::{Accepts, Edge, EdgeError, load_policy};
 use quell_tests::event;
+use quell_tests::{NOW, sdk};
 use serde_json::{Value, json};
-
-const NOW: time::OffsetDateTime = time::macros::datetime!(2026-11-23 12:00:00 UTC);
-
-async fn sdk() -> aws_config::SdkConfig {
-    quell_tests::moto_sdk().await
-}
 
 async fn edge(accepts: Accepts, mode: Mode) -> Edge<Fixed> {
     let policy = Policy {

@@ -10,9 +10,8 @@ use quell_core::policy::Mode;
 use quell_core::report::Status;
 use quell_core::{ActionKind, Context, Policy, plan_input};
 use quell_ledger::{Ledger, State};
+use quell_tests::NOW;
 use quell_tests::{MOTO_ACCOUNT, moto_sdk, unique};
-
-const NOW: time::OffsetDateTime = time::macros::datetime!(2026-11-23 12:00:00 UTC);
 
 #[tokio::test]
 async fn two_concurrent_invocations_of_one_finding_make_one_containment_and_one_record() {

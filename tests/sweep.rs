@@ -12,13 +12,10 @@ use quell_core::policy::Pattern;
 use quell_core::report::Status;
 use quell_core::{Context, Policy};
 use quell_tests::{MOTO_ACCOUNT, unique};
+use quell_tests::{iam, sdk};
 use time::OffsetDateTime;
 
 const HEADER: &str = "user,arn,user_creation_time,password_enabled,password_last_used,password_last_changed,password_next_rotation,mfa_active,access_key_1_active,access_key_1_last_rotated,access_key_1_last_used_date,access_key_1_last_used_region,access_key_1_last_used_service,access_key_2_active,access_key_2_last_rotated,access_key_2_last_used_date,access_key_2_last_used_region,access_key_2_last_used_service,cert_1_active,cert_1_last_rotated,cert_2_active,cert_2_last_rotated";
-
-async fn iam() -> aws_sdk_iam::Client {
-    aws_sdk_iam::Client::new(&quell_tests::moto_sdk().await)
-}
 
 fn opts(policy: Policy, now: OffsetDateTime, enforce: bool) -> SweepOptions {
     SweepOptions {
@@ -363,10 +360,6 @@ async fn twin_keys_created_in_the_same_second_are_never_guessed() {
         .filter_map(|k| k.access_key_id.as_deref())
         .collect();
     assert_eq!(named.len(), 2, "{r:?}");
-}
-
-async fn sdk() -> aws_config::SdkConfig {
-    quell_tests::moto_sdk().await
 }
 
 #[tokio::test]
