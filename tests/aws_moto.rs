@@ -760,6 +760,7 @@ async fn identity_center_roles_are_never_modified() {
     policy.aws.quarantine_roles = true;
     let p = quell_core::Plan {
         mode: Mode::Enforce,
+        partition: "aws".into(),
         findings: vec![],
         actions: vec![quell_core::Action {
             kind: ActionKind::QuarantineRole,
@@ -1088,6 +1089,7 @@ async fn quell_roles_stay_protected_when_the_policy_replaces_the_protected_list(
     // Executor-time too, whatever the plan says.
     let forced = quell_core::Plan {
         mode: Mode::Enforce,
+        partition: "aws".into(),
         findings: vec![],
         actions: vec![quell_core::Action {
             kind: ActionKind::QuarantineRole,

@@ -81,6 +81,13 @@ impl Moto {
         MOTO.get_or_init(Moto::start)
     }
 
+    /// A second server for the account sweeps: IAM's credential report covers every user of
+    /// the account, and moto fails to build it while other tests add and delete users.
+    pub fn for_sweeps() -> &'static Moto {
+        static MOTO: std::sync::OnceLock<Moto> = std::sync::OnceLock::new();
+        MOTO.get_or_init(Moto::start)
+    }
+
     // The watchdog shell outlives this function on purpose: it exits when the test process does.
     #[allow(clippy::zombie_processes)]
     fn start() -> Moto {
@@ -225,9 +232,18 @@ pub fn event_json(rel: &str) -> Value {
 
 /// An SDK configuration that reaches the shared moto with test credentials.
 pub async fn moto_sdk() -> aws_config::SdkConfig {
+    sdk_for(Moto::shared()).await
+}
+
+/// An SDK configuration that reaches the sweeps' moto ([`Moto::for_sweeps`]).
+pub async fn sweep_sdk() -> aws_config::SdkConfig {
+    sdk_for(Moto::for_sweeps()).await
+}
+
+async fn sdk_for(moto: &Moto) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(&Moto::shared().url)
+        .endpoint_url(&moto.url)
         .credentials_provider(aws_credential_types::Credentials::new(
             "testing", "testing", None, None, "tests",
         ))
@@ -290,8 +306,11 @@ pub fn unique_table(prefix: &str) -> String {
 /// A ledger entry of `principal` for `finding`, contained at 2026-11-23T12:00:00Z and done, with
 /// no actions: tests set what they need with struct update syntax.
 pub fn ledger_entry(principal: &str, finding: &str) -> quell_ledger::Entry {
-    let scope = match principal.strip_prefix("aws:") {
-        Some(rest) => format!("aws:{}", rest.split(':').next().unwrap_or_default()),
+    let scope = match quell_core::key::PrincipalKey::parse(principal)
+        .as_ref()
+        .and_then(|k| k.aws_parts())
+    {
+        Some((account, _, _)) => format!("aws:{account}"),
         None => "azure:7c1f4e2a-9b3d-4a6e-8f5c-2d1b0a9e8c7f".into(),
     };
     quell_ledger::Entry {

@@ -350,7 +350,7 @@ async fn with_a_ledger_the_function_records_its_containment_once() {
     );
     let entries = quell_aws::ledger::DynamoLedger::new(&cfg, &table)
         .list(Some(&format!(
-            "aws:{}:user/{user}",
+            "arn:aws:iam::{}:user/{user}",
             quell_tests::MOTO_ACCOUNT
         )))
         .await
@@ -401,7 +401,7 @@ async fn the_runbook_function_releases_from_the_ledger() {
     assert_eq!(attached(iam.clone(), user.clone()).await, 0);
     let entries = quell_aws::ledger::DynamoLedger::new(&cfg, &table)
         .list(Some(&format!(
-            "aws:{}:user/{user}",
+            "arn:aws:iam::{}:user/{user}",
             quell_tests::MOTO_ACCOUNT
         )))
         .await
@@ -509,7 +509,7 @@ async fn a_containment_is_checked_again_after_propagation_and_a_new_key_is_conta
     assert_eq!(body["runbook"], "verify");
     assert_eq!(
         body["principal"],
-        format!("aws:{}:user/{user}", quell_tests::MOTO_ACCOUNT)
+        format!("arn:aws:iam::{}:user/{user}", quell_tests::MOTO_ACCOUNT)
     );
     // The runbook function receives it as the SQS event source mapping delivers it.
     let event = json!({"Records": [{
@@ -609,7 +609,7 @@ async fn expired_containments_are_released_by_the_hourly_run_and_unexpiring_ones
         .handle(json!({"runbook": "quarantine", "principal": kept_arn, "reason": "SEC-12"}))
         .await
         .unwrap();
-    let key = |u: &str| format!("aws:{}:user/{u}", quell_tests::MOTO_ACCOUNT);
+    let key = |u: &str| format!("arn:aws:iam::{}:user/{u}", quell_tests::MOTO_ACCOUNT);
     let entry = &ledger().list(Some(&key(&user))).await.unwrap()[0];
     assert_eq!(entry.expires.as_deref(), Some("2026-11-23T13:00:00Z"));
     let tags = |u: String| {

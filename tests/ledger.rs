@@ -56,7 +56,7 @@ async fn two_concurrent_invocations_of_one_finding_make_one_containment_and_one_
         })
         .count();
     assert_eq!(applied, 1);
-    let key = format!("aws:{MOTO_ACCOUNT}:user/{user}");
+    let key = format!("arn:aws:iam::{MOTO_ACCOUNT}:user/{user}");
     let entries = ledger.list(Some(&key)).await.unwrap();
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].state, State::Done);
@@ -101,7 +101,7 @@ async fn a_containment_in_force_never_expires_and_a_released_one_does_after_a_ye
                 .map(|n| n.parse::<i64>().unwrap())
         }
     };
-    let principal = format!("aws:{MOTO_ACCOUNT}:user/kept");
+    let principal = format!("arn:aws:iam::{MOTO_ACCOUNT}:user/kept");
     let mut entry = quell_tests::ledger_entry(&principal, "f-1");
     assert!(ledger.put(&entry, None).await.unwrap());
     assert_eq!(ttl_of(principal.clone()).await, None, "in force: no ttl");

@@ -12,10 +12,18 @@ use quell_core::policy::Pattern;
 use quell_core::report::Status;
 use quell_core::{Context, Policy};
 use quell_tests::{MOTO_ACCOUNT, unique};
-use quell_tests::{iam, sdk};
 use time::OffsetDateTime;
 
 const HEADER: &str = "user,arn,user_creation_time,password_enabled,password_last_used,password_last_changed,password_next_rotation,mfa_active,access_key_1_active,access_key_1_last_rotated,access_key_1_last_used_date,access_key_1_last_used_region,access_key_1_last_used_service,access_key_2_active,access_key_2_last_rotated,access_key_2_last_used_date,access_key_2_last_used_region,access_key_2_last_used_service,cert_1_active,cert_1_last_rotated,cert_2_active,cert_2_last_rotated";
+
+/// The sweeps' own moto: the credential report covers every user of the account.
+async fn sdk() -> aws_config::SdkConfig {
+    quell_tests::sweep_sdk().await
+}
+
+async fn iam() -> aws_sdk_iam::Client {
+    aws_sdk_iam::Client::new(&sdk().await)
+}
 
 fn opts(policy: Policy, now: OffsetDateTime, enforce: bool) -> SweepOptions {
     SweepOptions {

@@ -464,10 +464,14 @@ fn ledger_command(command: LedgerCommand) -> anyhow::Result<()> {
                     Some(p) => Some(principal_key(p)?),
                     None => None,
                 };
-                let mut entries = ledger
-                    .list(key.as_deref())
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let mut entries = match key
+                    .as_deref()
+                    .and_then(quell_core::key::PrincipalKey::parse)
+                {
+                    Some(k) => quell_ledger::list_principal(&ledger, &k).await,
+                    None => ledger.list(None).await,
+                }
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
                 entries.sort_by(|a, b| b.at.cmp(&a.at));
                 match format {
                     Format::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
@@ -951,7 +955,7 @@ fn apply(
     let mut policy = load_policy(policy)?;
     policy.mode = quell_core::Mode::Enforce;
     let (input, origin) = read_input(Some(file))?;
-    let plan = plan_input(&input, &policy, &Context::default())
+    let mut plan = plan_input(&input, &policy, &Context::default())
         .map_err(|e| Rejected(format!("{origin}: {e}")))?;
     eprint!("{}", render::plan_text(&plan));
     let changes = plan
@@ -1006,6 +1010,8 @@ fn apply(
             ))
         } else {
             let (source, _, ctx) = aws_session(&policy).await?;
+            // Keys are in the partition quell acts in: the caller's.
+            plan.partition = ctx.partition.clone().unwrap_or_else(|| "aws".into());
             Box::new(quell_aws::AwsExecutor::new(
                 source,
                 policy.clone(),

@@ -822,15 +822,14 @@ async fn session_revocation_in_place(
     }
 }
 
-/// `aws:<account>:user/<name>` or `…:role/<name>`.
+/// The account, kind and name of an AWS user's or role's key (either form).
 fn parse_key(key: &str) -> Option<(String, Kind, String)> {
-    let rest = key.strip_prefix("aws:")?;
-    let (account, principal) = rest.split_once(':')?;
-    let (kind, name) = principal.split_once('/')?;
+    let k = quell_core::key::PrincipalKey::parse(key)?;
+    let (account, kind, name) = k.aws_parts()?;
     let kind = match kind {
-        "user" => Kind::User,
-        "role" => Kind::Role,
-        _ => return None,
+        quell_core::key::AwsKind::User => Kind::User,
+        quell_core::key::AwsKind::Role => Kind::Role,
+        quell_core::key::AwsKind::AccessKey => return None,
     };
     Some((account.to_string(), kind, name.to_string()))
 }

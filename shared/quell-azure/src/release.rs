@@ -155,12 +155,9 @@ async fn undo(http: &Http, entry: &Entry, r: &Recorded, by: Releaser) -> Outcome
 async fn restore_assignments(http: &Http, entry: &Entry, assignments: &[Value]) -> Outcome {
     // Only the contained identity's own assignments come back: the ledger is data, and a
     // release must never grant a role to anyone else.
-    let own = entry
-        .principal
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+    let own = quell_core::key::PrincipalKey::parse(&entry.principal)
+        .and_then(|k| k.azure_parts().map(|(_, id)| id.to_string()))
+        .unwrap_or_default();
     let mut restored = Vec::new();
     let mut already = Vec::new();
     let mut refused = Vec::new();
@@ -395,7 +392,10 @@ async fn new_assignments(
     since: OffsetDateTime,
     fix: bool,
 ) -> Vec<Step> {
-    let principal = entry.principal.rsplit('/').next().unwrap_or_default();
+    let own = quell_core::key::PrincipalKey::parse(&entry.principal)
+        .and_then(|k| k.azure_parts().map(|(_, id)| id.to_string()))
+        .unwrap_or_default();
+    let principal = own.as_str();
     let known: Vec<&str> = recorded
         .as_array()
         .into_iter()

@@ -163,7 +163,8 @@ pub fn for_report(report: &Report, function: &str) -> Option<Alert> {
             if r.outcome.status == Status::Applied
                 && r.action.kind != ActionKind::Notify
                 && let Target::Subject(s) = &r.action.target
-                && let Some(k) = s.ledger_key()
+                && let Some(k) = crate::key::PrincipalKey::of_subject(s, &report.partition)
+                    .map(|k| k.to_string())
                 && !undo.contains(&k)
             {
                 undo.push(k);
@@ -385,7 +386,7 @@ Needs a human:
   - review what was withheld: delete_login_profile withheld by the blast-radius cap
 
 To undo quell's containment once cleared:
-  quell release aws:111122223333:user/alice --by <you>
+  quell release arn:aws:iam::111122223333:user/alice --by <you>
 ";
         assert_eq!(a.text, expected, "\n{}", a.text);
     }

@@ -22,6 +22,7 @@ pub mod clock;
 pub mod error;
 pub mod inverse;
 pub mod json;
+pub mod key;
 pub mod model;
 pub mod normalize;
 pub mod plan;

@@ -405,40 +405,6 @@ impl Subject {
         out
     }
 
-    /// The ledger key of the principal this subject belongs to (`aws:<account>:user/<name>`,
-    /// `azure:user/<id>`, …): what `quell release` and `quell verify` take. A key, session or
-    /// role session is its user's or role's.
-    pub fn ledger_key(&self) -> Option<String> {
-        Some(match self {
-            Subject::IamUser { account, name } => format!("aws:{account}:user/{name}"),
-            Subject::AccessKey {
-                account,
-                user: Some(u),
-                ..
-            } => format!("aws:{account}:user/{u}"),
-            Subject::AccessKey {
-                account,
-                access_key_id,
-                user: None,
-            } => format!("aws:{account}:key/{access_key_id}"),
-            Subject::IamRole { account, name } | Subject::RoleSession { account, name, .. } => {
-                format!("aws:{account}:role/{name}")
-            }
-            Subject::EntraUser { id, name, .. } => {
-                format!(
-                    "azure:user/{}",
-                    id.clone().or(name.clone())?.to_ascii_lowercase()
-                )
-            }
-            Subject::ServicePrincipal { id, app_id, .. } => format!(
-                "azure:sp/{}",
-                app_id.clone().unwrap_or(id.clone()).to_ascii_lowercase()
-            ),
-            Subject::ManagedIdentity { id, .. } => format!("azure:mi/{}", id.to_ascii_lowercase()),
-            _ => return None,
-        })
-    }
-
     /// A short human label: `iam_user alice (111122223333)`.
     pub fn label(&self) -> String {
         let who = match self {

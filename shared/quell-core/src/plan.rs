@@ -203,6 +203,10 @@ pub struct Plan {
     pub skipped: Vec<Skip>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ignored: Vec<Ignored>,
+    /// The AWS partition its principals' keys are in: the deployment's (quell acts only in the
+    /// partition it runs in), `aws` when not known.
+    #[serde(skip)]
+    pub partition: String,
 }
 
 /// Facts about the running deployment the planner must respect.
@@ -210,12 +214,21 @@ pub struct Plan {
 pub struct Context {
     /// The identities quell itself runs as (its Lambda role, its managed identity). Never touched.
     pub own_identities: Vec<Pattern>,
+    /// The AWS partition quell runs in (from its caller ARN); `aws` when not known.
+    pub partition: Option<String>,
 }
 
 impl Context {
     /// Protects the caller identity returned by STS `GetCallerIdentity` (an assumed-role or
     /// user ARN): the role or user itself and every session of it.
     pub fn with_aws_caller(mut self, caller_arn: &str) -> Context {
+        if let Some(partition) = caller_arn
+            .strip_prefix("arn:")
+            .and_then(|r| r.split(':').next())
+            .filter(|p| p.starts_with("aws"))
+        {
+            self.partition = Some(partition.to_string());
+        }
         let mut add = |s: String| {
             if let Ok(p) = Pattern::new(&s) {
                 self.own_identities.push(p);
@@ -390,6 +403,7 @@ pub fn plan(batch: Batch, policy: &Policy, ctx: &Context) -> Plan {
         actions: b.actions,
         skipped: b.skipped,
         ignored: batch.ignored,
+        partition: ctx.partition.clone().unwrap_or_else(|| "aws".into()),
     }
 }
 

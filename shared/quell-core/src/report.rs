@@ -139,6 +139,9 @@ pub struct Report {
     pub results: Vec<ActionResult>,
     pub skipped: Vec<Skip>,
     pub summary: Summary,
+    /// The AWS partition the plan's principal keys are in (the deployment's).
+    #[serde(skip)]
+    pub partition: String,
 }
 
 impl Report {
@@ -150,6 +153,7 @@ impl Report {
             summary: summarize(&results),
             results,
             skipped: plan.skipped.clone(),
+            partition: plan.partition.clone(),
         }
     }
 
@@ -162,6 +166,9 @@ impl Report {
             results: Vec::new(),
             skipped: Vec::new(),
             summary: Summary::default(),
+            partition: reports
+                .first()
+                .map_or_else(|| "aws".to_string(), |r| r.partition.clone()),
         };
         for r in reports {
             out.findings.extend(r.findings);

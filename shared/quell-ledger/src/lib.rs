@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 use quell_core::clock::rfc3339_seconds;
+use quell_core::key::PrincipalKey;
 use quell_core::model::{Family, FindingRef, SeverityLabel, Subject};
 use quell_core::plan::{Action, ActionKind, Plan, Skip, Target};
 use quell_core::policy::Policy;
@@ -163,10 +164,10 @@ pub trait Ledger: Send + Sync {
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 }
 
-/// The ledger key of the principal a subject belongs to: a key, session or role session is
-/// its user's or role's containment.
-pub fn principal_key(s: &Subject) -> Option<String> {
-    s.ledger_key()
+/// The ledger key of the principal a subject belongs to ([`PrincipalKey`], in `partition` for
+/// AWS subjects): a key, session or role session is its user's or role's containment.
+pub fn principal_key(s: &Subject, partition: &str) -> Option<String> {
+    PrincipalKey::of_subject(s, partition).map(|k| k.to_string())
 }
 
 /// The breaker scope of a subject: its account or tenant.
@@ -179,38 +180,41 @@ pub fn scope_of(s: &Subject) -> String {
 }
 
 /// A principal as a human names it on the command line, as a ledger key: an IAM user or role
-/// ARN (any path or partition), an assumed-role ARN, a UPN, or an object id with its kind.
+/// ARN (any path or partition), an assumed-role ARN, a UPN, or an object id with its kind
+/// ([`PrincipalKey::of_argument`]).
 pub fn key_of_argument(arg: &str, kind: Option<&str>) -> Option<String> {
-    let arg = arg.trim();
-    if let Some(rest) = arg.strip_prefix("arn:") {
-        let parts: Vec<&str> = rest.splitn(5, ':').collect();
-        let [_, service, _, account, resource] = parts.as_slice() else {
-            return None;
-        };
-        let (kind, path) = resource.split_once('/')?;
-        let name = path.rsplit('/').next()?;
-        return match (*service, kind) {
-            ("iam", "user") => Some(format!("aws:{account}:user/{name}")),
-            ("iam", "role") => Some(format!("aws:{account}:role/{name}")),
-            ("sts", "assumed-role") => {
-                let role = path.split('/').next()?;
-                Some(format!("aws:{account}:role/{role}"))
-            }
-            _ => None,
-        };
+    PrincipalKey::of_argument(arg, kind).map(|k| k.to_string())
+}
+
+/// Every entry of one principal, under its key and under the form keys had before
+/// ([`PrincipalKey::legacy`]), so rows written then are still found.
+pub async fn list_principal<L: Ledger>(
+    ledger: &L,
+    key: &PrincipalKey,
+) -> Result<Vec<Entry>, LedgerError> {
+    let mut out = Vec::new();
+    for form in key.stored_forms() {
+        out.extend(ledger.list(Some(&form)).await?);
     }
-    if arg.starts_with("aws:") || arg.starts_with("azure:") {
-        return Some(arg.to_string());
-    }
-    let lower = arg.to_ascii_lowercase();
-    match kind {
-        Some("service_principal") => Some(format!("azure:sp/{lower}")),
-        Some("managed_identity") => Some(format!("azure:mi/{lower}")),
-        _ if arg.contains('@') || quell_core::model::ids::is_guid(arg) => {
-            Some(format!("azure:user/{lower}"))
+    Ok(out)
+}
+
+/// The entry of one principal and finding, under its key or its former form; with the form it
+/// was found under (every later write of that row names it).
+async fn get_principal<L: Ledger>(
+    ledger: &L,
+    principal: &str,
+    finding: &str,
+) -> Result<(Option<Entry>, String), LedgerError> {
+    let forms = PrincipalKey::parse(principal)
+        .map(|k| k.stored_forms())
+        .unwrap_or_else(|| vec![principal.to_string()]);
+    for form in &forms {
+        if let Some(e) = ledger.get(form, finding).await? {
+            return Ok((Some(e), form.clone()));
         }
-        _ => None,
     }
+    Ok((None, principal.to_string()))
 }
 
 /// One principal contained for one finding, as a plan holds it.
@@ -233,7 +237,7 @@ pub fn containments(plan: &Plan) -> Vec<Containment> {
         let Target::Subject(s) = &a.target else {
             continue;
         };
-        let Some(principal) = principal_key(s) else {
+        let Some(principal) = principal_key(s, &plan.partition) else {
             continue;
         };
         let f = plan.findings.iter().find(|f| f.id == a.finding);
@@ -322,17 +326,26 @@ pub struct Gated {
     pub claims: Vec<Claim>,
 }
 
-fn is_of(a: &Action, c: &Containment) -> bool {
+/// Whether `a` is one of the containment's actions: its finding, and a subject whose key is the
+/// containment's principal (in either of the forms its row may be stored under).
+fn is_of(a: &Action, c: &Containment, partition: &str) -> bool {
     a.finding == c.finding
         && match &a.target {
-            Target::Subject(s) => principal_key(s).as_deref() == Some(c.principal.as_str()),
+            Target::Subject(s) => {
+                let key = PrincipalKey::of_subject(s, partition);
+                key.is_some() && key == PrincipalKey::parse(&c.principal)
+            }
             Target::Record(_) => false,
         }
 }
 
 /// Moves a containment's actions out of the plan, into `skipped` with `why`.
 fn withhold(plan: &mut Plan, c: &Containment, why: &str) {
-    let (out, keep): (Vec<Action>, Vec<Action>) = plan.actions.drain(..).partition(|a| is_of(a, c));
+    let partition = plan.partition.clone();
+    let (out, keep): (Vec<Action>, Vec<Action>) = plan
+        .actions
+        .drain(..)
+        .partition(|a| is_of(a, c, &partition));
     plan.actions = keep;
     for a in out {
         plan.skipped.push(Skip {
@@ -396,8 +409,10 @@ pub async fn gate<L: Ledger>(
         return Ok(Gated { plan, claims });
     }
     let stamp = rfc3339_seconds(now);
-    for c in containments(&plan) {
-        let existing = ledger.get(&c.principal, &c.finding).await?;
+    for mut c in containments(&plan) {
+        // A row written before keys carried the partition is found, and kept, under its form.
+        let (existing, stored) = get_principal(ledger, &c.principal, &c.finding).await?;
+        c.principal = stored;
         let decision = decide(existing.as_ref(), &c, now);
         let (new, base) = match decision {
             Decision::Busy { until } => {
@@ -532,7 +547,7 @@ pub async fn record<L: Ledger>(
         let mine: Vec<Recorded> = report
             .results
             .iter()
-            .filter(|r| is_of(&r.action, c))
+            .filter(|r| is_of(&r.action, c, &report.partition))
             .map(|r| Recorded {
                 kind: r.action.kind,
                 target: r.action.target.clone(),
@@ -576,7 +591,7 @@ pub fn to_verify(claims: &[Claim], report: &Report) -> Vec<String> {
         .iter()
         .filter(|c| {
             report.results.iter().any(|r| {
-                is_of(&r.action, &c.containment)
+                is_of(&r.action, &c.containment, &report.partition)
                     && matches!(r.outcome.status, Outcome::Applied | Outcome::AlreadyInState)
                     && r.action.kind != ActionKind::Notify
             })
@@ -597,9 +612,12 @@ pub const EXPIRED_BY: &str = "quell (release_after_hours passed)";
 /// Returns each principal with its entries in force, newest first.
 pub fn expired(entries: &[Entry], now: OffsetDateTime) -> Vec<(String, Vec<Entry>)> {
     let stamp = rfc3339_seconds(now);
-    let mut by: BTreeMap<&str, Vec<&Entry>> = BTreeMap::new();
+    // By principal, whichever form of its key a row was stored under.
+    let mut by: BTreeMap<String, Vec<&Entry>> = BTreeMap::new();
     for e in entries.iter().filter(|e| e.in_force()) {
-        by.entry(e.principal.as_str()).or_default().push(e);
+        let key = PrincipalKey::parse(&e.principal)
+            .map_or_else(|| e.principal.clone(), |k| k.to_string());
+        by.entry(key).or_default().push(e);
     }
     by.into_iter()
         .filter(|(_, es)| {
@@ -611,7 +629,7 @@ pub fn expired(entries: &[Entry], now: OffsetDateTime) -> Vec<(String, Vec<Entry
         .map(|(p, es)| {
             let mut es: Vec<Entry> = es.into_iter().cloned().collect();
             es.sort_by(|a, b| b.at.cmp(&a.at));
-            (p.to_string(), es)
+            (p, es)
         })
         .collect()
 }

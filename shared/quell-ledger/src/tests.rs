@@ -41,11 +41,11 @@ fn keys_name_the_principal_a_subject_belongs_to() {
     let key = |s: &str| key_of_argument(s, None);
     assert_eq!(
         key("arn:aws:iam::111122223333:user/ops/alice").as_deref(),
-        Some("aws:111122223333:user/alice")
+        Some("arn:aws:iam::111122223333:user/alice")
     );
     assert_eq!(
         key("arn:aws:sts::111122223333:assumed-role/web/i-0abc").as_deref(),
-        Some("aws:111122223333:role/web")
+        Some("arn:aws:iam::111122223333:role/web")
     );
     assert_eq!(
         key("Ana@Contoso.com").as_deref(),
@@ -60,8 +60,8 @@ fn keys_name_the_principal_a_subject_belongs_to() {
         access_key_id: None,
     };
     assert_eq!(
-        principal_key(&session).as_deref(),
-        Some("aws:111122223333:role/web")
+        principal_key(&session, "aws").as_deref(),
+        Some("arn:aws:iam::111122223333:role/web")
     );
 }
 
@@ -110,7 +110,7 @@ async fn a_released_principal_is_not_contained_again_by_the_same_finding() {
         .await
         .unwrap();
     let e = ledger
-        .get("aws:111122223333:user/bob", "f2")
+        .get("arn:aws:iam::111122223333:user/bob", "f2")
         .await
         .unwrap()
         .unwrap();
@@ -238,9 +238,9 @@ fn held(principal: &str, finding: &str, at: &str, expires: Option<&str>) -> Entr
 
 #[test]
 fn a_principal_expires_only_when_every_containment_in_force_on_it_has() {
-    let a = "aws:111122223333:user/a";
-    let b = "aws:111122223333:user/b";
-    let c = "aws:111122223333:user/c";
+    let a = "arn:aws:iam::111122223333:user/a";
+    let b = "arn:aws:iam::111122223333:user/b";
+    let c = "arn:aws:iam::111122223333:user/c";
     let entries = vec![
         // a: two findings, both expired: released, newest first.
         held(
@@ -307,4 +307,40 @@ fn a_principal_expires_only_when_every_containment_in_force_on_it_has() {
     );
     let principals: Vec<&str> = due.iter().map(|(p, _)| p.as_str()).collect();
     assert_eq!(principals, [b]);
+}
+
+#[tokio::test]
+async fn a_row_keyed_the_old_way_is_found_and_kept_under_its_key() {
+    let ledger = MemoryLedger::default();
+    let policy = enforce();
+    // A row written before keys carried the partition.
+    let g = gate(&ledger, contain("olga", "f9"), &policy, NOW)
+        .await
+        .unwrap();
+    record(&ledger, &g.claims, &done(&g.plan), NOW)
+        .await
+        .unwrap();
+    let new_key = "arn:aws:iam::111122223333:user/olga";
+    let mut e = ledger.get(new_key, "f9").await.unwrap().unwrap();
+    assert!(ledger.delete(new_key, "f9", e.version).await.unwrap());
+    e.principal = "aws:111122223333:user/olga".into();
+    e.version = 1;
+    assert!(ledger.put(&e, None).await.unwrap());
+    // The re-delivery finds it: it runs again on that row, and counts no new containment.
+    let again = gate(&ledger, contain("olga", "f9"), &policy, NOW)
+        .await
+        .unwrap();
+    assert_eq!(again.claims.len(), 1);
+    assert_eq!(
+        again.claims[0].entry.principal,
+        "aws:111122223333:user/olga"
+    );
+    assert!(!again.plan.actions.is_empty());
+    record(&ledger, &again.claims, &done(&again.plan), NOW)
+        .await
+        .unwrap();
+    let key = PrincipalKey::parse(new_key).unwrap();
+    let all = list_principal(&ledger, &key).await.unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert!(ledger.get(new_key, "f9").await.unwrap().is_none());
 }

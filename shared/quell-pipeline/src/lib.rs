@@ -74,13 +74,7 @@ pub trait CheckQueue: Send + Sync {
 
 /// The cloud a ledger key belongs to.
 pub fn cloud_of_key(key: &str) -> Option<Cloud> {
-    if key.starts_with("aws:") {
-        Some(Cloud::Aws)
-    } else if key.starts_with("azure:") {
-        Some(Cloud::Azure)
-    } else {
-        None
-    }
+    quell_core::key::PrincipalKey::parse(key).map(|k| k.cloud())
 }
 
 fn cloud_name(c: Cloud) -> &'static str {
@@ -442,7 +436,10 @@ impl<L: Ledger> Pipeline<'_, L> {
             return Ok(Vec::new());
         };
         let mut entries = match select {
-            Select::Principal(key) => ledger.list(Some(key)).await?,
+            Select::Principal(key) => match quell_core::key::PrincipalKey::parse(key) {
+                Some(k) => quell_ledger::list_principal(ledger, &k).await?,
+                None => ledger.list(Some(key)).await?,
+            },
             Select::Finding(id) => ledger.by_finding(id).await?,
         };
         entries.retain(Entry::in_force);
