@@ -1060,3 +1060,72 @@ async fn verify_reports_authentication_methods_registered_to_a_contained_user_si
         steps.iter().map(|s| &s.outcome.detail).collect::<Vec<_>>()
     );
 }
+
+/// One Entra user has one ledger key: a finding that names only the UPN is resolved to the
+/// object id before the claim, so a later finding naming the id runs on the same entry (a
+/// re-run, not a second containment or a second breaker slot).
+#[tokio::test]
+async fn a_user_named_by_upn_is_keyed_by_object_id() {
+    use quell_ledger::Ledger;
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(wiremock::matchers::path_regex(
+            r"^/v1\.0/users/rosa\.garcia(%40|@)contoso\.com$",
+        ))
+        .and(query_param("$select", "id"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": USER.to_uppercase()})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    mock_user(&server, user_json(true, None)).await;
+    Mock::given(method("POST"))
+        .and(path(format!("/v1.0/users/{USER}/revokeSignInSessions")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": true})))
+        .mount(&server)
+        .await;
+    let ledger = quell_ledger::memory::MemoryLedger::default();
+    let policy = enforce();
+    let clock = FixedClock(NOW);
+    let exec = executor(&server, policy.clone());
+    let pipeline = quell_pipeline::Pipeline {
+        function: "test",
+        policy: &policy,
+        clock: &clock,
+        ledger: Some(&ledger),
+        executor: Some(&exec),
+        undo: vec![exec.http()],
+        checks: None,
+    };
+    let by_upn = runbook(
+        "revoke_sessions",
+        "Rosa.Garcia@contoso.com",
+        json!({"id": "SEC-1"}),
+    );
+    let plan = plan_input(&by_upn, &policy, &Context::default()).unwrap();
+    let answer = pipeline.contain(plan).await;
+    assert!(
+        matches!(answer, quell_pipeline::Answer::Done(_)),
+        "{:?}",
+        answer.to_json()
+    );
+    let entries = ledger.list(None).await.unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].principal, format!("azure:user/{USER}"));
+    // The same detection naming the object id: the same entry, run again.
+    let by_id = runbook("revoke_sessions", USER, json!({"id": "SEC-1"}));
+    let plan = plan_input(&by_id, &policy, &Context::default()).unwrap();
+    pipeline.contain(plan).await;
+    let entries = ledger.list(None).await.unwrap();
+    assert_eq!(entries.len(), 1, "{entries:#?}");
+    assert!(entries[0].history.iter().any(|h| h.contains("run again")));
+    assert_eq!(
+        ledger
+            .slots(
+                "azure:7c1f4e2a-9b3d-4a6e-8f5c-2d1b0a9e8c7f",
+                "2026-11-23T12"
+            )
+            .await
+            .unwrap(),
+        1
+    );
+}

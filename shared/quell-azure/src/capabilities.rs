@@ -14,6 +14,9 @@ impl Executor for AzureExecutor {
     fn execute<'a>(&'a self, plan: &'a Plan) -> BoxFuture<'a, Report> {
         Box::pin(AzureExecutor::execute(self, plan))
     }
+    fn resolve<'a>(&'a self, plan: Plan) -> BoxFuture<'a, Plan> {
+        Box::pin(AzureExecutor::resolve_users(self, plan))
+    }
 }
 
 /// Release and verify of Entra principals and managed identities over Graph and ARM.

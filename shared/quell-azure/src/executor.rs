@@ -239,6 +239,68 @@ impl AzureExecutor {
         quell_core::plan::protection_reason(&self.policy, &self.ctx, s)
     }
 
+    /// Resolves each Entra user the plan names only by UPN to its object id (`GET
+    /// /users/{upn}?$select=id`, one call per UPN, before the ledger claim), so the ledger keys
+    /// one user once whichever way findings name them. A UPN Graph does not resolve stays as
+    /// named: the action then reads the user again and reports what Graph says.
+    pub async fn resolve_users(&self, mut plan: Plan) -> Plan {
+        let mut upns: Vec<String> = plan
+            .actions
+            .iter()
+            .filter(|a| a.cloud == Cloud::Azure)
+            .filter_map(|a| match &a.target {
+                Target::Subject(Subject::EntraUser {
+                    id: None,
+                    name: Some(upn),
+                    ..
+                }) => Some(upn.to_ascii_lowercase()),
+                _ => None,
+            })
+            .collect();
+        upns.sort();
+        upns.dedup();
+        for upn in upns {
+            let id = match self
+                .http
+                .call(
+                    Method::GET,
+                    Api::Graph,
+                    &format!("/v1.0/users/{}?$select=id", seg(&upn)),
+                    None,
+                )
+                .await
+            {
+                Ok(r) => match r.body["id"].as_str() {
+                    Some(id) if quell_core::model::ids::is_guid(id) => id.to_ascii_lowercase(),
+                    _ => continue,
+                },
+                Err(e) => {
+                    tracing::warn!(%upn, error = %e, "the UPN could not be resolved to an object id; keyed as named");
+                    continue;
+                }
+            };
+            let named = |s: &Subject| matches!(s, Subject::EntraUser { id: None, name: Some(n), .. } if n.eq_ignore_ascii_case(&upn));
+            let fill = |s: &mut Subject| {
+                if let Subject::EntraUser { id: slot, .. } = s {
+                    *slot = Some(id.clone());
+                }
+            };
+            for a in &mut plan.actions {
+                if let Target::Subject(s) = &mut a.target
+                    && named(s)
+                {
+                    fill(s);
+                }
+            }
+            for f in &mut plan.findings {
+                for s in f.subjects.iter_mut().filter(|s| named(s)) {
+                    fill(s);
+                }
+            }
+        }
+        plan
+    }
+
     /// The user's path segment: object id if known, else UPN.
     fn user_ref(s: &Subject) -> Option<String> {
         match s {

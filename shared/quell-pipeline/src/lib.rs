@@ -35,6 +35,14 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Runs a plan's actions against one cloud (reading before each write), one outcome each.
 pub trait Executor: Send + Sync {
     fn execute<'a>(&'a self, plan: &'a Plan) -> BoxFuture<'a, Report>;
+
+    /// Names the plan's principals as the ledger keys them, before the claim: an Entra user
+    /// known only by UPN is resolved to its object id, so one user has one key whichever way a
+    /// finding names them. A principal that cannot be resolved stays as named. The default
+    /// changes nothing.
+    fn resolve<'a>(&'a self, plan: Plan) -> BoxFuture<'a, Plan> {
+        Box::pin(async move { plan })
+    }
 }
 
 /// Who releases, which fixes what a release may do.
@@ -357,6 +365,10 @@ impl<L: Ledger> Pipeline<'_, L> {
         let mut retry = Vec::new();
         let report = match self.ledger {
             Some(ledger) => {
+                let plan = match plan.mode {
+                    Mode::Enforce => executor.resolve(plan).await,
+                    Mode::DryRun => plan,
+                };
                 let now = self.clock.now();
                 let gated = match quell_ledger::gate(ledger, plan, self.policy, now).await {
                     Ok(g) => g,
