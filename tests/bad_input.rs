@@ -117,9 +117,7 @@ fn spoofed_sources_are_rejected() {
 }
 
 #[test]
-fn empty_batches_are_rejected() {
-    assert!(reject_value(json!({"records": []})).contains("/records: the batch holds no events"));
-    assert!(reject_value(json!({"value": []})).contains("/value: the batch holds no events"));
+fn empty_envelopes_are_rejected() {
     assert!(reject_value(json!([])).contains("the batch holds no events"));
     assert!(
         reject_value(json!({"Data": {}, "Metadata": {}})).contains("the batch holds no events")
@@ -128,11 +126,32 @@ fn empty_batches_are_rejected() {
         reject_value(json!({"Data": {"events": "[]"}, "Metadata": {}}))
             .contains("/Data/events: the batch holds no events")
     );
+}
+
+/// A feed that sends an empty page must not page a human: an empty plan, exit 0.
+#[test]
+fn empty_pages_are_empty_plans() {
     let mut sh: Value =
         serde_json::from_slice(&event("securityhub/imported-iam8-unused-credentials.json"))
             .unwrap();
     sh["detail"]["findings"] = json!([]);
-    assert!(reject_value(sh).contains("/detail/findings: the batch holds no events"));
+    let mut v2: Value =
+        serde_json::from_slice(&event("securityhub/v2-compliance-iam8-user.json")).unwrap();
+    v2["detail"]["findings"] = json!([]);
+    for page in [json!({"records": []}), json!({"value": []}), sh, v2] {
+        let batch = normalize(page.to_string().as_bytes())
+            .unwrap_or_else(|e| panic!("{page}: rejected: {e}"));
+        assert!(batch.findings.is_empty(), "{page}");
+        assert_eq!(batch.ignored.len(), 1, "{page}");
+        assert!(batch.ignored[0].reason.contains("empty page"), "{page}");
+        let plan = plan_input(
+            page.to_string().as_bytes(),
+            &Policy::default(),
+            &Context::default(),
+        )
+        .unwrap();
+        assert!(plan.actions.is_empty());
+    }
 }
 
 #[test]

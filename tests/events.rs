@@ -618,6 +618,102 @@ const CASES: &[Case] = &[
         actions: &["notify securityhub_ocsf_finding:sandbox-v2-import-77"],
         skipped: 1,
     },
+    Case {
+        file: "guardduty/attack-sequence-without-actors.json",
+        subjects: &["access_key:AKIAZ4XQ7PLMDATA8K2L"],
+        actions: &[
+            "deactivate_access_key access_key:AKIAZ4XQ7PLMDATA8K2L",
+            "revoke_user_sessions iam_user:data-eng-batch",
+            "tag_principal iam_user:data-eng-batch",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "guardduty/attack-sequence-no-usable-identity.json",
+        subjects: &[],
+        actions: &["notify finding:2b4d6f8a0c2e4a6c8e0a2c4e6a8c0e02"],
+        skipped: 0,
+    },
+    Case {
+        file: "guardduty/beta-stage-prefix-s3-exfiltration.json",
+        subjects: &["access_key:AKIAZ4XQ7PLMREP0RT55"],
+        actions: &[
+            "deactivate_access_key access_key:AKIAZ4XQ7PLMREP0RT55",
+            "revoke_user_sessions iam_user:reporting-etl",
+            "tag_principal iam_user:reporting-etl",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "securityhub/v2-guardduty-identity-in-resource-data.json",
+        subjects: &[
+            "access_key:AKIAZ4XQ7PLMCIDEPLOY",
+            "role_session:nightly-report/i-0f3c9a71b2d4e6f80",
+        ],
+        actions: &[
+            "deactivate_access_key access_key:AKIAZ4XQ7PLMCIDEPLOY",
+            "revoke_user_sessions iam_user:ci-deployer",
+            "revoke_role_session role_session:nightly-report/i-0f3c9a71b2d4e6f80",
+            "tag_principal iam_user:ci-deployer",
+            "tag_principal iam_role:nightly-report",
+            "update_securityhub_finding securityhub_ocsf_finding:7d9f1b3d5f7b4d9f1b3d5f7b9d1f3b57",
+            "update_securityhub_finding securityhub_ocsf_finding:8e0a2c4e6a8c4e0a2c4e6a8c0e2a4c68",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "securityhub/v2-compliance-iam8-user-id-in-uid.json",
+        subjects: &["iam_user:m.fischer"],
+        actions: &[
+            "deactivate_dormant_access_keys iam_user:m.fischer",
+            "tag_principal iam_user:m.fischer",
+            "update_securityhub_finding securityhub_ocsf_finding:2d4f6b8d-0f2b-4d6f-8b0d-2f4b6d8f0b2d",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "securityhub/v2-status-and-severity-words.json",
+        subjects: &[
+            "access_key:AKIAZ4XQ7PLMB1LL1NG7",
+            "access_key:AKIAZ4XQ7PLMLEDGER01",
+        ],
+        actions: &[
+            "deactivate_access_key access_key:AKIAZ4XQ7PLMB1LL1NG7",
+            "revoke_user_sessions iam_user:svc-billing",
+            "tag_principal iam_user:svc-billing",
+            "update_securityhub_finding securityhub_ocsf_finding:9f1b3d5f7b9d4f1b3d5f7b9d1f3b5d79",
+        ],
+        skipped: 1,
+    },
+    Case {
+        file: "entra/risky-user-history-remediated.json",
+        subjects: &["entra_user:tomas.herrera@contoso.com"],
+        actions: &[],
+        skipped: 1,
+    },
+    Case {
+        file: "entra/graph-value-single-object.json",
+        subjects: &["entra_user:ingrid.svensson@contoso.com"],
+        actions: &[
+            "revoke_entra_sessions entra_user:ingrid.svensson@contoso.com",
+            "notify entra_user:ingrid.svensson@contoso.com",
+        ],
+        skipped: 0,
+    },
+    Case {
+        file: "entra/risk-detections-empty-page.json",
+        subjects: &[],
+        actions: &[],
+        skipped: 0,
+    },
+    Case {
+        file: "entra/risk-detection-unusable-ids.json",
+        subjects: &[],
+        actions: &[
+            "notify finding:c0ffee00a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c",
+        ],
+        skipped: 0,
+    },
 ];
 
 fn plan_json(file: &str) -> Value {
@@ -912,4 +1008,59 @@ fn errors_name_the_field_that_failed() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("/Details/AwsIamUser/UserName"), "{e}");
+}
+
+/// Real feeds' shapes degrade to what can be read, with a reason, never a rejection: an older
+/// risk state is ignored for the newest, an empty page is an empty plan, an unreadable
+/// resource or an attack sequence with no usable identity is noted and escalated.
+#[test]
+fn real_feed_shapes_degrade_to_what_can_be_read() {
+    let history = plan_json("entra/risky-user-history-remediated.json");
+    let ignored: Vec<&str> = history["ignored"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(ignored.len(), 2, "{ignored:?}");
+    assert!(
+        ignored
+            .iter()
+            .all(|r| r.contains("quell acts on the newest"))
+    );
+    let empty = plan_json("entra/risk-detections-empty-page.json");
+    assert!(
+        empty["ignored"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("empty page")
+    );
+    let unusable = plan_json("entra/risk-detection-unusable-ids.json");
+    assert!(
+        unusable["actions"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("quell does not guess")
+    );
+    let seq = plan_json("guardduty/attack-sequence-no-usable-identity.json");
+    assert!(
+        seq["actions"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("attack sequence seq-bb71c9e3 names no identity")
+    );
+    let iam8 = plan_json("securityhub/v2-compliance-iam8-user-id-in-uid.json");
+    assert!(
+        iam8["findings"][0]["notes"][0]
+            .as_str()
+            .unwrap()
+            .contains("AIDAZ4XQ7PLMUNKNOWN34")
+    );
+    // The stage prefix does not change the catalog's answer.
+    let beta = plan_json("guardduty/beta-stage-prefix-s3-exfiltration.json");
+    let plain = plan_json("guardduty/s3-exfiltration-local-user.json");
+    assert_eq!(
+        beta["findings"][0]["family"],
+        plain["findings"][0]["family"]
+    );
 }

@@ -93,12 +93,28 @@ pub const GUARDDUTY_NON_IDENTITY: &[&str] = &[
 
 /// The family of a GuardDuty type quell knows.
 pub fn guardduty(kind: &str) -> Option<Family> {
+    let kind = without_stage(kind);
     GUARDDUTY.iter().find(|(k, _)| *k == kind).map(|(_, f)| *f)
+}
+
+/// A GuardDuty type without its stage prefix: findings from a feature's beta period carry
+/// `[beta]Exfiltration:S3/AnomalousBehavior`, the same type as `Exfiltration:S3/AnomalousBehavior`.
+pub fn without_stage(kind: &str) -> &str {
+    match kind.trim_start().strip_prefix('[') {
+        Some(rest) => rest
+            .split_once(']')
+            .filter(|(stage, _)| {
+                !stage.is_empty() && stage.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            })
+            .map_or(kind, |(_, t)| t.trim_start()),
+        None => kind,
+    }
 }
 
 /// The resource kind of a GuardDuty type: `S3` in `Exfiltration:S3/AnomalousBehavior`.
 pub fn guardduty_resource(kind: &str) -> &str {
-    kind.split_once(':')
+    without_stage(kind)
+        .split_once(':')
         .and_then(|(_, rest)| rest.split_once('/'))
         .map_or("", |(r, _)| r)
 }
@@ -140,6 +156,26 @@ pub fn microsoft_source(source: &str) -> Option<Family> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_stage_prefix_names_the_same_type() {
+        assert_eq!(
+            without_stage("[beta]Exfiltration:S3/AnomalousBehavior"),
+            "Exfiltration:S3/AnomalousBehavior"
+        );
+        assert_eq!(
+            guardduty("[beta]Exfiltration:S3/AnomalousBehavior"),
+            guardduty("Exfiltration:S3/AnomalousBehavior")
+        );
+        assert_eq!(
+            guardduty_resource("[preview]Discovery:S3/TorIPCaller"),
+            "S3"
+        );
+        // Not a stage prefix: left as it is (and unrecognised).
+        assert_eq!(without_stage("[a b]X:Y/Z"), "[a b]X:Y/Z");
+        assert_eq!(without_stage("[]X:Y/Z"), "[]X:Y/Z");
+    }
+
     use super::*;
 
     #[test]

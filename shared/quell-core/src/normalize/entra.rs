@@ -35,18 +35,18 @@ fn tenant_of(tenant: Option<&str>) -> Option<String> {
 }
 
 /// The user a risk record names: its object id, else (a malformed id next to a valid UPN) its
-/// UPN, with a note. Only when neither is usable is the record rejected.
+/// UPN, with a note. When neither is usable the record is still a detection: `None`, with a note
+/// saying what is unusable, so the plan escalates it to a human instead of guessing or
+/// rejecting it.
 fn user(
     o: &Obj<'_>,
     id_key: &str,
     tenant: Option<&str>,
     notes: &mut Vec<String>,
-) -> Result<Subject, InputError> {
+) -> Result<Option<Subject>, InputError> {
     let id = o.text(id_key)?;
-    let upn = o
-        .text("userPrincipalName")?
-        .filter(|u| ids::is_upn(u))
-        .map(str::to_string);
+    let raw_upn = o.text("userPrincipalName")?;
+    let upn = raw_upn.filter(|u| ids::is_upn(u)).map(str::to_string);
     let id = match id {
         Some(id) if ids::is_guid(id) => Some(id.to_string()),
         Some(bad) if upn.is_some() => {
@@ -57,18 +57,14 @@ fn user(
             None
         }
         None if upn.is_some() => None,
-        Some(bad) => {
-            return Err(InputError::invalid(
-                &o.pointer(id_key),
-                bad,
-                "a user object id (GUID)",
+        bad => {
+            notes.push(format!(
+                "the user cannot be identified: {} is {} and userPrincipalName is {}; quell does not guess, a human must find the account",
+                o.pointer(id_key),
+                bad.map_or("missing".to_string(), |b| format!("{b:?}, not an object id")),
+                raw_upn.map_or("missing".to_string(), |u| format!("{u:?}, not a UPN")),
             ));
-        }
-        None => {
-            return Err(InputError::Missing {
-                pointer: o.pointer(id_key),
-                expected: "a user object id or a UPN",
-            });
+            return Ok(None);
         }
     };
     let tenant = match tenant {
@@ -81,12 +77,12 @@ fn user(
         }
         None => None,
     };
-    Ok(Subject::EntraUser {
+    Ok(Some(Subject::EntraUser {
         tenant,
         id,
         name: upn,
         on_premises_synced: None,
-    })
+    }))
 }
 
 pub(super) fn risk_detection(o: &Obj<'_>, tenant: Option<&str>) -> Result<Finding, InputError> {
@@ -118,7 +114,7 @@ pub(super) fn risk_detection(o: &Obj<'_>, tenant: Option<&str>) -> Result<Findin
         tenant: tenant_of(tenant),
         region: None,
         last_seen,
-        subjects: vec![subject],
+        subjects: subject.into_iter().collect(),
         record: None,
         custom_action: None,
         runbook: None,
@@ -155,7 +151,7 @@ pub(super) fn risky_user(o: &Obj<'_>, tenant: Option<&str>) -> Result<Finding, I
         tenant: tenant_of(tenant),
         region: None,
         last_seen,
-        subjects: vec![subject],
+        subjects: subject.into_iter().collect(),
         record: None,
         custom_action: None,
         runbook: None,
@@ -321,7 +317,9 @@ mod tests {
         let v = json!({"userId": "not-a-guid", "userPrincipalName": "ana@contoso.com"});
         let o = crate::json::root(&v).unwrap();
         let mut notes = Vec::new();
-        let s = user(&o, "userId", Some("contoso"), &mut notes).unwrap();
+        let s = user(&o, "userId", Some("contoso"), &mut notes)
+            .unwrap()
+            .unwrap();
         assert_eq!(
             s,
             Subject::EntraUser {
@@ -332,10 +330,11 @@ mod tests {
             }
         );
         assert_eq!(notes.len(), 2, "{notes:?}");
-        // Neither usable: rejected, naming the field.
+        // Neither usable: no subject, never a guess, and a note naming the field.
         let v = json!({"userId": "not-a-guid", "userPrincipalName": "not a upn"});
         let o = crate::json::root(&v).unwrap();
-        let e = user(&o, "userId", None, &mut Vec::new()).unwrap_err();
-        assert!(e.to_string().starts_with("/userId"), "{e}");
+        let mut notes = Vec::new();
+        assert_eq!(user(&o, "userId", None, &mut notes).unwrap(), None);
+        assert!(notes[0].contains("/userId"), "{notes:?}");
     }
 }

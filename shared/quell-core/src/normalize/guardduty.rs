@@ -76,28 +76,8 @@ pub(super) fn findings(d: &Obj<'_>) -> Result<Batch, InputError> {
         conflicts: Vec::new(),
     };
 
-    if finding.kind.starts_with("AttackSequence:") {
-        let seq = service
-            .as_ref()
-            .map(|s| s.obj_opt("detection"))
-            .transpose()?
-            .flatten()
-            .map(|det| det.obj_opt("sequence"))
-            .transpose()?
-            .flatten();
-        if let Some(seq) = seq {
-            for actor in seq.objs("actors")? {
-                if let Some(user) = actor.obj_opt("user")? {
-                    sequence_actor(&user, &acct, &mut finding)?;
-                }
-            }
-        }
-        if finding.subjects.is_empty() && finding.notes.is_empty() {
-            return Err(InputError::Missing {
-                pointer: "/detail/service/detection/sequence/actors".into(),
-                expected: "at least one actor with a user (an attack sequence names who did it)",
-            });
-        }
+    if catalog::without_stage(&finding.kind).starts_with("AttackSequence:") {
+        attack_sequence(d, service.as_ref(), &acct, &mut finding);
         return Ok(Batch::one(finding));
     }
 
@@ -171,27 +151,65 @@ fn remote_account(svc: &Obj<'_>) -> Result<Option<String>, InputError> {
         .map(str::to_string))
 }
 
+/// The names an object gives the fields of GuardDuty's `AccessKeyDetails`.
+pub(super) struct KeyFields {
+    pub user_type: &'static str,
+    pub user_name: &'static str,
+    pub principal_id: &'static str,
+    pub access_key_id: &'static str,
+}
+
+/// GuardDuty's own names (`resource.accessKeyDetails`, a sequence resource's `data.accessKey`).
+pub(super) const CAMEL: KeyFields = KeyFields {
+    user_type: "userType",
+    user_name: "userName",
+    principal_id: "principalId",
+    access_key_id: "accessKeyId",
+};
+
+/// Security Hub OCSF's (`resources[].data` of a GuardDuty detection's IAM resource).
+pub(super) const SNAKE: KeyFields = KeyFields {
+    user_type: "user_type",
+    user_name: "user_name",
+    principal_id: "principal_id",
+    access_key_id: "access_key_id",
+};
+
 fn access_key_details(
     k: &Obj<'_>,
     acct: &str,
     remote: Option<&str>,
     f: &mut Finding,
 ) -> Result<(), InputError> {
-    let user_type = k.text("userType")?.unwrap_or("");
+    access_key_details_with(k, &CAMEL, None, acct, remote, f)
+}
+
+/// The identity an `AccessKeyDetails`-shaped object names (fields named by `names`; the key id
+/// from `key` when the object's container holds it): an IAM user and its key, a role session,
+/// root, a federated user; a foreign or account principal is noted, never contained.
+pub(super) fn access_key_details_with(
+    k: &Obj<'_>,
+    names: &KeyFields,
+    key: Option<&str>,
+    acct: &str,
+    remote: Option<&str>,
+    f: &mut Finding,
+) -> Result<(), InputError> {
+    let user_type = k.text(names.user_type)?.unwrap_or("");
     // A caller from another account, or an account principal: quell cannot act in an account
     // it does not own, and must not act on a same-named principal of its own.
     if let Some(other) = remote.filter(|r| *r != acct) {
         f.notes.push(format!(
             "foreign actor: the call came from account {other} ({user_type} {}); contain it in that account",
-            k.text("userName")?.unwrap_or("?")
+            k.text(names.user_name)?.unwrap_or("?")
         ));
         return Ok(());
     }
     if user_type.eq_ignore_ascii_case("AWSAccount") {
         f.notes.push(format!(
             "foreign actor: account {} (userType AWSAccount); contain it in that account",
-            k.text("principalId")?
-                .or(k.text("userName")?)
+            k.text(names.principal_id)?
+                .or(k.text(names.user_name)?)
                 .unwrap_or("?")
         ));
         return Ok(());
@@ -206,9 +224,12 @@ fn access_key_details(
     .into_iter()
     .find(|t| t.eq_ignore_ascii_case(user_type))
     .unwrap_or(user_type);
-    let user_name = k.text("userName")?;
-    let principal = k.text("principalId")?;
-    let key = k.text("accessKeyId")?;
+    let user_name = k.text(names.user_name)?;
+    let principal = k.text(names.principal_id)?;
+    let key = match key {
+        Some(k) => Some(k),
+        None => k.text(names.access_key_id)?,
+    };
     let valid_key = match key {
         Some(key) if ids::is_access_key(key) => Some(key.to_string()),
         Some(key) if ids::is_placeholder(key) || f.status == Status::Sample => None,
@@ -223,10 +244,10 @@ fn access_key_details(
     match user_type {
         "IAMUser" => {
             let name = match user_name {
-                Some(n) => iam_name(k, "userName", n)?,
+                Some(n) => iam_name(k, names.user_name, n)?,
                 None => {
                     return Err(InputError::Missing {
-                        pointer: k.pointer("userName"),
+                        pointer: k.pointer(names.user_name),
                         expected: "the IAM user's name",
                     });
                 }
@@ -245,10 +266,10 @@ fn access_key_details(
         }
         "AssumedRole" => {
             let role = match user_name {
-                Some(n) => iam_name(k, "userName", n)?,
+                Some(n) => iam_name(k, names.user_name, n)?,
                 None => {
                     return Err(InputError::Missing {
-                        pointer: k.pointer("userName"),
+                        pointer: k.pointer(names.user_name),
                         expected: "the assumed role's name",
                     });
                 }
@@ -302,6 +323,164 @@ fn access_key_details(
         )),
     }
     Ok(())
+}
+
+/// What a part of an attack sequence that cannot be read says: a note, never a rejection (a
+/// live critical finding must reach a human whatever optional part is missing or malformed).
+fn soft(f: &mut Finding, r: Result<(), InputError>) {
+    if let Err(e) = r {
+        f.notes.push(format!(
+            "part of the attack sequence is unreadable and was set aside: {e}"
+        ));
+    }
+}
+
+/// An attack sequence's identities, from every part that can name one: its actors' users, its
+/// `ACCESS_KEY` resources (with their `data.accessKey` details), the access keys its signals
+/// name, and the finding's own `resource.accessKeyDetails`. Any of them may be missing; with no
+/// usable identity the finding holds a note naming the sequence, and the plan escalates it.
+fn attack_sequence(d: &Obj<'_>, service: Option<&Obj<'_>>, acct: &str, f: &mut Finding) {
+    let seq = match service.map(|s| s.obj_opt("detection")) {
+        Some(Ok(Some(det))) => match det.obj_opt("sequence") {
+            Ok(s) => s,
+            Err(e) => {
+                soft(f, Err(e));
+                None
+            }
+        },
+        Some(Err(e)) => {
+            soft(f, Err(e));
+            None
+        }
+        _ => None,
+    };
+    let mut sequence_uid = None;
+    if let Some(seq) = &seq {
+        sequence_uid = seq.text("uid").ok().flatten().map(str::to_string);
+        match seq.objs("actors") {
+            Ok(actors) => {
+                for actor in actors {
+                    match actor.obj_opt("user") {
+                        Ok(Some(user)) => {
+                            let r = sequence_actor(&user, acct, f);
+                            soft(f, r);
+                        }
+                        Ok(None) => {}
+                        Err(e) => soft(f, Err(e)),
+                    }
+                }
+            }
+            Err(e) => soft(f, Err(e)),
+        }
+        match seq.objs("resources") {
+            Ok(resources) => {
+                for r in resources {
+                    let result = sequence_access_key(&r, acct, f);
+                    soft(f, result);
+                }
+            }
+            Err(e) => soft(f, Err(e)),
+        }
+        match seq.objs("signals") {
+            Ok(signals) => {
+                for sig in signals {
+                    let uids = sig.arr("resourceUids").unwrap_or_default();
+                    for uid in uids.iter().filter_map(|u| u.as_str()) {
+                        add_key(f, acct, uid, None);
+                    }
+                }
+            }
+            Err(e) => soft(f, Err(e)),
+        }
+    }
+    match d.obj_opt("resource").and_then(|r| match r {
+        Some(r) => r.obj_opt("accessKeyDetails"),
+        None => Ok(None),
+    }) {
+        Ok(Some(k)) if has_actor(&k).unwrap_or(false) => {
+            let r = access_key_details(&k, acct, None, f);
+            soft(f, r);
+        }
+        Ok(_) => {}
+        Err(e) => soft(f, Err(e)),
+    }
+    if f.subjects.is_empty() {
+        f.notes.push(format!(
+            "attack sequence {} names no identity quell can act on (no usable actor, access-key resource or access key details); a human must investigate it",
+            sequence_uid.as_deref().unwrap_or("(no uid)")
+        ));
+    }
+}
+
+/// An access key a sequence names, as a subject: a long-term key (its user when known);
+/// a temporary key only as a note (its session is not named, and an `ASIA` key is never
+/// deactivated).
+fn add_key(f: &mut Finding, acct: &str, key: &str, user: Option<String>) {
+    if !ids::is_access_key(key) {
+        return;
+    }
+    if key.starts_with("ASIA") {
+        let note = format!(
+            "temporary access key {key} is named, but not its session; its role's sessions are for a human to revoke"
+        );
+        if !f.notes.contains(&note) {
+            f.notes.push(note);
+        }
+        return;
+    }
+    let subject = Subject::AccessKey {
+        account: acct.to_string(),
+        access_key_id: key.to_string(),
+        user,
+    };
+    let known = f
+        .subjects
+        .iter()
+        .any(|s| matches!(s, Subject::AccessKey { access_key_id, .. } if access_key_id == key));
+    if !known {
+        f.subjects.push(subject);
+    }
+}
+
+/// A sequence resource of type `ACCESS_KEY` (its `uid` the key id; `data.accessKey` the
+/// details GuardDuty knows of its user).
+fn sequence_access_key(r: &Obj<'_>, acct: &str, f: &mut Finding) -> Result<(), InputError> {
+    if !r
+        .text("resourceType")?
+        .is_some_and(|t| t.eq_ignore_ascii_case("ACCESS_KEY"))
+    {
+        return Ok(());
+    }
+    let owner = r.text("accountId")?.unwrap_or(acct);
+    if owner != acct {
+        f.notes.push(format!(
+            "foreign access key {} of account {owner}; contain it in that account",
+            r.text("uid")?.unwrap_or("?")
+        ));
+        return Ok(());
+    }
+    let uid = r.text("uid")?.filter(|u| ids::is_access_key(u));
+    let details = match r.obj_opt("data")? {
+        Some(data) => data.obj_opt("accessKey")?,
+        None => None,
+    };
+    match details {
+        Some(k) if has_actor(&k)? => {
+            let before = f.subjects.len();
+            access_key_details_with(&k, &CAMEL, uid, acct, None, f)?;
+            // The same key named again by a signal or the resource block is this subject.
+            if f.subjects.len() > before + 1 {
+                f.subjects.truncate(before + 1);
+            }
+            Ok(())
+        }
+        _ => {
+            if let Some(k) = uid {
+                add_key(f, acct, k, None);
+            }
+            Ok(())
+        }
+    }
 }
 
 fn sequence_actor(user: &Obj<'_>, acct: &str, f: &mut Finding) -> Result<(), InputError> {

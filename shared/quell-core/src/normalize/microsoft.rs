@@ -14,9 +14,10 @@ use crate::model::{
 pub(super) fn event_hub_message(o: &Obj<'_>) -> Result<Batch, InputError> {
     let records = o.objs("records")?;
     if records.is_empty() {
-        return Err(InputError::EmptyBatch {
-            pointer: o.pointer("records"),
-        });
+        return Ok(Batch::ignore(
+            &o.pointer("records"),
+            "an empty page: the message holds no records",
+        ));
     }
     records_to_batch(&records)
 }

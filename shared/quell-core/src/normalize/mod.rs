@@ -119,13 +119,23 @@ fn detect(o: &Obj<'_>, layers: usize) -> Result<Batch, InputError> {
         return runbook::request(o).map(Batch::one);
     }
     if o.has("value") {
-        let items = o.objs("value")?;
+        // Some documented responses hold one object in `value` rather than a list.
+        let items = match o.get("value") {
+            Some(Value::Object(_)) => vec![o.obj_req("value")?],
+            _ => o.objs("value")?,
+        };
+        // A feed that sends an empty page must not page a human: an empty plan.
         if items.is_empty() {
-            return Err(InputError::EmptyBatch {
-                pointer: o.pointer("value"),
-            });
+            return Ok(Batch::ignore(
+                &o.pointer("value"),
+                "an empty page: the collection holds no items",
+            ));
         }
-        let mut out = Batch::default();
+        let (items, older) = newest_risk_states(items)?;
+        let mut out = Batch {
+            findings: Vec::new(),
+            ignored: older,
+        };
         for item in items {
             out.extend(graph_object(&item)?);
         }
@@ -145,6 +155,56 @@ fn detect(o: &Obj<'_>, layers: usize) -> Result<Batch, InputError> {
         pointer: o.here().to_string(),
         hint: hint.to_string(),
     })
+}
+
+/// A risky user's states in one list (`/riskyUsers/{id}/history`, newest not necessarily
+/// first): only the newest by `riskLastUpdatedDateTime` says where the user stands now, so an
+/// old high state remediated since never contains anyone. The older ones are ignored, each
+/// with the reason. Other items pass through.
+fn newest_risk_states<'a>(items: Vec<Obj<'a>>) -> Result<(Vec<Obj<'a>>, Vec<Ignored>), InputError> {
+    let user_of = |o: &Obj<'_>| -> Result<Option<String>, InputError> {
+        let risky_user = o.has("riskState")
+            && o.has("userPrincipalName")
+            && !o.has("riskEventType")
+            && !o.has("@odata.type");
+        if !risky_user {
+            return Ok(None);
+        }
+        Ok(o.text("userId")?
+            .or(o.text("id")?)
+            .map(str::to_ascii_lowercase))
+    };
+    let when = |o: &Obj<'_>| -> Result<String, InputError> {
+        Ok(o.text("riskLastUpdatedDateTime")?
+            .and_then(crate::clock::normalize_rfc3339)
+            .unwrap_or_default())
+    };
+    let mut newest: std::collections::BTreeMap<String, (String, usize)> =
+        std::collections::BTreeMap::new();
+    for (i, o) in items.iter().enumerate() {
+        if let Some(u) = user_of(o)? {
+            let t = when(o)?;
+            let e = newest.entry(u).or_insert_with(|| (t.clone(), i));
+            if t > e.0 {
+                *e = (t, i);
+            }
+        }
+    }
+    let mut keep = Vec::new();
+    let mut older = Vec::new();
+    for (i, o) in items.into_iter().enumerate() {
+        match user_of(&o)?.and_then(|u| newest.get(&u).cloned()) {
+            Some((t, at)) if at != i => older.push(Ignored {
+                pointer: o.here().to_string(),
+                reason: format!(
+                    "an older state of this user in the list (riskLastUpdatedDateTime {}); quell acts on the newest, of {t}",
+                    when(&o)?
+                ),
+            }),
+            _ => keep.push(o),
+        }
+    }
+    Ok((keep, older))
 }
 
 fn graph_object(o: &Obj<'_>) -> Result<Batch, InputError> {

@@ -20,9 +20,10 @@ pub(super) fn findings(env: &Obj<'_>) -> Result<Batch, InputError> {
     let detail = env.obj_req("detail")?;
     let findings = detail.objs("findings")?;
     if findings.is_empty() {
-        return Err(InputError::EmptyBatch {
-            pointer: detail.pointer("findings"),
-        });
+        return Ok(Batch::ignore(
+            &detail.pointer("findings"),
+            "an empty page: the event holds no findings",
+        ));
     }
     let mut out = Batch::default();
     for f in findings {
@@ -53,8 +54,20 @@ pub(super) fn findings(env: &Obj<'_>) -> Result<Batch, InputError> {
     Ok(out)
 }
 
-/// OCSF `severity_id`: 1 informational … 5 critical, 6 fatal; 0 unknown, 99 other.
-fn severity(id: Option<f64>) -> Severity {
+/// OCSF `severity` (the caption, in any case), else `severity_id`: 1 informational … 5
+/// critical, 6 fatal; 0 unknown, 99 other.
+fn severity(word: Option<&str>, id: Option<f64>) -> Severity {
+    let by_word = match word.map(|w| w.trim().to_ascii_lowercase()).as_deref() {
+        Some("informational") => Some(SeverityLabel::Informational),
+        Some("low") => Some(SeverityLabel::Low),
+        Some("medium") => Some(SeverityLabel::Medium),
+        Some("high") => Some(SeverityLabel::High),
+        Some("critical" | "fatal") => Some(SeverityLabel::Critical),
+        _ => None,
+    };
+    if let Some(label) = by_word {
+        return Severity::from_label(label);
+    }
     let label = match id.map(|n| n as i64) {
         Some(1) => SeverityLabel::Informational,
         Some(2) => SeverityLabel::Low,
@@ -66,9 +79,23 @@ fn severity(id: Option<f64>) -> Severity {
     Severity::from_label(label)
 }
 
-/// OCSF `status_id`: 1 new, 2 in progress (someone, often quell, is on it), 3 suppressed,
-/// 4 resolved, 5 archived.
-fn status(id: Option<f64>) -> Status {
+/// OCSF `status` (the caption, in any case), else `status_id`: 1 new, 2 in progress (someone,
+/// often quell, is on it), 3 suppressed, 4 resolved, 5 archived.
+fn status(word: Option<&str>, id: Option<f64>) -> Status {
+    let word: String = word
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    match word.as_str() {
+        "new" => return Status::Active,
+        "inprogress" => return Status::Notified,
+        "suppressed" => return Status::Suppressed,
+        "resolved" => return Status::Resolved,
+        "archived" => return Status::Archived,
+        _ => {}
+    }
     match id.map(|n| n as i64) {
         Some(1) => Status::Active,
         Some(2) => Status::Notified,
@@ -131,7 +158,7 @@ fn finding(
             .find_map(|t| catalog::guardduty(t))
             .unwrap_or(Family::Unrecognized),
     };
-    let mut status = status(f.num_opt("status_id")?);
+    let mut status = status(f.text("status")?, f.num_opt("status_id")?);
     if compliance
         && let Some(c) = f.obj_opt("compliance")?
         && c.text("status")?
@@ -151,7 +178,7 @@ fn finding(
             .text("title")?
             .unwrap_or("Security Hub finding")
             .to_string(),
-        severity: severity(f.num_opt("severity_id")?),
+        severity: severity(f.text("severity")?, f.num_opt("severity_id")?),
         family,
         status,
         account: Some(account.to_string()),
@@ -175,11 +202,25 @@ fn finding(
     {
         actor_user(&user, account, &mut finding)?;
     }
-    // A compliance finding is about its resources; a detection about its actor.
-    if compliance {
-        for r in f.objs("resources")? {
-            resource(&r, &mut finding)?;
+    // A compliance finding is about its resources; a detection about its actor, which GuardDuty
+    // detections may instead carry in an IAM resource's `data` (as the GuardDuty console shows
+    // the access key details). A resource that cannot be read is set aside with a note.
+    match f.objs("resources") {
+        Ok(resources) => {
+            for r in resources {
+                let read = if compliance {
+                    resource(&r, &mut finding)
+                } else {
+                    detection_resource(&r, account, &mut finding)
+                };
+                if let Err(e) = read {
+                    finding.notes.push(format!("a resource was set aside: {e}"));
+                }
+            }
         }
+        Err(e) => finding
+            .notes
+            .push(format!("the resources were set aside: {e}")),
     }
     if finding.subjects.is_empty() && finding.notes.is_empty() {
         if matches!(finding.family, Family::Unrecognized | Family::Posture) {
@@ -281,23 +322,88 @@ fn actor_user(u: &Obj<'_>, account: &str, f: &mut Finding) -> Result<(), InputEr
     Ok(())
 }
 
+/// The identity in a detection's IAM resource `data` (`user_type`, `user_name`, `principal_id`,
+/// `access_key_id`, or GuardDuty's own camelCase names), read with the same rules as the actor:
+/// an `AKIA` key is its user's, an assumed-role session is revoked, a foreign principal noted.
+fn detection_resource(r: &Obj<'_>, account: &str, f: &mut Finding) -> Result<(), InputError> {
+    let Some(data) = r.obj_opt("data")? else {
+        return Ok(());
+    };
+    // The details may sit in `data` itself or one level down (`access_key_details`).
+    let candidates = [
+        Some(data.clone()),
+        data.obj_opt("access_key_details")?,
+        data.obj_opt("accessKeyDetails")?,
+    ];
+    for d in candidates.into_iter().flatten() {
+        let names = if d.has("user_type") || d.has("user_name") {
+            &super::guardduty::SNAKE
+        } else if d.has("userType") || d.has("userName") {
+            &super::guardduty::CAMEL
+        } else {
+            continue;
+        };
+        let key = r.text("uid")?.filter(|k| ids::is_access_key(k));
+        let before = f.subjects.clone();
+        super::guardduty::access_key_details_with(&d, names, key, account, None, f)?;
+        // Named by the actor already: once.
+        let added: Vec<Subject> = f.subjects.split_off(before.len());
+        for s in added {
+            if !f.subjects.contains(&s) {
+                f.subjects.push(s);
+            }
+        }
+        return Ok(());
+    }
+    Ok(())
+}
+
+/// The ARN of a resource: its `uid` when that is an ARN, else `uid_alt` (real V2 findings put
+/// AWS's unique id, `AIDA…`, in `uid` and the ARN in `uid_alt`), else `data.arn`.
+fn resource_arn<'a>(r: &Obj<'a>) -> Result<Option<(&'a str, String)>, InputError> {
+    for key in ["uid", "uid_alt"] {
+        if let Some(v) = r.text(key)?.filter(|v| parse_arn(v).is_some()) {
+            return Ok(Some((v, r.pointer(key))));
+        }
+    }
+    if let Some(data) = r.obj_opt("data")?
+        && let Some(v) = data.text("arn")?.filter(|v| parse_arn(v).is_some())
+    {
+        return Ok(Some((v, data.pointer("arn"))));
+    }
+    Ok(None)
+}
+
 /// An IAM resource of a compliance finding (`AwsIamUser`, `AWS::IAM::User`, …) by its ARN.
 fn resource(r: &Obj<'_>, f: &mut Finding) -> Result<(), InputError> {
     let kind = r.text("type")?.unwrap_or("");
-    let uid = r.text("uid")?.unwrap_or("");
     let wanted = match kind.to_ascii_lowercase().replace("::", "").as_str() {
         "awsiamuser" => "user",
         "awsiamrole" => "role",
         _ => return Ok(()),
     };
-    let Some(arn) = parse_arn(uid).filter(|a| a.service == "iam" && a.kind == wanted) else {
+    let found = resource_arn(r)?;
+    let Some(arn) = found
+        .as_ref()
+        .and_then(|(v, _)| parse_arn(v))
+        .filter(|a| a.service == "iam" && a.kind == wanted)
+    else {
         return Err(InputError::invalid(
             &r.pointer("uid"),
-            uid,
-            "an IAM user or role ARN",
+            r.text("uid")?.unwrap_or(""),
+            "an IAM user or role ARN (in uid, uid_alt or data.arn)",
         ));
     };
-    let name = iam_name(r, "uid", arn.name)?;
+    let name = match ids::is_iam_name(arn.name) {
+        true => arn.name.to_string(),
+        false => {
+            return Err(InputError::invalid(
+                found.as_ref().map_or("", |(_, p)| p.as_str()),
+                arn.name,
+                "an IAM name (1-128 of letters, digits and _+=,.@-)",
+            ));
+        }
+    };
     let subject = if wanted == "user" {
         Subject::IamUser {
             account: arn.account.to_string(),
@@ -313,4 +419,24 @@ fn resource(r: &Obj<'_>, f: &mut Finding) -> Result<(), InputError> {
         f.subjects.push(subject);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_in_any_case_first_then_the_ids() {
+        assert_eq!(status(Some("RESOLVED"), Some(1.0)), Status::Resolved);
+        assert_eq!(status(Some("In Progress"), None), Status::Notified);
+        assert_eq!(status(None, Some(1.0)), Status::Active);
+        assert_eq!(status(Some("Other"), Some(5.0)), Status::Archived);
+        assert_eq!(severity(Some("hIgH"), None).label, SeverityLabel::High);
+        assert_eq!(severity(Some("Fatal"), None).label, SeverityLabel::Critical);
+        assert_eq!(severity(None, Some(2.0)).label, SeverityLabel::Low);
+        assert_eq!(
+            severity(Some("Unknown"), Some(0.0)).label,
+            SeverityLabel::Unknown
+        );
+    }
 }

@@ -23,9 +23,10 @@ pub(super) fn findings(env: &Obj<'_>, custom_action: bool) -> Result<Batch, Inpu
     };
     let findings = detail.objs("findings")?;
     if findings.is_empty() {
-        return Err(InputError::EmptyBatch {
-            pointer: detail.pointer("findings"),
-        });
+        return Ok(Batch::ignore(
+            &detail.pointer("findings"),
+            "an empty page: the event holds no findings",
+        ));
     }
     let mut out = Batch::default();
     for f in findings {
