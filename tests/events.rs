@@ -714,6 +714,12 @@ const CASES: &[Case] = &[
         ],
         skipped: 0,
     },
+    Case {
+        file: "securityhub/v2-empty-page.json",
+        subjects: &[],
+        actions: &[],
+        skipped: 0,
+    },
 ];
 
 fn plan_json(file: &str) -> Value {
