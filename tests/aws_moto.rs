@@ -1435,3 +1435,130 @@ async fn a_release_never_writes_back_a_document_that_could_allow() {
         .unwrap();
     assert!(docs::deny_only(&doc), "{doc}");
 }
+
+/// Rows forged by anyone who can write the ledger: an undo aimed at another principal, a
+/// managed policy other than AWSDenyAll, a key of another user. Each is refused loudly (a
+/// failed step, so the entry stays in force and a human hears of it) and nothing is changed.
+#[tokio::test]
+async fn a_release_acts_only_on_the_entrys_own_principal() {
+    let iam = iam().await;
+    let mut policy = enforce();
+    policy.aws.quarantine_users = true;
+    let (user, keys) = new_user(&iam, "forger").await;
+    let entries = contained(&tor_event(&user, &keys[0]), &policy).await;
+    let exec = executor(policy.clone(), NOW).await;
+    let deny_all = "arn:aws:iam::aws:policy/AWSDenyAll";
+    let attached = |u: String| {
+        let iam = iam.clone();
+        async move {
+            iam.list_attached_user_policies()
+                .user_name(u)
+                .send()
+                .await
+                .unwrap()
+                .attached_policies()
+                .iter()
+                .filter_map(|p| p.policy_arn().map(str::to_string))
+                .collect::<Vec<String>>()
+        }
+    };
+    let refused = |steps: &[quell_ledger::Step]| {
+        steps.iter().any(|s| {
+            s.outcome.status == Status::Failed
+                && s.outcome.error_code.as_deref() == Some("RefusedForgedEntry")
+        })
+    };
+    // A human quarantined the break-glass admin by hand.
+    let (human, human_keys) = new_user(&iam, "quarantined-by-hand").await;
+    iam.attach_user_policy()
+        .user_name(&human)
+        .policy_arn(deny_all)
+        .send()
+        .await
+        .unwrap();
+    // 1. The quarantine's undo aimed at that human, in this user's entry.
+    let mut aimed = entries[0].clone();
+    let q = aimed
+        .actions
+        .iter_mut()
+        .find(|r| r.kind == ActionKind::QuarantineUser)
+        .expect("a quarantine");
+    q.target = quell_core::Target::Subject(quell_core::Subject::IamUser {
+        account: MOTO_ACCOUNT.into(),
+        name: human.clone(),
+    });
+    q.inverse = Some(quell_tests::inverse(
+        "iam:DetachUserPolicy",
+        json!({"UserName": human, "PolicyArn": deny_all}),
+    ));
+    let steps = quell_aws::release::release(exec.source(), &aimed, false).await;
+    assert!(refused(&steps), "{steps:?}");
+    assert_eq!(attached(human.clone()).await, [deny_all]);
+    // 2. A managed policy other than AWSDenyAll: the user's own guardrail stays.
+    let guardrail = iam
+        .create_policy()
+        .policy_name(unique("team-guardrail"))
+        .policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"s3:*","Resource":"*"}]}"#)
+        .send()
+        .await
+        .unwrap()
+        .policy()
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_string();
+    iam.attach_user_policy()
+        .user_name(&user)
+        .policy_arn(&guardrail)
+        .send()
+        .await
+        .unwrap();
+    let mut other_policy = entries[0].clone();
+    other_policy
+        .actions
+        .iter_mut()
+        .find(|r| r.kind == ActionKind::QuarantineUser)
+        .unwrap()
+        .inverse = Some(quell_tests::inverse(
+        "iam:DetachUserPolicy",
+        json!({"UserName": user, "PolicyArn": guardrail}),
+    ));
+    let steps = quell_aws::release::release(exec.source(), &other_policy, false).await;
+    assert!(refused(&steps), "{steps:?}");
+    assert!(attached(user.clone()).await.contains(&guardrail));
+    // 3. Another user's key, to reactivate: it stays inactive.
+    iam.update_access_key()
+        .user_name(&human)
+        .access_key_id(&human_keys[0])
+        .status(aws_sdk_iam::types::StatusType::Inactive)
+        .send()
+        .await
+        .unwrap();
+    let mut foreign_key = entries[0].clone();
+    foreign_key
+        .actions
+        .iter_mut()
+        .find(|r| r.kind == ActionKind::DeactivateAccessKey)
+        .expect("a key deactivation")
+        .inverse = Some(quell_tests::inverse(
+        "iam:UpdateAccessKey",
+        json!({"UserName": user, "AccessKeyId": human_keys[0], "Status": "Active"}),
+    ));
+    let steps = quell_aws::release::release(exec.source(), &foreign_key, true).await;
+    assert!(refused(&steps), "{steps:?}");
+    let status = iam
+        .list_access_keys()
+        .user_name(&human)
+        .send()
+        .await
+        .unwrap()
+        .access_key_metadata()
+        .iter()
+        .find(|k| k.access_key_id() == Some(human_keys[0].as_str()))
+        .and_then(|k| k.status().cloned());
+    assert_eq!(status, Some(aws_sdk_iam::types::StatusType::Inactive));
+    // The genuine entry still releases.
+    let steps = quell_aws::release::release(exec.source(), &entries[0], false).await;
+    assert!(!refused(&steps), "{steps:?}");
+    assert!(!attached(user.clone()).await.contains(&deny_all.to_string()));
+}

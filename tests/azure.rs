@@ -1129,3 +1129,75 @@ async fn a_user_named_by_upn_is_keyed_by_object_id() {
         1
     );
 }
+
+/// Rows forged by anyone who can write the Table: a re-enable aimed at the break-glass account,
+/// a risk dismissal of other users. Each is refused loudly and Graph is never asked to change
+/// anything; the automatic release never dismisses risk at all.
+#[tokio::test]
+async fn a_release_re_enables_and_dismisses_only_the_entrys_own_user() {
+    const BREAK_GLASS: &str = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d";
+    let subject = quell_core::plan::Target::Subject(quell_core::model::Subject::EntraUser {
+        tenant: None,
+        id: Some(USER.into()),
+        name: None,
+        on_premises_synced: None,
+    });
+    let mut entry = quell_tests::ledger_entry(&format!("azure:user/{USER}"), "forged-azure");
+    entry.actions = vec![
+        quell_ledger::Recorded {
+            kind: ActionKind::DisableEntraUser,
+            target: subject.clone(),
+            status: Status::Applied,
+            detail: "disabled".into(),
+            inverse: Some(quell_tests::inverse(
+                "graph:PATCH /v1.0/users/{id}",
+                json!({"id": BREAK_GLASS, "accountEnabled": true}),
+            )),
+        },
+        quell_ledger::Recorded {
+            kind: ActionKind::ConfirmUserCompromised,
+            target: subject,
+            status: Status::Applied,
+            detail: "confirmed".into(),
+            inverse: Some(quell_tests::inverse(
+                "graph:POST /v1.0/identityProtection/riskyUsers/dismiss",
+                json!({"userIds": [USER, BREAK_GLASS]}),
+            )),
+        },
+    ];
+    let server = MockServer::start().await;
+    // Any write would be a grant the row chose: none may reach Graph.
+    for m in ["PATCH", "POST"] {
+        Mock::given(method(m))
+            .respond_with(ResponseTemplate::new(204))
+            .expect(0)
+            .mount(&server)
+            .await;
+    }
+    let http = http_to(&server);
+    let steps = quell_azure::release::release(
+        &http,
+        &entry,
+        quell_azure::release::Releaser::Human,
+    )
+    .await;
+    assert_eq!(steps.len(), 2, "{steps:?}");
+    for s in &steps {
+        assert_eq!(s.outcome.status, Status::Failed, "{s:?}");
+        assert_eq!(s.outcome.error_code.as_deref(), Some("RefusedForgedEntry"));
+    }
+    // The automatic release leaves even the entry's own user's risk to a human.
+    entry.actions.remove(0);
+    entry.actions[0].inverse = Some(quell_tests::inverse(
+        "graph:POST /v1.0/identityProtection/riskyUsers/dismiss",
+        json!({"userIds": [USER]}),
+    ));
+    let steps = quell_azure::release::release(
+        &http,
+        &entry,
+        quell_azure::release::Releaser::Automatic,
+    )
+    .await;
+    assert_eq!(steps[0].outcome.status, Status::Skipped, "{steps:?}");
+    assert!(steps[0].outcome.detail.contains("for a human"));
+}

@@ -60,12 +60,69 @@ pub async fn release<S: ClientSource>(
     steps
 }
 
+/// Why a recorded action is not the entry's own principal's, if it is not: its target or its
+/// inverse names another principal. The ledger is data: whatever a row says, quell undoes
+/// only on the principal the entry is keyed by.
+fn foreign(entry: &Entry, r: &Recorded) -> Option<String> {
+    let Some(own) = parse_key(&entry.principal) else {
+        return Some(format!("{} is not an AWS user or role", entry.principal));
+    };
+    let target = principal_of(&r.target);
+    if target.as_ref() != Some(&own) {
+        return Some(format!(
+            "the action's target {} is not the entry's principal {}",
+            r.target.label(),
+            entry.principal
+        ));
+    }
+    let named = match &r.inverse {
+        Some(Inverse::Aws(AwsInverse::DetachPolicy { kind, name, .. }))
+        | Some(Inverse::Aws(AwsInverse::RestoreInline { kind, name, .. }))
+        | Some(Inverse::Aws(AwsInverse::RestoreTag { kind, name, .. })) => {
+            Some((*kind, name.as_str()))
+        }
+        Some(Inverse::Aws(AwsInverse::ReactivateKeys { user, .. })) if !user.is_empty() => {
+            Some((Kind::User, user.as_str()))
+        }
+        _ => None,
+    };
+    match named {
+        Some((kind, name)) if kind != own.1 || name != own.2 => Some(format!(
+            "the recorded undo names {name}, not the entry's principal {}",
+            entry.principal
+        )),
+        _ => None,
+    }
+}
+
+/// A refusal to undo a row that is not quell's: a failed step, so the entry stays in force and
+/// a human is told (the CLI exits 1; a function's invocation fails and its alarm fires).
+fn refused(why: String) -> Outcome {
+    Outcome::failed(
+        "RefusedForgedEntry",
+        format!("refused: {why}; the ledger entry is not quell's record of this containment, and nothing was changed"),
+        false,
+    )
+}
+
 async fn undo<S: ClientSource>(
     source: &S,
     entry: &Entry,
     r: &Recorded,
     reactivate_keys: bool,
 ) -> Outcome {
+    if let Some(k) = quell_core::key::PrincipalKey::parse(&entry.principal)
+        && matches!(k.aws_parts(), Some((_, quell_core::key::AwsKind::AccessKey, _)))
+    {
+        return Outcome::skipped(
+            "the key's user was not known when quell contained it: nothing quell can undo safely; reactivate the key by hand if it must come back",
+        );
+    }
+    if r.inverse.is_some()
+        && let Some(why) = foreign(entry, r)
+    {
+        return refused(why);
+    }
     let inverse = match &r.inverse {
         None => return Outcome::skipped("nothing to undo: the action recorded no inverse"),
         Some(Inverse::Aws(a)) => a,
@@ -99,8 +156,9 @@ async fn undo<S: ClientSource>(
         | AwsInverse::RestoreInline { .. }
         | AwsInverse::RestoreTag { .. } => {}
     }
-    let Some((account, kind, name)) = principal_of(&r.target) else {
-        return Outcome::skipped(format!("{} is not an AWS principal", r.target.label()));
+    // The entry's own principal, never a name taken from the row's action.
+    let Some((account, kind, name)) = parse_key(&entry.principal) else {
+        return refused(format!("{} is not an AWS user or role", entry.principal));
     };
     let clients = match source
         .clients(&account, &session_name(&entry.finding))
@@ -112,6 +170,19 @@ async fn undo<S: ClientSource>(
     let iam = &clients.iam;
     match inverse {
         AwsInverse::ReactivateKeys { keys, .. } => {
+            // Only keys of this user come back: a key id in the row that the user does not own
+            // is refused, whoever it belongs to.
+            let owned: Vec<String> = match iam.list_access_keys().user_name(&name).send().await {
+                Ok(o) => o
+                    .access_key_metadata()
+                    .iter()
+                    .filter_map(|k| k.access_key_id().map(str::to_string))
+                    .collect(),
+                Err(e) => return classify(e).into(),
+            };
+            if let Some(other) = keys.iter().find(|k| !owned.contains(k)) {
+                return refused(format!("access key {other} is not a key of {name}"));
+            }
             let mut done = Vec::new();
             for id in keys {
                 if let Err(e) = iam
@@ -129,7 +200,14 @@ async fn undo<S: ClientSource>(
             Outcome::applied(format!("reactivated {}", done.join(", ")), None)
         }
         AwsInverse::DetachPolicy { policy_arn, .. } => {
-            let arn = policy_arn.clone();
+            // The only managed policy quell attaches is AWSDenyAll in the principal's partition:
+            // a row naming any other is refused (a human's own guardrail stays attached).
+            let arn = docs::deny_all_arn(iam::partition(iam));
+            if *policy_arn != arn {
+                return refused(format!(
+                    "{policy_arn} is not the quarantine policy quell attaches ({arn})"
+                ));
+            }
             let attached = iam::list_attached(iam, kind, &name)
                 .await
                 .map(|l| l.contains(&arn));

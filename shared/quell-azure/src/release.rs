@@ -65,6 +65,54 @@ pub async fn release(http: &Http, entry: &Entry, by: Releaser) -> Vec<Step> {
     steps
 }
 
+/// A refusal to undo a row that is not quell's: a failed step, so the entry stays in force and
+/// a human is told.
+fn refused(why: String) -> Outcome {
+    Outcome::failed(
+        "RefusedForgedEntry",
+        format!("refused: {why}; the ledger entry is not quell's record of this containment, and nothing was changed"),
+        false,
+    )
+}
+
+/// Whether the object `id` an inverse names is the entry's own principal: its object id, or
+/// (an entry keyed by UPN or by a service principal's appId) the object Graph says it is.
+async fn is_own(http: &Http, entry: &Entry, id: &str) -> Result<bool, Outcome> {
+    use quell_core::key::{AzureKind, PrincipalKey};
+    let Some((kind, key)) = PrincipalKey::parse(&entry.principal)
+        .as_ref()
+        .and_then(|k| k.azure_parts().map(|(k, i)| (k, i.to_string())))
+    else {
+        return Ok(false);
+    };
+    if key.eq_ignore_ascii_case(id) {
+        return Ok(true);
+    }
+    let path = match kind {
+        // A UPN key: the user's object id.
+        AzureKind::User if key.contains('@') => {
+            format!("/v1.0/users/{}?$select=id", crate::client::seg(&key))
+        }
+        // A service principal keyed by appId: the object's appId.
+        AzureKind::ServicePrincipal => format!(
+            "/v1.0/servicePrincipals/{}?$select=id,appId",
+            crate::client::seg(id)
+        ),
+        _ => return Ok(false),
+    };
+    let body = match http.call(Method::GET, Api::Graph, &path, None).await {
+        Ok(r) => r.body,
+        Err(e) if e.status == 404 => return Ok(false),
+        Err(e) => return Err(failed(e)),
+    };
+    Ok(match kind {
+        AzureKind::ServicePrincipal => body["appId"]
+            .as_str()
+            .is_some_and(|a| a.eq_ignore_ascii_case(&key)),
+        _ => body["id"].as_str().is_some_and(|i| i.eq_ignore_ascii_case(id)),
+    })
+}
+
 async fn undo(http: &Http, entry: &Entry, r: &Recorded, by: Releaser) -> Outcome {
     let inverse = match &r.inverse {
         None => {
@@ -93,7 +141,26 @@ async fn undo(http: &Http, entry: &Entry, r: &Recorded, by: Releaser) -> Outcome
         AzureInverse::AlertStatus { .. } => {
             Outcome::skipped("the Defender alert's status is left as it is")
         }
+        AzureInverse::DismissRisk { .. } if by == Releaser::Automatic => Outcome::skipped(
+            "the automatic release leaves the user's risk state for a human to dismiss",
+        ),
         AzureInverse::DismissRisk { user_ids } => {
+            let [only] = user_ids.as_slice() else {
+                return refused(format!(
+                    "the recorded dismissal names {} users; quell confirms one, the entry's own",
+                    user_ids.len()
+                ));
+            };
+            match is_own(http, entry, only).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return refused(format!(
+                        "user {only} is not the entry's principal {}",
+                        entry.principal
+                    ));
+                }
+                Err(o) => return o,
+            }
             match http
                 .call(
                     Method::POST,
@@ -115,7 +182,18 @@ async fn undo(http: &Http, entry: &Entry, r: &Recorded, by: Releaser) -> Outcome
             }
             restore_assignments(http, entry, assignments).await
         }
-        AzureInverse::EnableUser { .. } | AzureInverse::EnableServicePrincipal { .. } => {
+        AzureInverse::EnableUser { id } | AzureInverse::EnableServicePrincipal { id, .. } => {
+            // Re-enable only the entry's own principal, whatever object the row names.
+            match is_own(http, entry, id).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return refused(format!(
+                        "object {id} is not the entry's principal {}",
+                        entry.principal
+                    ));
+                }
+                Err(o) => return o,
+            }
             let Some(path) = enable_path(inverse) else {
                 return Outcome::skipped("nothing to re-enable");
             };
