@@ -1175,12 +1175,8 @@ async fn a_release_re_enables_and_dismisses_only_the_entrys_own_user() {
             .await;
     }
     let http = http_to(&server);
-    let steps = quell_azure::release::release(
-        &http,
-        &entry,
-        quell_azure::release::Releaser::Human,
-    )
-    .await;
+    let steps =
+        quell_azure::release::release(&http, &entry, quell_azure::release::Releaser::Human).await;
     assert_eq!(steps.len(), 2, "{steps:?}");
     for s in &steps {
         assert_eq!(s.outcome.status, Status::Failed, "{s:?}");
@@ -1192,12 +1188,9 @@ async fn a_release_re_enables_and_dismisses_only_the_entrys_own_user() {
         "graph:POST /v1.0/identityProtection/riskyUsers/dismiss",
         json!({"userIds": [USER]}),
     ));
-    let steps = quell_azure::release::release(
-        &http,
-        &entry,
-        quell_azure::release::Releaser::Automatic,
-    )
-    .await;
+    let steps =
+        quell_azure::release::release(&http, &entry, quell_azure::release::Releaser::Automatic)
+            .await;
     assert_eq!(steps[0].outcome.status, Status::Skipped, "{steps:?}");
     assert!(steps[0].outcome.detail.contains("for a human"));
 }

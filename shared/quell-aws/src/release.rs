@@ -100,7 +100,9 @@ fn foreign(entry: &Entry, r: &Recorded) -> Option<String> {
 fn refused(why: String) -> Outcome {
     Outcome::failed(
         "RefusedForgedEntry",
-        format!("refused: {why}; the ledger entry is not quell's record of this containment, and nothing was changed"),
+        format!(
+            "refused: {why}; the ledger entry is not quell's record of this containment, and nothing was changed"
+        ),
         false,
     )
 }
@@ -112,7 +114,10 @@ async fn undo<S: ClientSource>(
     reactivate_keys: bool,
 ) -> Outcome {
     if let Some(k) = quell_core::key::PrincipalKey::parse(&entry.principal)
-        && matches!(k.aws_parts(), Some((_, quell_core::key::AwsKind::AccessKey, _)))
+        && matches!(
+            k.aws_parts(),
+            Some((_, quell_core::key::AwsKind::AccessKey, _))
+        )
     {
         return Outcome::skipped(
             "the key's user was not known when quell contained it: nothing quell can undo safely; reactivate the key by hand if it must come back",

@@ -70,7 +70,9 @@ pub async fn release(http: &Http, entry: &Entry, by: Releaser) -> Vec<Step> {
 fn refused(why: String) -> Outcome {
     Outcome::failed(
         "RefusedForgedEntry",
-        format!("refused: {why}; the ledger entry is not quell's record of this containment, and nothing was changed"),
+        format!(
+            "refused: {why}; the ledger entry is not quell's record of this containment, and nothing was changed"
+        ),
         false,
     )
 }
@@ -109,7 +111,9 @@ async fn is_own(http: &Http, entry: &Entry, id: &str) -> Result<bool, Outcome> {
         AzureKind::ServicePrincipal => body["appId"]
             .as_str()
             .is_some_and(|a| a.eq_ignore_ascii_case(&key)),
-        _ => body["id"].as_str().is_some_and(|i| i.eq_ignore_ascii_case(id)),
+        _ => body["id"]
+            .as_str()
+            .is_some_and(|i| i.eq_ignore_ascii_case(id)),
     })
 }
 

@@ -227,6 +227,9 @@ pub struct Containment {
     pub trigger: String,
     /// The finding's family: its policy says whether the containment expires.
     pub family: Family,
+    /// When the finding's activity last occurred (RFC 3339): an occurrence after a release is
+    /// a new theft, and contains again.
+    pub last_seen: Option<String>,
 }
 
 /// The containments a plan would apply: its containment actions grouped by principal and
@@ -248,6 +251,7 @@ pub fn containments(plan: &Plan) -> Vec<Containment> {
                 finding: a.finding.clone(),
                 severity: f.map_or(SeverityLabel::Unknown, |f| f.severity.label),
                 family: f.map_or(Family::Manual, |f| f.family),
+                last_seen: f.and_then(|f| f.last_seen.clone()),
                 trigger: f.map_or("unknown".into(), |f| {
                     serde_json::to_value(f.source)
                         .ok()
@@ -282,7 +286,15 @@ pub fn decide(existing: Option<&Entry>, c: &Containment, now: OffsetDateTime) ->
     match existing {
         None => Decision::New,
         Some(e) if e.state == State::Released => {
-            if c.severity > e.severity {
+            // GuardDuty keeps one finding id for repeated occurrences, and risky users are keyed
+            // by the user: an occurrence after the release is the attacker back, and contains
+            // again; the same occurrence re-delivered does not.
+            let occurred_since = c
+                .last_seen
+                .as_deref()
+                .zip(e.released_at.as_deref())
+                .is_some_and(|(seen, released)| seen > released);
+            if c.severity > e.severity || occurred_since {
                 Decision::New
             } else {
                 Decision::Released {
@@ -429,7 +441,7 @@ pub async fn gate<L: Ledger>(
             }
             Decision::Released { by, at } => {
                 let why = format!(
-                    "released by {by} at {at}; the same finding does not contain again (a new finding or a higher severity does)"
+                    "released by {by} at {at}; the same occurrence does not contain again (a new finding, a later occurrence or a higher severity does)"
                 );
                 withhold(&mut plan, &c, &format!("withheld: {why}"));
                 notify(&mut plan, &c, &format!("{} was {why}", c.principal));
@@ -447,8 +459,16 @@ pub async fn gate<L: Ledger>(
             Some(e) => Entry {
                 history: {
                     let mut h = e.history.clone();
+                    let why = match &c.last_seen {
+                        Some(seen)
+                            if e.released_at.as_deref().is_some_and(|r| seen.as_str() > r) =>
+                        {
+                            format!("a new occurrence at {seen}")
+                        }
+                        _ => "a higher severity".to_string(),
+                    };
                     h.push(format!(
-                        "{stamp}: contained again at a higher severity after release by {}",
+                        "{stamp}: contained again ({why}) after release by {}",
                         e.released_by.clone().unwrap_or_default()
                     ));
                     h

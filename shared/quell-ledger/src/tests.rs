@@ -344,3 +344,57 @@ async fn a_row_keyed_the_old_way_is_found_and_kept_under_its_key() {
     assert_eq!(all.len(), 1, "{all:?}");
     assert!(ledger.get(new_key, "f9").await.unwrap().is_none());
 }
+
+/// GuardDuty keeps one finding id for repeated occurrences: after a release, the same
+/// occurrence re-delivered is withheld, and a later occurrence contains again.
+#[tokio::test]
+async fn an_occurrence_after_a_release_contains_again_and_the_same_one_does_not() {
+    let ledger = MemoryLedger::default();
+    let policy = enforce();
+    let finding = |last_seen: &str| {
+        let mut v: serde_json::Value = serde_json::from_str(include_str!(
+            "../../../events/guardduty/iamuser-tor-caller-akia.json"
+        ))
+        .unwrap();
+        v["detail"]["service"]["eventLastSeen"] = last_seen.into();
+        plan_input(v.to_string().as_bytes(), &policy, &Context::default()).unwrap()
+    };
+    let g = gate(&ledger, finding("2026-11-23T11:50:00Z"), &policy, NOW)
+        .await
+        .unwrap();
+    record(&ledger, &g.claims, &done(&g.plan), NOW)
+        .await
+        .unwrap();
+    let e = ledger.list(None).await.unwrap().remove(0);
+    let released_at = NOW + time::Duration::hours(1);
+    assert!(
+        mark_released(&ledger, &e, "oncall@example.com", released_at)
+            .await
+            .unwrap()
+    );
+    // The same occurrence, re-delivered after the release: withheld.
+    let again = gate(
+        &ledger,
+        finding("2026-11-23T11:50:00Z"),
+        &policy,
+        released_at,
+    )
+    .await
+    .unwrap();
+    assert!(again.claims.is_empty());
+    // The attacker back an hour later, same finding id: contained again.
+    let later = NOW + time::Duration::hours(2);
+    let back = gate(&ledger, finding("2026-11-23T13:30:00Z"), &policy, later)
+        .await
+        .unwrap();
+    assert_eq!(back.claims.len(), 1);
+    assert!(
+        back.claims[0]
+            .entry
+            .history
+            .iter()
+            .any(|h| h.contains("a new occurrence at 2026-11-23T13:30:00Z")),
+        "{:?}",
+        back.claims[0].entry.history
+    );
+}
