@@ -1203,7 +1203,7 @@ async fn verify_puts_back_a_removed_role_revocation_and_reports_a_changed_trust_
     .unwrap();
     detail(&mut v, &role, &role_id, "i-0a7c3e9f1b2d4e6f8");
     let entries = contained(&v, &enforce()).await;
-    let checked = quell_aws::release::verify(exec.source(), &entries, true).await;
+    let checked = check(&exec, &entries, true).await;
     assert!(
         outcomes(&checked)
             .iter()
@@ -1218,7 +1218,7 @@ async fn verify_puts_back_a_removed_role_revocation_and_reports_a_changed_trust_
         .send()
         .await
         .unwrap();
-    let report = quell_aws::release::verify(exec.source(), &entries, false).await;
+    let report = check(&exec, &entries, false).await;
     assert!(
         outcomes(&report)
             .iter()
@@ -1231,7 +1231,7 @@ async fn verify_puts_back_a_removed_role_revocation_and_reports_a_changed_trust_
             .await
             .is_none()
     );
-    let fixed = quell_aws::release::verify(exec.source(), &entries, true).await;
+    let fixed = check(&exec, &entries, true).await;
     assert!(
         outcomes(&fixed)
             .iter()
@@ -1271,7 +1271,7 @@ async fn verify_puts_back_a_removed_role_revocation_and_reports_a_changed_trust_
         .send()
         .await
         .unwrap();
-    let fixed = quell_aws::release::verify(exec.source(), &entries, true).await;
+    let fixed = check(&exec, &entries, true).await;
     assert!(
         outcomes(&fixed).iter().any(|o| o.starts_with(&format!(
             "Applied attacker persistence: {} was removed",
@@ -1285,7 +1285,7 @@ async fn verify_puts_back_a_removed_role_revocation_and_reports_a_changed_trust_
             .await
             .is_some()
     );
-    let again = quell_aws::release::verify(exec.source(), &entries, true).await;
+    let again = check(&exec, &entries, true).await;
     assert!(
         again.iter().all(|s| s.outcome.status != Status::Applied),
         "{:?}",
@@ -1308,7 +1308,7 @@ async fn verify_puts_back_a_removed_role_revocation_and_reports_a_changed_trust_
         .send()
         .await
         .unwrap();
-    let found = quell_aws::release::verify(exec.source(), &entries, true).await;
+    let found = check(&exec, &entries, true).await;
     assert!(
         outcomes(&found)
             .iter()
@@ -1345,7 +1345,7 @@ async fn verify_puts_back_a_removed_role_revocation_and_reports_a_changed_trust_
         .send()
         .await
         .unwrap();
-    let found = quell_aws::release::verify(exec.source(), &entries, true).await;
+    let found = check(&exec, &entries, true).await;
     assert!(
         outcomes(&found).iter().any(|o| o
             .starts_with("Skipped attacker persistence? policies added")
@@ -1363,7 +1363,7 @@ async fn verify_reports_a_policy_attached_to_a_contained_user_since() {
     let (user, keys) = new_user(&iam, "attached").await;
     let entries = contained(&tor_event(&user, &keys[0]), &enforce()).await;
     let exec = executor(enforce(), NOW).await;
-    let before = quell_aws::release::verify(exec.source(), &entries, false).await;
+    let before = check(&exec, &entries, false).await;
     assert!(
         before
             .iter()
@@ -1392,7 +1392,7 @@ async fn verify_reports_a_policy_attached_to_a_contained_user_since() {
         .send()
         .await
         .unwrap();
-    let after = quell_aws::release::verify(exec.source(), &entries, true).await;
+    let after = check(&exec, &entries, true).await;
     assert!(
         after.iter().any(|s| s.outcome.status == Status::Skipped
             && s.outcome.detail.contains(&format!("attached {arn}"))),
@@ -1561,4 +1561,111 @@ async fn a_release_acts_only_on_the_entrys_own_principal() {
     let steps = quell_aws::release::release(exec.source(), &entries[0], false).await;
     assert!(!refused(&steps), "{steps:?}");
     assert!(!attached(user.clone()).await.contains(&deny_all.to_string()));
+}
+
+/// The check after containment, with the executor's own protection rules.
+async fn check(
+    exec: &AwsExecutor<quell_aws::Fixed>,
+    entries: &[quell_ledger::Entry],
+    fix: bool,
+) -> Vec<quell_ledger::Step> {
+    let protect = quell_aws::release::Protection {
+        policy: exec.policy(),
+        ctx: exec.ctx(),
+    };
+    quell_aws::release::verify(exec.source(), entries, fix, &protect).await
+}
+
+/// A forged entry plus any verify message cannot make verify write to a protected principal,
+/// and without quell's own tag on the principal the check cannot date "created since": it
+/// reports, and deactivates nothing.
+#[tokio::test]
+async fn verify_never_writes_a_protected_principal_and_dates_containment_by_quells_tag() {
+    let iam = iam().await;
+    let (user, keys) = new_user(&iam, "breakglass-admin").await;
+    let forged = quell_ledger::Entry {
+        at: "1970-01-01T00:00:00Z".into(),
+        actions: vec![quell_ledger::Recorded {
+            kind: ActionKind::QuarantineUser,
+            target: quell_core::Target::Subject(quell_core::Subject::IamUser {
+                account: MOTO_ACCOUNT.into(),
+                name: user.clone(),
+            }),
+            status: Status::Applied,
+            detail: "attached".into(),
+            inverse: Some(quell_tests::inverse(
+                "iam:DetachUserPolicy",
+                json!({"UserName": user, "PolicyArn": "arn:aws:iam::aws:policy/AWSDenyAll"}),
+            )),
+        }],
+        ..quell_tests::ledger_entry(
+            &format!("arn:aws:iam::{MOTO_ACCOUNT}:user/{user}"),
+            "forged-verify",
+        )
+    };
+    let key_active = |k: String| {
+        let iam = iam.clone();
+        let user = user.clone();
+        async move {
+            iam.list_access_keys()
+                .user_name(user)
+                .send()
+                .await
+                .unwrap()
+                .access_key_metadata()
+                .iter()
+                .any(|m| {
+                    m.access_key_id() == Some(k.as_str())
+                        && m.status() == Some(&aws_sdk_iam::types::StatusType::Active)
+                })
+        }
+    };
+    // Protected by the policy: nothing is written, whatever the row says.
+    let mut protected = enforce();
+    protected.protected =
+        vec![quell_core::policy::Pattern::new("arn:aws:iam::*:user/breakglass-*").unwrap()];
+    let exec = executor(protected, NOW).await;
+    let steps = check(&exec, std::slice::from_ref(&forged), true).await;
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.outcome.detail.contains("is protected")),
+        "{steps:?}"
+    );
+    assert!(
+        steps.iter().all(|s| s.outcome.status != Status::Applied),
+        "{steps:?}"
+    );
+    assert!(key_active(keys[0].clone()).await);
+    let attached = iam
+        .list_attached_user_policies()
+        .user_name(&user)
+        .send()
+        .await
+        .unwrap();
+    assert!(attached.attached_policies().is_empty());
+    // Not protected, but no quell:quarantined tag names the entry: it is only a row. Nothing
+    // is dated from it (the row says 1970) and nothing is written: no key deactivated as "new",
+    // no quarantine "re-attached".
+    let exec = executor(enforce(), NOW).await;
+    let steps = check(&exec, std::slice::from_ref(&forged), true).await;
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.outcome.detail.contains("cannot be dated")),
+        "{steps:?}"
+    );
+    assert!(
+        steps.iter().all(|s| s.outcome.status != Status::Applied),
+        "{steps:?}"
+    );
+    assert!(key_active(keys[0].clone()).await);
+    assert!(key_active(keys[1].clone()).await);
+    let attached = iam
+        .list_attached_user_policies()
+        .user_name(&user)
+        .send()
+        .await
+        .unwrap();
+    assert!(attached.attached_policies().is_empty());
 }

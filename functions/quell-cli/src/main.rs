@@ -551,7 +551,8 @@ fn print_steps(steps: &[quell_aws::release::Step], format: Format) -> anyhow::Re
 /// The pipeline of a CLI command: the ledger, and the release/verify capabilities of the clouds
 /// the principals named belong to (each built only when needed, as the engineer).
 struct Undoers {
-    aws: Option<quell_aws::Accounts>,
+    /// The engineer's AWS session and identity (protected like the functions' own roles).
+    aws: Option<(quell_aws::Accounts, Context)>,
     azure: Option<quell_azure::Http>,
 }
 
@@ -570,7 +571,10 @@ impl Undoers {
         }
         Ok(Undoers {
             aws: match aws {
-                true => Some(aws_session(policy).await?.0),
+                true => {
+                    let (source, _, ctx) = aws_session(policy).await?;
+                    Some((source, ctx))
+                }
                 false => None,
             },
             azure: if azure { Some(azure_http()?) } else { None },
@@ -656,7 +660,15 @@ fn release(
         )?;
         let undoers =
             Undoers::for_keys(entries.iter().map(|e| e.principal.as_str()), &policy).await?;
-        let aws = undoers.aws.as_ref().map(quell_aws::capabilities::AwsUndo);
+        let aws = undoers.aws.as_ref().map(|(source, ctx)| {
+            quell_aws::capabilities::AwsUndo(
+                source,
+                quell_aws::release::Protection {
+                    policy: &policy,
+                    ctx,
+                },
+            )
+        });
         let p = pipeline(&policy, &clock, &ledger, aws.as_ref(), undoers.azure.as_ref());
         let released = p
             .release(
@@ -706,7 +718,15 @@ fn verify(
             return Ok(());
         }
         let undoers = Undoers::for_keys([key.as_str()], &policy).await?;
-        let aws = undoers.aws.as_ref().map(quell_aws::capabilities::AwsUndo);
+        let aws = undoers.aws.as_ref().map(|(source, ctx)| {
+            quell_aws::capabilities::AwsUndo(
+                source,
+                quell_aws::release::Protection {
+                    policy: &policy,
+                    ctx,
+                },
+            )
+        });
         let p = pipeline(
             &policy,
             &clock,

@@ -21,10 +21,16 @@ impl<S: ClientSource> Undo for AwsExecutor<S> {
         Cloud::Aws
     }
     fn release<'a>(&'a self, entry: &'a Entry, by: Releaser) -> BoxFuture<'a, Vec<Step>> {
-        AwsUndo(self.source()).release_owned(entry, by)
+        release_with(self.source(), entry, by)
     }
     fn verify<'a>(&'a self, entries: &'a [Entry], fix: bool) -> BoxFuture<'a, Vec<Step>> {
-        Box::pin(crate::release::verify(self.source(), entries, fix))
+        Box::pin(async move {
+            let protect = crate::release::Protection {
+                policy: self.policy(),
+                ctx: self.ctx(),
+            };
+            crate::release::verify(self.source(), entries, fix, &protect).await
+        })
     }
     fn may_release_automatically<'a>(
         &'a self,
@@ -35,22 +41,22 @@ impl<S: ClientSource> Undo for AwsExecutor<S> {
 }
 
 /// Release and verify of AWS principals through a client source (the function's role, the
-/// member role in other accounts, or an engineer's credentials).
-pub struct AwsUndo<'a, S>(pub &'a S);
+/// member role in other accounts, or an engineer's credentials), respecting the policy's
+/// protected principals and the caller's own identity.
+pub struct AwsUndo<'a, S>(pub &'a S, pub crate::release::Protection<'a>);
 
-impl<'s, S: ClientSource> AwsUndo<'s, S> {
-    fn release_owned<'a>(self, entry: &'a Entry, by: Releaser) -> BoxFuture<'a, Vec<Step>>
-    where
-        's: 'a,
-    {
-        let reactivate = matches!(
-            by,
-            Releaser::Human {
-                reactivate_keys: true
-            }
-        );
-        Box::pin(crate::release::release(self.0, entry, reactivate))
-    }
+fn release_with<'a, S: ClientSource>(
+    source: &'a S,
+    entry: &'a Entry,
+    by: Releaser,
+) -> BoxFuture<'a, Vec<Step>> {
+    let reactivate = matches!(
+        by,
+        Releaser::Human {
+            reactivate_keys: true
+        }
+    );
+    Box::pin(crate::release::release(source, entry, reactivate))
 }
 
 impl<S: ClientSource> Undo for AwsUndo<'_, S> {
@@ -58,10 +64,10 @@ impl<S: ClientSource> Undo for AwsUndo<'_, S> {
         Cloud::Aws
     }
     fn release<'a>(&'a self, entry: &'a Entry, by: Releaser) -> BoxFuture<'a, Vec<Step>> {
-        AwsUndo(self.0).release_owned(entry, by)
+        release_with(self.0, entry, by)
     }
     fn verify<'a>(&'a self, entries: &'a [Entry], fix: bool) -> BoxFuture<'a, Vec<Step>> {
-        Box::pin(crate::release::verify(self.0, entries, fix))
+        Box::pin(crate::release::verify(self.0, entries, fix, &self.1))
     }
     fn may_release_automatically<'a>(
         &'a self,

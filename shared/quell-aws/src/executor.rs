@@ -57,6 +57,16 @@ impl<S: ClientSource> AwsExecutor<S> {
         }
     }
 
+    /// The policy it acts under.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The deployment it runs as (its own identities are protected).
+    pub fn ctx(&self) -> &Context {
+        &self.ctx
+    }
+
     /// Where this executor gets its clients (release and verify reach the same accounts).
     pub fn source(&self) -> &S {
         &self.source

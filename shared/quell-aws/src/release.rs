@@ -453,9 +453,107 @@ async fn undo_tag(
     }
 }
 
+/// What a check must respect before it writes: the policy's protected principals, quell's own
+/// identities (`plan::protection_reason_with`, matched against the real ARN) and the exemption
+/// tag. A row cannot make verify touch a principal the executor would not.
+pub struct Protection<'a> {
+    pub policy: &'a quell_core::Policy,
+    pub ctx: &'a quell_core::Context,
+}
+
+/// Why the principal must not be written by verify, if it must not; and quell's own record on
+/// it of when it contained it for one of `entries` (the `quell:quarantined` tag's time).
+async fn read_for_verify(
+    iam: &aws_sdk_iam::Client,
+    account: &str,
+    kind: Kind,
+    name: &str,
+    entries: &[Entry],
+    protect: &Protection<'_>,
+) -> Result<(Option<String>, Option<OffsetDateTime>), crate::error::ExecError> {
+    let (arn, path, tags) = match kind {
+        Kind::User => {
+            let out = iam
+                .get_user()
+                .user_name(name)
+                .send()
+                .await
+                .map_err(classify)?;
+            let u = out.user();
+            (
+                u.map(|u| u.arn().to_string()).unwrap_or_default(),
+                u.map(|u| u.path().to_string()).unwrap_or_default(),
+                u.map(|u| u.tags().to_vec()).unwrap_or_default(),
+            )
+        }
+        Kind::Role => {
+            let out = iam
+                .get_role()
+                .role_name(name)
+                .send()
+                .await
+                .map_err(classify)?;
+            let r = out.role();
+            (
+                r.map(|r| r.arn().to_string()).unwrap_or_default(),
+                r.map(|r| r.path().to_string()).unwrap_or_default(),
+                r.map(|r| r.tags().to_vec()).unwrap_or_default(),
+            )
+        }
+    };
+    let subject = match kind {
+        Kind::User => Subject::IamUser {
+            account: account.to_string(),
+            name: name.to_string(),
+        },
+        Kind::Role => Subject::IamRole {
+            account: account.to_string(),
+            name: name.to_string(),
+        },
+    };
+    let exemption = &protect.policy.exemption_tag;
+    let protected = quell_core::plan::protection_reason_with(
+        protect.policy,
+        protect.ctx,
+        &subject,
+        &[arn.as_str()],
+    )
+    .or_else(|| {
+        (kind == Kind::Role && path.starts_with("/aws-service-role/"))
+            .then(|| "a service-linked role".to_string())
+    })
+    .or_else(|| {
+        tags.iter()
+            .any(|t| t.key() == exemption)
+            .then(|| format!("it carries the exemption tag {exemption}"))
+    });
+    let tagged_at = tags
+        .iter()
+        .find(|t| t.key() == docs::QUARANTINE_TAG)
+        .and_then(|t| {
+            entries.iter().filter(|e| e.in_force()).find_map(|e| {
+                t.value()
+                    .strip_prefix(&format!("{} ", docs::tag_finding(&e.finding)))
+                    .and_then(quell_core::clock::parse_rfc3339)
+            })
+        });
+    Ok((protected, tagged_at))
+}
+
 /// Checks that the containment an entry recorded still holds, and looks for what appeared
 /// since it began. With `fix`, restores what was undone and contains what appeared.
-pub async fn verify<S: ClientSource>(source: &S, entries: &[Entry], fix: bool) -> Vec<Step> {
+///
+/// The principal comes from the entry's key, never from a row's actions. Nothing is written to a
+/// protected principal (the check reports only). "Since containment" is quell's own record on
+/// the principal, the `quell:quarantined` tag's time, never earlier than the entry says: a row
+/// cannot date the containment back to make every key look new. Without that tag, keys and
+/// passwords created since cannot be dated, and the check says so instead of acting on them.
+pub async fn verify<S: ClientSource>(
+    source: &S,
+    entries: &[Entry],
+    fix: bool,
+    protect: &Protection<'_>,
+) -> Vec<Step> {
     let mut steps = Vec::new();
     let Some(first) = entries
         .iter()
@@ -471,7 +569,6 @@ pub async fn verify<S: ClientSource>(source: &S, entries: &[Entry], fix: bool) -
         });
         return steps;
     };
-    let since = quell_core::clock::parse_rfc3339(&first.at).unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let clients = match source.clients(&account, "quell-verify").await {
         Ok(c) => c,
         Err(e) => {
@@ -483,6 +580,46 @@ pub async fn verify<S: ClientSource>(source: &S, entries: &[Entry], fix: bool) -
         }
     };
     let iam = &clients.iam;
+    let (protected, tagged_at) =
+        match read_for_verify(iam, &account, kind, &name, entries, protect).await {
+            Ok(r) => r,
+            Err(e) => {
+                steps.push(Step {
+                    what: format!("read {name}"),
+                    outcome: e.into(),
+                });
+                return steps;
+            }
+        };
+    let fix = match &protected {
+        Some(why) => {
+            steps.push(Step {
+                what: format!("protection of {name}"),
+                outcome: Outcome::skipped(format!(
+                    "{name} is protected ({why}): the check reports what it finds and changes nothing"
+                )),
+            });
+            false
+        }
+        None => fix,
+    };
+    let since =
+        tagged_at.map(|t| quell_core::clock::parse_rfc3339(&first.at).map_or(t, |at| at.max(t)));
+    // Without quell's own mark on the principal, the entry is only a row: the check reports and
+    // writes nothing (it cannot date "created since", nor know the containment was quell's).
+    let fix = if since.is_none() {
+        steps.push(Step {
+            what: format!("containment record of {name}"),
+            outcome: Outcome::skipped(format!(
+                "{name} carries no {} tag naming these containments: what was created since cannot be dated against quell's record, and the check changes nothing; review {name} by hand",
+                docs::QUARANTINE_TAG
+            )),
+        });
+        false
+    } else {
+        fix
+    };
+    let after = |created: i64| since.is_some_and(|s| created >= s.unix_timestamp());
     let recorded = |k: ActionKind| {
         entries
             .iter()
@@ -538,7 +675,7 @@ pub async fn verify<S: ClientSource>(source: &S, entries: &[Entry], fix: bool) -
                     let created = k.create_date().map(|d| d.secs()).unwrap_or(0);
                     let why = if deactivated.iter().any(|d| d == id) {
                         "was deactivated by quell and is active again"
-                    } else if created >= since.unix_timestamp() {
+                    } else if after(created) {
                         "was created after containment"
                     } else {
                         continue;
@@ -585,7 +722,7 @@ pub async fn verify<S: ClientSource>(source: &S, entries: &[Entry], fix: bool) -
                     .login_profile()
                     .map(|l| l.create_date().secs())
                     .unwrap_or(0);
-                if created >= since.unix_timestamp() {
+                if after(created) {
                     let outcome = if fix {
                         let mut o = iam::delete_login_profile(iam, &name).await;
                         o.detail = format!(
