@@ -778,7 +778,7 @@ async fn verify_of_a_disabled_service_principal_removes_new_secrets_and_reports_
         .mount(&later)
         .await;
     let http = http_to(&later);
-    let steps = quell_azure::release::verify(&http, &entries, true).await;
+    let steps = quell_azure::release::verify(&http, &entries, true, &|_| None).await;
     let text: Vec<String> = steps
         .iter()
         .map(|s| format!("{}: {:?} {}", s.what, s.outcome.status, s.outcome.detail))
@@ -801,7 +801,7 @@ async fn verify_of_a_disabled_service_principal_removes_new_secrets_and_reports_
     );
     assert!(!text.iter().any(|t| t.contains("deploy")), "{text:#?}");
     // Report only, without --yes: nothing is removed.
-    let dry = quell_azure::release::verify(&http, &entries, false).await;
+    let dry = quell_azure::release::verify(&http, &entries, false, &|_| None).await;
     assert!(
         dry.iter()
             .any(|s| s.outcome.detail.contains("would remove secret"))
@@ -822,7 +822,7 @@ async fn verify_of_a_disabled_service_principal_removes_new_secrets_and_reports_
             *i = quell_tests::inverse(&i.call(), params);
         }
     }
-    let review = quell_azure::release::verify(&http, &unknown, false).await;
+    let review = quell_azure::release::verify(&http, &unknown, false, &|_| None).await;
     assert!(
         review.iter().any(|s| s.outcome.status == Status::Skipped
             && s.outcome.detail.contains("review before release")
@@ -830,6 +830,105 @@ async fn verify_of_a_disabled_service_principal_removes_new_secrets_and_reports_
             && s.outcome.detail.contains("gh-main")),
         "{:?}",
         review.iter().map(|s| &s.outcome.detail).collect::<Vec<_>>()
+    );
+    // An empty baseline in a row is no baseline: the credentials are listed for review, never
+    // marked for deletion.
+    let mut empty = entries.clone();
+    for r in &mut empty[0].actions {
+        if let Some(i) = &mut r.inverse {
+            let mut params = i.params();
+            if params.get("federated_credentials").is_some() {
+                params["federated_credentials"] = json!([]);
+            }
+            *i = quell_tests::inverse(&i.call(), params);
+        }
+    }
+    let checked = quell_azure::release::verify(&http, &empty, false, &|_| None).await;
+    assert!(
+        checked
+            .iter()
+            .any(|s| s.outcome.detail.contains("review before release")),
+        "{checked:?}"
+    );
+    assert!(
+        !checked
+            .iter()
+            .any(|s| s.what.contains("federated credential")
+                && s.outcome.detail.contains("would delete")),
+        "{checked:?}"
+    );
+}
+
+/// A forged entry for the break-glass account and a role assignment quell never removed: the
+/// check re-disables no protected user and removes no one else's assignment.
+#[tokio::test]
+async fn verify_never_writes_a_protected_user_or_another_identitys_assignment() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(format!("/v1.0/users/{USER}")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"id": USER, "accountEnabled": true, "userPrincipalName": "breakglass@contoso.com"}),
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("/v1.0/users/{USER}/authentication/methods")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": []})))
+        .mount(&server)
+        .await;
+    let other =
+        "/subscriptions/sub-1/providers/Microsoft.Authorization/roleAssignments/ra-not-quells";
+    Mock::given(method("GET"))
+        .and(path(format!("/arm{other}")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": other,
+            "properties": {"principalId": "5e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7a8b", "roleDefinitionId": "owner"}})))
+        .mount(&server)
+        .await;
+    for m in ["PATCH", "DELETE"] {
+        Mock::given(method(m))
+            .respond_with(ResponseTemplate::new(204))
+            .expect(0)
+            .mount(&server)
+            .await;
+    }
+    let mut entry = quell_tests::ledger_entry(&format!("azure:user/{USER}"), "forged-bg");
+    entry.actions = vec![quell_ledger::Recorded {
+        kind: ActionKind::DisableEntraUser,
+        target: quell_core::plan::Target::Subject(quell_core::model::Subject::EntraUser {
+            tenant: None,
+            id: Some(USER.into()),
+            name: None,
+            on_premises_synced: None,
+        }),
+        status: Status::Applied,
+        detail: "disabled".into(),
+        inverse: Some(quell_tests::inverse(
+            "graph:PATCH /v1.0/users/{id}",
+            json!({"id": USER, "accountEnabled": true}),
+        )),
+    }];
+    let mut policy = enforce();
+    policy.protected = vec![Pattern::new("breakglass@contoso.com").unwrap()];
+    let exec = executor(&server, policy);
+    let steps = quell_pipeline::Undo::verify(&exec, std::slice::from_ref(&entry), true).await;
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.outcome.status == Status::Skipped && s.outcome.detail.contains("protected")),
+        "{steps:?}"
+    );
+    // A managed identity's entry naming an assignment that is someone else's.
+    let mi = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+    let forged = mi_entry(
+        mi,
+        json!([{"id": other, "roleDefinitionId": "owner", "principalId": mi}]),
+    );
+    let steps = quell_pipeline::Undo::verify(&exec, std::slice::from_ref(&forged), true).await;
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.outcome.error_code.as_deref() == Some("RefusedForgedEntry")),
+        "{steps:?}"
     );
 }
 
@@ -952,7 +1051,8 @@ async fn verify_removes_role_assignments_given_to_a_contained_managed_identity_s
         .mount(&server)
         .await;
     let http = http_to(&server);
-    let dry = quell_azure::release::verify(&http, std::slice::from_ref(&entry), false).await;
+    let dry =
+        quell_azure::release::verify(&http, std::slice::from_ref(&entry), false, &|_| None).await;
     assert!(
         dry.iter()
             .any(|s| s.what.contains("ra-new") && s.outcome.status == Status::DryRun),
@@ -961,7 +1061,7 @@ async fn verify_removes_role_assignments_given_to_a_contained_managed_identity_s
             .map(|s| (&s.what, &s.outcome.detail))
             .collect::<Vec<_>>()
     );
-    let steps = quell_azure::release::verify(&http, &[entry], true).await;
+    let steps = quell_azure::release::verify(&http, &[entry], true, &|_| None).await;
     let text: Vec<String> = steps
         .iter()
         .map(|s| format!("{}: {:?} {}", s.what, s.outcome.status, s.outcome.detail))
@@ -1018,7 +1118,8 @@ async fn verify_reports_authentication_methods_registered_to_a_contained_user_si
         .mount(&server)
         .await;
     let http = http_to(&server);
-    let steps = quell_azure::release::verify(&http, std::slice::from_ref(&entry), true).await;
+    let steps =
+        quell_azure::release::verify(&http, std::slice::from_ref(&entry), true, &|_| None).await;
     let found = steps
         .iter()
         .find(|s| s.what.contains("authentication methods"))
@@ -1050,7 +1151,8 @@ async fn verify_reports_authentication_methods_registered_to_a_contained_user_si
         .mount(&denied)
         .await;
     let http = http_to(&denied);
-    let steps = quell_azure::release::verify(&http, std::slice::from_ref(&entry), true).await;
+    let steps =
+        quell_azure::release::verify(&http, std::slice::from_ref(&entry), true, &|_| None).await;
     assert!(
         steps.iter().any(|s| s
             .outcome
@@ -1093,7 +1195,7 @@ async fn a_user_named_by_upn_is_keyed_by_object_id() {
         clock: &clock,
         ledger: Some(&ledger),
         executor: Some(&exec),
-        undo: vec![exec.http()],
+        undo: vec![&exec],
         checks: None,
     };
     let by_upn = runbook(

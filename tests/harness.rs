@@ -329,6 +329,7 @@ pub fn ledger_entry(principal: &str, finding: &str) -> quell_ledger::Entry {
         expires: None,
         version: 1,
         history: vec![],
+        stored_at: None,
     }
 }
 

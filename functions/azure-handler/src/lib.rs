@@ -251,7 +251,7 @@ impl App {
             clock: self.clock.as_ref(),
             ledger: self.ledger.as_ref(),
             executor: Some(&self.executor),
-            undo: vec![self.executor.http()],
+            undo: vec![&self.executor],
             checks: self
                 .verify_queue
                 .as_ref()

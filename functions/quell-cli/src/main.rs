@@ -445,6 +445,31 @@ fn azure_http() -> anyhow::Result<quell_azure::Http> {
     Ok(http)
 }
 
+/// The Azure executor the engineer acts through (QUELL_AZURE_CREDENTIAL; QUELL_OWN_OBJECT_ID is
+/// protected; QUELL_AZURE_SUBSCRIPTIONS are searched for role assignments).
+fn azure_executor(
+    policy: Policy,
+    now: time::OffsetDateTime,
+) -> anyhow::Result<quell_azure::AzureExecutor> {
+    let mut ctx = Context::default();
+    if let Some(id) = env("QUELL_OWN_OBJECT_ID") {
+        ctx = ctx.with_azure_identity(&id);
+    }
+    let subscriptions = env("QUELL_AZURE_SUBSCRIPTIONS")
+        .unwrap_or_default()
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    Ok(quell_azure::AzureExecutor::new(
+        azure_http()?,
+        policy,
+        ctx,
+        std::sync::Arc::new(quell_core::clock::FixedClock(now)),
+        subscriptions,
+    ))
+}
+
 fn ledger_command(command: LedgerCommand) -> anyhow::Result<()> {
     use quell_ledger::Ledger;
     let runtime = tokio::runtime::Runtime::new()?;
@@ -553,7 +578,8 @@ fn print_steps(steps: &[quell_aws::release::Step], format: Format) -> anyhow::Re
 struct Undoers {
     /// The engineer's AWS session and identity (protected like the functions' own roles).
     aws: Option<(quell_aws::Accounts, Context)>,
-    azure: Option<quell_azure::Http>,
+    /// Graph and ARM as the engineer, under the policy (protected principals are never written).
+    azure: Option<quell_azure::AzureExecutor>,
 }
 
 impl Undoers {
@@ -577,7 +603,11 @@ impl Undoers {
                 }
                 false => None,
             },
-            azure: if azure { Some(azure_http()?) } else { None },
+            azure: if azure {
+                Some(azure_executor(policy.clone(), now()?)?)
+            } else {
+                None
+            },
         })
     }
 }
@@ -588,7 +618,7 @@ fn pipeline<'a>(
     clock: &'a quell_core::clock::FixedClock,
     ledger: &'a AnyLedger,
     aws: Option<&'a quell_aws::capabilities::AwsUndo<'a, quell_aws::Accounts>>,
-    azure: Option<&'a quell_azure::Http>,
+    azure: Option<&'a quell_azure::AzureExecutor>,
 ) -> quell_pipeline::Pipeline<'a, AnyLedger> {
     let mut undo: Vec<&dyn quell_pipeline::Undo> = Vec::new();
     if let Some(a) = aws {
@@ -1011,23 +1041,7 @@ fn apply(
         let clock = quell_core::clock::FixedClock(now);
         let clock_arc = std::sync::Arc::new(quell_core::clock::FixedClock(now));
         let executor: Box<dyn quell_pipeline::Executor> = if azure {
-            let mut ctx = Context::default();
-            if let Some(id) = env("QUELL_OWN_OBJECT_ID") {
-                ctx = ctx.with_azure_identity(&id);
-            }
-            let subscriptions = env("QUELL_AZURE_SUBSCRIPTIONS")
-                .unwrap_or_default()
-                .split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect();
-            Box::new(quell_azure::AzureExecutor::new(
-                azure_http()?,
-                policy.clone(),
-                ctx,
-                clock_arc,
-                subscriptions,
-            ))
+            Box::new(azure_executor(policy.clone(), now)?)
         } else {
             let (source, _, ctx) = aws_session(&policy).await?;
             // Keys are in the partition quell acts in: the caller's.

@@ -6,7 +6,6 @@ use quell_core::report::Report;
 use quell_ledger::{Entry, Step};
 use quell_pipeline::{BoxFuture, CheckQueue, Executor, Releaser, Undo};
 
-use crate::client::Http;
 use crate::executor::AzureExecutor;
 use crate::queue::VerifyQueue;
 
@@ -19,8 +18,9 @@ impl Executor for AzureExecutor {
     }
 }
 
-/// Release and verify of Entra principals and managed identities over Graph and ARM.
-impl Undo for Http {
+/// Release and verify of Entra principals and managed identities over Graph and ARM, under the
+/// executor's policy and identity (a protected principal is never written).
+impl Undo for AzureExecutor {
     fn cloud(&self) -> Cloud {
         Cloud::Azure
     }
@@ -29,10 +29,13 @@ impl Undo for Http {
             Releaser::Human { .. } => crate::release::Releaser::Human,
             Releaser::Automatic => crate::release::Releaser::Automatic,
         };
-        Box::pin(crate::release::release(self, entry, by))
+        Box::pin(crate::release::release(self.http(), entry, by))
     }
     fn verify<'a>(&'a self, entries: &'a [Entry], fix: bool) -> BoxFuture<'a, Vec<Step>> {
-        Box::pin(crate::release::verify(self, entries, fix))
+        Box::pin(async move {
+            let protected = |s: &quell_core::model::Subject| self.protection(s);
+            crate::release::verify(self.http(), entries, fix, &protected).await
+        })
     }
     /// Entra objects carry no tag quell could check: the ledger's integrity is all there is
     /// (docs/operations.md, "Who can make quell act"), and the automatic release never grants.

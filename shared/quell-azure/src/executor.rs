@@ -239,6 +239,11 @@ impl AzureExecutor {
         quell_core::plan::protection_reason(&self.policy, &self.ctx, s)
     }
 
+    /// Why `s` must never be written under this executor's policy and identity, if it must not.
+    pub fn protection(&self, s: &Subject) -> Option<String> {
+        self.protected(s)
+    }
+
     /// Resolves each Entra user the plan names only by UPN to its object id (`GET
     /// /users/{upn}?$select=id`, one call per UPN, before the ledger claim), so the ledger keys
     /// one user once whichever way findings name them. A UPN Graph does not resolve stays as

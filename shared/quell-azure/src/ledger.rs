@@ -281,10 +281,7 @@ impl TableLedger {
             }
             for e in g.body["value"].as_array().into_iter().flatten() {
                 if let Some(body) = e["Body"].as_str() {
-                    out.push(
-                        serde_json::from_str(body)
-                            .map_err(|x| err("InvalidItem", x.to_string(), false))?,
-                    );
+                    out.push(entry_of(body, e)?);
                 }
             }
             match g.next {
@@ -312,6 +309,16 @@ impl TableLedger {
     }
 }
 
+/// An entity's entry, with the service's own `Timestamp` of its last write.
+fn entry_of(body: &str, entity: &Value) -> Result<Entry, LedgerError> {
+    let mut e: Entry =
+        serde_json::from_str(body).map_err(|x| err("InvalidItem", x.to_string(), false))?;
+    e.stored_at = entity["Timestamp"]
+        .as_str()
+        .and_then(quell_core::clock::normalize_rfc3339);
+    Ok(e)
+}
+
 fn version_of(v: &Value) -> Option<u64> {
     match &v["Version"] {
         Value::String(s) => s.parse().ok(),
@@ -323,12 +330,7 @@ fn version_of(v: &Value) -> Option<u64> {
 impl Ledger for TableLedger {
     async fn get(&self, principal: &str, finding: &str) -> Result<Option<Entry>, LedgerError> {
         match self.entity(&key(principal), &key(finding)).await? {
-            Some((v, _)) => {
-                let body = v["Body"].as_str().unwrap_or("{}");
-                serde_json::from_str(body)
-                    .map(Some)
-                    .map_err(|e| err("InvalidItem", e.to_string(), false))
-            }
+            Some((v, _)) => entry_of(v["Body"].as_str().unwrap_or("{}"), &v).map(Some),
             None => Ok(None),
         }
     }

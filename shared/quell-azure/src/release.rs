@@ -293,13 +293,56 @@ async fn restore_assignments(http: &Http, entry: &Entry, assignments: &[Value]) 
     )
 }
 
+/// The subject Graph's copy of a user or service principal describes, for the protection check.
+fn as_subject(kind: ActionKind, body: &Value) -> quell_core::model::Subject {
+    let text = |k: &str| body[k].as_str().map(str::to_string);
+    match kind {
+        ActionKind::DisableServicePrincipal => quell_core::model::Subject::ServicePrincipal {
+            tenant: None,
+            id: text("id").unwrap_or_default(),
+            app_id: text("appId"),
+            name: text("displayName"),
+            key_id: None,
+        },
+        _ => quell_core::model::Subject::EntraUser {
+            tenant: None,
+            id: text("id"),
+            name: text("userPrincipalName"),
+            on_premises_synced: None,
+        },
+    }
+}
+
+/// Why a principal must not be written, if it must not (`plan::protection_reason` under the
+/// policy and the identities quell runs as).
+pub type Protected<'a> = &'a (dyn Fn(&quell_core::model::Subject) -> Option<String> + Sync);
+
 /// Checks that the containment the entries recorded still holds, and looks for what appeared
 /// since. With `fix`, contains it again.
-pub async fn verify(http: &Http, entries: &[Entry], fix: bool) -> Vec<Step> {
+///
+/// It writes only to the entry's own principal (an object a row names is checked against the
+/// entry's key through Graph), never to a protected one (read first, so a UPN or id only Graph
+/// knows is matched too), and "since containment" is never earlier than the store's own time of
+/// the row's last write (Table Storage's `Timestamp`), so a row cannot date the containment back
+/// to make every secret look new.
+pub async fn verify(
+    http: &Http,
+    entries: &[Entry],
+    fix: bool,
+    protected: Protected<'_>,
+) -> Vec<Step> {
     let mut steps = Vec::new();
     let would = |what: &str| Outcome::dry_run(format!("would {what}; pass --yes"));
     for e in entries.iter().filter(|e| e.in_force()) {
-        let since = quell_core::clock::parse_rfc3339(&e.at).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let at = quell_core::clock::parse_rfc3339(&e.at).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let since = match e
+            .stored_at
+            .as_deref()
+            .and_then(quell_core::clock::parse_rfc3339)
+        {
+            Some(stored) => at.max(stored),
+            None => at,
+        };
         for r in &e.actions {
             if !matches!(r.status, Status::Applied | Status::AlreadyInState) {
                 continue;
@@ -312,17 +355,49 @@ pub async fn verify(http: &Http, entries: &[Entry], fix: bool) -> Vec<Step> {
                 ActionKind::DisableEntraUser | ActionKind::DisableServicePrincipal
             ) && let Some(path) = enable_path(inverse)
             {
+                let object = match inverse {
+                    AzureInverse::EnableUser { id }
+                    | AzureInverse::EnableServicePrincipal { id, .. } => id.as_str(),
+                    _ => "",
+                };
+                match is_own(http, e, object).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        steps.push(Step {
+                            what: format!("{} {}", r.kind.as_str(), r.target.label()),
+                            outcome: refused(format!(
+                                "object {object} is not the entry's principal {}",
+                                e.principal
+                            )),
+                        });
+                        continue;
+                    }
+                    Err(o) => {
+                        steps.push(Step {
+                            what: format!("{} {}", r.kind.as_str(), r.target.label()),
+                            outcome: o,
+                        });
+                        continue;
+                    }
+                }
                 let outcome = match http
                     .call(
                         Method::GET,
                         Api::Graph,
-                        &format!("{path}?$select=id,accountEnabled"),
+                        &format!(
+                            "{path}?$select=id,accountEnabled,userPrincipalName,appId,displayName"
+                        ),
                         None,
                     )
                     .await
                 {
                     Ok(cur) if cur.body["accountEnabled"] == Value::Bool(false) => {
                         Outcome::already("still disabled")
+                    }
+                    Ok(cur) if let Some(why) = protected(&as_subject(r.kind, &cur.body)) => {
+                        Outcome::skipped(format!(
+                            "enabled since the containment, but protected ({why}): the check reports and changes nothing"
+                        ))
                     }
                     Ok(_) if fix => match http
                         .call(
@@ -351,10 +426,12 @@ pub async fn verify(http: &Http, entries: &[Entry], fix: bool) -> Vec<Step> {
                 }
                 if r.kind == ActionKind::DisableServicePrincipal {
                     let baseline = match inverse {
+                        // An empty baseline is no baseline: a row cannot make every
+                        // federated credential look new.
                         AzureInverse::EnableServicePrincipal {
                             federated_credentials,
                             ..
-                        } => federated_credentials.clone(),
+                        } => federated_credentials.clone().filter(|b| !b.is_empty()),
                         _ => None,
                     };
                     steps
@@ -364,11 +441,24 @@ pub async fn verify(http: &Http, entries: &[Entry], fix: bool) -> Vec<Step> {
             if r.kind == ActionKind::RemoveRoleAssignments
                 && let AzureInverse::RestoreRoleAssignments { assignments } = inverse
             {
+                let own = quell_core::key::PrincipalKey::parse(&e.principal)
+                    .and_then(|k| k.azure_parts().map(|(_, i)| i.to_string()))
+                    .unwrap_or_default();
                 for a in assignments {
                     let Some(id) = a["id"].as_str() else { continue };
                     let path = format!("{id}?api-version=2022-04-01");
                     let outcome = match http.send(Method::GET, Api::Arm, &path, None).await {
                         Ok(g) if g.status == 404 => Outcome::already("still removed"),
+                        // Only the contained identity's own assignment is removed again: a row
+                        // naming anyone else's is refused, and it stays.
+                        Ok(g)
+                            if g.ok()
+                                && !g.body["properties"]["principalId"]
+                                    .as_str()
+                                    .is_some_and(|p| p.eq_ignore_ascii_case(&own)) =>
+                        {
+                            refused(format!("role assignment {id} is not {}'s", e.principal))
+                        }
                         Ok(g) if g.ok() && fix => {
                             match http.send(Method::DELETE, Api::Arm, &path, None).await {
                                 Ok(d) if d.ok() => Outcome::applied(

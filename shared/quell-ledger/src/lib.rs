@@ -102,6 +102,11 @@ pub struct Entry {
     pub version: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<String>,
+    /// When the store itself says the row was last written (Table Storage's `Timestamp`, set by
+    /// the service, not by whoever wrote the row); `None` where the store keeps no such time.
+    /// Never serialized: a row cannot claim it.
+    #[serde(skip)]
+    pub stored_at: Option<String>,
 }
 
 impl Entry {
@@ -549,6 +554,7 @@ fn fresh(c: &Containment, stamp: &str, expires: Option<String>) -> Entry {
         expires,
         version: 0,
         history: Vec::new(),
+        stored_at: None,
     }
 }
 

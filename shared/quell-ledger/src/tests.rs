@@ -233,6 +233,7 @@ fn held(principal: &str, finding: &str, at: &str, expires: Option<&str>) -> Entr
         expires: expires.map(str::to_string),
         version: 2,
         history: vec![],
+        stored_at: None,
     }
 }
 
