@@ -119,3 +119,35 @@ async fn a_containment_in_force_never_expires_and_a_released_one_does_after_a_ye
     assert!(ledger.put(&entry, Some(2)).await.unwrap());
     assert_eq!(ttl_of(principal).await, None);
 }
+
+/// A row that does not parse (written by hand, by an older or a foreign writer) is reported and
+/// skipped: the listing, and so the hourly release and `quell ledger list`, go on.
+#[tokio::test]
+async fn a_row_that_does_not_parse_never_stops_a_scan() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let cfg = moto_sdk().await;
+    let table = unique("quell-ledger");
+    let ledger = DynamoLedger::new(&cfg, &table);
+    assert!(ledger.ensure_table().await.unwrap());
+    let principal = format!("arn:aws:iam::{MOTO_ACCOUNT}:user/readable");
+    assert!(
+        ledger
+            .put(&quell_tests::ledger_entry(&principal, "f-1"), None)
+            .await
+            .unwrap()
+    );
+    aws_sdk_dynamodb::Client::new(&cfg)
+        .put_item()
+        .table_name(&table)
+        .item("pk", AttributeValue::S(principal.clone()))
+        .item("sk", AttributeValue::S("f-garbage".into()))
+        .item("body", AttributeValue::S("{\"principal\": 42".into()))
+        .item("version", AttributeValue::N("1".into()))
+        .send()
+        .await
+        .unwrap();
+    let all = ledger.list(None).await.unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    let one = ledger.list(Some(&principal)).await.unwrap();
+    assert_eq!(one.len(), 1);
+}

@@ -67,6 +67,29 @@ fn ttl() -> AttributeValue {
     n(now + RETENTION_SECS)
 }
 
+/// An item of a listing: a row that does not parse is reported (an error in the log, naming its
+/// keys) and skipped, so one bad row never stops a scan, the hourly release or a list.
+fn readable(item: &HashMap<String, AttributeValue>) -> Option<Entry> {
+    match entry_of(item) {
+        Ok(e) => Some(e),
+        Err(e) => {
+            let key = |k: &str| {
+                item.get(k)
+                    .and_then(|v| v.as_s().ok())
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            tracing::error!(
+                pk = %key("pk"),
+                sk = %key("sk"),
+                error = %e,
+                "a ledger item does not parse; skipped (fix or delete it)"
+            );
+            None
+        }
+    }
+}
+
 fn entry_of(item: &HashMap<String, AttributeValue>) -> Result<Entry, LedgerError> {
     let body = item
         .get("body")
@@ -205,7 +228,9 @@ impl DynamoLedger {
                 .map_err(|e| err(classify(e)))?;
             for item in page.items() {
                 if item.contains_key("body") {
-                    out.push(entry_of(item)?);
+                    if let Some(e) = readable(item) {
+                        out.push(e);
+                    }
                 }
             }
             match page.last_evaluated_key() {
@@ -309,7 +334,9 @@ impl Ledger for DynamoLedger {
                 .map_err(|e| err(classify(e)))?;
             for item in page.items() {
                 if item.contains_key("body") {
-                    out.push(entry_of(item)?);
+                    if let Some(e) = readable(item) {
+                        out.push(e);
+                    }
                 }
             }
             match page.last_evaluated_key() {

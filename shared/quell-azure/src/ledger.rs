@@ -281,7 +281,17 @@ impl TableLedger {
             }
             for e in g.body["value"].as_array().into_iter().flatten() {
                 if let Some(body) = e["Body"].as_str() {
-                    out.push(entry_of(body, e)?);
+                    // A row that does not parse is reported and skipped: it never stops a
+                    // scan, the hourly release or a list.
+                    match entry_of(body, e) {
+                        Ok(entry) => out.push(entry),
+                        Err(x) => tracing::error!(
+                            principal = e["Principal"].as_str().unwrap_or(""),
+                            finding = e["Finding"].as_str().unwrap_or(""),
+                            error = %x,
+                            "a ledger entity does not parse; skipped (fix or delete it)"
+                        ),
+                    }
                 }
             }
             match g.next {
