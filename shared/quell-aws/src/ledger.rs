@@ -227,10 +227,10 @@ impl DynamoLedger {
                 .await
                 .map_err(|e| err(classify(e)))?;
             for item in page.items() {
-                if item.contains_key("body") {
-                    if let Some(e) = readable(item) {
-                        out.push(e);
-                    }
+                if item.contains_key("body")
+                    && let Some(e) = readable(item)
+                {
+                    out.push(e);
                 }
             }
             match page.last_evaluated_key() {
@@ -333,10 +333,10 @@ impl Ledger for DynamoLedger {
                 .await
                 .map_err(|e| err(classify(e)))?;
             for item in page.items() {
-                if item.contains_key("body") {
-                    if let Some(e) = readable(item) {
-                        out.push(e);
-                    }
+                if item.contains_key("body")
+                    && let Some(e) = readable(item)
+                {
+                    out.push(e);
                 }
             }
             match page.last_evaluated_key() {

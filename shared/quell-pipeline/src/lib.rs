@@ -474,6 +474,12 @@ impl<L: Ledger> Pipeline<'_, L> {
         };
         let now = self.clock.now();
         for e in entries {
+            // What another containment in force on this principal relies on (a quarantine, a
+            // disabled account, removed role assignments) stays: releasing one finding's
+            // containment leaves what the others need.
+            let (e, kept) = self.without_shared(ledger, e, entries).await?;
+            out.steps.extend(kept);
+            let e = &e;
             let done = match self.undo_for(&e.principal) {
                 Some(u) => u.release(e, how).await,
                 None => vec![Step {
@@ -496,6 +502,56 @@ impl<L: Ledger> Pipeline<'_, L> {
                 .push((e.principal.clone(), e.finding.clone(), released));
         }
         Ok(out)
+    }
+
+    /// `e` without the actions another in-force containment of the same principal (not being
+    /// released with it) also holds, and a step for each action kept.
+    async fn without_shared(
+        &self,
+        ledger: &L,
+        e: &Entry,
+        releasing: &[Entry],
+    ) -> Result<(Entry, Vec<Step>), LedgerError> {
+        use quell_core::plan::ActionKind::*;
+        const SHARED: [quell_core::plan::ActionKind; 5] = [
+            QuarantineUser,
+            QuarantineRole,
+            DisableEntraUser,
+            DisableServicePrincipal,
+            RemoveRoleAssignments,
+        ];
+        let others: Vec<Entry> = match quell_core::key::PrincipalKey::parse(&e.principal) {
+            Some(k) => quell_ledger::list_principal(ledger, &k).await?,
+            None => ledger.list(Some(&e.principal)).await?,
+        }
+        .into_iter()
+        .filter(|o| o.in_force() && !releasing.iter().any(|r| r.finding == o.finding))
+        .collect();
+        let held = |kind: quell_core::plan::ActionKind| {
+            others.iter().find(|o| {
+                o.actions.iter().any(|a| {
+                    a.kind == kind && matches!(a.status, Status::Applied | Status::AlreadyInState)
+                })
+            })
+        };
+        let mut kept = Vec::new();
+        let mut mine = e.clone();
+        mine.actions.retain(
+            |a| match SHARED.contains(&a.kind).then(|| held(a.kind)).flatten() {
+                Some(other) => {
+                    kept.push(Step {
+                        what: format!("keep {} {}", a.kind.as_str(), a.target.label()),
+                        outcome: quell_core::report::Outcome::skipped(format!(
+                            "the containment for finding {} is still in force and relies on it",
+                            other.finding
+                        )),
+                    });
+                    false
+                }
+                None => true,
+            },
+        );
+        Ok((mine, kept))
     }
 
     /// Checks one principal's containment; with `fix`, contains what appeared since.

@@ -58,6 +58,8 @@ impl Executor for FakeExecutor {
 struct FakeUndo {
     fail: String,
     released: Mutex<Vec<String>>,
+    /// The action kinds each release was asked to undo.
+    undone: Mutex<Vec<quell_core::plan::ActionKind>>,
     evidence: bool,
 }
 
@@ -68,6 +70,10 @@ impl Undo for FakeUndo {
     fn release<'a>(&'a self, entry: &'a Entry, _by: Releaser) -> BoxFuture<'a, Vec<Step>> {
         Box::pin(async move {
             self.released.lock().unwrap().push(entry.principal.clone());
+            self.undone
+                .lock()
+                .unwrap()
+                .extend(entry.actions.iter().map(|a| a.kind));
             let outcome = if entry.principal.contains(&self.fail) {
                 Outcome::failed("AccessDenied", "no", false)
             } else {
@@ -120,6 +126,7 @@ fn undo(fail: &str) -> FakeUndo {
     FakeUndo {
         fail: fail.into(),
         released: Mutex::new(Vec::new()),
+        undone: Mutex::new(Vec::new()),
         evidence: true,
     }
 }
@@ -290,5 +297,46 @@ fn the_hourly_release_needs_the_principals_own_evidence() {
         assert!(matches!(answer, Answer::Retry { .. }), "{answer:?}");
         assert!(u.released.lock().unwrap().is_empty());
         assert!(ledger.list(None).await.unwrap()[0].in_force());
+    });
+}
+
+#[test]
+fn releasing_one_finding_keeps_what_another_in_force_relies_on() {
+    let (policy, clock, ledger) = (enforce(), FixedClock(NOW), MemoryLedger::default());
+    let (exec, undo) = (FakeExecutor { fail: None }, undo("-"));
+    let p = pipeline(&policy, &clock, &ledger, &exec, &undo);
+    run(async {
+        // Two findings quarantined the same user.
+        let quarantine = |f: &str| {
+            let req = format!(
+                r#"{{"runbook":"quarantine","principal":"arn:aws:iam::111122223333:user/alice","reason":"t","id":"{f}"}}"#
+            );
+            plan_input(req.as_bytes(), &policy, &Context::default()).unwrap()
+        };
+        p.contain(quarantine("f1")).await;
+        p.contain(quarantine("f2")).await;
+        let f1 = p.in_force(Select::Finding("f1")).await.unwrap();
+        let r = p.release(&f1, "oncall", Releaser::Automatic).await.unwrap();
+        assert!(r.complete());
+        let undone = undo.undone.lock().unwrap().clone();
+        assert!(
+            !undone.contains(&quell_core::plan::ActionKind::QuarantineUser),
+            "{undone:?}"
+        );
+        assert!(
+            r.steps
+                .iter()
+                .any(|s| s.outcome.detail.contains("finding f2"))
+        );
+        // Releasing the last one undoes the quarantine too.
+        undo.undone.lock().unwrap().clear();
+        let f2 = p.in_force(Select::Finding("f2")).await.unwrap();
+        p.release(&f2, "oncall", Releaser::Automatic).await.unwrap();
+        assert!(
+            undo.undone
+                .lock()
+                .unwrap()
+                .contains(&quell_core::plan::ActionKind::QuarantineUser)
+        );
     });
 }
