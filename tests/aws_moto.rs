@@ -1669,3 +1669,41 @@ async fn verify_never_writes_a_protected_principal_and_dates_containment_by_quel
         .unwrap();
     assert!(attached.attached_policies().is_empty());
 }
+
+/// A key named without its user is resolved to the user before the ledger claim, so the
+/// containment is keyed (and checked later) as the user's.
+#[tokio::test]
+async fn a_bare_key_is_keyed_by_its_user() {
+    use quell_ledger::Ledger;
+    let iam = iam().await;
+    let (user, keys) = new_user(&iam, "bare-key").await;
+    let req = json!({"runbook": "disable_key", "principal": keys[0], "account": MOTO_ACCOUNT,
+        "reason": "SEC-12: key in a public gist", "id": unique("bare")});
+    let policy = enforce();
+    let plan =
+        quell_core::plan_input(req.to_string().as_bytes(), &policy, &Context::default()).unwrap();
+    let ledger = quell_ledger::memory::MemoryLedger::default();
+    let exec = executor(policy.clone(), NOW).await;
+    let clock = FixedClock(NOW);
+    let pipeline = quell_pipeline::Pipeline {
+        function: "test",
+        policy: &policy,
+        clock: &clock,
+        ledger: Some(&ledger),
+        executor: Some(&exec),
+        undo: vec![&exec],
+        checks: None,
+    };
+    let answer = pipeline.contain(plan).await;
+    assert!(
+        matches!(answer, quell_pipeline::Answer::Done(_)),
+        "{:?}",
+        answer.to_json()
+    );
+    let entries = ledger.list(None).await.unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(
+        entries[0].principal,
+        format!("arn:aws:iam::{MOTO_ACCOUNT}:user/{user}")
+    );
+}

@@ -13,6 +13,9 @@ impl<S: ClientSource> Executor for AwsExecutor<S> {
     fn execute<'a>(&'a self, plan: &'a Plan) -> BoxFuture<'a, Report> {
         Box::pin(AwsExecutor::execute(self, plan))
     }
+    fn resolve<'a>(&'a self, plan: Plan) -> BoxFuture<'a, Plan> {
+        Box::pin(AwsExecutor::resolve_keys(self, plan))
+    }
 }
 
 /// The executor releases and verifies through its own client source.

@@ -67,6 +67,70 @@ impl<S: ClientSource> AwsExecutor<S> {
         &self.ctx
     }
 
+    /// Resolves each long-term access key the plan names without its user (a runbook request,
+    /// a bare key) to the user that owns it (`GetAccessKeyLastUsed`, one call per key, before
+    /// the ledger claim), so the containment is keyed by the user, like any other of theirs, and
+    /// its check after containment looks at that user. A key that cannot be resolved stays bare.
+    pub async fn resolve_keys(&self, mut plan: Plan) -> Plan {
+        let mut bare: Vec<(String, String)> = plan
+            .actions
+            .iter()
+            .filter(|a| a.cloud == Cloud::Aws)
+            .filter_map(|a| match &a.target {
+                Target::Subject(Subject::AccessKey {
+                    account,
+                    access_key_id,
+                    user: None,
+                }) if !ids::is_temporary_key(access_key_id) => {
+                    Some((account.clone(), access_key_id.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        bare.sort();
+        bare.dedup();
+        for (account, key) in bare {
+            let Ok(clients) = self.source.clients(&account, "quell-resolve").await else {
+                continue;
+            };
+            let user = match clients
+                .iam
+                .get_access_key_last_used()
+                .access_key_id(&key)
+                .send()
+                .await
+            {
+                Ok(out) => match out.user_name() {
+                    Some(u) if ids::is_iam_name(u) => u.to_string(),
+                    _ => continue,
+                },
+                Err(e) => {
+                    tracing::warn!(%key, error = %classify(e), "the key's user could not be read; keyed as the bare key");
+                    continue;
+                }
+            };
+            let named = |s: &Subject| matches!(s, Subject::AccessKey { account: a, access_key_id: k, user: None } if *a == account && *k == key);
+            let fill = |s: &mut Subject| {
+                if let Subject::AccessKey { user: slot, .. } = s {
+                    *slot = Some(user.clone());
+                }
+            };
+            for a in &mut plan.actions {
+                if let Target::Subject(s) = &mut a.target
+                    && named(s)
+                {
+                    fill(s);
+                }
+            }
+            for f in &mut plan.findings {
+                for s in f.subjects.iter_mut().filter(|s| named(s)) {
+                    fill(s);
+                }
+            }
+        }
+        plan
+    }
+
     /// Where this executor gets its clients (release and verify reach the same accounts).
     pub fn source(&self) -> &S {
         &self.source
