@@ -189,7 +189,7 @@ const CASES: &[Case] = &[
     Case {
         file: "guardduty/breakglass-user-protected.json",
         subjects: &["access_key:AKIAZ4XQ7PLMBG1A2S3D"],
-        actions: &[],
+        actions: &["notify finding:c1e3a5b7d9f14bc2d0f8b6d4f2b0d8ad"],
         skipped: 1,
     },
     Case {
@@ -281,7 +281,7 @@ const CASES: &[Case] = &[
     Case {
         file: "guardduty/service-linked-role-session.json",
         subjects: &["role_session:AWSServiceRoleForECS/ecs-service-scheduler"],
-        actions: &[],
+        actions: &["notify finding:b0d2f4a6c8e04ab1c9e7a5c3e1a9c7fc"],
         skipped: 1,
     },
     Case {

@@ -514,6 +514,24 @@ fn plan_finding(b: &mut Builder<'_>, f: &Finding) {
     }
     for s in &f.subjects {
         if let Some(reason) = protection(b, s) {
+            // A protected principal reported compromised is never contained, and never
+            // silent: the break-glass account or quell's own role in an attacker's hands is the
+            // incident a human must hear of first.
+            if matches!(
+                f.family,
+                Family::CredentialCompromise | Family::IdentityRisk
+            ) && response != Response::Ignore
+            {
+                b.act(
+                    f,
+                    ActionKind::Notify,
+                    Target::Record(record_of(f)),
+                    &format!(
+                        "{} is reported compromised but is protected ({reason}): quell never contains it; a human must act now (rotate its credentials, review what it did)",
+                        s.label()
+                    ),
+                );
+            }
             b.skip(f, Some(Target::Subject(s.clone())), reason);
             continue;
         }
