@@ -598,6 +598,21 @@ impl Runbook {
 
 /// Identifier checks applied before any id reaches a plan.
 pub mod ids {
+    /// The detection a finding id names, whichever feed delivered it: GuardDuty's finding id
+    /// for a GuardDuty finding and for Security Hub's copies of it (ASFF `Id` and OCSF
+    /// `finding_info.uid` are the GuardDuty finding's ARN, `…:detector/<d>/finding/<id>`), so
+    /// one detection arriving three times is one finding id: one containment, one breaker slot.
+    pub fn detection_id(finding: &str) -> &str {
+        match finding.strip_prefix("arn:") {
+            Some(rest) if rest.contains(":guardduty:") => finding
+                .rsplit_once("/finding/")
+                .map(|(_, id)| id)
+                .filter(|id| !id.is_empty() && !id.contains('/'))
+                .unwrap_or(finding),
+            _ => finding,
+        }
+    }
+
     /// 12 ASCII digits.
     pub fn is_account(s: &str) -> bool {
         s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())

@@ -237,6 +237,8 @@ pub struct Containment {
     pub last_seen: Option<String>,
 }
 
+pub use quell_core::model::ids::detection_id;
+
 /// The containments a plan would apply: its containment actions grouped by principal and
 /// finding.
 pub fn containments(plan: &Plan) -> Vec<Containment> {
@@ -249,11 +251,12 @@ pub fn containments(plan: &Plan) -> Vec<Containment> {
             continue;
         };
         let f = plan.findings.iter().find(|f| f.id == a.finding);
-        out.entry((principal.clone(), a.finding.clone()))
+        let finding = detection_id(&a.finding).to_string();
+        out.entry((principal.clone(), finding.clone()))
             .or_insert_with(|| Containment {
                 principal,
                 scope: scope_of(s),
-                finding: a.finding.clone(),
+                finding,
                 severity: f.map_or(SeverityLabel::Unknown, |f| f.severity.label),
                 family: f.map_or(Family::Manual, |f| f.family),
                 last_seen: f.and_then(|f| f.last_seen.clone()),
@@ -346,7 +349,7 @@ pub struct Gated {
 /// Whether `a` is one of the containment's actions: its finding, and a subject whose key is the
 /// containment's principal (in either of the forms its row may be stored under).
 fn is_of(a: &Action, c: &Containment, partition: &str) -> bool {
-    a.finding == c.finding
+    detection_id(&a.finding) == c.finding
         && match &a.target {
             Target::Subject(s) => {
                 let key = PrincipalKey::of_subject(s, partition);
@@ -375,7 +378,11 @@ fn withhold(plan: &mut Plan, c: &Containment, why: &str) {
 
 /// A `notify` on the finding's record, saying `why`.
 fn notify(plan: &mut Plan, c: &Containment, why: &str) {
-    let Some(f) = plan.findings.iter().find(|f| f.id == c.finding) else {
+    let Some(f) = plan
+        .findings
+        .iter()
+        .find(|f| detection_id(&f.id) == c.finding)
+    else {
         return;
     };
     let target = f.record.clone().unwrap_or(FindingRef::Finding {
@@ -440,7 +447,8 @@ pub async fn gate<L: Ledger>(
                 );
                 // The holder records the outcome on the finding too.
                 plan.actions.retain(|a| {
-                    !(a.finding == c.finding && a.kind == ActionKind::UpdateSecurityhubFinding)
+                    !(detection_id(&a.finding) == c.finding
+                        && a.kind == ActionKind::UpdateSecurityhubFinding)
                 });
                 continue;
             }
@@ -493,7 +501,8 @@ pub async fn gate<L: Ledger>(
                 "withheld: another invocation claimed this containment first",
             );
             plan.actions.retain(|a| {
-                !(a.finding == c.finding && a.kind == ActionKind::UpdateSecurityhubFinding)
+                !(detection_id(&a.finding) == c.finding
+                    && a.kind == ActionKind::UpdateSecurityhubFinding)
             });
             continue;
         }

@@ -399,3 +399,59 @@ async fn an_occurrence_after_a_release_contains_again_and_the_same_one_does_not(
         back.claims[0].entry.history
     );
 }
+
+/// One GuardDuty detection arrives three times: from GuardDuty, and as Security Hub's ASFF and
+/// OCSF copies, each with its own id. It is one containment, and takes one breaker slot.
+#[tokio::test]
+async fn a_guardduty_detection_and_its_security_hub_copies_are_one_containment() {
+    let ledger = MemoryLedger::default();
+    let policy = enforce();
+    let (gd_id, key, user) = (
+        "d1f3b5a7c9e14b2d8f6a4c2e0b9d7f15",
+        "AKIAZ4XQ7PLMCJ3N8R2T",
+        "ci-deployer",
+    );
+    let arn = format!(
+        "arn:aws:guardduty:us-east-1:111122223333:detector/a2b5c8d1e4f7a0b3c6d9e2f5a8b1c4d7/finding/{gd_id}"
+    );
+    let gd: serde_json::Value = serde_json::from_str(include_str!(
+        "../../../events/guardduty/iamuser-tor-caller-akia.json"
+    ))
+    .unwrap();
+    let mut asff: serde_json::Value = serde_json::from_str(include_str!(
+        "../../../events/securityhub/imported-guardduty-access-key.json"
+    ))
+    .unwrap();
+    let f = &mut asff["detail"]["findings"][0];
+    f["Id"] = arn.clone().into();
+    f["Resources"][0]["Id"] = format!("AWS::IAM::AccessKey:{key}").into();
+    f["Resources"][0]["Details"]["AwsIamAccessKey"]["AccessKeyId"] = key.into();
+    f["Resources"][0]["Details"]["AwsIamAccessKey"]["PrincipalName"] = user.into();
+    let mut ocsf: serde_json::Value = serde_json::from_str(include_str!(
+        "../../../events/securityhub/v2-guardduty-detection-access-key.json"
+    ))
+    .unwrap();
+    let f = &mut ocsf["detail"]["findings"][0];
+    f["finding_info"]["uid"] = arn.into();
+    f["actor"]["user"]["name"] = user.into();
+    f["actor"]["user"]["credential_uid"] = key.into();
+    f["resources"][0]["uid"] = key.into();
+    let mut claims = Vec::new();
+    for v in [gd, asff, ocsf] {
+        let plan = plan_input(v.to_string().as_bytes(), &policy, &Context::default()).unwrap();
+        let g = gate(&ledger, plan, &policy, NOW).await.unwrap();
+        record(&ledger, &g.claims, &done(&g.plan), NOW)
+            .await
+            .unwrap();
+        claims.extend(g.claims.into_iter().map(|c| c.containment.finding));
+    }
+    assert_eq!(claims, [gd_id, gd_id, gd_id]);
+    assert_eq!(ledger.list(None).await.unwrap().len(), 1);
+    assert_eq!(
+        ledger
+            .slots("aws:111122223333", &hour_of(NOW))
+            .await
+            .unwrap(),
+        1
+    );
+}

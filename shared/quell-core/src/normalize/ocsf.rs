@@ -172,7 +172,8 @@ fn finding(
         .and_then(crate::clock::normalize_rfc3339);
     let mut finding = Finding {
         source: Source::Securityhub,
-        id: uid.clone(),
+        // A copy of a GuardDuty finding is that finding: one detection, one id.
+        id: ids::detection_id(&uid).to_string(),
         kind,
         title: info
             .text("title")?

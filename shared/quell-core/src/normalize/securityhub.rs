@@ -277,7 +277,8 @@ fn asff(
             id: id.clone(),
             product_arn,
         }),
-        id,
+        // A copy of a GuardDuty finding is that finding: one detection, one id.
+        id: ids::detection_id(&id).to_string(),
         kind,
         title,
         severity,
