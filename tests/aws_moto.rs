@@ -761,6 +761,7 @@ async fn identity_center_roles_are_never_modified() {
     let p = quell_core::Plan {
         mode: Mode::Enforce,
         partition: "aws".into(),
+        delivery: None,
         findings: vec![],
         actions: vec![quell_core::Action {
             kind: ActionKind::QuarantineRole,
@@ -1090,6 +1091,7 @@ async fn quell_roles_stay_protected_when_the_policy_replaces_the_protected_list(
     let forced = quell_core::Plan {
         mode: Mode::Enforce,
         partition: "aws".into(),
+        delivery: None,
         findings: vec![],
         actions: vec![quell_core::Action {
             kind: ActionKind::QuarantineRole,

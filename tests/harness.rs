@@ -323,6 +323,7 @@ pub fn ledger_entry(principal: &str, finding: &str) -> quell_ledger::Entry {
         at: "2026-11-23T12:00:00Z".into(),
         updated: "2026-11-23T12:00:00Z".into(),
         lease_until: None,
+        delivery: None,
         actions: vec![],
         released_at: None,
         released_by: None,

@@ -327,7 +327,17 @@ impl App {
                 continue;
             }
             // One plan per message: the blast-radius cap counts this message's actions only.
-            let plan = plan(batch, &self.policy, &self.ctx);
+            // The delivery is the message's content: the host's retry redelivers the same.
+            let delivery = format!(
+                "message:{}",
+                json::fingerprint(
+                    serde_json::to_string(&batch.findings)
+                        .unwrap_or_default()
+                        .as_bytes()
+                )
+            );
+            let mut plan = plan(batch, &self.policy, &self.ctx);
+            plan.delivery = Some(delivery);
             ignored.extend(plan.ignored.clone());
             let answer = self.pipeline(function).contain(plan).await;
             if let Answer::Retry { reason, .. } = &answer {

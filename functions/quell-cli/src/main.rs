@@ -1007,6 +1007,9 @@ fn apply(
     let (input, origin) = read_input(Some(file))?;
     let mut plan = plan_input(&input, &policy, &Context::default())
         .map_err(|e| Rejected(format!("{origin}: {e}")))?;
+    // Running `quell apply` again on the same event is a retry of the same delivery: it
+    // proceeds through its own live claim instead of waiting out the lease.
+    plan.delivery = Some(format!("payload:{}", quell_core::json::fingerprint(&input)));
     eprint!("{}", render::plan_text(&plan));
     let changes = plan
         .actions

@@ -344,6 +344,17 @@ impl<'a> Obj<'a> {
     }
 }
 
+/// A stable fingerprint of some bytes (FNV-1a, 64 bits, hex): the same delivery retried has the
+/// same one. Not a security boundary, only an identity for retries.
+pub fn fingerprint(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -207,6 +207,10 @@ pub struct Plan {
     /// partition it runs in), `aws` when not known.
     #[serde(skip)]
     pub partition: String,
+    /// The delivery this plan came from, set by the edge (an EventBridge event id, a hash of the
+    /// message): a retry of the same delivery is recognised as such by the ledger.
+    #[serde(skip)]
+    pub delivery: Option<String>,
 }
 
 /// Facts about the running deployment the planner must respect.
@@ -404,6 +408,7 @@ pub fn plan(batch: Batch, policy: &Policy, ctx: &Context) -> Plan {
         skipped: b.skipped,
         ignored: batch.ignored,
         partition: ctx.partition.clone().unwrap_or_else(|| "aws".into()),
+        delivery: None,
     }
 }
 

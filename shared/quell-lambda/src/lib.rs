@@ -415,7 +415,15 @@ impl<S: ClientSource> Edge<S> {
             _ => {}
         }
         match plan_input(payload, &self.policy, &self.ctx) {
-            Ok(plan) => pipeline.contain(plan).await,
+            Ok(mut plan) => {
+                // The delivery: EventBridge's event id (kept by Lambda's retries of it), else
+                // the payload's fingerprint (a runbook request invoked again).
+                plan.delivery = Some(match value.get("id").and_then(Value::as_str) {
+                    Some(id) if value.get("detail-type").is_some() => format!("event:{id}"),
+                    _ => format!("payload:{}", quell_core::json::fingerprint(payload)),
+                });
+                pipeline.contain(plan).await
+            }
             Err(e) => Answer::Rejected(e.to_string()),
         }
     }

@@ -88,6 +88,11 @@ pub struct Entry {
     pub updated: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_until: Option<String>,
+    /// The delivery that holds or last ran the claim (the EventBridge event id, a hash of the
+    /// message): a retry of the same delivery proceeds through a live lease; another delivery
+    /// of the same containment waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<String>,
     #[serde(default)]
     pub actions: Vec<Recorded>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -235,6 +240,8 @@ pub struct Containment {
     /// When the finding's activity last occurred (RFC 3339): an occurrence after a release is
     /// a new theft, and contains again.
     pub last_seen: Option<String>,
+    /// The delivery this plan came from ([`Plan::delivery`]).
+    pub delivery: Option<String>,
 }
 
 pub use quell_core::model::ids::detection_id;
@@ -260,6 +267,7 @@ pub fn containments(plan: &Plan) -> Vec<Containment> {
                 severity: f.map_or(SeverityLabel::Unknown, |f| f.severity.label),
                 family: f.map_or(Family::Manual, |f| f.family),
                 last_seen: f.and_then(|f| f.last_seen.clone()),
+                delivery: plan.delivery.clone(),
                 trigger: f.map_or("unknown".into(), |f| {
                     serde_json::to_value(f.source)
                         .ok()
@@ -311,9 +319,12 @@ pub fn decide(existing: Option<&Entry>, c: &Containment, now: OffsetDateTime) ->
                 }
             }
         }
+        // A live lease held by another delivery: wait. The same delivery retried (after a
+        // timeout, a crash or a failed record) proceeds: every action is idempotent.
         Some(e)
             if e.state == State::Claimed
-                && e.lease_until.as_deref().is_some_and(|l| l > stamp.as_str()) =>
+                && e.lease_until.as_deref().is_some_and(|l| l > stamp.as_str())
+                && (e.delivery.is_none() || e.delivery != c.delivery) =>
         {
             Decision::Busy {
                 until: e.lease_until.clone().unwrap_or_default(),
@@ -492,6 +503,7 @@ pub async fn gate<L: Ledger>(
         };
         entry.state = State::Claimed;
         entry.lease_until = Some(rfc3339_seconds(now + LEASE));
+        entry.delivery = c.delivery.clone();
         entry.updated = stamp.clone();
         entry.version = version;
         if !ledger.put(&entry, base.as_ref().map(|e| e.version)).await? {
@@ -557,6 +569,7 @@ fn fresh(c: &Containment, stamp: &str, expires: Option<String>) -> Entry {
         at: stamp.to_string(),
         updated: stamp.to_string(),
         lease_until: None,
+        delivery: None,
         actions: Vec::new(),
         released_at: None,
         released_by: None,
@@ -616,6 +629,31 @@ pub async fn record<L: Ledger>(
         }
     }
     Ok(())
+}
+
+/// Gives back the claims of a run that could not record them (best effort): each entry still
+/// as this run left it is marked `failed` with no lease, so the next delivery, or the retry of
+/// this one, takes it over at once instead of waiting out the lease.
+pub async fn abandon<L: Ledger>(ledger: &L, claims: &[Claim], now: OffsetDateTime) {
+    let stamp = rfc3339_seconds(now);
+    for claim in claims {
+        let c = &claim.containment;
+        let Ok(Some(current)) = ledger.get(&c.principal, &c.finding).await else {
+            continue;
+        };
+        if current.version != claim.version || current.state != State::Claimed {
+            continue;
+        }
+        let mut back = current.clone();
+        back.state = State::Failed;
+        back.lease_until = None;
+        back.updated = stamp.clone();
+        back.version = current.version + 1;
+        back.history.push(format!(
+            "{stamp}: claim given back: the run could not record it"
+        ));
+        let _ = ledger.put(&back, Some(current.version)).await;
+    }
 }
 
 /// The principals a run holds contained (some containment action applied, or found in state on

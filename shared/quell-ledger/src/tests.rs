@@ -227,6 +227,7 @@ fn held(principal: &str, finding: &str, at: &str, expires: Option<&str>) -> Entr
         at: at.into(),
         updated: at.into(),
         lease_until: None,
+        delivery: None,
         actions: vec![],
         released_at: None,
         released_by: None,

@@ -376,6 +376,8 @@ impl<L: Ledger> Pipeline<'_, L> {
                 };
                 let report = executor.execute(&gated.plan).await;
                 if let Err(e) = quell_ledger::record(ledger, &gated.claims, &report, now).await {
+                    // Give the claims back so no delivery waits out the lease for nothing.
+                    quell_ledger::abandon(ledger, &gated.claims, now).await;
                     return Answer::Retry {
                         reason: format!("the containment was not recorded ({e}); retry"),
                         done: Some(Done::Contained(report)),

@@ -340,3 +340,44 @@ fn releasing_one_finding_keeps_what_another_in_force_relies_on() {
         );
     });
 }
+
+/// An invocation that claimed a containment and then crashed (or timed out, or could not
+/// record) leaves a live lease: the retry of the same delivery proceeds and contains; another
+/// delivery of the same containment waits for the lease.
+#[test]
+fn a_retry_of_the_same_delivery_proceeds_through_its_own_lease() {
+    let (policy, clock, ledger) = (enforce(), FixedClock(NOW), MemoryLedger::default());
+    let (exec, undo) = (FakeExecutor { fail: None }, undo("-"));
+    let p = pipeline(&policy, &clock, &ledger, &exec, &undo);
+    let delivered = |d: &str| {
+        let mut plan = contain_plan("alice", "f1");
+        plan.delivery = Some(d.to_string());
+        plan
+    };
+    run(async {
+        // The first try claims, then dies before it acts or records.
+        let crashed = quell_ledger::gate(&ledger, delivered("event:1"), &policy, NOW)
+            .await
+            .unwrap();
+        assert_eq!(crashed.claims.len(), 1);
+        // Another delivery of the same finding, inside the lease: withheld.
+        let other = p.contain(delivered("event:2")).await;
+        let Some(Done::Contained(r)) = other.done() else {
+            panic!("{other:?}");
+        };
+        assert_eq!(r.summary.applied, 0, "{r:?}");
+        assert!(
+            r.skipped
+                .iter()
+                .any(|s| s.reason.contains("another invocation holds"))
+        );
+        // Lambda's retry of the first delivery: contains, and records.
+        let retried = p.contain(delivered("event:1")).await;
+        let Some(Done::Contained(r)) = retried.done() else {
+            panic!("{retried:?}");
+        };
+        assert!(r.summary.applied > 0, "{r:?}");
+        let e = ledger.list(None).await.unwrap().remove(0);
+        assert_eq!(e.state, State::Done);
+    });
+}
