@@ -220,6 +220,8 @@ pub struct Context {
     pub own_identities: Vec<Pattern>,
     /// The AWS partition quell runs in (from its caller ARN); `aws` when not known.
     pub partition: Option<String>,
+    /// The AWS account quell runs in (from its caller ARN): its `quell-*` roles live there.
+    pub account: Option<String>,
 }
 
 impl Context {
@@ -240,6 +242,9 @@ impl Context {
         };
         let parts: Vec<&str> = caller_arn.splitn(6, ':').collect();
         if let [_, partition, _, _, account, resource] = parts.as_slice() {
+            if ids::is_account(account) {
+                self.account = Some(account.to_string());
+            }
             if let Some(rest) = resource.strip_prefix("assumed-role/") {
                 let role = rest.split('/').next().unwrap_or(rest);
                 add(format!("arn:{partition}:iam::{account}:role/{role}"));
@@ -616,14 +621,25 @@ pub fn protection_reason_with(
     }
     // Not configurable: a policy whose `protected` list replaces the defaults still never
     // lets quell contain its own roles.
+    // The member role is quell's identity in every account; `quell-*` roles are quell's only in
+    // the account quell runs in (where known): a role of that name elsewhere is anyone's, and an
+    // attacker cannot hide persistence behind the name.
     if let Subject::IamRole { name, .. }
     | Subject::RoleSession { name, .. }
     | Subject::IdentityCenterSession { name, .. } = s
         && ids::is_quell_role(name, &policy.aws.member_role_name)
     {
-        return Some(
-            "one of quell's own roles (quell-* or the member role): always protected".into(),
-        );
+        let member = name.eq_ignore_ascii_case(&policy.aws.member_role_name);
+        let in_own_account = match (&ctx.account, s.account()) {
+            (Some(own), Some(account)) => own == account,
+            _ => true,
+        };
+        if member || in_own_account {
+            return Some(
+                "one of quell's own roles (quell-* in its account, or the member role): always protected"
+                    .into(),
+            );
+        }
     }
     if let Some(p) = policy
         .protection_for(s)
@@ -1032,6 +1048,27 @@ mod tests {
                 .contains("a new AssumeRole is not affected")
         );
         assert!(!p.actions[0].reason.contains("fresh credentials"));
+    }
+
+    #[test]
+    fn quell_named_roles_are_quells_only_in_its_own_account() {
+        let policy = Policy::default();
+        let ctx = Context::default()
+            .with_aws_caller("arn:aws:sts::111122223333:assumed-role/quell-runbook-x/s");
+        let role = |account: &str, name: &str| Subject::IamRole {
+            account: account.into(),
+            name: name.into(),
+        };
+        assert!(
+            protection_reason(&policy, &ctx, &role("111122223333", "quell-sweeper-y")).is_some()
+        );
+        // The same name in another account is anyone's: an attacker's persistence included.
+        assert!(
+            protection_reason(&policy, &ctx, &role("444455556666", "quell-sweeper-y")).is_none()
+        );
+        // The member role is quell's in every account.
+        let member = policy.aws.member_role_name.clone();
+        assert!(protection_reason(&policy, &ctx, &role("444455556666", &member)).is_some());
     }
 
     #[test]

@@ -349,7 +349,6 @@ impl Default for Policy {
                 p("arn:aws:iam::*:role/OrganizationAccountAccessRole"),
                 p("arn:aws:iam::*:role/AWSControlTowerExecution"),
                 p("arn:aws:iam::*:role/stacksets-exec-*"),
-                p("arn:aws:iam::*:role/Quell*"),
             ],
             families: Families::default(),
             aws: AwsPolicy::default(),
