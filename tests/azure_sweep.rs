@@ -78,8 +78,16 @@ async fn world(server: &MockServer, activity: bool) {
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": [
             // `id` names the activity record, not the service principal.
             {"id": "activity-record-1", "appId": "appid-1", "lastSignInActivity": {"lastSignInDateTime": "2025-01-01T00:00:00Z"}},
-            {"id": "activity-record-9", "appId": "appid-9", "lastSignInActivity": {"lastSignInDateTime": "2026-11-01T00:00:00Z"}}
+            {"id": "activity-record-9", "appId": "appid-9", "lastSignInActivity": {"lastSignInDateTime": "2026-11-01T00:00:00Z"}},
+            // No sign-in data: unknown, never stale, never looked up or disabled.
+            {"id": "activity-record-7", "appId": "appid-7", "lastSignInActivity": {"lastSignInDateTime": null}}
         ]})))
+        .mount(server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1.0/servicePrincipals(appId='appid-7')"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "sp-7", "appId": "appid-7", "displayName": "quiet-batch", "accountEnabled": true})))
+        .expect(0)
         .mount(server)
         .await;
     Mock::given(method("GET"))

@@ -281,10 +281,15 @@ pub async fn sweep_tenant(
     let stale_cutoff = opts.now - time::Duration::days(i64::from(opts.policy.role_staleness_days));
     if let Ok(rows) = all_pages(http, "/beta/reports/servicePrincipalSignInActivities").await {
         for r in rows {
-            let last = when(&r["lastSignInActivity"]["lastSignInDateTime"]);
-            if last.is_some_and(|l| l >= stale_cutoff) {
+            // No sign-in data is "unknown", never stale: absence of a record is not evidence
+            // that nobody uses the service principal.
+            let Some(last) = when(&r["lastSignInActivity"]["lastSignInDateTime"]) else {
+                continue;
+            };
+            if last >= stale_cutoff {
                 continue;
             }
+            let last = Some(last);
             // The report's `id` identifies the activity record, not the service principal:
             // the service principal is found by `appId`.
             let app_id = r["appId"].as_str().unwrap_or_default().to_string();
