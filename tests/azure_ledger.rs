@@ -120,3 +120,54 @@ async fn a_refused_credential_says_which_role_to_grant() {
     assert!(!e.retryable, "{e}");
     assert!(e.message.contains("Storage Table Data Contributor"), "{e}");
 }
+
+/// An entry over Table Storage's 64 KiB property limit (many actions with long details, a long
+/// history) is stored across body properties and reads back whole; an update that shrinks it
+/// leaves nothing of the old one behind.
+#[tokio::test]
+async fn a_large_entry_fits_and_reads_back_whole() {
+    let l = ledger().await;
+    let p = "azure:user/3b9e2f71-4c8d-4a5e-9f1b-6d2c8e7a0b45";
+    let mut big = entry(p, "f-large", 1);
+    big.actions = (0..120)
+        .map(|i| quell_ledger::Recorded {
+            kind: quell_core::ActionKind::RemoveRoleAssignments,
+            target: quell_core::plan::Target::Subject(
+                quell_core::model::Subject::ManagedIdentity {
+                    tenant: None,
+                    id: format!("mi-{i}"),
+                    name: None,
+                },
+            ),
+            status: quell_core::report::Status::Applied,
+            detail: format!("removed assignment {i}: {}", "é".repeat(600)),
+            inverse: None,
+        })
+        .collect();
+    assert!(serde_json::to_string(&big).unwrap().len() > 64 * 1024);
+    assert!(l.put(&big, None).await.unwrap());
+    let mut got = l.get(p, "f-large").await.unwrap().unwrap();
+    got.stored_at = None;
+    assert_eq!(got, big);
+    let listed = l.list(Some(p)).await.unwrap();
+    assert_eq!(listed[0].actions.len(), 120);
+    // Shrink it: the old tail properties are gone with the replace.
+    let mut small = big.clone();
+    small.actions.truncate(1);
+    small.version = 2;
+    assert!(l.put(&small, Some(1)).await.unwrap());
+    let mut got = l.get(p, "f-large").await.unwrap().unwrap();
+    got.stored_at = None;
+    assert_eq!(got, small);
+}
+
+#[test]
+fn history_keeps_its_first_line_and_the_newest() {
+    let mut h = Vec::new();
+    for i in 0..100 {
+        quell_ledger::push_history(&mut h, format!("line {i}"));
+    }
+    assert_eq!(h.len(), quell_ledger::HISTORY_MAX);
+    assert_eq!(h[0], "line 0");
+    assert_eq!(h.last().unwrap(), "line 99");
+}

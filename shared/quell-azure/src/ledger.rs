@@ -305,24 +305,65 @@ impl TableLedger {
     fn to_entity(entry: &Entry) -> Result<Value, LedgerError> {
         let body =
             serde_json::to_string(entry).map_err(|e| err("Serialization", e.to_string(), false))?;
-        Ok(json!({
+        let mut entity = json!({
             "PartitionKey": key(&entry.principal),
             "RowKey": key(&entry.finding),
             "Principal": entry.principal,
             "Finding": entry.finding,
             "Scope": entry.scope,
             "At": entry.at,
-            "Body": body,
             "Version@odata.type": "Edm.Int64",
             "Version": entry.version.to_string(),
-        }))
+        });
+        // Table Storage caps a string property at 64 KiB (32K UTF-16 units): a large entry's
+        // body is split across Body, Body1, Body2, … (an entity holds up to 1 MiB).
+        let chars: Vec<char> = body.chars().collect();
+        let chunks: Vec<String> = chars
+            .chunks(BODY_CHUNK)
+            .map(|c| c.iter().collect())
+            .collect();
+        if chunks.len() > MAX_BODY_CHUNKS {
+            return Err(err(
+                "EntryTooLarge",
+                format!(
+                    "the entry of {} for {} is {} characters, over what one Table entity holds; trim its actions",
+                    entry.principal,
+                    entry.finding,
+                    chars.len()
+                ),
+                false,
+            ));
+        }
+        for (i, c) in chunks.into_iter().enumerate() {
+            let name = if i == 0 {
+                "Body".to_string()
+            } else {
+                format!("Body{i}")
+            };
+            entity[name] = Value::String(c);
+        }
+        Ok(entity)
     }
 }
 
-/// An entity's entry, with the service's own `Timestamp` of its last write.
-fn entry_of(body: &str, entity: &Value) -> Result<Entry, LedgerError> {
+/// Characters per body property: a UTF-16 string property holds 64 KiB, and a character may
+/// take two units.
+const BODY_CHUNK: usize = 16_000;
+/// Body properties at the most (an entity holds 1 MiB).
+const MAX_BODY_CHUNKS: usize = 30;
+
+/// An entity's entry (its body joined from Body, Body1, …), with the service's own `Timestamp`
+/// of its last write.
+fn entry_of(first: &str, entity: &Value) -> Result<Entry, LedgerError> {
+    let mut body = first.to_string();
+    for i in 1..MAX_BODY_CHUNKS {
+        match entity[format!("Body{i}")].as_str() {
+            Some(part) => body.push_str(part),
+            None => break,
+        }
+    }
     let mut e: Entry =
-        serde_json::from_str(body).map_err(|x| err("InvalidItem", x.to_string(), false))?;
+        serde_json::from_str(&body).map_err(|x| err("InvalidItem", x.to_string(), false))?;
     e.stored_at = entity["Timestamp"]
         .as_str()
         .and_then(quell_core::clock::normalize_rfc3339);

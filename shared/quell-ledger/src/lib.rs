@@ -293,6 +293,19 @@ pub enum Decision {
     Released { by: String, at: String },
 }
 
+/// How many history lines an entry keeps: the first (how it began) and the newest, so a
+/// containment re-delivered for months stays a small row (Table Storage caps a property at
+/// 64 KiB).
+pub const HISTORY_MAX: usize = 40;
+
+/// Appends a history line, dropping the oldest but the first past [`HISTORY_MAX`].
+pub fn push_history(history: &mut Vec<String>, line: String) {
+    history.push(line);
+    while history.len() > HISTORY_MAX {
+        history.remove(1);
+    }
+}
+
 /// How long a claim holds before a retry may take it over.
 pub const LEASE: time::Duration = time::Duration::minutes(5);
 
@@ -477,7 +490,7 @@ pub async fn gate<L: Ledger>(
         let version = base.as_ref().map_or(1, |e| e.version + 1);
         let mut entry = match base.clone() {
             Some(mut e) if !new => {
-                e.history.push(format!("{stamp}: run again"));
+                push_history(&mut e.history, format!("{stamp}: run again"));
                 e
             }
             Some(e) => Entry {
@@ -649,9 +662,10 @@ pub async fn abandon<L: Ledger>(ledger: &L, claims: &[Claim], now: OffsetDateTim
         back.lease_until = None;
         back.updated = stamp.clone();
         back.version = current.version + 1;
-        back.history.push(format!(
-            "{stamp}: claim given back: the run could not record it"
-        ));
+        push_history(
+            &mut back.history,
+            format!("{stamp}: claim given back: the run could not record it"),
+        );
         let _ = ledger.put(&back, Some(current.version)).await;
     }
 }
@@ -765,7 +779,7 @@ pub async fn mark_released<L: Ledger>(
     e.released_at = Some(stamp.clone());
     e.released_by = Some(by.to_string());
     e.updated = stamp.clone();
-    e.history.push(format!("{stamp}: released by {by}"));
+    push_history(&mut e.history, format!("{stamp}: released by {by}"));
     e.version = entry.version + 1;
     ledger.put(&e, Some(entry.version)).await
 }
