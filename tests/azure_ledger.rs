@@ -140,7 +140,10 @@ async fn a_large_entry_fits_and_reads_back_whole() {
                 },
             ),
             status: quell_core::report::Status::Applied,
-            detail: format!("removed assignment {i}: {}", "é".repeat(600)),
+            // ASCII here: Azurite decodes a request body chunk by chunk, and mangles a multibyte
+            // character split between two (real Table Storage does not); the split by
+            // characters is unit-tested with non-ASCII text in quell-azure.
+            detail: format!("removed assignment {i}: {}", "x".repeat(600)),
             inverse: None,
         })
         .collect();
@@ -148,7 +151,8 @@ async fn a_large_entry_fits_and_reads_back_whole() {
     assert!(l.put(&big, None).await.unwrap());
     let mut got = l.get(p, "f-large").await.unwrap().unwrap();
     got.stored_at = None;
-    assert_eq!(got, big);
+    assert_eq!(got.actions.len(), big.actions.len());
+    assert!(got == big, "the entry reads back whole");
     let listed = l.list(Some(p)).await.unwrap();
     assert_eq!(listed[0].actions.len(), 120);
     // Shrink it: the old tail properties are gone with the replace.

@@ -546,3 +546,29 @@ impl Ledger for TableLedger {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_body_splits_by_characters_and_joins_back() {
+        let mut e: Entry = serde_json::from_value(json!({
+            "principal": "azure:user/u", "finding": "f", "scope": "azure:t", "state": "done",
+            "severity": "high", "trigger": "t", "at": "2026-11-23T12:00:00Z",
+            "updated": "2026-11-23T12:00:00Z", "version": 1
+        }))
+        .unwrap();
+        e.history = (0..40)
+            .map(|i| format!("{i}: {}", "é€😀".repeat(400)))
+            .collect();
+        let entity = TableLedger::to_entity(&e).unwrap();
+        assert!(entity["Body2"].is_string(), "split across properties");
+        for k in ["Body", "Body1", "Body2"] {
+            let units: usize = entity[k].as_str().unwrap().encode_utf16().count();
+            assert!(units * 2 <= 64 * 1024, "{k}: {units} UTF-16 units");
+        }
+        let back = entry_of(entity["Body"].as_str().unwrap(), &entity).unwrap();
+        assert_eq!(back, e);
+    }
+}
