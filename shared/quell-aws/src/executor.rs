@@ -109,24 +109,18 @@ impl<S: ClientSource> AwsExecutor<S> {
                     continue;
                 }
             };
-            let named = |s: &Subject| matches!(s, Subject::AccessKey { account: a, access_key_id: k, user: None } if *a == account && *k == key);
-            let fill = |s: &mut Subject| {
-                if let Subject::AccessKey { user: slot, .. } = s {
+            plan.update_subjects(|s| {
+                if let Subject::AccessKey {
+                    account: a,
+                    access_key_id: k,
+                    user: slot @ None,
+                } = s
+                    && *a == account
+                    && *k == key
+                {
                     *slot = Some(user.clone());
                 }
-            };
-            for a in &mut plan.actions {
-                if let Target::Subject(s) = &mut a.target
-                    && named(s)
-                {
-                    fill(s);
-                }
-            }
-            for f in &mut plan.findings {
-                for s in f.subjects.iter_mut().filter(|s| named(s)) {
-                    fill(s);
-                }
-            }
+            });
         }
         plan
     }

@@ -13,7 +13,7 @@ use aws_sdk_iam::types::{StatusType, Tag};
 use quell_core::model::Subject;
 use quell_core::plan::{ActionKind, Target};
 use quell_core::report::{AwsInverse, Inverse, Outcome, Status};
-use quell_ledger::{Entry, Recorded};
+use quell_ledger::{Entry, Recorded, refused};
 use serde_json::Value;
 use time::OffsetDateTime;
 
@@ -93,18 +93,6 @@ fn foreign(entry: &Entry, r: &Recorded) -> Option<String> {
         )),
         _ => None,
     }
-}
-
-/// A refusal to undo a row that is not quell's: a failed step, so the entry stays in force and
-/// a human is told (the CLI exits 1; a function's invocation fails and its alarm fires).
-fn refused(why: String) -> Outcome {
-    Outcome::failed(
-        "RefusedForgedEntry",
-        format!(
-            "refused: {why}; the ledger entry is not quell's record of this containment, and nothing was changed"
-        ),
-        false,
-    )
 }
 
 async fn undo<S: ClientSource>(

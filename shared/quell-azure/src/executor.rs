@@ -284,24 +284,17 @@ impl AzureExecutor {
                     continue;
                 }
             };
-            let named = |s: &Subject| matches!(s, Subject::EntraUser { id: None, name: Some(n), .. } if n.eq_ignore_ascii_case(&upn));
-            let fill = |s: &mut Subject| {
-                if let Subject::EntraUser { id: slot, .. } = s {
+            plan.update_subjects(|s| {
+                if let Subject::EntraUser {
+                    id: slot @ None,
+                    name: Some(n),
+                    ..
+                } = s
+                    && n.eq_ignore_ascii_case(&upn)
+                {
                     *slot = Some(id.clone());
                 }
-            };
-            for a in &mut plan.actions {
-                if let Target::Subject(s) = &mut a.target
-                    && named(s)
-                {
-                    fill(s);
-                }
-            }
-            for f in &mut plan.findings {
-                for s in f.subjects.iter_mut().filter(|s| named(s)) {
-                    fill(s);
-                }
-            }
+            });
         }
         plan
     }

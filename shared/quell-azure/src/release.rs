@@ -15,7 +15,7 @@
 
 use quell_core::plan::ActionKind;
 use quell_core::report::{AzureInverse, Inverse, Outcome, Status};
-use quell_ledger::{Entry, Recorded, Step};
+use quell_ledger::{Entry, Recorded, Step, refused};
 use reqwest::Method;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -63,18 +63,6 @@ pub async fn release(http: &Http, entry: &Entry, by: Releaser) -> Vec<Step> {
         steps.push(Step { what, outcome });
     }
     steps
-}
-
-/// A refusal to undo a row that is not quell's: a failed step, so the entry stays in force and
-/// a human is told.
-fn refused(why: String) -> Outcome {
-    Outcome::failed(
-        "RefusedForgedEntry",
-        format!(
-            "refused: {why}; the ledger entry is not quell's record of this containment, and nothing was changed"
-        ),
-        false,
-    )
 }
 
 /// Whether the object `id` an inverse names is the entry's own principal: its object id, or

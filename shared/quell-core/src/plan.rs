@@ -213,6 +213,21 @@ pub struct Plan {
     pub delivery: Option<String>,
 }
 
+impl Plan {
+    /// Applies `f` to every subject the plan names: its actions' targets and its findings'
+    /// subjects (an edge's resolution, such as a UPN to its object id, changes both alike).
+    pub fn update_subjects(&mut self, mut f: impl FnMut(&mut Subject)) {
+        for a in &mut self.actions {
+            if let Target::Subject(s) = &mut a.target {
+                f(s);
+            }
+        }
+        for finding in &mut self.findings {
+            finding.subjects.iter_mut().for_each(&mut f);
+        }
+    }
+}
+
 /// Facts about the running deployment the planner must respect.
 #[derive(Debug, Clone, Default)]
 pub struct Context {

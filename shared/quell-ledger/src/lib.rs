@@ -64,6 +64,18 @@ pub struct Recorded {
     pub inverse: Option<Inverse>,
 }
 
+/// A refusal to undo or re-check a row that is not quell's record of a containment: a failed
+/// step (so the entry stays in force and a human hears of it), and nothing changed.
+pub fn refused(why: String) -> quell_core::report::Outcome {
+    quell_core::report::Outcome::failed(
+        "RefusedForgedEntry",
+        format!(
+            "refused: {why}; the ledger entry is not quell's record of this containment, and nothing was changed"
+        ),
+        false,
+    )
+}
+
 /// What one step of a release or verify did (either cloud).
 #[derive(Debug, Clone, Serialize)]
 pub struct Step {
