@@ -906,3 +906,20 @@ async fn each_ledger_function_takes_only_its_own_job() {
         }
     }
 }
+
+/// An alert is never just a log line: when it cannot be published, the invocation fails so
+/// Lambda retries it (and, past its retries, the dead-letter alarm fires).
+#[tokio::test]
+async fn an_alert_that_cannot_be_published_fails_the_invocation() {
+    let cfg = sdk().await;
+    let audit = Some((
+        aws_sdk_eventbridge::Client::new(&cfg),
+        quell_tests::unique("no-such-bus"),
+    ));
+    let edge = edge_audited(Accepts::Guardduty, Policy::default(), NOW, audit).await;
+    // A foreign event: rejected, which owes a human an alert.
+    let out = edge
+        .handle(json!({"source": "my.app", "detail-type": "x", "detail": {}}))
+        .await;
+    assert!(matches!(out, Err(EdgeError::Retryable { .. })), "{out:?}");
+}

@@ -33,6 +33,26 @@ impl Needs {
     }
 }
 
+/// The most an alert's text holds, in bytes: it always fits one EventBridge entry and one SNS
+/// message (256 KiB each, with the event around it) and stays readable; the full report is in
+/// the audit event.
+pub const MAX_TEXT_BYTES: usize = 32 * 1024;
+
+/// `text` cut at [`MAX_TEXT_BYTES`] on a character boundary, saying so.
+pub fn capped(mut text: String) -> String {
+    const MORE: &str = "\n… (cut: the full report is in the audit event and the function's log)\n";
+    if text.len() <= MAX_TEXT_BYTES {
+        return text;
+    }
+    let mut end = MAX_TEXT_BYTES - MORE.len();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str(MORE);
+    text
+}
+
 /// A rendered alert: `subject` fits an e-mail subject (SNS allows 100 characters).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Alert {
@@ -215,7 +235,7 @@ pub fn for_report(report: &Report, function: &str) -> Option<Alert> {
     }
     Some(Alert {
         subject,
-        text: t,
+        text: capped(t),
         needs,
     })
 }
@@ -224,11 +244,11 @@ pub fn for_report(report: &Report, function: &str) -> Option<Alert> {
 pub fn for_rejected(function: &str, error: &str) -> Alert {
     Alert {
         subject: "quell rejected an event".into(),
-        text: format!(
+        text: capped(format!(
             "quell rejected an event and took no action ({}).\nWhy: {}\nA malformed or spoofed event never contains anyone; if this was a real finding, fix its source or run the runbook by hand.\n",
             clean(function),
             clean(error)
-        ),
+        )),
         needs: Needs::default(),
     }
 }
@@ -307,13 +327,27 @@ pub fn for_check(
     }
     Some(Alert {
         subject,
-        text: t,
+        text: capped(t),
         needs,
     })
 }
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_alert_always_fits_the_bus_and_the_topic() {
+        // Values from events are bounded already (`clean`); a report with thousands of actions
+        // is what grows, and the cut keeps whole characters.
+        let long = format!("x{}", "é".repeat(MAX_TEXT_BYTES));
+        let t = capped(long);
+        assert!(t.len() <= MAX_TEXT_BYTES, "{}", t.len());
+        assert!(t.ends_with("the function's log)\n"));
+        assert_eq!(capped("short".into()), "short");
+        let a = for_rejected("guardduty", &"y".repeat(MAX_TEXT_BYTES));
+        assert!(a.text.len() <= MAX_TEXT_BYTES);
+    }
+
     use super::*;
     use crate::plan::Skip;
     use crate::report::{ActionResult, Outcome};

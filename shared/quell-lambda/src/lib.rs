@@ -344,10 +344,20 @@ impl<S: ClientSource> Edge<S> {
             tracing::warn!(%error, "event rejected; no action taken");
         }
         self.publish(&answer).await;
+        let mut unpublished = 0;
         for alert in answer.alerts(self.accepts.name()) {
-            self.publish_alert(&alert).await;
+            if !self.publish_alert(&alert).await {
+                unpublished += 1;
+            }
         }
-        let out = lambda_result(&answer);
+        let out = match lambda_result(&answer) {
+            // An alert is never just a log line: the invocation fails, Lambda retries it (every
+            // action is idempotent), and past its retries the dead-letter alarm tells a human.
+            Ok(_) if unpublished > 0 => Err(EdgeError::Retryable {
+                reason: format!("{unpublished} alert(s) for a human could not be published"),
+            }),
+            other => other,
+        };
         let error = out.as_ref().err().map(|e| e.to_string());
         let docs = metrics::documents(
             self.accepts.name(),
@@ -488,11 +498,11 @@ impl<S: ClientSource> Edge<S> {
     }
 
     /// Publishes an alert on the quell bus (`Identity Containment Alert`), where the SAM
-    /// template's rule forwards its text to the alerts topic. A failure is logged: the
-    /// report itself is already in the logs.
-    async fn publish_alert(&self, alert: &quell_core::alert::Alert) {
+    /// template's rule forwards its text to the alerts topic; false when it could not be (the
+    /// invocation then fails).
+    async fn publish_alert(&self, alert: &quell_core::alert::Alert) -> bool {
         let Some((client, bus)) = &self.audit else {
-            return;
+            return true;
         };
         let detail = json!({
             "function": self.accepts.name(),
@@ -501,10 +511,14 @@ impl<S: ClientSource> Edge<S> {
             "text": alert.text,
             "needs": alert.needs,
         });
-        if let Err(e) =
-            quell_aws::audit::publish_detail(client, bus, ALERT_DETAIL_TYPE, &detail, vec![]).await
+        match quell_aws::audit::publish_detail(client, bus, ALERT_DETAIL_TYPE, &detail, vec![])
+            .await
         {
-            tracing::error!(error = %e, bus, "alert not published; the report is in this log");
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, bus, "alert not published; the invocation fails so it is retried");
+                false
+            }
         }
     }
 }
