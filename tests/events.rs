@@ -491,11 +491,8 @@ const CASES: &[Case] = &[
     Case {
         file: "defender/graph-alert-unknown-service-source.json",
         subjects: &["entra_user:david.chen@contoso.com"],
-        actions: &[
-            "notify entra_user:david.chen@contoso.com",
-            "update_defender_alert defender_alert:da638362889287051192_1877443262",
-        ],
-        skipped: 0,
+        actions: &["notify defender_alert:da638362889287051192_1877443262"],
+        skipped: 1,
     },
     Case {
         file: "defender/graph-alert-pipeline-variants.json",
@@ -719,6 +716,12 @@ const CASES: &[Case] = &[
         subjects: &[],
         actions: &[],
         skipped: 0,
+    },
+    Case {
+        file: "defender/graph-alert-custom-detection.json",
+        subjects: &["entra_user:david.chen@contoso.com"],
+        actions: &["notify defender_alert:da638362889287051192_1877443301"],
+        skipped: 1,
     },
 ];
 

@@ -472,6 +472,10 @@ pub enum FindingRef {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tenant: Option<String>,
         id: String,
+        /// What raised the alert (Graph `detectionSource`, XDR `DetectionSource`): Microsoft's
+        /// own detections, or a rule the customer wrote (custom detection, Sentinel analytics).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detection_source: Option<String>,
     },
     /// The finding itself, as the target of a `notify` that names no principal.
     Finding { source: Source, id: String },

@@ -681,6 +681,21 @@ pub fn protection_reason_with(
 /// services arrive under `arn:<partition>:securityhub:<region>::product/aws/<service>`, which no
 /// customer account can import under (Security Hub API reference, BatchImportFindings).
 pub fn untrusted_reason(policy: &Policy, f: &Finding) -> Option<String> {
+    if let Some(FindingRef::DefenderAlert {
+        detection_source: Some(source),
+        ..
+    }) = &f.record
+    {
+        let key = crate::policy::source_key(source);
+        let trusted = policy
+            .azure
+            .trusted_sources
+            .iter()
+            .any(|t| crate::policy::source_key(t) == key);
+        return (!trusted).then(|| format!(
+            "the alert's detection source {source} is not one quell trusts (azure.trusted_sources: Microsoft's own detections): a rule the tenant wrote, a custom detection or an analytics rule, can name any user, so quell contains no one on it (list the source in azure.trusted_sources if you vouch for it)"
+        ));
+    }
     let (product_arn, account) = match &f.record {
         Some(FindingRef::SecurityhubFinding {
             product_arn,

@@ -178,6 +178,61 @@ pub struct AzurePolicy {
     /// the identity_risk level and strong detections (leaked credentials, admin-confirmed,
     /// threat intelligence) always contain fully.
     pub unconfirmed_detection: DetectionResponse,
+    /// The alert detection sources quell contains on (Graph `detectionSource`, XDR
+    /// `DetectionSource`, compared without case, spaces or punctuation): Microsoft's own
+    /// detections. A rule the customer wrote (a custom detection, a Sentinel analytics rule)
+    /// can name any user, so its alerts notify unless listed here.
+    pub trusted_sources: Vec<String>,
+}
+
+/// Microsoft's own alert detection sources (Graph `detectionSource` values and the display
+/// names Defender XDR streams), the default of `azure.trusted_sources`. Customer-authored ones
+/// (`customDetection`, `customTi`, `scheduledAlerts` and `nrtAlerts` from Sentinel analytics,
+/// `manual`) are left out.
+pub const MICROSOFT_DETECTION_SOURCES: &[&str] = &[
+    "microsoftDefenderForEndpoint",
+    "EDR",
+    "antivirus",
+    "smartScreen",
+    "microsoftDefenderForOffice365",
+    "automatedInvestigation",
+    "microsoftThreatExperts",
+    "microsoftDefenderForIdentity",
+    "cloudAppSecurity",
+    "microsoftCloudAppSecurity",
+    "microsoftDefenderForCloudApps",
+    "microsoft365Defender",
+    "microsoftDefenderXDR",
+    "azureAdIdentityProtection",
+    "microsoftEntraIdProtection",
+    "microsoftDataLossPrevention",
+    "appGovernancePolicy",
+    "appGovernanceDetection",
+    "microsoftDefenderForCloud",
+    "microsoftDefenderForIoT",
+    "microsoftDefenderForServers",
+    "microsoftDefenderForStorage",
+    "microsoftDefenderForDNS",
+    "microsoftDefenderForDatabases",
+    "microsoftDefenderForContainers",
+    "microsoftDefenderForNetwork",
+    "microsoftDefenderForAppService",
+    "microsoftDefenderForKeyVault",
+    "microsoftDefenderForResourceManager",
+    "microsoftDefenderForApiManagement",
+    "microsoftDefenderThreatIntelligenceAnalytics",
+    "builtInMl",
+    "microsoftInsiderRiskManagement",
+    "microsoftThreatIntelligence",
+    "microsoftDefenderForAIServices",
+];
+
+/// A detection source as compared: lower case, letters and digits only.
+pub fn source_key(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect::<String>()
+        .to_ascii_lowercase()
 }
 
 /// The response to one unconfirmed Entra risk detection.
@@ -201,6 +256,10 @@ impl Default for AzurePolicy {
             update_defender_alerts: true,
             disable_stale_service_principals: false,
             unconfirmed_detection: DetectionResponse::RevokeAndNotify,
+            trusted_sources: MICROSOFT_DETECTION_SOURCES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         }
     }
 }

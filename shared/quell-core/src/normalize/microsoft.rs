@@ -32,6 +32,7 @@ struct Alert {
     pointer: String,
     tenant: Option<String>,
     info: Option<(String, SeverityLabel, String)>, // title, severity, service source
+    detection_source: Option<String>,
     subjects: Vec<Subject>,
     notes: Vec<String>,
 }
@@ -62,6 +63,7 @@ fn records_to_batch(records: &[Obj<'_>]) -> Result<Batch, InputError> {
                             .unwrap_or(SeverityLabel::Unknown),
                         p.text("ServiceSource")?.unwrap_or("").to_string(),
                     ));
+                    a.detection_source = p.text("DetectionSource")?.map(str::to_string);
                 } else {
                     evidence_row(&p, &tenant, a)?;
                 }
@@ -120,6 +122,7 @@ fn records_to_batch(records: &[Obj<'_>]) -> Result<Batch, InputError> {
             record: Some(FindingRef::DefenderAlert {
                 tenant: a.tenant.clone(),
                 id: id.clone(),
+                detection_source: a.detection_source.clone(),
             }),
             kind: title.clone(),
             id,
@@ -340,6 +343,7 @@ pub(super) fn graph_alert(o: &Obj<'_>) -> Result<Finding, InputError> {
         record: Some(FindingRef::DefenderAlert {
             tenant: tenant.clone(),
             id: id.clone(),
+            detection_source: o.text("detectionSource")?.map(str::to_string),
         }),
         id,
         kind: o
