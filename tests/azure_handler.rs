@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use azure_handler::{App, isolate, router};
+use azure_handler::{App, Function, isolate, router};
 use quell_azure::{AzureExecutor, Endpoints, Http, StaticToken, TableLedger, VerifyQueue};
 use quell_core::clock::FixedClock;
 use quell_core::{Context, Policy};
@@ -1211,4 +1211,60 @@ async fn every_function_folder_the_host_loads_has_a_route_that_answers() {
         let (status, _) = post(&url, name, b"{}".to_vec()).await;
         assert_ne!(status, 404, "{name}");
     }
+}
+
+/// Anyone who can send to the hub writes a record's tenant: a record for another tenant is
+/// refused, and one for quell's own tenant is planned in it (its breaker scope is quell's).
+#[tokio::test]
+async fn an_event_hub_record_for_another_tenant_is_refused() {
+    let own = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+    let http = Http::new(
+        Endpoints::new("http://127.0.0.1:9", "http://127.0.0.1:9"),
+        Arc::new(StaticToken("t".into())),
+    )
+    .with_tenant(own);
+    let executor = AzureExecutor::new(
+        http,
+        Policy::default(),
+        Context::default(),
+        Arc::new(FixedClock(NOW)),
+        vec![],
+    );
+    let app = App {
+        policy: Policy::default(),
+        ctx: Context::default(),
+        executor,
+        clock: Arc::new(FixedClock(NOW)),
+        ledger: None,
+        http_release: false,
+        verify_queue: None,
+    };
+    let foreign = risky_user_message(
+        "3b9e2f71-4c8d-4a5e-9f1b-6d2c8e7a0b45",
+        "rosa.garcia@contoso.com",
+        0,
+    )
+    .replace(own, "11111111-2222-4333-8444-555555555555");
+    let reply = app
+        .handle(Function::EntraRiskEvents, &eventhub_batch(&[foreign]))
+        .await;
+    assert_eq!(reply["ReturnValue"]["status"], "rejected", "{reply}");
+    assert!(
+        reply["ReturnValue"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not quell's tenant")
+    );
+    let mine = risky_user_message(
+        "3b9e2f71-4c8d-4a5e-9f1b-6d2c8e7a0b45",
+        "rosa.garcia@contoso.com",
+        0,
+    );
+    let reply = app
+        .handle(Function::EntraRiskEvents, &eventhub_batch(&[mine]))
+        .await;
+    assert_eq!(
+        reply["ReturnValue"]["findings"][0]["tenant"], own,
+        "{reply}"
+    );
 }

@@ -305,7 +305,25 @@ impl App {
                 findings: Vec::new(),
                 ignored: b.ignored,
             };
-            for f in b.findings {
+            for mut f in b.findings {
+                // An Event Hub record names its tenant, and anyone who can send to the hub
+                // writes it: a record for another tenant is refused, and every record counts in
+                // quell's own tenant's breaker (a fresh tenant id per record cannot dodge it).
+                if matches!(
+                    function,
+                    Function::DefenderEvents | Function::EntraRiskEvents
+                ) && let Some(own) = self.executor.http().tenant()
+                {
+                    if let Some(other) =
+                        f.tenant.as_deref().filter(|t| !t.eq_ignore_ascii_case(own))
+                    {
+                        rejected.push(format!(
+                            "{pointer}: the record is for tenant {other}, not quell's tenant {own}; nothing done"
+                        ));
+                        continue;
+                    }
+                    in_tenant(&mut f, own);
+                }
                 if !function.accepts(f.source) {
                     rejected.push(format!(
                         "{pointer}: {:?} findings do not belong to function {function:?}",
@@ -525,6 +543,20 @@ impl App {
             json!({"status": "rejected", "error": error}),
             logs,
         )
+    }
+}
+
+/// Puts a finding, and every subject it names, in quell's own tenant.
+fn in_tenant(f: &mut quell_core::Finding, own: &str) {
+    use quell_core::model::Subject;
+    f.tenant = Some(own.to_string());
+    for s in &mut f.subjects {
+        match s {
+            Subject::EntraUser { tenant, .. }
+            | Subject::ServicePrincipal { tenant, .. }
+            | Subject::ManagedIdentity { tenant, .. } => *tenant = Some(own.to_string()),
+            _ => {}
+        }
     }
 }
 

@@ -177,6 +177,11 @@ impl Http {
         &self.endpoints
     }
 
+    /// The tenant quell acts in (`AZURE_TENANT_ID`), when known.
+    pub fn tenant(&self) -> Option<&str> {
+        (self.tenant != "default").then_some(self.tenant.as_str())
+    }
+
     async fn pace(&self, path: &str) {
         if !path.contains("/identityProtection/") {
             return;
