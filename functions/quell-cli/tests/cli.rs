@@ -354,29 +354,15 @@ impl World {
         }
     }
     fn quell(&self, args: &[&str]) -> Output {
+        self.quell_at("2026-11-23T12:00:00Z", args)
+    }
+    /// [`World::quell`] at another time than the world's.
+    fn quell_at(&self, now: &str, args: &[&str]) -> Output {
         let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         if matches!(args.first(), Some(&"apply" | &"release" | &"verify")) {
             all.push("--policy".into());
             all.push(self.dir.join("policy.toml").display().to_string());
         }
-        Command::new(env!("CARGO_BIN_EXE_quell"))
-            .args(&all)
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-            .env("AWS_ENDPOINT_URL", &self.moto.url)
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("QUELL_LEDGER_TABLE", &self.table)
-            .env("QUELL_NOW", "2026-11-23T12:00:00Z")
-            .output()
-            .unwrap()
-    }
-    /// [`World::quell`] at another time than the world's.
-    fn quell_at(&self, now: &str, args: &[&str]) -> Output {
-        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        all.push("--policy".into());
-        all.push(self.dir.join("policy.toml").display().to_string());
         Command::new(env!("CARGO_BIN_EXE_quell"))
             .args(&all)
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
