@@ -1287,6 +1287,33 @@ async fn verify_puts_back_a_removed_role_revocation_and_reports_a_changed_trust_
             .await
             .is_some()
     );
+    // Weakened instead of removed: the cut-off moved back to 2000 (no token is that old).
+    iam.put_role_policy()
+        .role_name(&role)
+        .policy_name(docs::ROLE_REVOKE_POLICY)
+        .policy_document(docs::revoke_older_sessions(
+            "Weakened",
+            "2000-01-01T00:00:00Z",
+        ))
+        .send()
+        .await
+        .unwrap();
+    let fixed = check(&exec, &entries, true).await;
+    assert!(
+        outcomes(&fixed).iter().any(|o| o.starts_with(&format!(
+            "Applied attacker persistence: {} was weakened",
+            docs::ROLE_REVOKE_POLICY
+        ))),
+        "{:?}",
+        outcomes(&fixed)
+    );
+    let restored = role_policy(&iam, &role, docs::ROLE_REVOKE_POLICY)
+        .await
+        .unwrap();
+    assert!(
+        docs::revocation(&restored).is_some_and(|r| r.cutoff.as_str() >= "2026-11-23T12:00:00Z"),
+        "{restored}"
+    );
     let again = check(&exec, &entries, true).await;
     assert!(
         again.iter().all(|s| s.outcome.status != Status::Applied),

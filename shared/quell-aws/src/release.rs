@@ -936,24 +936,45 @@ async fn revocation_in_place(
     latest: &Entry,
     fix: bool,
 ) -> Outcome {
-    match iam::get_inline(iam, kind, name, policy).await {
-        Ok(Some(_)) => Outcome::already(format!("{policy} is still in place")),
-        Ok(None) if fix => {
-            let doc = docs::revoke_older_sessions(&docs::revoke_sid(&latest.finding), &latest.at);
-            match iam::put_inline(iam, kind, name, policy, &doc).await {
-                Ok(()) => Outcome::applied(
-                    format!(
-                        "attacker persistence: {policy} was removed; put back with cut-off {}",
-                        latest.at
-                    ),
-                    None,
-                ),
-                Err(e) => e.into(),
-            }
+    // In place means still denying everything to every token issued before the containment:
+    // a policy of that name that allows, narrows the deny or moves the cut-off back was
+    // weakened, and is as good as removed.
+    let holds = |doc: &str| {
+        let Some(doc) = docs::parse(doc) else {
+            return false;
+        };
+        let st = docs::statements(&doc);
+        docs::deny_only(&doc)
+            && st.iter().any(|s| {
+                s["Action"] == "*"
+                    && s["Resource"] == "*"
+                    && docs::revocation_of(s).is_some_and(|r| {
+                        r.userid.is_none() && r.cutoff.as_str() >= latest.at.as_str()
+                    })
+            })
+    };
+    let what = match iam::get_inline(iam, kind, name, policy).await {
+        Ok(Some(doc)) if holds(&doc) => {
+            return Outcome::already(format!("{policy} is still in place"));
         }
-        Ok(None) => Outcome::dry_run(format!(
-            "would put back {policy}, which was removed; pass --yes"
-        )),
+        Ok(Some(_)) => "weakened",
+        Ok(None) => "removed",
+        Err(e) => return e.into(),
+    };
+    if !fix {
+        return Outcome::dry_run(format!(
+            "would put back {policy}, which was {what}; pass --yes"
+        ));
+    }
+    let doc = docs::revoke_older_sessions(&docs::revoke_sid(&latest.finding), &latest.at);
+    match iam::put_inline(iam, kind, name, policy, &doc).await {
+        Ok(()) => Outcome::applied(
+            format!(
+                "attacker persistence: {policy} was {what}; put back with cut-off {}",
+                latest.at
+            ),
+            None,
+        ),
         Err(e) => e.into(),
     }
 }
