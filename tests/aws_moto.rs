@@ -1476,21 +1476,7 @@ async fn a_release_acts_only_on_the_entrys_own_principal() {
     let (user, keys) = new_user(&iam, "forger").await;
     let entries = contained(&tor_event(&user, &keys[0]), &policy).await;
     let exec = executor(policy.clone(), NOW).await;
-    let deny_all = "arn:aws:iam::aws:policy/AWSDenyAll";
-    let attached = |u: String| {
-        let iam = iam.clone();
-        async move {
-            iam.list_attached_user_policies()
-                .user_name(u)
-                .send()
-                .await
-                .unwrap()
-                .attached_policies()
-                .iter()
-                .filter_map(|p| p.policy_arn().map(str::to_string))
-                .collect::<Vec<String>>()
-        }
-    };
+    let deny_all = DENY_ALL;
     let refused = |steps: &[quell_ledger::Step]| {
         steps.iter().any(|s| {
             s.outcome.status == Status::Failed
@@ -1522,7 +1508,7 @@ async fn a_release_acts_only_on_the_entrys_own_principal() {
     ));
     let steps = quell_aws::release::release(exec.source(), &aimed, false).await;
     assert!(refused(&steps), "{steps:?}");
-    assert_eq!(attached(human.clone()).await, [deny_all]);
+    assert_eq!(attached(&iam, Some(&human), None).await, [deny_all]);
     // 2. A managed policy other than AWSDenyAll: the user's own guardrail stays.
     let guardrail = iam
         .create_policy()
@@ -1554,7 +1540,7 @@ async fn a_release_acts_only_on_the_entrys_own_principal() {
     ));
     let steps = quell_aws::release::release(exec.source(), &other_policy, false).await;
     assert!(refused(&steps), "{steps:?}");
-    assert!(attached(user.clone()).await.contains(&guardrail));
+    assert!(attached(&iam, Some(&user), None).await.contains(&guardrail));
     // 3. Another user's key, to reactivate: it stays inactive.
     iam.update_access_key()
         .user_name(&human)
@@ -1575,21 +1561,19 @@ async fn a_release_acts_only_on_the_entrys_own_principal() {
     ));
     let steps = quell_aws::release::release(exec.source(), &foreign_key, true).await;
     assert!(refused(&steps), "{steps:?}");
-    let status = iam
-        .list_access_keys()
-        .user_name(&human)
-        .send()
-        .await
-        .unwrap()
-        .access_key_metadata()
-        .iter()
-        .find(|k| k.access_key_id() == Some(human_keys[0].as_str()))
-        .and_then(|k| k.status().cloned());
-    assert_eq!(status, Some(aws_sdk_iam::types::StatusType::Inactive));
+    assert!(
+        key_status(&iam, &human)
+            .await
+            .contains(&(human_keys[0].clone(), StatusType::Inactive))
+    );
     // The genuine entry still releases.
     let steps = quell_aws::release::release(exec.source(), &entries[0], false).await;
     assert!(!refused(&steps), "{steps:?}");
-    assert!(!attached(user.clone()).await.contains(&deny_all.to_string()));
+    assert!(
+        !attached(&iam, Some(&user), None)
+            .await
+            .contains(&deny_all.to_string())
+    );
 }
 
 /// The check after containment, with the executor's own protection rules.
@@ -1636,17 +1620,9 @@ async fn verify_never_writes_a_protected_principal_and_dates_containment_by_quel
         let iam = iam.clone();
         let user = user.clone();
         async move {
-            iam.list_access_keys()
-                .user_name(user)
-                .send()
+            key_status(&iam, &user)
                 .await
-                .unwrap()
-                .access_key_metadata()
-                .iter()
-                .any(|m| {
-                    m.access_key_id() == Some(k.as_str())
-                        && m.status() == Some(&aws_sdk_iam::types::StatusType::Active)
-                })
+                .contains(&(k, StatusType::Active))
         }
     };
     // Protected by the policy: nothing is written, whatever the row says.
@@ -1666,13 +1642,7 @@ async fn verify_never_writes_a_protected_principal_and_dates_containment_by_quel
         "{steps:?}"
     );
     assert!(key_active(keys[0].clone()).await);
-    let attached = iam
-        .list_attached_user_policies()
-        .user_name(&user)
-        .send()
-        .await
-        .unwrap();
-    assert!(attached.attached_policies().is_empty());
+    assert!(attached(&iam, Some(&user), None).await.is_empty());
     // Not protected, but no quell:quarantined tag names the entry: it is only a row. Nothing
     // is dated from it (the row says 1970) and nothing is written: no key deactivated as "new",
     // no quarantine "re-attached".
@@ -1690,13 +1660,7 @@ async fn verify_never_writes_a_protected_principal_and_dates_containment_by_quel
     );
     assert!(key_active(keys[0].clone()).await);
     assert!(key_active(keys[1].clone()).await);
-    let attached = iam
-        .list_attached_user_policies()
-        .user_name(&user)
-        .send()
-        .await
-        .unwrap();
-    assert!(attached.attached_policies().is_empty());
+    assert!(attached(&iam, Some(&user), None).await.is_empty());
 }
 
 /// A key named without its user is resolved to the user before the ledger claim, so the
@@ -1714,15 +1678,7 @@ async fn a_bare_key_is_keyed_by_its_user() {
     let ledger = quell_ledger::memory::MemoryLedger::default();
     let exec = executor(policy.clone(), NOW).await;
     let clock = FixedClock(NOW);
-    let pipeline = quell_pipeline::Pipeline {
-        function: "test",
-        policy: &policy,
-        clock: &clock,
-        ledger: Some(&ledger),
-        executor: Some(&exec),
-        undo: vec![&exec],
-        checks: None,
-    };
+    let pipeline = quell_tests::memory_pipeline(&policy, &clock, &ledger, &exec);
     let answer = pipeline.contain(plan).await;
     assert!(
         matches!(answer, quell_pipeline::Answer::Done(_)),

@@ -1189,15 +1189,7 @@ async fn a_user_named_by_upn_is_keyed_by_object_id() {
     let policy = enforce();
     let clock = FixedClock(NOW);
     let exec = executor(&server, policy.clone());
-    let pipeline = quell_pipeline::Pipeline {
-        function: "test",
-        policy: &policy,
-        clock: &clock,
-        ledger: Some(&ledger),
-        executor: Some(&exec),
-        undo: vec![&exec],
-        checks: None,
-    };
+    let pipeline = quell_tests::memory_pipeline(&policy, &clock, &ledger, &exec);
     let by_upn = runbook(
         "revoke_sessions",
         "Rosa.Garcia@contoso.com",

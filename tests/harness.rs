@@ -376,3 +376,25 @@ pub async fn aws_executor(
         std::sync::Arc::new(quell_core::clock::FixedClock(now)),
     )
 }
+
+/// The one pipeline over an in-memory ledger, with `exec` as both the executor and the undo of
+/// its cloud, and no check queue: for tests of what the pipeline decides around one cloud.
+pub fn memory_pipeline<'a, X>(
+    policy: &'a quell_core::Policy,
+    clock: &'a quell_core::clock::FixedClock,
+    ledger: &'a quell_ledger::memory::MemoryLedger,
+    exec: &'a X,
+) -> quell_pipeline::Pipeline<'a, quell_ledger::memory::MemoryLedger>
+where
+    X: quell_pipeline::Executor + quell_pipeline::Undo,
+{
+    quell_pipeline::Pipeline {
+        function: "test",
+        policy,
+        clock,
+        ledger: Some(ledger),
+        executor: Some(exec),
+        undo: vec![exec],
+        checks: None,
+    }
+}

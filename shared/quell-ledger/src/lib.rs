@@ -733,36 +733,6 @@ pub fn expired(entries: &[Entry], now: OffsetDateTime) -> Vec<(String, Vec<Entry
         .collect()
 }
 
-/// Releases `entries` (newest first) with `undo` (the cloud's release), marking each one whose
-/// steps all succeeded released by `by`; one with a failed step stays in force for a later try.
-/// Returns every step, and whether every entry was released.
-pub async fn release_each<L, F, Fut>(
-    ledger: &L,
-    entries: &[Entry],
-    by: &str,
-    now: OffsetDateTime,
-    mut undo: F,
-) -> Result<(Vec<Step>, bool), LedgerError>
-where
-    L: Ledger,
-    F: FnMut(Entry) -> Fut,
-    Fut: Future<Output = Vec<Step>>,
-{
-    let mut steps = Vec::new();
-    let mut all = true;
-    for e in entries {
-        let done = undo(e.clone()).await;
-        let failed = done.iter().any(|s| s.outcome.status == Outcome::Failed);
-        steps.extend(done);
-        if failed {
-            all = false;
-        } else {
-            mark_released(ledger, e, by, now).await?;
-        }
-    }
-    Ok((steps, all))
-}
-
 /// The alert for a check's steps (`quell_core::alert::for_check`), or `None` when the
 /// containment held.
 pub fn check_alert(

@@ -456,3 +456,34 @@ async fn a_guardduty_detection_and_its_security_hub_copies_are_one_containment()
         1
     );
 }
+
+/// A run that claimed and then could not record gives its claims back: the entry is `failed`
+/// with no lease, and the next delivery takes it over at once instead of waiting.
+#[tokio::test]
+async fn a_claim_given_back_is_taken_over_at_once() {
+    let ledger = MemoryLedger::default();
+    let policy = enforce();
+    let mut plan = contain("gina", "f7");
+    plan.delivery = Some("event:1".into());
+    let g = gate(&ledger, plan, &policy, NOW).await.unwrap();
+    abandon(&ledger, &g.claims, NOW).await;
+    let e = ledger
+        .get("arn:aws:iam::111122223333:user/gina", "f7")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(e.state, State::Failed);
+    assert_eq!(e.lease_until, None);
+    let mut other = contain("gina", "f7");
+    other.delivery = Some("event:2".into());
+    let again = gate(&ledger, other, &policy, NOW).await.unwrap();
+    assert_eq!(again.claims.len(), 1, "another delivery proceeds at once");
+    // A claim another run has moved on since is left alone.
+    abandon(&ledger, &g.claims, NOW).await;
+    let e = ledger
+        .get("arn:aws:iam::111122223333:user/gina", "f7")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(e.state, State::Claimed);
+}
