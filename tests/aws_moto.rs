@@ -1476,7 +1476,6 @@ async fn a_release_acts_only_on_the_entrys_own_principal() {
     let (user, keys) = new_user(&iam, "forger").await;
     let entries = contained(&tor_event(&user, &keys[0]), &policy).await;
     let exec = executor(policy.clone(), NOW).await;
-    let deny_all = DENY_ALL;
     let refused = |steps: &[quell_ledger::Step]| {
         steps.iter().any(|s| {
             s.outcome.status == Status::Failed
@@ -1487,7 +1486,7 @@ async fn a_release_acts_only_on_the_entrys_own_principal() {
     let (human, human_keys) = new_user(&iam, "quarantined-by-hand").await;
     iam.attach_user_policy()
         .user_name(&human)
-        .policy_arn(deny_all)
+        .policy_arn(DENY_ALL)
         .send()
         .await
         .unwrap();
@@ -1504,11 +1503,11 @@ async fn a_release_acts_only_on_the_entrys_own_principal() {
     });
     q.inverse = Some(quell_tests::inverse(
         "iam:DetachUserPolicy",
-        json!({"UserName": human, "PolicyArn": deny_all}),
+        json!({"UserName": human, "PolicyArn": DENY_ALL}),
     ));
     let steps = quell_aws::release::release(exec.source(), &aimed, false).await;
     assert!(refused(&steps), "{steps:?}");
-    assert_eq!(attached(&iam, Some(&human), None).await, [deny_all]);
+    assert_eq!(attached(&iam, Some(&human), None).await, [DENY_ALL]);
     // 2. A managed policy other than AWSDenyAll: the user's own guardrail stays.
     let guardrail = iam
         .create_policy()
@@ -1572,7 +1571,7 @@ async fn a_release_acts_only_on_the_entrys_own_principal() {
     assert!(
         !attached(&iam, Some(&user), None)
             .await
-            .contains(&deny_all.to_string())
+            .contains(&DENY_ALL.to_string())
     );
 }
 

@@ -892,21 +892,7 @@ async fn verify_never_writes_a_protected_user_or_another_identitys_assignment() 
             .await;
     }
     let mut entry = quell_tests::ledger_entry(&format!("azure:user/{USER}"), "forged-bg");
-    entry.actions = vec![quell_ledger::Recorded {
-        kind: ActionKind::DisableEntraUser,
-        target: quell_core::plan::Target::Subject(quell_core::model::Subject::EntraUser {
-            tenant: None,
-            id: Some(USER.into()),
-            name: None,
-            on_premises_synced: None,
-        }),
-        status: Status::Applied,
-        detail: "disabled".into(),
-        inverse: Some(quell_tests::inverse(
-            "graph:PATCH /v1.0/users/{id}",
-            json!({"id": USER, "accountEnabled": true}),
-        )),
-    }];
+    entry.actions = vec![disabled_user(USER)];
     let mut policy = enforce();
     policy.protected = vec![Pattern::new("breakglass@contoso.com").unwrap()];
     let exec = executor(&server, policy);
@@ -930,6 +916,31 @@ async fn verify_never_writes_a_protected_user_or_another_identitys_assignment() 
             .any(|s| s.outcome.error_code.as_deref() == Some("RefusedForgedEntry")),
         "{steps:?}"
     );
+}
+
+/// The target of an action on the test's Entra user.
+fn user_target() -> quell_core::plan::Target {
+    quell_core::plan::Target::Subject(quell_core::model::Subject::EntraUser {
+        tenant: None,
+        id: Some(USER.into()),
+        name: None,
+        on_premises_synced: None,
+    })
+}
+
+/// A recorded `disable_entra_user` on the test's user whose inverse re-enables `inverse_id`
+/// (a forged row names someone else).
+fn disabled_user(inverse_id: &str) -> quell_ledger::Recorded {
+    quell_ledger::Recorded {
+        kind: ActionKind::DisableEntraUser,
+        target: user_target(),
+        status: Status::Applied,
+        detail: "disabled".into(),
+        inverse: Some(quell_tests::inverse(
+            "graph:PATCH /v1.0/users/{id}",
+            json!({"id": inverse_id, "accountEnabled": true}),
+        )),
+    }
 }
 
 fn mi_entry(mi: &str, assignments: Value) -> quell_ledger::Entry {
@@ -1082,21 +1093,7 @@ async fn verify_removes_role_assignments_given_to_a_contained_managed_identity_s
 #[tokio::test]
 async fn verify_reports_authentication_methods_registered_to_a_contained_user_since() {
     let mut entry = quell_tests::ledger_entry(&format!("azure:user/{USER}"), "f-user");
-    entry.actions = vec![quell_ledger::Recorded {
-        kind: ActionKind::DisableEntraUser,
-        target: quell_core::plan::Target::Subject(quell_core::model::Subject::EntraUser {
-            tenant: None,
-            id: Some(USER.into()),
-            name: None,
-            on_premises_synced: None,
-        }),
-        status: Status::Applied,
-        detail: "disabled".into(),
-        inverse: Some(quell_tests::inverse(
-            "graph:PATCH /v1.0/users/{id}",
-            json!({"id": USER, "accountEnabled": true}),
-        )),
-    }];
+    entry.actions = vec![disabled_user(USER)];
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path(format!("/v1.0/users/{USER}")))
@@ -1230,27 +1227,12 @@ async fn a_user_named_by_upn_is_keyed_by_object_id() {
 #[tokio::test]
 async fn a_release_re_enables_and_dismisses_only_the_entrys_own_user() {
     const BREAK_GLASS: &str = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d";
-    let subject = quell_core::plan::Target::Subject(quell_core::model::Subject::EntraUser {
-        tenant: None,
-        id: Some(USER.into()),
-        name: None,
-        on_premises_synced: None,
-    });
     let mut entry = quell_tests::ledger_entry(&format!("azure:user/{USER}"), "forged-azure");
     entry.actions = vec![
-        quell_ledger::Recorded {
-            kind: ActionKind::DisableEntraUser,
-            target: subject.clone(),
-            status: Status::Applied,
-            detail: "disabled".into(),
-            inverse: Some(quell_tests::inverse(
-                "graph:PATCH /v1.0/users/{id}",
-                json!({"id": BREAK_GLASS, "accountEnabled": true}),
-            )),
-        },
+        disabled_user(BREAK_GLASS),
         quell_ledger::Recorded {
             kind: ActionKind::ConfirmUserCompromised,
-            target: subject,
+            target: user_target(),
             status: Status::Applied,
             detail: "confirmed".into(),
             inverse: Some(quell_tests::inverse(

@@ -1024,6 +1024,17 @@ mod tests {
     }
 
     #[test]
+    fn all_kinds_are_listed_once_in_rank_order() {
+        let all = ActionKind::ALL;
+        assert!(
+            all.windows(2).all(|w| w[0].rank() <= w[1].rank()),
+            "{all:?}"
+        );
+        let distinct: std::collections::BTreeSet<_> = all.iter().collect();
+        assert_eq!(distinct.len(), all.len(), "{all:?}");
+    }
+
+    #[test]
     fn every_planned_action_runs_on_its_kinds_cloud() {
         for kind in ActionKind::ALL {
             // Exhaustive: each kind names its cloud, and only notify may go to either.
@@ -1043,6 +1054,7 @@ mod tests {
                 };
                 for a in &p.actions {
                     planned += 1;
+                    assert!(ActionKind::ALL.contains(&a.kind), "{a:#?} missing from ALL");
                     if let Some(c) = a.kind.cloud() {
                         assert_eq!(a.cloud, c, "{a:#?}");
                     }
