@@ -684,34 +684,20 @@ impl<S: ClientSource> Run<'_, S> {
                 )
             }
         };
-        // The real ARN carries the path a finding may not show (`user/ops/alice`).
-        if let Some(o) = protected(&[arn.as_str()]) {
-            return Err(o);
-        }
-        if kind == Kind::Role
-            && (path.starts_with("/aws-service-role/") || ids::is_service_linked_role(name))
-        {
-            return Err(Outcome::skipped(
-                "service-linked role: owned by an AWS service and never modified",
-            ));
-        }
-        if kind == Kind::Role
-            && (path.starts_with("/aws-reserved/") || ids::is_identity_center_role(name))
-        {
-            return Err(Outcome::skipped(
-                "Identity Center role: managed by Identity Center, which reverts edits",
-            ));
+        let live = iam::Live {
+            kind,
+            name,
+            arn: &arn,
+            path: &path,
+            tags: &tags,
+        };
+        if let Some(why) = live.protection(&self.exec.policy, &self.exec.ctx, &subject) {
+            return Err(Outcome::skipped(why));
         }
         let tags: Vec<(String, String)> = tags
             .iter()
             .map(|t| (t.key().to_string(), t.value().to_string()))
             .collect();
-        let exemption = &self.exec.policy.exemption_tag;
-        if tags.iter().any(|(k, _)| k == exemption) {
-            return Err(Outcome::skipped(format!(
-                "the principal carries the exemption tag {exemption}"
-            )));
-        }
         Ok(Principal {
             name: name.to_string(),
             role_id,

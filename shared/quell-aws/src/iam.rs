@@ -335,3 +335,114 @@ pub(crate) async fn delete_login_profile(iam: &aws_sdk_iam::Client, user: &str) 
         Err(e) => classify(e).into(),
     }
 }
+
+/// An IAM user or role as IAM describes it (`GetUser` / `GetRole`), read before any write.
+pub(crate) struct Live<'a> {
+    pub kind: Kind,
+    pub name: &'a str,
+    pub arn: &'a str,
+    pub path: &'a str,
+    pub tags: &'a [aws_sdk_iam::types::Tag],
+}
+
+impl Live<'_> {
+    /// Why quell must not write this principal, if it must not. The executor and verify both ask
+    /// this one question: the policy's protected principals and quell's own identities, matched
+    /// against the real ARN (it carries the path a finding may not show, `user/ops/alice`);
+    /// service-linked roles; Identity Center roles; the exemption tag.
+    pub(crate) fn protection(
+        &self,
+        policy: &quell_core::Policy,
+        ctx: &quell_core::plan::Context,
+        subject: &quell_core::model::Subject,
+    ) -> Option<String> {
+        use quell_core::model::ids;
+        if let Some(why) =
+            quell_core::plan::protection_reason_with(policy, ctx, subject, &[self.arn])
+        {
+            return Some(why);
+        }
+        let role = self.kind == Kind::Role;
+        if role
+            && (self.path.starts_with("/aws-service-role/")
+                || ids::is_service_linked_role(self.name))
+        {
+            return Some("service-linked role: owned by an AWS service and never modified".into());
+        }
+        if role
+            && (self.path.starts_with("/aws-reserved/") || ids::is_identity_center_role(self.name))
+        {
+            return Some(
+                "Identity Center role: managed by Identity Center, which reverts edits".into(),
+            );
+        }
+        let exemption = &policy.exemption_tag;
+        self.tags
+            .iter()
+            .any(|t| t.key() == exemption)
+            .then(|| format!("the principal carries the exemption tag {exemption}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_iam::types::Tag;
+    use quell_core::model::Subject;
+
+    fn why(kind: Kind, name: &str, path: &str, tags: &[Tag]) -> Option<String> {
+        let arn = format!(
+            "arn:aws:iam::111122223333:{}{path}{name}",
+            if kind == Kind::Role { "role" } else { "user" }
+        );
+        let subject = match kind {
+            Kind::User => Subject::IamUser {
+                account: "111122223333".into(),
+                name: name.into(),
+            },
+            Kind::Role => Subject::IamRole {
+                account: "111122223333".into(),
+                name: name.into(),
+            },
+        };
+        let live = Live {
+            kind,
+            name,
+            arn: &arn,
+            path,
+            tags,
+        };
+        live.protection(
+            &quell_core::Policy::default(),
+            &quell_core::plan::Context::default(),
+            &subject,
+        )
+    }
+
+    /// Verify asks the executor's question, so each of these holds for both.
+    #[test]
+    fn live_principals_quell_never_writes() {
+        let tag = |k: &str| Tag::builder().key(k).value("x").build().unwrap();
+        assert_eq!(why(Kind::Role, "web", "/", &[]), None);
+        assert_eq!(why(Kind::User, "alice", "/ops/", &[tag("team")]), None);
+        let sso = why(
+            Kind::Role,
+            "AWSReservedSSO_Admin_0123456789abcdef",
+            "/aws-reserved/sso.amazonaws.com/",
+            &[],
+        );
+        assert!(sso.unwrap().contains("Identity Center"));
+        let sso_by_path = why(Kind::Role, "Admin", "/aws-reserved/sso.amazonaws.com/", &[]);
+        assert!(sso_by_path.unwrap().contains("Identity Center"));
+        let slr = why(
+            Kind::Role,
+            "AWSServiceRoleForSupport",
+            "/aws-service-role/support.amazonaws.com/",
+            &[],
+        );
+        assert!(slr.unwrap().contains("service-linked"));
+        let exempt_tag = quell_core::Policy::default().exemption_tag;
+        let exempt = why(Kind::User, "ops-bot", "/", &[tag(&exempt_tag)]);
+        assert!(exempt.unwrap().contains(&exempt_tag));
+    }
+}

@@ -441,9 +441,8 @@ async fn undo_tag(
     }
 }
 
-/// What a check must respect before it writes: the policy's protected principals, quell's own
-/// identities (`plan::protection_reason_with`, matched against the real ARN) and the exemption
-/// tag. A row cannot make verify touch a principal the executor would not.
+/// What a check must respect before it writes: the same `iam::Live::protection` the executor
+/// asks, so a row cannot make verify touch a principal the executor would not.
 pub struct Protection<'a> {
     pub policy: &'a quell_core::Policy,
     pub ctx: &'a quell_core::Context,
@@ -499,22 +498,14 @@ async fn read_for_verify(
             name: name.to_string(),
         },
     };
-    let exemption = &protect.policy.exemption_tag;
-    let protected = quell_core::plan::protection_reason_with(
-        protect.policy,
-        protect.ctx,
-        &subject,
-        &[arn.as_str()],
-    )
-    .or_else(|| {
-        (kind == Kind::Role && path.starts_with("/aws-service-role/"))
-            .then(|| "a service-linked role".to_string())
-    })
-    .or_else(|| {
-        tags.iter()
-            .any(|t| t.key() == exemption)
-            .then(|| format!("it carries the exemption tag {exemption}"))
-    });
+    let live = iam::Live {
+        kind,
+        name,
+        arn: &arn,
+        path: &path,
+        tags: &tags,
+    };
+    let protected = live.protection(protect.policy, protect.ctx, &subject);
     let tagged_at = tags
         .iter()
         .find(|t| t.key() == docs::QUARANTINE_TAG)
