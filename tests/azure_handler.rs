@@ -140,6 +140,104 @@ async fn graph() -> MockServer {
     server
 }
 
+/// Graph's own copy of every record a host body carries, as a real tenant's Graph holds it:
+/// quell plans an Event Hub record only from this copy. A diagnostic record's `properties` is
+/// the Graph object; Defender's AlertInfo and AlertEvidence rows become the `alerts_v2` alert.
+async fn graph_knows(server: &MockServer, body: &[u8]) {
+    fn records(v: &Value, out: &mut Vec<Value>) {
+        match v {
+            Value::String(s) => {
+                if let Ok(inner) = serde_json::from_str::<Value>(s) {
+                    records(&inner, out);
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|x| records(x, out)),
+            Value::Object(o) if o.contains_key("category") && o.contains_key("properties") => {
+                out.push(v.clone())
+            }
+            // A message that is the Graph object itself: its own copy.
+            Value::Object(o) if o.contains_key("riskState") || o.contains_key("riskEventType") => {
+                let category = if o.contains_key("riskEventType") {
+                    if o.contains_key("servicePrincipalId") {
+                        "ServicePrincipalRiskEvents"
+                    } else {
+                        "UserRiskEvents"
+                    }
+                } else if o.contains_key("userPrincipalName") {
+                    "RiskyUsers"
+                } else {
+                    "RiskyServicePrincipals"
+                };
+                out.push(json!({"category": category, "properties": v}))
+            }
+            Value::Object(o) => o.values().for_each(|x| records(x, out)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    records(&serde_json::from_slice(body).unwrap(), &mut found);
+    let mut alerts: std::collections::BTreeMap<String, Value> = Default::default();
+    for r in found {
+        let p = &r["properties"];
+        let text = |k: &str| p[k].as_str().unwrap_or_default().to_string();
+        let collection = match r["category"].as_str().unwrap_or_default() {
+            "UserRiskEvents" => "riskDetections",
+            "RiskyUsers" => "riskyUsers",
+            "ServicePrincipalRiskEvents" => "servicePrincipalRiskDetections",
+            "RiskyServicePrincipals" => "riskyServicePrincipals",
+            category @ ("AdvancedHunting-AlertInfo" | "AdvancedHunting-AlertEvidence") => {
+                let alert = alerts.entry(text("AlertId")).or_insert_with(|| {
+                    json!({"@odata.type": "#microsoft.graph.security.alert", "id": text("AlertId"), "status": "new", "evidence": []})
+                });
+                if category.ends_with("AlertInfo") {
+                    alert["title"] = json!(text("Title"));
+                    alert["severity"] = json!(text("Severity").to_ascii_lowercase());
+                    alert["serviceSource"] = json!(text("ServiceSource"));
+                    if p.get("DetectionSource").is_some() {
+                        alert["detectionSource"] = p["DetectionSource"].clone();
+                    }
+                } else if text("EntityType").eq_ignore_ascii_case("User") {
+                    let role = if text("EvidenceRole").eq_ignore_ascii_case("Impacted") {
+                        "compromised"
+                    } else {
+                        "contextual"
+                    };
+                    alert["evidence"].as_array_mut().unwrap().push(json!({
+                        "@odata.type": "#microsoft.graph.security.userEvidence",
+                        "roles": [role],
+                        "userAccount": {
+                            "azureAdUserId": p["AccountObjectId"],
+                            "userPrincipalName": p["AccountUpn"],
+                            "accountName": p["AccountName"],
+                            "domainName": p["AccountDomain"],
+                            "userSid": p["AccountSid"],
+                        }
+                    }));
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        Mock::given(method("GET"))
+            .and(path(format!(
+                "/v1.0/identityProtection/{collection}/{}",
+                text("id")
+            )))
+            .respond_with(ResponseTemplate::new(200).set_body_json(p.clone()))
+            .with_priority(1)
+            .mount(server)
+            .await;
+    }
+    for (id, alert) in alerts {
+        Mock::given(method("GET"))
+            .and(path(format!("/v1.0/security/alerts_v2/{id}")))
+            .respond_with(ResponseTemplate::new(200).set_body_json(alert))
+            .with_priority(1)
+            .mount(server)
+            .await;
+    }
+}
+
 #[tokio::test]
 async fn readiness_probe_answers_at_once() {
     let url = start(Policy::default(), "http://127.0.0.1:9").await;
@@ -151,6 +249,11 @@ async fn readiness_probe_answers_at_once() {
 async fn the_triple_encoded_event_hub_batch_is_contained() {
     let g = graph().await;
     let url = start(enforce(), &g.uri()).await;
+    graph_knows(
+        &g,
+        &event("functions-host/eventhub-batch-triple-encoded.json"),
+    )
+    .await;
     let (status, body) = post(
         &url,
         "DefenderEvents",
@@ -459,20 +562,18 @@ async fn a_large_batch_is_planned_message_by_message() {
 #[tokio::test]
 async fn four_high_risk_users_in_one_batch_are_each_contained_under_the_default_cap() {
     let g = graph().await;
-    // Already confirmed in Identity Protection: no confirm call (each is paced to 1/s).
-    Mock::given(method("GET"))
-        .and(path_regex("riskyUsers"))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(json!({"riskState": "confirmedCompromised"})),
-        )
-        .with_priority(1)
-        .mount(&g)
-        .await;
     let url = start(enforce(), &g.uri()).await;
     let messages: Vec<String> = FOUR_USERS
         .iter()
         .map(|(id, upn)| risky_user_message(id, upn, 0))
         .collect();
+    // Graph's copies say already confirmed in Identity Protection: no confirm call (each
+    // Identity Protection request is paced to 1/s).
+    let copies: Vec<String> = messages
+        .iter()
+        .map(|m| m.replace("atRisk", "confirmedCompromised"))
+        .collect();
+    graph_knows(&g, &eventhub_batch(&copies)).await;
     let (status, reply) = post(&url, "EntraRiskEvents", eventhub_batch(&messages)).await;
     assert_eq!(status, 200, "{}", reply["Logs"]);
     let rv = &reply["ReturnValue"];
@@ -515,6 +616,7 @@ async fn a_replayed_admin_confirmed_detection_after_a_re_enable_contains_no_one(
     detection["riskType"] = json!("adminConfirmedUserCompromised");
     detection["riskState"] = json!("confirmedCompromised");
     detection["detectedDateTime"] = json!("2026-11-23T12:00:03.120Z");
+    graph_knows(&g, &eventhub_batch(&[detection.to_string()])).await;
     let (status, reply) = post(
         &url,
         "EntraRiskEvents",
@@ -546,6 +648,7 @@ async fn a_replayed_admin_confirmed_detection_after_a_re_enable_contains_no_one(
         .with_priority(1)
         .mount(&g2)
         .await;
+    graph_knows(&g2, &eventhub_batch(&[detection.to_string()])).await;
     let url = start(enforce(), &g2.uri()).await;
     let (_, reply) = post(
         &url,
@@ -710,6 +813,7 @@ async fn with_a_ledger_the_handler_records_containment_verifies_it_and_keeps_rel
     let ledger = fresh_ledger().await;
     let url = start_with(enforce(), &g.uri(), Some(ledger()), false).await;
     let batch = event("functions-host/eventhub-batch-triple-encoded.json");
+    graph_knows(&g, &batch).await;
     let (status, body) = post(&url, "DefenderEvents", batch.clone()).await;
     assert_eq!(status, 200, "{body}");
     let entries = ledger().list(None).await.unwrap();
@@ -804,6 +908,11 @@ fn record(body: &Value, kind: &str) -> Option<Value> {
 async fn each_invocation_logs_its_outcome_and_an_alert_when_a_human_is_needed() {
     let g = graph().await;
     let url = start(enforce(), &g.uri()).await;
+    graph_knows(
+        &g,
+        &event("functions-host/eventhub-batch-triple-encoded.json"),
+    )
+    .await;
     let (_, body) = post(
         &url,
         "DefenderEvents",
@@ -844,6 +953,12 @@ async fn each_invocation_logs_its_outcome_and_an_alert_when_a_human_is_needed() 
         )
         .mount(&down)
         .await;
+    // Graph can still be read (the alert re-read), but every write is denied.
+    graph_knows(
+        &down,
+        &event("functions-host/eventhub-batch-triple-encoded.json"),
+    )
+    .await;
     let url = start(enforce(), &down.uri()).await;
     let (_, body) = post(
         &url,
@@ -933,6 +1048,7 @@ async fn a_containment_is_checked_again_after_propagation_through_the_verify_que
     )
     .await;
     let batch = event("functions-host/eventhub-batch-triple-encoded.json");
+    graph_knows(&g, &batch).await;
     let (status, body) = post(&url, "DefenderEvents", batch.clone()).await;
     assert_eq!(status, 500, "{body}");
     assert!(body["Logs"].to_string().contains("not scheduled"), "{body}");
@@ -1075,6 +1191,11 @@ async fn the_hourly_timer_releases_expired_containments_and_nothing_else() {
     let mut policy = enforce();
     policy.families.credential_compromise.release_after_hours = Some(1);
     let url = start_with(policy.clone(), &g.uri(), Some(ledger()), false).await;
+    graph_knows(
+        &g,
+        &event("functions-host/eventhub-batch-triple-encoded.json"),
+    )
+    .await;
     let (status, body) = post(
         &url,
         "DefenderEvents",
@@ -1265,6 +1386,111 @@ async fn an_event_hub_record_for_another_tenant_is_refused() {
         .await;
     assert_eq!(
         reply["ReturnValue"]["findings"][0]["tenant"], own,
+        "{reply}"
+    );
+}
+
+/// A risk-detection diagnostic record naming one user, as a hub sender can write it.
+fn risk_detection_message(id: &str, user: &str, upn: &str) -> String {
+    json!({"records": [{
+        "time": "2026-11-23T11:50:00Z",
+        "tenantId": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+        "category": "UserRiskEvents",
+        "properties": {
+            "id": id, "riskEventType": "leakedCredentials", "riskState": "atRisk",
+            "riskLevel": "high", "riskDetail": "none", "source": "IdentityProtection",
+            "detectedDateTime": "2026-11-23T11:49:00Z", "userId": user, "userPrincipalName": upn
+        }
+    }]})
+    .to_string()
+}
+
+#[tokio::test]
+async fn forged_event_hub_records_are_acted_on_only_as_graph_knows_them() {
+    let g = graph().await;
+    // What a hub sender wrote: a detection Graph never made, a user Graph says is safe, a
+    // detection whose user the sender swapped, and a Defender alert Graph never raised.
+    let (ana, ben, chen) = (FOUR_USERS[0], FOUR_USERS[1], FOUR_USERS[2]);
+    let invented = risk_detection_message(&"a".repeat(64), ana.0, ana.1);
+    let safe = risky_user_message(ben.0, ben.1, 0);
+    let swapped = risk_detection_message(&"b".repeat(64), ana.0, ana.1);
+    let graph_copies = [
+        risky_user_message(ben.0, ben.1, 0).replace("atRisk", "dismissed"),
+        risk_detection_message(&"b".repeat(64), chen.0, chen.1),
+    ];
+    graph_knows(&g, &eventhub_batch(&graph_copies)).await;
+    for (id, upn) in [ana, ben, chen] {
+        Mock::given(method("GET"))
+            .and(path(format!("/v1.0/users/{id}")))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(
+                    json!({"id": id, "userPrincipalName": upn, "accountEnabled": true}),
+                ),
+            )
+            .with_priority(1)
+            .mount(&g)
+            .await;
+    }
+    let url = start(enforce(), &g.uri()).await;
+    let (status, reply) = post(
+        &url,
+        "EntraRiskEvents",
+        eventhub_batch(&[invented, safe, swapped]),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    let rv = &reply["ReturnValue"];
+    assert!(
+        rv["rejected"]
+            .to_string()
+            .contains("does not exist in Graph"),
+        "{rv}"
+    );
+    // Only Graph's copy decided: chen (the swapped detection's real user) is contained; ana,
+    // named by the sender twice, and ben, whom Graph calls safe, are untouched.
+    let written: Vec<String> = g
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method != wiremock::http::Method::GET)
+        .map(|r| format!("{} {}", r.url.path(), String::from_utf8_lossy(&r.body)))
+        .collect();
+    assert!(written.iter().any(|p| p.contains(chen.0)), "{written:?}");
+    assert!(
+        !written
+            .iter()
+            .any(|p| p.contains(ana.0) || p.contains(ben.0)),
+        "{written:?}"
+    );
+
+    Mock::given(method("GET"))
+        .and(path_regex("^/v1.0/security/alerts_v2/[^/]+$"))
+        .respond_with(
+            ResponseTemplate::new(404).set_body_json(
+                json!({"error": {"code": "NotFound", "message": "Alert not found"}}),
+            ),
+        )
+        .with_priority(1)
+        .mount(&g)
+        .await;
+    let (status, reply) = post(
+        &url,
+        "DefenderEvents",
+        event("functions-host/eventhub-batch-triple-encoded.json"),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(
+        reply["ReturnValue"]
+            .to_string()
+            .contains("does not exist in Graph"),
+        "{reply}"
+    );
+    assert!(
+        reply["ReturnValue"]["results"]
+            .as_array()
+            .is_none_or(|r| r.is_empty()),
         "{reply}"
     );
 }

@@ -11,8 +11,9 @@
 //!   acknowledged: Event Hub functions answer 500, which fails the invocation so the function's
 //!   retry policy (function.json `retry`) redelivers the batch; the actions are idempotent. HTTP
 //!   functions answer 503 through `res`, for the caller to retry.
-//! - An alert posted to `GraphAlert` is re-read from Graph by id before anything is contained:
-//!   anyone with the function key can post a body; only Graph's copy is acted on.
+//! - An alert posted to `GraphAlert`, and every Event Hub record, is re-read from Graph by id
+//!   before anything is contained: anyone with the function key can post a body and anyone with
+//!   `Send` on a hub can write a record; only Graph's copy is acted on.
 //! - Each invocation runs in its own task: a panic answers 500 for that invocation only.
 
 use std::sync::Arc;
@@ -74,6 +75,15 @@ impl Function {
             Function::ReleaseExpired => "ReleaseExpired",
         }
     }
+    /// Whether this function's input is planned only from Graph's copy: anyone with the
+    /// function key posts an alert, anyone with `Send` on the hub writes a record.
+    fn rereads(self) -> bool {
+        matches!(
+            self,
+            Function::GraphAlert | Function::DefenderEvents | Function::EntraRiskEvents
+        )
+    }
+
     fn is_http(self) -> bool {
         matches!(self, Function::GraphAlert | Function::Runbook)
     }
@@ -331,7 +341,7 @@ impl App {
                     ));
                     continue;
                 }
-                if function == Function::GraphAlert && self.policy.mode == Mode::Enforce {
+                if function.rereads() && self.policy.mode == Mode::Enforce {
                     match self.verified(&f).await {
                         Ok(copy) => batch.findings.extend(copy),
                         Err(Verify::Rejected(e)) => rejected.push(format!("{pointer}: {e}")),
@@ -427,38 +437,57 @@ impl App {
         self.pipeline(Function::Runbook).ledger_request(&req).await
     }
 
-    /// Graph's own copy of a posted alert, normalized: what quell acts on.
+    /// Graph's own copy of what a posted alert or an Event Hub record reports, normalized: what
+    /// quell acts on. Whoever can post to the function or send to the hub writes the input;
+    /// only Microsoft writes Graph's copy.
     async fn verified(&self, f: &quell_core::Finding) -> Result<Vec<quell_core::Finding>, Verify> {
-        let Some(FindingRef::DefenderAlert { id, .. }) = &f.record else {
-            return Err(Verify::Rejected(
-                "the alert has no id to verify against Graph".into(),
-            ));
+        let what = match (&f.record, f.source) {
+            (Some(FindingRef::DefenderAlert { id, .. }), _) => format!("alert {id}"),
+            (_, Source::EntraRiskDetection | Source::EntraServicePrincipalRiskDetection) => {
+                format!("risk detection {}", f.id)
+            }
+            (_, Source::EntraRiskyUser) => format!("risky user {}", f.id),
+            (_, Source::EntraRiskyServicePrincipal) => format!("risky service principal {}", f.id),
+            _ => {
+                return Err(Verify::Rejected(format!(
+                    "{:?} finding {} has nothing to verify against Graph",
+                    f.source, f.id
+                )));
+            }
         };
-        let copy = match self.executor.fetch_alert(id).await {
+        let copy = match self.executor.fetch_copy(f).await {
             Ok(Some(v)) => v,
             Ok(None) => {
                 return Err(Verify::Rejected(format!(
-                    "alert {id} does not exist in Graph; quell acts only on alerts Graph confirms"
+                    "{what} does not exist in Graph; quell acts only on what Graph confirms"
                 )));
             }
             Err(e) if e.retryable => {
                 return Err(Verify::Transient(format!(
-                    "alert {id} could not be read from Graph ({e})"
+                    "{what} could not be read from Graph ({e})"
                 )));
             }
             Err(e) => {
                 return Err(Verify::Rejected(format!(
-                    "alert {id} could not be read from Graph ({e})"
+                    "{what} could not be read from Graph ({e})"
                 )));
             }
         };
-        let mut batch = quell_core::normalize_value(&copy).map_err(|e| {
-            Verify::Rejected(format!("Graph's copy of alert {id} is not usable: {e}"))
-        })?;
+        let mut batch = quell_core::normalize_value(&copy)
+            .map_err(|e| Verify::Rejected(format!("Graph's copy of {what} is not usable: {e}")))?;
+        batch.findings.retain(|g| g.id == f.id);
+        if batch.findings.is_empty() {
+            return Err(Verify::Rejected(format!(
+                "Graph's copy of {what} is not the same finding; nothing done"
+            )));
+        }
         for g in &mut batch.findings {
-            g.notes.push(
-                "verified: planned from Graph's copy of the alert, not the posted body".into(),
-            );
+            if let Some(own) = self.executor.http().tenant() {
+                in_tenant(g, own);
+            }
+            g.notes.push(format!(
+                "verified: planned from Graph's copy of the {what}, not the message's body"
+            ));
         }
         Ok(batch.findings)
     }

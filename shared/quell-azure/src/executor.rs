@@ -36,6 +36,34 @@ pub struct AzureExecutor {
     subscriptions: Vec<String>,
 }
 
+/// Where Graph keeps its own copy of what a finding reports: the alert (`alerts_v2`, whose ids
+/// are Defender XDR's `AlertId`), the risk detection, the risky user or the risky service
+/// principal, each a documented v1.0 `GET` by id. `None` for a source Graph holds no copy of.
+/// A record on an Event Hub or a body posted to an HTTP function is written by whoever can send
+/// it; quell plans only from this copy.
+pub fn graph_copy_path(f: &quell_core::Finding) -> Option<String> {
+    use quell_core::Source;
+    if let Some(FindingRef::DefenderAlert { id, .. }) = &f.record {
+        return Some(format!("/v1.0/security/alerts_v2/{}", seg(id)));
+    }
+    let collection = match f.source {
+        Source::EntraRiskDetection => "riskDetections",
+        Source::EntraRiskyUser => "riskyUsers",
+        Source::EntraServicePrincipalRiskDetection => "servicePrincipalRiskDetections",
+        Source::EntraRiskyServicePrincipal => "riskyServicePrincipals",
+        Source::Guardduty
+        | Source::Securityhub
+        | Source::AccessAnalyzer
+        | Source::DefenderXdr
+        | Source::GraphAlert
+        | Source::Runbook => return None,
+    };
+    Some(format!(
+        "/v1.0/identityProtection/{collection}/{}",
+        seg(&f.id)
+    ))
+}
+
 fn failed(e: AzError) -> Outcome {
     Outcome::failed(e.code.clone(), e.message.clone(), e.retryable)
 }
@@ -57,17 +85,13 @@ impl AzureExecutor {
         }
     }
 
-    /// Graph's copy of an alerts_v2 alert, or `None` when Graph has no such alert.
-    pub async fn fetch_alert(&self, id: &str) -> Result<Option<Value>, AzError> {
-        let r = self
-            .http
-            .send(
-                Method::GET,
-                Api::Graph,
-                &format!("/v1.0/security/alerts_v2/{}", seg(id)),
-                None,
-            )
-            .await?;
+    /// Graph's own copy of what a finding reports, or `None` when Graph has no such object.
+    /// `Ok(None)` too when the source has no copy in Graph ([`graph_copy_path`]).
+    pub async fn fetch_copy(&self, f: &quell_core::Finding) -> Result<Option<Value>, AzError> {
+        let Some(path) = graph_copy_path(f) else {
+            return Ok(None);
+        };
+        let r = self.http.send(Method::GET, Api::Graph, &path, None).await?;
         match r.status {
             200..=299 => Ok(Some(r.body)),
             404 => Ok(None),

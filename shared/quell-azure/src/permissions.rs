@@ -89,11 +89,18 @@ pub const AUTO_RELEASE: &[Permission] = &[
 /// The `PostureSweep` timer: stale credentials, and the sign-in activity reports that date them.
 pub const SWEEP: &[Permission] = &[APPS, Graph("AuditLog.Read.All")];
 
-/// `GraphAlert` re-reads each posted alert from Graph before acting on it.
-pub const ALERT_REREAD: &[Permission] = &[Graph("SecurityAlert.ReadWrite.All")];
+/// `GraphAlert`, `DefenderEvents` and `EntraRiskEvents` plan only from Graph's copy of what a
+/// posted alert or an Event Hub record names ([`crate::executor::graph_copy_path`]): the alert,
+/// the risk detection (users' and service principals'), the risky user or service principal.
+pub const REREAD: &[Permission] = &[
+    Graph("SecurityAlert.ReadWrite.All"),
+    Graph("IdentityRiskEvent.Read.All"),
+    Graph("IdentityRiskyUser.ReadWrite.All"),
+    Graph("IdentityRiskyServicePrincipal.Read.All"),
+];
 
 /// Everything the handler's identity must be granted: every Azure action kind, verify, the
-/// automatic release, the sweep and the alert re-read.
+/// automatic release, the sweep and the re-read of posted alerts and Event Hub records.
 pub fn handler_permissions() -> std::collections::BTreeSet<Permission> {
     ActionKind::ALL
         .iter()
@@ -101,7 +108,7 @@ pub fn handler_permissions() -> std::collections::BTreeSet<Permission> {
         .chain(VERIFY.iter().copied())
         .chain(AUTO_RELEASE.iter().copied())
         .chain(SWEEP.iter().copied())
-        .chain(ALERT_REREAD.iter().copied())
+        .chain(REREAD.iter().copied())
         .collect()
 }
 
