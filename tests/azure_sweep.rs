@@ -251,3 +251,46 @@ async fn stale_service_principals_are_disabled_only_when_the_policy_asks() {
         Status::Applied
     );
 }
+
+#[tokio::test]
+async fn a_sweep_over_its_own_cap_writes_nothing_and_says_why() {
+    let server = MockServer::start().await;
+    world(&server, true).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let mut policy = policy();
+    policy.breaker.max_sweep_writes_per_account = 2;
+    let ctx = Context::default();
+    let report = sweep_tenant(
+        &http(&server),
+        &AzureSweepOptions {
+            policy: &policy,
+            ctx: &ctx,
+            now: NOW,
+            enforce: true,
+        },
+    )
+    .await
+    .unwrap();
+    let why = report.withheld.as_deref().expect("withheld");
+    assert!(
+        why.contains("3 changes") && why.contains("cap of 2"),
+        "{why}"
+    );
+    let withheld = report
+        .credentials
+        .iter()
+        .filter(|c| c.outcome.status == Status::Skipped && c.outcome.detail.starts_with("withheld"))
+        .count();
+    assert_eq!(withheld, 3);
+    // A protected credential stays skipped for its own reason.
+    assert!(
+        report
+            .credentials
+            .iter()
+            .any(|c| c.key_id == "k-protected" && !c.outcome.detail.starts_with("withheld"))
+    );
+}

@@ -759,3 +759,26 @@ fn checks_after_containment_are_scheduled_by_containing_roles_and_run_by_the_ver
                 && s["Condition"]["Bool"]["aws:SecureTransport"] == "false")
     );
 }
+
+#[test]
+fn only_the_scheduler_may_put_sweep_requested_on_the_bus() {
+    let t = template("samplesam.yaml");
+    let p = &t["Resources"]["AuditBusSweepPolicy"]["Properties"];
+    assert_eq!(p["EventBusName"]["Ref"], "AuditBus");
+    let st = &p["Statement"];
+    assert_eq!(st["Effect"], "Deny");
+    assert_eq!(st["Principal"], "*");
+    assert_eq!(st["Action"], "events:PutEvents");
+    assert_eq!(
+        st["Condition"]["StringEquals"]["events:detail-type"],
+        quell_aws::audit::SWEEP_REQUESTED
+    );
+    assert_eq!(
+        st["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]["Fn::GetAtt"][0],
+        "SweepSchedulerRole"
+    );
+    // The sweeper's rule matches exactly what the policy guards.
+    let rule = &t["Resources"]["SweeperFunction"]["Properties"]["Events"]["SweepRequested"]["Properties"]
+        ["Pattern"];
+    assert_eq!(rule["detail-type"][0], quell_aws::audit::SWEEP_REQUESTED);
+}

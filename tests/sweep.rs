@@ -186,6 +186,35 @@ async fn hundreds_of_users_only_dormant_active_keys_are_disabled_and_a_second_ru
     assert!(dry.count(Status::DryRun) > 0);
     assert_eq!(dry.count(Status::Applied), 0);
 
+    // Over the sweep's own cap (default 25): nothing is written, every change is withheld and
+    // said so.
+    let capped = sweep_report(&iam, &csv, &opts(policy.clone(), clock, true))
+        .await
+        .unwrap();
+    assert_eq!(capped.count(Status::Applied), 0);
+    assert_eq!(capped.count(Status::DryRun), 0);
+    let why = capped.withheld.as_deref().expect("withheld");
+    assert!(why.contains("max_sweep_writes_per_account"), "{why}");
+    assert!(
+        capped
+            .keys
+            .iter()
+            .filter(|k| k.outcome.detail.starts_with("withheld"))
+            .count()
+            >= 25
+    );
+    let (user, key) = &expected_disabled[0];
+    let listed = iam.list_access_keys().user_name(user).send().await.unwrap();
+    assert!(
+        listed
+            .access_key_metadata()
+            .iter()
+            .any(|k| k.access_key_id() == Some(key.as_str())
+                && k.status() == Some(&aws_sdk_iam::types::StatusType::Active)),
+        "a withheld sweep disabled {key}"
+    );
+    policy.breaker.max_sweep_writes_per_account = 1000;
+
     let first = sweep_report(&iam, &csv, &opts(policy.clone(), clock, true))
         .await
         .unwrap();
@@ -436,6 +465,43 @@ async fn the_scheduler_requests_one_sweep_per_account_and_the_sweeper_sweeps_it(
         .await
         .unwrap();
     assert_eq!(foreign["status"], "rejected");
+
+    // Only quell's scheduler asks for sweeps: an event sent from another account, or naming an
+    // account the scheduler never lists, is rejected before any call.
+    let mut policy = Policy::default();
+    policy.aws.sweep_accounts = accounts.clone();
+    let guarded = Sweeper {
+        source: quell_aws::Fixed(quell_aws::AwsClients::new(&cfg)),
+        policy,
+        ctx: Context {
+            account: Some(MOTO_ACCOUNT.into()),
+            ..Context::default()
+        },
+        clock: std::sync::Arc::new(quell_core::clock::FixedClock(OffsetDateTime::now_utc())),
+        audit: None,
+    };
+    let mut elsewhere = got[0].clone();
+    elsewhere["account"] = serde_json::json!("999988887777");
+    let r = guarded.handle(elsewhere).await.unwrap();
+    assert_eq!(r["status"], "rejected", "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("only quell's scheduler")
+    );
+    let mut unlisted = got[0].clone();
+    unlisted["account"] = serde_json::json!(MOTO_ACCOUNT);
+    unlisted["detail"]["account"] = serde_json::json!("555566667777");
+    let r = guarded.handle(unlisted).await.unwrap();
+    assert_eq!(r["status"], "rejected", "{r}");
+    assert!(r["error"].as_str().unwrap().contains("aws.sweep_accounts"));
+    let mut listed = got[0].clone();
+    listed["account"] = serde_json::json!(MOTO_ACCOUNT);
+    assert_eq!(
+        guarded.handle(listed).await.unwrap()["account"],
+        got[0]["detail"]["account"]
+    );
 }
 
 #[tokio::test]

@@ -523,6 +523,15 @@ impl App {
                     report.credentials.len(),
                     report.stale_service_principals.len()
                 ));
+                if let Some(why) = &report.withheld {
+                    tracing::error!("{why}");
+                    let a =
+                        quell_core::alert::for_sweep_withheld("PostureSweep", "the tenant", why);
+                    logs.push(format!(
+                        "quell.alert {}",
+                        json!({"function": "PostureSweep", "subject": a.subject, "text": a.text, "needs": a.needs})
+                    ));
+                }
                 host_response(
                     Function::PostureSweep,
                     200,

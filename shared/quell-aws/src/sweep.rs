@@ -53,6 +53,10 @@ pub struct SweepReport {
     pub passwords: Vec<PasswordFinding>,
     /// Roles unused for `role_staleness_days`.
     pub roles: Vec<RoleFinding>,
+    /// Why nothing was written: the sweep would have made more changes than its own cap
+    /// (`breaker.max_sweep_writes_per_account`), and waits for a human.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub withheld: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -220,6 +224,7 @@ pub async fn sweep_report(
         keys: Vec::new(),
         passwords: Vec::new(),
         roles: Vec::new(),
+        withheld: None,
     };
 
     // Pure triage first: dormant passwords, and users holding dormant active keys.
@@ -255,9 +260,45 @@ pub async fn sweep_report(
     }
     // Exemption tags and role activity in bulk, before any write.
     let (exempt, roles) = account_details(iam, &opts.policy.exemption_tag).await?;
-    for role in roles {
-        if let Some(finding) = stale_role(iam, opts, role).await {
-            report.roles.push(finding);
+    report.roles = roles
+        .into_iter()
+        .filter_map(|role| stale_role(opts, role))
+        .collect();
+
+    // The sweep's own cap, counted before any write: a wrong clock, a policy typo
+    // (`dormancy_days = 1`) or a forged `Sweep Requested` must not disable a whole account.
+    let key_writes: usize = candidates
+        .iter()
+        .filter(|(row, _)| !exempt.contains(&row.user))
+        .map(|(_, dormant)| dormant.len())
+        .sum();
+    let password_writes = if opts.policy.aws.delete_login_profile {
+        passwords
+            .iter()
+            .filter(|(u, _)| protected(opts, u).is_none() && !exempt.contains(u))
+            .count()
+    } else {
+        0
+    };
+    let role_writes = report
+        .roles
+        .iter()
+        .filter(|r| r.outcome.status == Status::DryRun)
+        .count();
+    let writes = key_writes + password_writes + role_writes;
+    let cap = opts.policy.breaker.max_sweep_writes_per_account as usize;
+    if opts.enforce && writes > cap {
+        report.withheld = Some(format!(
+            "withheld: this sweep would make {writes} changes in account {} ({key_writes} keys, {password_writes} console passwords, {role_writes} roles), over the sweep's cap of {cap} (breaker.max_sweep_writes_per_account); nothing was written. Review the report, then raise the cap or run `quell sweep aws --yes` by hand with a policy whose cap fits",
+            opts.account
+        ));
+    }
+    let write = opts.enforce && report.withheld.is_none();
+    if write {
+        for r in &mut report.roles {
+            if r.outcome.status == Status::DryRun {
+                r.outcome = crate::iam::quarantine(iam, crate::iam::Kind::Role, &r.role).await;
+            }
         }
     }
     for (user, dormancy) in passwords {
@@ -273,7 +314,7 @@ pub async fn sweep_report(
                 "console password dormant: flagged for review (set aws.delete_login_profile to delete it)",
             )
         } else {
-            if opts.enforce {
+            if write {
                 crate::iam::delete_login_profile(iam, &user).await
             } else {
                 Outcome::dry_run("would delete the dormant console password")
@@ -307,7 +348,7 @@ pub async fn sweep_report(
         }
         let iam = iam.clone();
         let gate = gate.clone();
-        let enforce = opts.enforce;
+        let enforce = write;
         let cutoff = opts.now - time::Duration::days(i64::from(days));
         tasks.spawn(async move {
             let _permit = gate.acquire_owned().await;
@@ -333,15 +374,23 @@ pub async fn sweep_report(
     report
         .keys
         .sort_by(|a, b| (&a.user, a.slot).cmp(&(&b.user, b.slot)));
+    if let Some(why) = &report.withheld {
+        let outcomes = report
+            .keys
+            .iter_mut()
+            .map(|k| &mut k.outcome)
+            .chain(report.passwords.iter_mut().map(|p| &mut p.outcome))
+            .chain(report.roles.iter_mut().map(|r| &mut r.outcome));
+        for o in outcomes.filter(|o| o.status == Status::DryRun) {
+            *o = Outcome::skipped(why.clone());
+        }
+    }
     Ok(report)
 }
 
-/// Judges one role against `role_staleness_days`; quarantines it when the policy asks.
-async fn stale_role(
-    iam: &aws_sdk_iam::Client,
-    opts: &SweepOptions,
-    role: RoleInfo,
-) -> Option<RoleFinding> {
+/// Judges one role against `role_staleness_days`: a `dry_run` outcome when the policy asks for
+/// its quarantine (written later, once the sweep's cap allows it).
+fn stale_role(opts: &SweepOptions, role: RoleInfo) -> Option<RoleFinding> {
     let slot = quell_core::sweep::KeySlot {
         slot: 0,
         active: true,
@@ -376,10 +425,8 @@ async fn stale_role(
             "unused for {} days: flagged for review (set aws.quarantine_unused_roles to quarantine)",
             opts.policy.role_staleness_days
         ))
-    } else if !opts.enforce {
-        Outcome::dry_run("would attach the deny-all quarantine policy")
     } else {
-        crate::iam::quarantine(iam, crate::iam::Kind::Role, &role.name).await
+        Outcome::dry_run("would attach the deny-all quarantine policy")
     };
     Some(RoleFinding {
         role: role.name,

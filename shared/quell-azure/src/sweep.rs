@@ -53,6 +53,9 @@ pub struct AzureSweepReport {
     /// timestamp): skipped, with the reason.
     pub unknown: Vec<UnknownCredential>,
     pub stale_service_principals: Vec<StalePrincipal>,
+    /// Why nothing was written: more changes than the sweep's own cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub withheld: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -168,6 +171,7 @@ pub async fn sweep_tenant(
         credentials: Vec::new(),
         unknown: Vec::new(),
         stale_service_principals: Vec::new(),
+        withheld: None,
     };
     for (kind, collection) in [
         (
@@ -230,40 +234,9 @@ pub async fn sweep_tenant(
                 };
                 let outcome = if let Some(r) = protected(opts, &id, &app_id, &name) {
                     Outcome::skipped(r)
-                } else if !opts.enforce {
-                    Outcome::dry_run(format!("would remove password credential {key}"))
                 } else {
-                    let path = match kind {
-                        "application" => format!("/v1.0/applications/{}/removePassword", seg(&id)),
-                        _ => format!("/v1.0/servicePrincipals/{}/removePassword", seg(&id)),
-                    };
-                    match http
-                        .call(
-                            Method::POST,
-                            Api::Graph,
-                            &path,
-                            Some(&json!({"keyId": key})),
-                        )
-                        .await
-                    {
-                        Ok(_) => Outcome::applied(
-                            format!("removed password credential {key}"),
-                            Some(
-                                AzureInverse::AddPassword {
-                                    owner: match kind {
-                                        "application" => CredentialOwner::Application(seg(&id)),
-                                        _ => CredentialOwner::ServicePrincipal(seg(&id)),
-                                    },
-                                }
-                                .into(),
-                            ),
-                        ),
-                        // Removed meanwhile: nothing left to do.
-                        Err(e) if e.status == 404 => {
-                            Outcome::already(format!("credential {key} is already gone"))
-                        }
-                        Err(e) => Outcome::failed(e.code.clone(), e.message.clone(), e.retryable),
-                    }
+                    // Written after the count, once the sweep's cap allows it.
+                    Outcome::dry_run(format!("would remove password credential {key}"))
                 };
                 report.credentials.push(CredentialFinding {
                     owner_kind: kind.into(),
@@ -330,31 +303,7 @@ pub async fn sweep_tenant(
                 None if sp["accountEnabled"] == Value::Bool(false) => {
                     Outcome::already("the service principal is already disabled")
                 }
-                None if !opts.enforce => Outcome::dry_run("would disable the service principal"),
-                None => {
-                    let path = format!("/v1.0/servicePrincipals/{}", seg(&id));
-                    match http
-                        .call(
-                            Method::PATCH,
-                            Api::Graph,
-                            &path,
-                            Some(&json!({"accountEnabled": false})),
-                        )
-                        .await
-                    {
-                        Ok(_) => Outcome::applied(
-                            "accountEnabled = false (no recent sign-in)",
-                            Some(
-                                AzureInverse::EnableServicePrincipal {
-                                    id: id.clone(),
-                                    federated_credentials: None,
-                                }
-                                .into(),
-                            ),
-                        ),
-                        Err(e) => Outcome::failed(e.code.clone(), e.message.clone(), e.retryable),
-                    }
-                }
+                None => Outcome::dry_run("would disable the service principal"),
             };
             report.stale_service_principals.push(StalePrincipal {
                 id,
@@ -365,5 +314,111 @@ pub async fn sweep_tenant(
             });
         }
     }
+    write(http, opts, &mut report).await;
     Ok(report)
+}
+
+/// Makes the changes the sweep found, or none when they are more than the sweep's own cap
+/// (`breaker.max_sweep_writes_per_account`, counted per tenant): then every one is withheld.
+async fn write(http: &Http, opts: &AzureSweepOptions<'_>, report: &mut AzureSweepReport) {
+    let pending = |o: &Outcome| o.status == Status::DryRun;
+    let writes = report
+        .credentials
+        .iter()
+        .filter(|c| pending(&c.outcome))
+        .count()
+        + report
+            .stale_service_principals
+            .iter()
+            .filter(|p| pending(&p.outcome))
+            .count();
+    if !opts.enforce || writes == 0 {
+        return;
+    }
+    let cap = opts.policy.breaker.max_sweep_writes_per_account as usize;
+    if writes > cap {
+        let why = format!(
+            "withheld: this sweep would make {writes} changes in the tenant, over the sweep's cap of {cap} (breaker.max_sweep_writes_per_account); nothing was written. Review the report, then raise the cap or run `quell sweep azure --yes` by hand with a policy whose cap fits"
+        );
+        let outcomes = report.credentials.iter_mut().map(|c| &mut c.outcome).chain(
+            report
+                .stale_service_principals
+                .iter_mut()
+                .map(|p| &mut p.outcome),
+        );
+        for o in outcomes.filter(|o| pending(o)) {
+            *o = Outcome::skipped(why.clone());
+        }
+        report.withheld = Some(why);
+        return;
+    }
+    for c in report
+        .credentials
+        .iter_mut()
+        .filter(|c| pending(&c.outcome))
+    {
+        c.outcome = remove_password(http, &c.owner_kind, &c.owner_id, &c.key_id).await;
+    }
+    for p in report
+        .stale_service_principals
+        .iter_mut()
+        .filter(|p| pending(&p.outcome))
+    {
+        p.outcome = disable_service_principal(http, &p.id).await;
+    }
+}
+
+async fn remove_password(http: &Http, kind: &str, id: &str, key: &str) -> Outcome {
+    let (path, owner) = match kind {
+        "application" => (
+            format!("/v1.0/applications/{}/removePassword", seg(id)),
+            CredentialOwner::Application(seg(id)),
+        ),
+        _ => (
+            format!("/v1.0/servicePrincipals/{}/removePassword", seg(id)),
+            CredentialOwner::ServicePrincipal(seg(id)),
+        ),
+    };
+    match http
+        .call(
+            Method::POST,
+            Api::Graph,
+            &path,
+            Some(&json!({"keyId": key})),
+        )
+        .await
+    {
+        Ok(_) => Outcome::applied(
+            format!("removed password credential {key}"),
+            Some(AzureInverse::AddPassword { owner }.into()),
+        ),
+        // Removed meanwhile: nothing left to do.
+        Err(e) if e.status == 404 => Outcome::already(format!("credential {key} is already gone")),
+        Err(e) => Outcome::failed(e.code.clone(), e.message.clone(), e.retryable),
+    }
+}
+
+async fn disable_service_principal(http: &Http, id: &str) -> Outcome {
+    let path = format!("/v1.0/servicePrincipals/{}", seg(id));
+    match http
+        .call(
+            Method::PATCH,
+            Api::Graph,
+            &path,
+            Some(&json!({"accountEnabled": false})),
+        )
+        .await
+    {
+        Ok(_) => Outcome::applied(
+            "accountEnabled = false (no recent sign-in)",
+            Some(
+                AzureInverse::EnableServicePrincipal {
+                    id: id.to_string(),
+                    federated_credentials: None,
+                }
+                .into(),
+            ),
+        ),
+        Err(e) => Outcome::failed(e.code.clone(), e.message.clone(), e.retryable),
+    }
 }

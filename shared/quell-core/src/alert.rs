@@ -253,6 +253,24 @@ pub fn for_rejected(function: &str, error: &str) -> Alert {
     }
 }
 
+/// The alert for a sweep that wrote nothing because it would have made more changes than its
+/// own cap (`where_` names the account or the tenant).
+pub fn for_sweep_withheld(function: &str, where_: &str, why: &str) -> Alert {
+    Alert {
+        subject: "quell withheld a dormant-credential sweep".into(),
+        text: capped(format!(
+            "quell's sweep of {} changed nothing ({}).\nWhy: {}\nA sweep that would change this much is more likely a wrong clock, a policy mistake or a forged request than real dormancy: read the sweep report before raising the cap.\n",
+            clean(where_),
+            clean(function),
+            clean(why)
+        )),
+        needs: Needs {
+            withheld: 1,
+            ..Needs::default()
+        },
+    }
+}
+
 /// The alert for a check of one contained principal (`quell verify`, or the automatic check
 /// after containment), or `None` when every step found the containment in place. Anything else
 /// needs a human: something changed the principal after quell contained it (what quell

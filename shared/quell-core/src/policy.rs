@@ -366,6 +366,10 @@ pub struct Policy {
 pub struct Breaker {
     pub max_containments_per_account_per_hour: u32,
     pub max_containments_per_tenant_per_hour: u32,
+    /// The scheduled sweep's own cap: a sweep of one account (AWS) or of the tenant (Azure)
+    /// that would make more changes than this (keys disabled, passwords deleted, roles or
+    /// service principals quarantined) makes none and pages a human with its report.
+    pub max_sweep_writes_per_account: u32,
 }
 
 /// The automatic check after containment: once IAM has propagated (AWS documents that changes
@@ -389,6 +393,7 @@ impl Default for Breaker {
         Breaker {
             max_containments_per_account_per_hour: 20,
             max_containments_per_tenant_per_hour: 20,
+            max_sweep_writes_per_account: 25,
         }
     }
 }
@@ -503,6 +508,10 @@ impl Policy {
             (
                 "max_containments_per_tenant_per_hour",
                 self.breaker.max_containments_per_tenant_per_hour,
+            ),
+            (
+                "max_sweep_writes_per_account",
+                self.breaker.max_sweep_writes_per_account,
             ),
         ] {
             if !(1..=10_000).contains(&n) {

@@ -109,6 +109,24 @@ impl<S: ClientSource> Sweeper<S> {
         let Some(account) = ev.detail["account"].as_str().filter(|a| ids::is_account(a)) else {
             return rejected("/detail/account: expected a 12-digit AWS account id".into());
         };
+        // Only quell's scheduler asks for sweeps: the bus policy denies `Sweep Requested` to
+        // every other principal, and the request must come from quell's own account (the
+        // event's `account` is the sender's, set by EventBridge) and name an account the
+        // scheduler would (`aws.sweep_accounts` when set).
+        if let Some(own) = &self.ctx.account
+            && ev.account.as_deref() != Some(own.as_str())
+        {
+            return rejected(format!(
+                "a \"Sweep Requested\" event from account {:?}: only quell's scheduler in account {own} asks for sweeps",
+                ev.account.as_deref().unwrap_or("unknown")
+            ));
+        }
+        let listed = &self.policy.aws.sweep_accounts;
+        if !listed.is_empty() && !listed.iter().any(|a| a == account) {
+            return rejected(format!(
+                "account {account} is not in aws.sweep_accounts (QUELL_SWEEP_ACCOUNTS): quell's scheduler never asks to sweep it"
+            ));
+        }
         let clients = match self.source.clients(account, "quell-sweep").await {
             Ok(c) => c,
             Err(e) => return answer(e),
@@ -130,6 +148,30 @@ impl<S: ClientSource> Sweeper<S> {
             && let Err(e) = audit::publish_detail(client, bus, SWEEP_REPORT, &report, vec![]).await
         {
             tracing::error!(error = %e, "sweep report not published; it is in this log");
+        }
+        if let Some(why) = &report.withheld {
+            tracing::error!(account, "{why}");
+            let a = quell_core::alert::for_sweep_withheld(
+                "sweeper",
+                &format!("account {account}"),
+                why,
+            );
+            if let Some((client, bus)) = &self.audit {
+                let detail = json!({
+                    "function": "sweeper", "needs_human": true, "subject": a.subject,
+                    "text": a.text, "needs": a.needs,
+                });
+                // An alert is never just a log line: a failed publish fails the invocation,
+                // and the retry sweeps again (read-only while the cap holds).
+                if let Err(e) =
+                    audit::publish_detail(client, bus, crate::ALERT_DETAIL_TYPE, &detail, vec![])
+                        .await
+                {
+                    return Err(EdgeError::Retryable {
+                        reason: format!("the sweep's alert could not be published: {e}"),
+                    });
+                }
+            }
         }
         tracing::info!(account, keys = report.keys.len(), "account swept");
         serde_json::to_value(&report).map_err(|e| EdgeError::Config(e.to_string()))
