@@ -1270,3 +1270,53 @@ async fn a_release_re_enables_and_dismisses_only_the_entrys_own_user() {
     assert_eq!(steps[0].outcome.status, Status::Skipped, "{steps:?}");
     assert!(steps[0].outcome.detail.contains("for a human"));
 }
+
+#[tokio::test]
+async fn a_role_assignment_list_failing_midway_keeps_the_inverse_of_what_was_deleted() {
+    let server = MockServer::start().await;
+    let mi = "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d";
+    let list = "/arm/subscriptions/sub-1/providers/Microsoft.Authorization/roleAssignments";
+    // Page 1 holds one assignment and a nextLink; page 2 is refused.
+    Mock::given(method("GET"))
+        .and(path(list))
+        .and(query_param("$skiptoken", "page2"))
+        .respond_with(ResponseTemplate::new(403).set_body_json(
+            json!({"error": {"code": "AuthorizationFailed", "message": "no read past page 1"}}),
+        ))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(list))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "value": [{
+                "id": "/subscriptions/sub-1/providers/Microsoft.Authorization/roleAssignments/ra-1",
+                "properties": {"principalId": mi, "scope": "/subscriptions/sub-1", "roleDefinitionId": "/subscriptions/sub-1/providers/Microsoft.Authorization/roleDefinitions/b24988ac-6180-42a0-ab88-20f7382dd24c"}
+            }],
+            "nextLink": format!("{}{list}?api-version=2022-04-01&$skiptoken=page2", server.uri())
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("DELETE"))
+        .and(path(format!("{list}/ra-1")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let input = runbook(
+        "quarantine",
+        mi,
+        json!({"principal_type": "managed_identity"}),
+    );
+    let r = run(&server, enforce(), &input).await;
+    let o = result(&r, ActionKind::RemoveRoleAssignments);
+    assert_eq!(o.status, Status::Failed, "{o:?}");
+    assert!(o.detail.contains("listing failed"), "{}", o.detail);
+    let removed = &o
+        .inverse
+        .as_ref()
+        .expect("what was deleted before the list failed can be restored")
+        .params()["assignments"];
+    assert_eq!(removed.as_array().unwrap().len(), 1);
+    assert!(removed[0]["id"].as_str().unwrap().ends_with("ra-1"));
+}

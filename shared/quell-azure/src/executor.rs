@@ -733,7 +733,17 @@ impl AzureExecutor {
             while let Some(path) = next.take() {
                 let page = match self.http.call(Method::GET, Api::Arm, &path, None).await {
                     Ok(r) => r.body,
-                    Err(e) => return failed(e),
+                    // A list that fails midway keeps what was already deleted (and its
+                    // inverse), goes on with the next subscription, and fails the action.
+                    Err(e) => {
+                        not_removed.push((
+                            format!(
+                                "the rest of subscription {sub}'s role assignments (listing failed)"
+                            ),
+                            e,
+                        ));
+                        break;
+                    }
                 };
                 for ra in page["value"].as_array().into_iter().flatten() {
                     let props = &ra["properties"];
@@ -789,7 +799,7 @@ impl AzureExecutor {
             let mut o = Outcome::failed(
                 first.code.clone(),
                 format!(
-                    "deleted {} role assignment(s); could not delete {}",
+                    "deleted {} role assignment(s); not deleted: {}",
                     removed.len(),
                     list.join("; ")
                 ),
