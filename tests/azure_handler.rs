@@ -991,10 +991,6 @@ fn the_bicep_alerts_and_workbook_read_the_records_the_handler_writes() {
     // Each query strips the prefix by its length: `substring(message, N)` must match it.
     for (prefix, n) in [("quell.outcome ", 14), ("quell.alert ", 12)] {
         assert_eq!(prefix.len(), n);
-        assert!(
-            bicep.contains(&format!("startswith \"{prefix}\"")),
-            "{prefix}"
-        );
         let queries: Vec<&str> = workbook["items"]
             .as_array()
             .unwrap()
@@ -1013,6 +1009,23 @@ fn the_bicep_alerts_and_workbook_read_the_records_the_handler_writes() {
         assert!(bicep.contains(&format!("name: '{rule}'")), "{rule}");
     }
     assert!(bicep.contains("loadJsonContent('workbook.json')"));
+    // Once per alert: stateless rules, split per invocation, function and principals, each
+    // evaluation taking the records ingested since the last one.
+    assert_eq!(
+        bicep
+            .matches("where message startswith \"quell.alert \"")
+            .count(),
+        2
+    );
+    assert!(bicep.contains("parse_json(substring(message, 12))"));
+    assert!(bicep.contains("autoMitigate: false"));
+    assert!(bicep.contains("dimensions: [ 'operation_Id', 'function', 'principals' ]"));
+    assert!(bicep.contains("strcat_array(a.principals"));
+    assert_eq!(bicep.matches("where ingestion_time() > ago(5m)").count(), 3);
+    assert!(bicep.contains("evaluationFrequency: 'PT5M'"));
+    // The record names the principals the rules split on.
+    let alert: Value = serde_json::from_str(logs[1].strip_prefix("quell.alert ").unwrap()).unwrap();
+    assert!(alert["principals"].is_array(), "{alert}");
 }
 
 /// The host's queue-trigger request for a message (`Data.<binding name>` is the decoded text).

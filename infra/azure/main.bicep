@@ -347,24 +347,34 @@ resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
   }
 }
 
+// Each rule notifies once per record: it is stateless (autoMitigate off, so a second alert in
+// the same hour is not merged into the first, still-open one) and splits by the invocation
+// (operation_Id), the function and the principals, so every quell.alert record is an alert of
+// its own that names who and where. Records are picked by when they were ingested: each
+// evaluation takes those ingested in the last 5 minutes (its frequency), inside a 30-minute
+// window that covers Application Insights' ingestion latency, so a late record is neither
+// missed nor sent twice ("Log search alert rules: split by dimensions", "stateless alerts").
 var alertRules = [
   {
     name: 'needs-a-human'
     severity: 2
-    description: 'quell needs a human: a notify, a withheld containment or a rejected event. The alert text is in the quell.alert record.'
-    query: 'traces | where message startswith "quell.alert " | extend a = parse_json(substring(message, 12)) | project timestamp, function = tostring(a.function), subject = tostring(a.subject), text = tostring(a.text)'
+    description: 'quell needs a human: a notify, a withheld containment or sweep, or a rejected event. The alert text is in the quell.alert record.'
+    query: 'traces | where message startswith "quell.alert " | where ingestion_time() > ago(5m) | extend a = parse_json(substring(message, 12)) | where toint(a.needs.failed) == 0 | project timestamp, operation_Id, function = tostring(a.function), principals = strcat_array(a.principals, ", "), subject = tostring(a.subject), text = tostring(a.text)'
+    dimensions: [ 'operation_Id', 'function', 'principals' ]
   }
   {
     name: 'failed-actions'
     severity: 1
     description: 'quell could not carry out a containment action; the quell.alert record says which and why.'
-    query: 'traces | where message startswith "quell.outcome " | extend o = parse_json(substring(message, 14)) | where toint(o.failed) > 0 | project timestamp, function = tostring(o.function), failed = toint(o.failed)'
+    query: 'traces | where message startswith "quell.alert " | where ingestion_time() > ago(5m) | extend a = parse_json(substring(message, 12)) | where toint(a.needs.failed) > 0 | project timestamp, operation_Id, function = tostring(a.function), principals = strcat_array(a.principals, ", "), failed = toint(a.needs.failed), text = tostring(a.text)'
+    dimensions: [ 'operation_Id', 'function', 'principals' ]
   }
   {
     name: 'function-failures'
     severity: 1
     description: 'A quell function invocation failed (Event Hub invocations are retried by the function retry policy).'
-    query: 'requests | where success == false | project timestamp, operation_Name, resultCode'
+    query: 'requests | where success == false | where ingestion_time() > ago(5m) | project timestamp, operation_Id, operation_Name, resultCode'
+    dimensions: [ 'operation_Id', 'operation_Name' ]
   }
 ]
 
@@ -380,12 +390,20 @@ resource rules 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = [fo
       insights.id
     ]
     evaluationFrequency: 'PT5M'
-    windowSize: 'PT5M'
+    windowSize: 'PT30M'
+    autoMitigate: false
     criteria: {
       allOf: [
         {
           query: r.query
           timeAggregation: 'Count'
+          dimensions: [for d in r.dimensions: {
+            name: d
+            operator: 'Include'
+            values: [
+              '*'
+            ]
+          }]
           operator: 'GreaterThanOrEqual'
           threshold: 1
           failingPeriods: {

@@ -216,7 +216,7 @@ fn answer_response(function: Function, answer: &Answer, mut logs: Vec<String>) -
     for a in answer.alerts(&format!("{function:?}")) {
         logs.push(format!(
             "quell.alert {}",
-            json!({"function": format!("{function:?}"), "subject": a.subject, "text": a.text, "needs": a.needs})
+            a.record(&format!("{function:?}"))
         ));
     }
     host_response(function, status, result, logs)
@@ -527,10 +527,7 @@ impl App {
                     tracing::error!("{why}");
                     let a =
                         quell_core::alert::for_sweep_withheld("PostureSweep", "the tenant", why);
-                    logs.push(format!(
-                        "quell.alert {}",
-                        json!({"function": "PostureSweep", "subject": a.subject, "text": a.text, "needs": a.needs})
-                    ));
+                    logs.push(format!("quell.alert {}", a.record("PostureSweep")));
                 }
                 host_response(
                     Function::PostureSweep,
@@ -663,10 +660,7 @@ pub fn outcome_logs(
             .then(|| quell_core::alert::for_rejected(&name, &rejected.join("; ")))
     });
     if let Some(a) = alert {
-        out.push(format!(
-            "quell.alert {}",
-            json!({"function": name, "subject": a.subject, "text": a.text, "needs": a.needs})
-        ));
+        out.push(format!("quell.alert {}", a.record(&name)));
     }
     out
 }

@@ -59,6 +59,27 @@ pub struct Alert {
     pub subject: String,
     pub text: String,
     pub needs: Needs,
+    /// The identities the alert is about (labels, cleaned, at most [`MAX_PRINCIPALS`]): what an
+    /// alert rule splits on, so each principal's alert reaches a human on its own.
+    pub principals: Vec<String>,
+}
+
+/// How many identities an alert names in `principals` (the text names them all).
+pub const MAX_PRINCIPALS: usize = 10;
+
+impl Alert {
+    /// The alert as one JSON record, the same on every edge: the Lambda's bus event detail,
+    /// and the Azure handler's `quell.alert` log line that the Bicep's alert rules read.
+    pub fn record(&self, function: &str) -> serde_json::Value {
+        serde_json::json!({
+            "function": function,
+            "needs_human": true,
+            "subject": self.subject,
+            "text": self.text,
+            "needs": self.needs,
+            "principals": self.principals,
+        })
+    }
 }
 
 /// A value from an event, safe to show: bounded, without control characters or characters
@@ -233,10 +254,18 @@ pub fn for_report(report: &Report, function: &str) -> Option<Alert> {
             t.push_str(&format!("  quell release {k} --by <you>\n"));
         }
     }
+    let mut principals: Vec<String> = Vec::new();
+    for s in report.findings.iter().flat_map(|f| &f.subjects) {
+        let label = clean(&s.label());
+        if principals.len() < MAX_PRINCIPALS && !principals.contains(&label) {
+            principals.push(label);
+        }
+    }
     Some(Alert {
         subject,
         text: capped(t),
         needs,
+        principals,
     })
 }
 
@@ -250,6 +279,7 @@ pub fn for_rejected(function: &str, error: &str) -> Alert {
             clean(error)
         )),
         needs: Needs::default(),
+        principals: Vec::new(),
     }
 }
 
@@ -268,6 +298,7 @@ pub fn for_sweep_withheld(function: &str, where_: &str, why: &str) -> Alert {
             withheld: 1,
             ..Needs::default()
         },
+        principals: vec![clean(where_)],
     }
 }
 
@@ -347,6 +378,7 @@ pub fn for_check(
         subject,
         text: capped(t),
         needs,
+        principals: vec![clean(&principal)],
     })
 }
 

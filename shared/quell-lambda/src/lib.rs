@@ -504,13 +504,7 @@ impl<S: ClientSource> Edge<S> {
         let Some((client, bus)) = &self.audit else {
             return true;
         };
-        let detail = json!({
-            "function": self.accepts.name(),
-            "needs_human": true,
-            "subject": alert.subject,
-            "text": alert.text,
-            "needs": alert.needs,
-        });
+        let detail = alert.record(self.accepts.name());
         match quell_aws::audit::publish_detail(client, bus, ALERT_DETAIL_TYPE, &detail, vec![])
             .await
         {

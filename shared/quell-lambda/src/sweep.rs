@@ -157,10 +157,7 @@ impl<S: ClientSource> Sweeper<S> {
                 why,
             );
             if let Some((client, bus)) = &self.audit {
-                let detail = json!({
-                    "function": "sweeper", "needs_human": true, "subject": a.subject,
-                    "text": a.text, "needs": a.needs,
-                });
+                let detail = a.record("sweeper");
                 // An alert is never just a log line: a failed publish fails the invocation,
                 // and the retry sweeps again (read-only while the cap holds).
                 if let Err(e) =
