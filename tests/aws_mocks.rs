@@ -51,8 +51,9 @@ fn keys(id: &str) -> ListAccessKeysOutput {
 
 const THROTTLING: &str = r#"<ErrorResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/"><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>7a62c49f-347e-4fc4-9331-6e8eEXAMPLE</RequestId></ErrorResponse>"#;
 
-/// A user's policy lists (empty): read after tagging, as the baseline verify compares with.
-fn user_policy_lists() -> [aws_smithy_mocks::Rule; 2] {
+/// A user's policy lists and groups (empty): read after tagging, as the baseline verify
+/// compares with.
+fn user_policy_lists() -> [aws_smithy_mocks::Rule; 3] {
     [
         mock!(aws_sdk_iam::Client::list_attached_user_policies).then_output(|| {
             aws_sdk_iam::operation::list_attached_user_policies::ListAttachedUserPoliciesOutput::builder()
@@ -61,6 +62,12 @@ fn user_policy_lists() -> [aws_smithy_mocks::Rule; 2] {
         mock!(aws_sdk_iam::Client::list_user_policies).then_output(|| {
             aws_sdk_iam::operation::list_user_policies::ListUserPoliciesOutput::builder()
                 .set_policy_names(Some(vec![]))
+                .build()
+                .unwrap()
+        }),
+        mock!(aws_sdk_iam::Client::list_groups_for_user).then_output(|| {
+            aws_sdk_iam::operation::list_groups_for_user::ListGroupsForUserOutput::builder()
+                .set_groups(Some(vec![]))
                 .build()
                 .unwrap()
         }),
@@ -207,7 +214,7 @@ fn iam_with(update: &aws_smithy_mocks::Rule) -> aws_sdk_iam::Client {
     mock_client!(
         aws_sdk_iam,
         RuleMode::MatchAny,
-        &[&get, &list, update, &tag, &lists[0], &lists[1]],
+        &[&get, &list, update, &tag, &lists[0], &lists[1], &lists[2]],
         |c| c.retry_config(quell_aws::clients::retry_config())
     )
 }
@@ -334,7 +341,7 @@ async fn a_finding_whose_containment_failed_stays_new_with_a_note() {
         aws_sdk_iam,
         RuleMode::MatchAny,
         &[
-            &get, &list, &denied, &put, &get_pol, &tag, &lists[0], &lists[1]
+            &get, &list, &denied, &put, &get_pol, &tag, &lists[0], &lists[1], &lists[2]
         ]
     );
     let find =
@@ -472,7 +479,8 @@ async fn the_dormant_key_loop_continues_past_a_failed_deactivation() {
             &ok_second,
             &tag,
             &lists[0],
-            &lists[1]
+            &lists[1],
+            &lists[2]
         ]
     );
     let sh = mock_client!(aws_sdk_securityhub, RuleMode::MatchAny, &[]);
@@ -712,6 +720,7 @@ async fn an_ocsf_finding_is_updated_through_the_v2_api() {
                 .then_output(|| aws_sdk_iam::operation::tag_user::TagUserOutput::builder().build()),
             &lists[0],
             &lists[1],
+            &lists[2],
         ]
     );
     let report = executor(

@@ -1377,7 +1377,7 @@ async fn verify_puts_back_a_removed_role_revocation_and_reports_a_changed_trust_
     let found = check(&exec, &entries, true).await;
     assert!(
         outcomes(&found).iter().any(|o| o
-            .starts_with("Skipped attacker persistence? policies added")
+            .starts_with("Skipped attacker persistence? permissions added")
             && o.contains("inline ops-extra")
             && !o.contains(docs::ROLE_REVOKE_POLICY)),
         "{:?}",
@@ -1394,9 +1394,8 @@ async fn verify_reports_a_policy_attached_to_a_contained_user_since() {
     let exec = executor(enforce(), NOW).await;
     let before = check(&exec, &entries, false).await;
     assert!(
-        before
-            .iter()
-            .any(|s| s.outcome.detail == "no policy added since the containment"),
+        before.iter().any(|s| s.outcome.detail
+            == "no policy, group membership or policy version added since the containment"),
         "{:?}",
         before.iter().map(|s| &s.outcome.detail).collect::<Vec<_>>()
     );
@@ -1430,6 +1429,78 @@ async fn verify_reports_a_policy_attached_to_a_contained_user_since() {
     );
     // Left in place: only a human can tell a backdoor from a change someone meant.
     assert!(attached(&iam, Some(&user), None).await.contains(&arn));
+}
+
+#[tokio::test]
+async fn verify_reports_a_group_joined_and_a_policy_changed_in_place_since() {
+    let iam = iam().await;
+    let (user, keys) = new_user(&iam, "inplace").await;
+    // A customer-managed policy the user held before the compromise.
+    let doc = |action: &str| {
+        json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": action, "Resource": "*"}]})
+            .to_string()
+    };
+    let arn = iam
+        .create_policy()
+        .policy_name(unique("ops"))
+        .policy_document(doc("s3:GetObject"))
+        .send()
+        .await
+        .unwrap()
+        .policy()
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_string();
+    iam.attach_user_policy()
+        .user_name(&user)
+        .policy_arn(&arn)
+        .send()
+        .await
+        .unwrap();
+    let entries = contained(&tor_event(&user, &keys[0]), &enforce()).await;
+    let exec = executor(enforce(), NOW).await;
+    let quiet = check(&exec, &entries, false).await;
+    assert!(
+        quiet
+            .iter()
+            .all(|s| !s.outcome.detail.contains("persistence?")),
+        "{:?}",
+        quiet.iter().map(|s| &s.outcome.detail).collect::<Vec<_>>()
+    );
+    // The attacker joins an admin group and rewrites the policy the user already holds: no
+    // new attachment, yet both grant.
+    let group = unique("admins");
+    iam.create_group().group_name(&group).send().await.unwrap();
+    iam.add_user_to_group()
+        .group_name(&group)
+        .user_name(&user)
+        .send()
+        .await
+        .unwrap();
+    iam.create_policy_version()
+        .policy_arn(&arn)
+        .policy_document(doc("*"))
+        .set_as_default(true)
+        .send()
+        .await
+        .unwrap();
+    let found = check(&exec, &entries, true).await;
+    let detail = found
+        .iter()
+        .find(|s| s.outcome.detail.contains("persistence?"))
+        .map(|s| s.outcome.detail.clone())
+        .unwrap_or_default();
+    assert!(
+        detail.contains(&format!("added to groups {group}")),
+        "{detail}"
+    );
+    assert!(
+        detail.contains(&format!(
+            "changed in place {arn} (default version v1 -> v2)"
+        )),
+        "{detail}"
+    );
 }
 
 #[tokio::test]

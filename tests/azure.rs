@@ -685,7 +685,18 @@ async fn verify_of_a_disabled_service_principal_removes_new_secrets_and_reports_
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path(format!("/v1.0/servicePrincipals/{sp}")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": sp, "appId": app_id, "displayName": "legacy-crm-connector", "accountEnabled": true, "passwordCredentials": []})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": sp, "appId": app_id, "displayName": "legacy-crm-connector", "accountEnabled": true,
+            "passwordCredentials": [{"keyId": "0ld00000-0000-4000-8000-000000000001", "startDateTime": "2026-01-05T09:00:00Z"}],
+            "keyCredentials": []})))
+        .mount(&server)
+        .await;
+    // The application's secrets and certificates at containment: the key-id baseline.
+    Mock::given(method("GET"))
+        .and(path(format!("/v1.0/applications(appId='{app_id}')")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"id": "app-object-1", "passwordCredentials": [], "keyCredentials": []}),
+        ))
+        .expect(1)
         .mount(&server)
         .await;
     Mock::given(method("PATCH"))
@@ -720,7 +731,8 @@ async fn verify_of_a_disabled_service_principal_removes_new_secrets_and_reports_
     let entries = ledger.list(None).await.unwrap();
     assert_eq!(entries.len(), 1);
 
-    // Minutes later: still disabled, but a secret on the service principal, one on the
+    // Minutes later: still disabled, but a secret on the service principal (its startDateTime
+    // backdated by whoever added it: only the key-id baseline tells it is new), one on the
     // application, a certificate and a federated credential appeared.
     let later = MockServer::start().await;
     Mock::given(method("GET"))
@@ -729,7 +741,7 @@ async fn verify_of_a_disabled_service_principal_removes_new_secrets_and_reports_
             "id": sp, "appId": app_id, "accountEnabled": false,
             "passwordCredentials": [
                 {"keyId": "0ld00000-0000-4000-8000-000000000001", "startDateTime": "2026-01-05T09:00:00Z"},
-                {"keyId": "5e000000-0000-4000-8000-000000000002", "startDateTime": "2026-11-23T12:03:00Z"}],
+                {"keyId": "5e000000-0000-4000-8000-000000000002", "startDateTime": "2025-06-01T00:00:00Z"}],
             "keyCredentials": [
                 {"keyId": "ce000000-0000-4000-8000-000000000003", "startDateTime": "2026-11-23T12:04:00Z", "type": "AsymmetricX509Cert"}]})))
         .mount(&later)
@@ -850,6 +862,60 @@ async fn verify_of_a_disabled_service_principal_removes_new_secrets_and_reports_
             .any(|s| s.outcome.detail.contains("review before release")),
         "{checked:?}"
     );
+    // Without a key-id baseline (an empty one in a forged row, or a row from before quell
+    // kept one), no secret is removed even with --yes: those dated after the containment are
+    // reported for review, and the backdated one is not even claimed new.
+    let mut no_keys = entries.clone();
+    for r in &mut no_keys[0].actions {
+        if let Some(i) = &mut r.inverse {
+            let mut params = i.params();
+            if params.get("credentials").is_some() {
+                params["credentials"] = json!([]);
+            }
+            *i = quell_tests::inverse(&i.call(), params);
+        }
+    }
+    let quiet = MockServer::start().await;
+    for m in ["POST", "DELETE", "PATCH"] {
+        Mock::given(method(m))
+            .respond_with(ResponseTemplate::new(204))
+            .expect(0)
+            .mount(&quiet)
+            .await;
+    }
+    Mock::given(method("GET"))
+        .and(path(format!("/v1.0/servicePrincipals/{sp}")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": sp, "appId": app_id, "accountEnabled": false,
+            "passwordCredentials": [
+                {"keyId": "0ld00000-0000-4000-8000-000000000001", "startDateTime": "2026-01-05T09:00:00Z"},
+                {"keyId": "5e000000-0000-4000-8000-000000000002", "startDateTime": "2025-06-01T00:00:00Z"}]})))
+        .mount(&quiet)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("/v1.0/applications(appId='{app_id}')")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "app-object-1",
+            "passwordCredentials": [{"keyId": "a9000000-0000-4000-8000-000000000004", "startDateTime": "2026-11-23T12:02:00Z"}]})))
+        .mount(&quiet)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(
+            "/v1.0/applications/app-object-1/federatedIdentityCredentials",
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": []})))
+        .mount(&quiet)
+        .await;
+    let reported = quell_azure::release::verify(&http_to(&quiet), &no_keys, true, &|_| None).await;
+    let text: Vec<String> = reported
+        .iter()
+        .map(|s| format!("{}: {:?} {}", s.what, s.outcome.status, s.outcome.detail))
+        .collect();
+    assert!(
+        has_in(&text, "review secret a9000000", "Skipped"),
+        "{text:#?}"
+    );
+    assert!(!text.iter().any(|t| t.contains("5e000000")), "{text:#?}");
     assert!(
         !checked
             .iter()
@@ -857,6 +923,11 @@ async fn verify_of_a_disabled_service_principal_removes_new_secrets_and_reports_
                 && s.outcome.detail.contains("would delete")),
         "{checked:?}"
     );
+}
+
+fn has_in(text: &[String], needle: &str, status: &str) -> bool {
+    text.iter()
+        .any(|t| t.contains(needle) && t.contains(status))
 }
 
 /// A forged entry for the break-glass account and a role assignment quell never removed: the

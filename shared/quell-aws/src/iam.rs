@@ -225,7 +225,64 @@ pub(crate) async fn policies(
         .collect();
     attached.sort();
     inline.sort();
-    Ok(serde_json::json!({"attached": attached, "inline": inline}))
+    // A customer-managed policy can be changed in place (a new default version) and a user
+    // can be put in a group: either grants without attaching anything to the principal.
+    let groups = match kind {
+        Kind::User => Some(groups_of(iam, name).await?),
+        Kind::Role => None,
+    };
+    let mut versions = serde_json::Map::new();
+    for arn in attached.iter().filter(|a| !is_aws_managed(a)) {
+        let o = iam
+            .get_policy()
+            .policy_arn(arn)
+            .send()
+            .await
+            .map_err(classify)?;
+        if let Some(v) = o.policy().and_then(|p| p.default_version_id()) {
+            versions.insert(arn.clone(), serde_json::Value::from(v));
+        }
+    }
+    let mut out = serde_json::json!({"attached": attached, "inline": inline, "versions": versions});
+    if let Some(g) = groups {
+        out["groups"] = serde_json::json!(g);
+    }
+    Ok(out)
+}
+
+/// Whether a managed policy is AWS's (`arn:<partition>:iam::aws:policy/…`): AWS changes those,
+/// not the customer, so their versions are not compared.
+fn is_aws_managed(arn: &str) -> bool {
+    arn.split(':').nth(4) == Some("aws")
+}
+
+/// The groups a user belongs to, sorted.
+pub(crate) async fn groups_of(
+    iam: &aws_sdk_iam::Client,
+    user: &str,
+) -> Result<Vec<String>, ExecError> {
+    let mut out = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let o = iam
+            .list_groups_for_user()
+            .user_name(user)
+            .set_marker(marker.take())
+            .send()
+            .await
+            .map_err(classify)?;
+        out.extend(o.groups().iter().map(|g| g.group_name().to_string()));
+        match o
+            .is_truncated()
+            .then(|| o.marker().map(str::to_string))
+            .flatten()
+        {
+            Some(m) => marker = Some(m),
+            None => break,
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 pub(crate) async fn delete_inline(

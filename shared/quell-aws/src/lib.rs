@@ -50,6 +50,8 @@ pub const ATTACH_ACTIONS: &[&str] = &[
 /// member role hold them; `release::release`, `release::verify`).
 pub const RELEASE_PERMISSIONS: &[&str] = &[
     "iam:GetRole",
+    "iam:ListGroupsForUser",
+    "iam:GetPolicy",
     "iam:ListAttachedUserPolicies",
     "iam:ListAttachedRolePolicies",
     "iam:ListUserPolicies",
@@ -81,6 +83,8 @@ pub const RELEASE_PERMISSIONS: &[&str] = &[
 /// policy deletion: a verify can only contain more.
 pub const VERIFY_PERMISSIONS: &[&str] = &[
     "iam:GetRole",
+    "iam:ListGroupsForUser",
+    "iam:GetPolicy",
     "iam:ListAttachedUserPolicies",
     "iam:ListAttachedRolePolicies",
     "iam:ListUserPolicies",
@@ -171,6 +175,8 @@ pub fn permissions(kind: ActionKind) -> &'static [&'static str] {
             "iam:ListAttachedRolePolicies",
             "iam:ListUserPolicies",
             "iam:ListRolePolicies",
+            "iam:ListGroupsForUser",
+            "iam:GetPolicy",
             "iam:TagUser",
             "iam:TagRole",
         ],

@@ -793,8 +793,31 @@ async fn no_policy_added(
             .collect()
     };
     let (attached, inline) = (added("attached"), added("inline"));
-    if attached.is_empty() && inline.is_empty() {
-        return Outcome::already("no policy added since the containment");
+    // A baseline taken before groups and versions were recorded says nothing about them.
+    let groups = if baseline.get("groups").is_some() {
+        added("groups")
+    } else {
+        Vec::new()
+    };
+    let changed: Vec<String> = baseline["versions"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(arn, was)| {
+            let is = &now["versions"][arn.as_str()];
+            (!is.is_null() && is != was).then(|| {
+                format!(
+                    "{arn} (default version {} -> {})",
+                    was.as_str().unwrap_or("?"),
+                    is.as_str().unwrap_or("?")
+                )
+            })
+        })
+        .collect();
+    if attached.is_empty() && inline.is_empty() && groups.is_empty() && changed.is_empty() {
+        return Outcome::already(
+            "no policy, group membership or policy version added since the containment",
+        );
     }
     let mut what = Vec::new();
     if !attached.is_empty() {
@@ -803,8 +826,14 @@ async fn no_policy_added(
     if !inline.is_empty() {
         what.push(format!("inline {}", inline.join(", ")));
     }
+    if !groups.is_empty() {
+        what.push(format!("added to groups {}", groups.join(", ")));
+    }
+    if !changed.is_empty() {
+        what.push(format!("changed in place {}", changed.join(", ")));
+    }
     Outcome::skipped(format!(
-        "attacker persistence? policies added since the containment ({}): review them before release; quell leaves them in place",
+        "attacker persistence? permissions added since the containment ({}): review them before release; quell leaves them in place",
         what.join("; ")
     ))
 }

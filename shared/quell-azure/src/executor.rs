@@ -64,6 +64,16 @@ pub fn graph_copy_path(f: &quell_core::Finding) -> Option<String> {
     ))
 }
 
+/// The key ids of an object's secrets and certificates, lower-cased (GUIDs).
+pub fn key_ids(object: &Value) -> Vec<String> {
+    ["passwordCredentials", "keyCredentials"]
+        .iter()
+        .flat_map(|k| object[*k].as_array().into_iter().flatten())
+        .filter_map(|c| c["keyId"].as_str())
+        .map(str::to_ascii_lowercase)
+        .collect()
+}
+
 fn failed(e: AzError) -> Outcome {
     Outcome::failed(e.code.clone(), e.message.clone(), e.retryable)
 }
@@ -557,7 +567,10 @@ impl AzureExecutor {
 
     async fn disable_service_principal(&self, s: &Subject) -> Outcome {
         let sp = match self
-            .read_service_principal(s, "id,appId,displayName,accountEnabled")
+            .read_service_principal(
+                s,
+                "id,appId,displayName,accountEnabled,passwordCredentials,keyCredentials",
+            )
             .await
         {
             Ok(sp) => sp,
@@ -578,9 +591,21 @@ impl AzureExecutor {
             .await
         {
             Ok(_) => {
+                // The baselines verify compares with, read together after the write.
+                let app_id = sp["appId"].as_str();
+                let (federated_credentials, app) = tokio::join!(
+                    self.federated_baseline(app_id),
+                    self.app_credentials(app_id)
+                );
+                let credentials = app.map(|app| {
+                    let mut ids = key_ids(&sp);
+                    ids.extend(key_ids(&app));
+                    ids
+                });
                 let inverse = AzureInverse::EnableServicePrincipal {
                     id: id.clone(),
-                    federated_credentials: self.federated_baseline(sp["appId"].as_str()).await,
+                    federated_credentials,
+                    credentials,
                 };
                 Outcome::applied(
                     format!(
@@ -623,11 +648,31 @@ impl AzureExecutor {
         )
     }
 
+    /// The application's secrets and certificates (`passwordCredentials`, `keyCredentials`) when
+    /// quell contains its service principal, or `None` when the application cannot be read
+    /// here: then verify has no baseline for it and only reports.
+    async fn app_credentials(&self, app_id: Option<&str>) -> Option<Value> {
+        let app_id = app_id.filter(|a| !a.is_empty())?;
+        self.http
+            .call(
+                Method::GET,
+                Api::Graph,
+                &format!(
+                    "/v1.0/applications(appId='{}')?$select=id,passwordCredentials,keyCredentials",
+                    seg(app_id)
+                ),
+                None,
+            )
+            .await
+            .ok()
+            .map(|r| r.body)
+    }
+
     /// Removes one password credential, on the service principal or on its application. Key
     /// ids are GUIDs and compare without regard to case.
     async fn remove_password(&self, s: &Subject, key: &str) -> Outcome {
         let sp = match self
-            .read_service_principal(s, "id,appId,displayName,passwordCredentials")
+            .read_service_principal(s, "id,appId,displayName,passwordCredentials,keyCredentials")
             .await
         {
             Ok(sp) => sp,
@@ -643,8 +688,12 @@ impl AzureExecutor {
                     .map(str::to_string)
             })
         };
-        let (owner, key) = if let Some(k) = find(&sp) {
-            (CredentialOwner::ServicePrincipal(seg(&sp_id)), k)
+        let (owner, key, held) = if let Some(k) = find(&sp) {
+            (
+                CredentialOwner::ServicePrincipal(seg(&sp_id)),
+                k,
+                key_ids(&sp),
+            )
         } else {
             let Some(app_id) = sp["appId"].as_str() else {
                 return Outcome::already(format!("no credential {key} on the service principal"));
@@ -655,7 +704,7 @@ impl AzureExecutor {
                     Method::GET,
                     Api::Graph,
                     &format!(
-                        "/v1.0/applications(appId='{}')?$select=id,passwordCredentials",
+                        "/v1.0/applications(appId='{}')?$select=id,passwordCredentials,keyCredentials",
                         seg(app_id)
                     ),
                     None,
@@ -676,8 +725,15 @@ impl AzureExecutor {
             (
                 CredentialOwner::Application(seg(app["id"].as_str().unwrap_or_default())),
                 k,
+                key_ids(&app),
             )
         };
+        // What is left on the owner once this key is gone: verify's baseline.
+        let credentials = Some(
+            held.into_iter()
+                .filter(|k| !k.eq_ignore_ascii_case(&key))
+                .collect(),
+        );
         let owner_path = owner.path();
         match self
             .http
@@ -691,7 +747,7 @@ impl AzureExecutor {
         {
             Ok(_) => Outcome::applied(
                 format!("removed password credential {key}"),
-                Some(AzureInverse::AddPassword { owner }.into()),
+                Some(AzureInverse::AddPassword { owner, credentials }.into()),
             ),
             Err(e) => failed(e),
         }

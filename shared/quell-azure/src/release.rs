@@ -413,17 +413,24 @@ pub async fn verify(
                     steps.extend(new_auth_methods(http, &path, since).await);
                 }
                 if r.kind == ActionKind::DisableServicePrincipal {
-                    let baseline = match inverse {
-                        // An empty baseline is no baseline: a row cannot make every
-                        // federated credential look new.
+                    // An empty baseline is no baseline: a row cannot make every federated
+                    // credential, secret or certificate look new.
+                    let (federated, credentials) = match inverse {
                         AzureInverse::EnableServicePrincipal {
                             federated_credentials,
+                            credentials,
                             ..
-                        } => federated_credentials.clone().filter(|b| !b.is_empty()),
-                        _ => None,
+                        } => (
+                            federated_credentials.clone().filter(|b| !b.is_empty()),
+                            credentials.clone().filter(|b| !b.is_empty()),
+                        ),
+                        _ => (None, None),
                     };
-                    steps
-                        .extend(sp_persistence(http, &path, since, fix, baseline.as_deref()).await);
+                    let baselines = Baselines {
+                        federated: federated.as_deref(),
+                        credentials: credentials.as_deref(),
+                    };
+                    steps.extend(sp_persistence(http, &path, since, fix, baselines).await);
                 }
             }
             if r.kind == ActionKind::RemoveRoleAssignments
@@ -468,8 +475,9 @@ pub async fn verify(
                 }
                 steps.extend(new_assignments(http, e, &json!(assignments), since, fix).await);
             }
-            if let AzureInverse::AddPassword { owner } = inverse {
-                steps.extend(new_secrets(http, &owner.path(), since, fix).await);
+            if let AzureInverse::AddPassword { owner, credentials } = inverse {
+                let known = credentials.clone().filter(|b| !b.is_empty());
+                steps.extend(new_secrets(http, &owner.path(), since, fix, known.as_deref()).await);
             }
         }
     }
@@ -637,13 +645,22 @@ async fn new_assignments(
 /// for them). Graph: servicePrincipal and application `passwordCredentials`/`keyCredentials`
 /// (`startDateTime`), `removePassword`, `applications(appId='…')`,
 /// `federatedIdentityCredentials` (list, delete).
+/// What quell read of a service principal and its application at containment: the federated
+/// credential ids, and the key ids of every secret and certificate.
+#[derive(Clone, Copy)]
+struct Baselines<'a> {
+    federated: Option<&'a [String]>,
+    credentials: Option<&'a [String]>,
+}
+
 async fn sp_persistence(
     http: &Http,
     sp: &str,
     since: OffsetDateTime,
     fix: bool,
-    baseline: Option<&[String]>,
+    baselines: Baselines<'_>,
 ) -> Vec<Step> {
+    let (baseline, known) = (baselines.federated, baselines.credentials);
     let sp_path = sp.split('?').next().unwrap_or(sp);
     let body = match http
         .call(
@@ -662,8 +679,8 @@ async fn sp_persistence(
             }];
         }
     };
-    let mut steps = secrets_since(http, sp_path, &body, since, fix).await;
-    steps.extend(certificates_since(sp_path, &body, since));
+    let mut steps = secrets_since(http, sp_path, &body, since, fix, known).await;
+    steps.extend(certificates_since(sp_path, &body, since, known));
     let Some(app_id) = body["appId"].as_str() else {
         return steps;
     };
@@ -704,8 +721,8 @@ async fn sp_persistence(
         return steps;
     };
     let app_path = format!("/v1.0/applications/{}", crate::client::seg(object));
-    steps.extend(secrets_since(http, &app_path, &app, since, fix).await);
-    steps.extend(certificates_since(&app_path, &app, since));
+    steps.extend(secrets_since(http, &app_path, &app, since, fix, known).await);
+    steps.extend(certificates_since(&app_path, &app, since, known));
     match http
         .call(
             Method::GET,
@@ -771,20 +788,36 @@ async fn sp_persistence(
     steps
 }
 
-/// Certificates (`keyCredentials`) added to `owner` after `since`. quell reports them: Graph's
-/// `removeKey` needs a proof signed by one of the object's existing keys, which an app-only
-/// caller does not hold.
-fn certificates_since(owner: &str, body: &Value, since: OffsetDateTime) -> Vec<Step> {
+/// Whether a credential in `c` is new since the containment: a key id not in quell's baseline
+/// (`known`), or, without one, a `startDateTime` after `since`. Graph lets whoever adds a
+/// credential choose its `startDateTime`, so only the baseline lets quell act; a credential
+/// dated new without a baseline is reported, never removed.
+fn is_new(c: &Value, since: OffsetDateTime, known: Option<&[String]>) -> bool {
+    match known {
+        Some(ids) => c["keyId"]
+            .as_str()
+            .is_some_and(|k| !ids.iter().any(|i| i.eq_ignore_ascii_case(k))),
+        None => c["startDateTime"]
+            .as_str()
+            .and_then(quell_core::clock::parse_rfc3339)
+            .is_some_and(|s| s > since),
+    }
+}
+
+/// Certificates (`keyCredentials`) added to `owner` since the containment. quell reports them:
+/// Graph's `removeKey` needs a proof signed by one of the object's existing keys, which an
+/// app-only caller does not hold.
+fn certificates_since(
+    owner: &str,
+    body: &Value,
+    since: OffsetDateTime,
+    known: Option<&[String]>,
+) -> Vec<Step> {
     body["keyCredentials"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|c| {
-            c["startDateTime"]
-                .as_str()
-                .and_then(quell_core::clock::parse_rfc3339)
-                .is_some_and(|s| s > since)
-        })
+        .filter(|c| is_new(c, since, known))
         .map(|c| Step {
             what: format!(
                 "certificate {} on {owner}",
@@ -799,7 +832,13 @@ fn certificates_since(owner: &str, body: &Value, since: OffsetDateTime) -> Vec<S
 
 /// Password credentials added to `owner` (a service principal or application path) after
 /// `since`: the attacker's, once quell removed the compromised one.
-async fn new_secrets(http: &Http, owner: &str, since: OffsetDateTime, fix: bool) -> Vec<Step> {
+async fn new_secrets(
+    http: &Http,
+    owner: &str,
+    since: OffsetDateTime,
+    fix: bool,
+    known: Option<&[String]>,
+) -> Vec<Step> {
     let body = match http
         .call(
             Method::GET,
@@ -817,7 +856,7 @@ async fn new_secrets(http: &Http, owner: &str, since: OffsetDateTime, fix: bool)
             }];
         }
     };
-    let mut steps = secrets_since(http, owner, &body, since, fix).await;
+    let mut steps = secrets_since(http, owner, &body, since, fix, known).await;
     if steps.is_empty() {
         steps.push(Step {
             what: format!("secrets of {owner}"),
@@ -827,27 +866,29 @@ async fn new_secrets(http: &Http, owner: &str, since: OffsetDateTime, fix: bool)
     steps
 }
 
-/// The secrets in `body` (`passwordCredentials` of `owner`) added after `since`, removed when
-/// `fix`.
+/// The secrets in `body` (`passwordCredentials` of `owner`) added since the containment
+/// ([`is_new`]): removed when `fix` and quell holds a baseline, reported otherwise.
 async fn secrets_since(
     http: &Http,
     owner: &str,
     body: &Value,
     since: OffsetDateTime,
     fix: bool,
+    known: Option<&[String]>,
 ) -> Vec<Step> {
     let mut steps = Vec::new();
     for c in body["passwordCredentials"].as_array().into_iter().flatten() {
         let Some(key) = c["keyId"].as_str() else {
             continue;
         };
-        let start = c["startDateTime"]
-            .as_str()
-            .and_then(quell_core::clock::parse_rfc3339);
-        if start.is_none_or(|s| s <= since) {
+        if !is_new(c, since, known) {
             continue;
         }
-        let outcome = if fix {
+        let outcome = if known.is_none() {
+            Outcome::skipped(format!(
+                "review secret {key}: its startDateTime is after the containment, but whoever adds a secret sets that date and quell read no baseline of key ids at containment, so it does not remove it"
+            ))
+        } else if fix {
             match http
                 .call(
                     Method::POST,

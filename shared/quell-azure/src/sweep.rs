@@ -390,7 +390,13 @@ async fn remove_password(http: &Http, kind: &str, id: &str, key: &str) -> Outcom
     {
         Ok(_) => Outcome::applied(
             format!("removed password credential {key}"),
-            Some(AzureInverse::AddPassword { owner }.into()),
+            Some(
+                AzureInverse::AddPassword {
+                    owner,
+                    credentials: None,
+                }
+                .into(),
+            ),
         ),
         // Removed meanwhile: nothing left to do.
         Err(e) if e.status == 404 => Outcome::already(format!("credential {key} is already gone")),
@@ -415,6 +421,7 @@ async fn disable_service_principal(http: &Http, id: &str) -> Outcome {
                 AzureInverse::EnableServicePrincipal {
                     id: id.to_string(),
                     federated_credentials: None,
+                    credentials: None,
                 }
                 .into(),
             ),

@@ -122,15 +122,22 @@ pub enum AzureInverse {
     /// `graph:PATCH /v1.0/users/{id}`, `accountEnabled = true`.
     EnableUser { id: String },
     /// `graph:PATCH /v1.0/servicePrincipals/{id}`, `accountEnabled = true`, with the
-    /// application's federated credential ids read at containment.
+    /// application's federated credential ids, and the key ids of every secret and certificate
+    /// on the service principal and its application, read at containment: the baselines verify
+    /// compares with (Graph's `startDateTime` is set by whoever adds the credential).
     EnableServicePrincipal {
         id: String,
         federated_credentials: Option<Vec<String>>,
+        credentials: Option<Vec<String>>,
     },
     /// `graph:POST /v1.0/identityProtection/riskyUsers/dismiss`.
     DismissRisk { user_ids: Vec<String> },
-    /// `graph:POST {owner}/addPassword`: a removed secret cannot be restored.
-    AddPassword { owner: CredentialOwner },
+    /// `graph:POST {owner}/addPassword`: a removed secret cannot be restored. `credentials`:
+    /// the key ids of the secrets and certificates left on the owner, verify's baseline.
+    AddPassword {
+        owner: CredentialOwner,
+        credentials: Option<Vec<String>>,
+    },
     /// `arm:PUT {scope}/providers/Microsoft.Authorization/roleAssignments/{name}`: the role
     /// assignments quell removed (`id`, `roleDefinitionId`, `principalId`).
     RestoreRoleAssignments { assignments: Vec<Value> },
@@ -216,6 +223,7 @@ impl Inverse {
                 return azure(AzureInverse::EnableServicePrincipal {
                     id: text(at(p, "/id"))?,
                     federated_credentials: strings(at(p, "/federated_credentials")),
+                    credentials: strings(at(p, "/credentials")),
                 });
             }
             "graph:POST /v1.0/identityProtection/riskyUsers/dismiss" => {
@@ -242,6 +250,7 @@ impl Inverse {
         {
             return azure(AzureInverse::AddPassword {
                 owner: CredentialOwner::parse(owner)?,
+                credentials: strings(at(p, "/credentials")),
             });
         }
         if let Some(kind) = iam(call, "Detach", "Policy") {
@@ -380,40 +389,56 @@ impl From<Inverse> for RawInverse {
                     params,
                 ),
             },
-            Inverse::Azure(z) => match z {
-                AzureInverse::EnableUser { id } => raw(
-                    "graph:PATCH /v1.0/users/{id}".into(),
-                    json!({"id": id, "accountEnabled": true}),
-                ),
-                AzureInverse::EnableServicePrincipal {
-                    id,
-                    federated_credentials,
-                } => {
-                    let p = match federated_credentials {
-                        Some(ids) => {
-                            json!({"id": id, "accountEnabled": true, "federated_credentials": ids})
+            Inverse::Azure(z) => {
+                match z {
+                    AzureInverse::EnableUser { id } => raw(
+                        "graph:PATCH /v1.0/users/{id}".into(),
+                        json!({"id": id, "accountEnabled": true}),
+                    ),
+                    AzureInverse::EnableServicePrincipal {
+                        id,
+                        federated_credentials,
+                        credentials,
+                    } => {
+                        let mut p = serde_json::Map::new();
+                        p.insert("id".into(), json!(id));
+                        p.insert("accountEnabled".into(), json!(true));
+                        if let Some(ids) = federated_credentials {
+                            p.insert("federated_credentials".into(), json!(ids));
                         }
-                        None => json!({"id": id, "accountEnabled": true}),
-                    };
-                    raw("graph:PATCH /v1.0/servicePrincipals/{id}".into(), p)
+                        if let Some(ids) = credentials {
+                            p.insert("credentials".into(), json!(ids));
+                        }
+                        raw(
+                            "graph:PATCH /v1.0/servicePrincipals/{id}".into(),
+                            Value::Object(p),
+                        )
+                    }
+                    AzureInverse::DismissRisk { user_ids } => raw(
+                        "graph:POST /v1.0/identityProtection/riskyUsers/dismiss".into(),
+                        json!({"userIds": user_ids}),
+                    ),
+                    AzureInverse::AddPassword { owner, credentials } => {
+                        let mut p = serde_json::Map::new();
+                        p.insert("note".into(), json!("a removed secret cannot be restored; add a new one and distribute it"));
+                        if let Some(ids) = credentials {
+                            p.insert("credentials".into(), json!(ids));
+                        }
+                        raw(
+                            format!("graph:POST {}/addPassword", owner.path()),
+                            Value::Object(p),
+                        )
+                    }
+                    AzureInverse::RestoreRoleAssignments { assignments } => raw(
+                        ROLE_ASSIGNMENTS_CALL.into(),
+                        json!({"assignments": assignments}),
+                    ),
+                    AzureInverse::AlertStatus { id, status } => raw(
+                        "graph:PATCH /v1.0/security/alerts_v2/{id}".into(),
+                        json!({"id": id, "status": status}),
+                    ),
                 }
-                AzureInverse::DismissRisk { user_ids } => raw(
-                    "graph:POST /v1.0/identityProtection/riskyUsers/dismiss".into(),
-                    json!({"userIds": user_ids}),
-                ),
-                AzureInverse::AddPassword { owner } => raw(
-                    format!("graph:POST {}/addPassword", owner.path()),
-                    json!({"note": "a removed secret cannot be restored; add a new one and distribute it"}),
-                ),
-                AzureInverse::RestoreRoleAssignments { assignments } => raw(
-                    ROLE_ASSIGNMENTS_CALL.into(),
-                    json!({"assignments": assignments}),
-                ),
-                AzureInverse::AlertStatus { id, status } => raw(
-                    "graph:PATCH /v1.0/security/alerts_v2/{id}".into(),
-                    json!({"id": id, "status": status}),
-                ),
-            },
+            }
         }
     }
 }
