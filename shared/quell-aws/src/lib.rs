@@ -50,6 +50,8 @@ pub const ATTACH_ACTIONS: &[&str] = &[
 /// member role hold them; `release::release`, `release::verify`).
 pub const RELEASE_PERMISSIONS: &[&str] = &[
     "iam:GetRole",
+    "iam:GenerateCredentialReport",
+    "iam:GetCredentialReport",
     "iam:ListGroupsForUser",
     "iam:GetPolicy",
     "iam:ListAttachedUserPolicies",
@@ -83,6 +85,8 @@ pub const RELEASE_PERMISSIONS: &[&str] = &[
 /// policy deletion: a verify can only contain more.
 pub const VERIFY_PERMISSIONS: &[&str] = &[
     "iam:GetRole",
+    "iam:GenerateCredentialReport",
+    "iam:GetCredentialReport",
     "iam:ListGroupsForUser",
     "iam:GetPolicy",
     "iam:ListAttachedUserPolicies",

@@ -716,6 +716,12 @@ pub async fn verify<S: ClientSource>(
                         what: format!("console password of {name}"),
                         outcome,
                     });
+                } else if let Some(since) = since {
+                    // The same password profile, its password changed since.
+                    steps.push(Step {
+                        what: format!("console password of {name}"),
+                        outcome: password_changed_since(iam, &name, since, fix).await,
+                    });
                 }
             }
             Err(e) if e.is("NoSuchEntity") => {}
@@ -761,6 +767,100 @@ pub async fn verify<S: ClientSource>(
         });
     }
     steps
+}
+
+/// What AWS's credential report says of a user's console password since `since`.
+#[derive(Debug, PartialEq)]
+enum PasswordChange {
+    Unchanged,
+    ChangedAt(OffsetDateTime),
+    /// The report predates `since`: it cannot tell (AWS regenerates it at most every 4 hours).
+    ReportTooOld(OffsetDateTime),
+    /// The user is not in the report, or the report does not parse.
+    Unknown,
+}
+
+/// Judges the credential report (`csv`, generated at `generated`) for `user`: IAM keeps no
+/// other record of a password change (`UpdateLoginProfile` leaves the login profile's
+/// `CreateDate` as it was), so `password_last_changed` is the only witness.
+fn password_change(
+    csv: &str,
+    user: &str,
+    generated: OffsetDateTime,
+    since: OffsetDateTime,
+) -> PasswordChange {
+    if generated < since {
+        return PasswordChange::ReportTooOld(generated);
+    }
+    let Ok(rows) = quell_core::sweep::parse_credential_report(csv) else {
+        return PasswordChange::Unknown;
+    };
+    match rows.iter().find(|r| r.user == user) {
+        Some(r) => match r.password_last_changed {
+            Some(t) if t > since => PasswordChange::ChangedAt(t),
+            _ => PasswordChange::Unchanged,
+        },
+        None => PasswordChange::Unknown,
+    }
+}
+
+/// Whether the user's console password was changed after the containment (the credential
+/// report's `password_last_changed`). With `fix` the login profile is deleted: the password is
+/// the attacker's now, and a human sets a new one on release.
+async fn password_changed_since(
+    iam: &aws_sdk_iam::Client,
+    user: &str,
+    since: OffsetDateTime,
+    fix: bool,
+) -> Outcome {
+    // AWS reuses a report under four hours old, so this asks for a fresh one only when due.
+    if let Err(e) = iam.generate_credential_report().send().await {
+        return classify(e).into();
+    }
+    let out = match iam.get_credential_report().send().await.map_err(classify) {
+        Ok(o) => o,
+        Err(e) if e.is("ReportInProgress") => {
+            return Outcome::skipped(
+                "the credential report is being generated: whether the console password changed since the containment is not known yet; run quell verify again in a minute",
+            );
+        }
+        Err(e) => return e.into(),
+    };
+    let csv = out
+        .content()
+        .map(|b| String::from_utf8_lossy(b.as_ref()).into_owned())
+        .unwrap_or_default();
+    let generated = out
+        .generated_time()
+        .and_then(|t| OffsetDateTime::from_unix_timestamp(t.secs()).ok())
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    match password_change(&csv, user, generated, since) {
+        PasswordChange::Unchanged => {
+            Outcome::already("the console password is unchanged since the containment")
+        }
+        PasswordChange::ChangedAt(t) => {
+            let when = quell_core::clock::rfc3339_seconds(t);
+            if fix {
+                let mut o = iam::delete_login_profile(iam, user).await;
+                o.detail = format!(
+                    "attacker persistence: the console password was changed at {when}, after the containment; {} (set a new one on release)",
+                    o.detail
+                );
+                o
+            } else {
+                Outcome::dry_run(format!(
+                    "would delete the console password, changed at {when} after the containment; pass --yes"
+                ))
+            }
+        }
+        PasswordChange::ReportTooOld(t) => Outcome::skipped(format!(
+            "cannot tell yet whether the console password changed since the containment: AWS's credential report is from {}, before it, and AWS makes a new one at most every four hours; run quell verify again later",
+            quell_core::clock::rfc3339_seconds(t)
+        )),
+        PasswordChange::Unknown => Outcome::skipped(
+            "the credential report does not show this user's password change time; check it by hand before release",
+        ),
+    }
 }
 
 /// Policies attached to or put on the principal since containment (other than quell's own).
@@ -1081,4 +1181,45 @@ fn parse_key(key: &str) -> Option<(String, Kind, String)> {
         quell_core::key::AwsKind::AccessKey => return None,
     };
     Some((account.to_string(), kind, name.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "user,arn,user_creation_time,password_enabled,password_last_used,password_last_changed,password_next_rotation,mfa_active,access_key_1_active,access_key_1_last_rotated,access_key_1_last_used_date,access_key_1_last_used_region,access_key_1_last_used_service,access_key_2_active,access_key_2_last_rotated,access_key_2_last_used_date,access_key_2_last_used_region,access_key_2_last_used_service,cert_1_active,cert_1_last_rotated,cert_2_active,cert_2_last_rotated";
+
+    fn report(changed: &str) -> String {
+        format!(
+            "{HEADER}\nalice,arn:aws:iam::111122223333:user/alice,2026-01-01T00:00:00+00:00,true,2026-11-23T11:00:00+00:00,{changed},N/A,false,false,N/A,N/A,N/A,N/A,false,N/A,N/A,N/A,N/A,false,N/A,false,N/A"
+        )
+    }
+
+    fn at(s: &str) -> OffsetDateTime {
+        quell_core::clock::parse_rfc3339(s).unwrap()
+    }
+
+    #[test]
+    fn a_password_changed_after_the_containment_is_seen_only_in_a_report_made_after_it() {
+        let since = at("2026-11-23T12:00:00Z");
+        let changed = report("2026-11-23T12:07:00+00:00");
+        assert_eq!(
+            password_change(&changed, "alice", at("2026-11-23T12:10:00Z"), since),
+            PasswordChange::ChangedAt(at("2026-11-23T12:07:00Z"))
+        );
+        // A report from before the containment cannot tell, whatever it says.
+        assert_eq!(
+            password_change(&changed, "alice", at("2026-11-23T09:00:00Z"), since),
+            PasswordChange::ReportTooOld(at("2026-11-23T09:00:00Z"))
+        );
+        let before = report("2026-03-01T08:00:00+00:00");
+        assert_eq!(
+            password_change(&before, "alice", at("2026-11-23T12:10:00Z"), since),
+            PasswordChange::Unchanged
+        );
+        assert_eq!(
+            password_change(&before, "bob", at("2026-11-23T12:10:00Z"), since),
+            PasswordChange::Unknown
+        );
+    }
 }
