@@ -89,10 +89,7 @@ fn sh_only(sh: aws_sdk_securityhub::Client) -> AwsClients {
         RuleMode::MatchAny,
         &[&mock!(aws_sdk_iam::Client::get_user).then_output(|| user("unused"))]
     );
-    AwsClients {
-        iam,
-        securityhub: sh,
-    }
+    AwsClients::with(iam, sh)
 }
 
 /// The Security Hub update of the IAM.6 finding (a notify-only plan: no IAM call).
@@ -233,10 +230,7 @@ async fn throttling_is_retried_until_it_succeeds() {
         &[&mock!(aws_sdk_securityhub::Client::get_findings)
             .then_output(|| GetFindingsOutput::builder().build())]
     );
-    let clients = AwsClients {
-        iam: iam_with(&update),
-        securityhub: sh,
-    };
+    let clients = AwsClients::with(iam_with(&update), sh);
     let report = executor(clients, enforce()).execute(&key_plan()).await;
     let r = &report.results[0];
     assert_eq!(r.action.kind, ActionKind::DeactivateAccessKey);
@@ -262,10 +256,7 @@ async fn persistent_throttling_fails_retryably_without_hiding_other_actions() {
         &[&mock!(aws_sdk_securityhub::Client::get_findings)
             .then_output(|| GetFindingsOutput::builder().build())]
     );
-    let clients = AwsClients {
-        iam: iam_with(&update),
-        securityhub: sh,
-    };
+    let clients = AwsClients::with(iam_with(&update), sh);
     let report = executor(clients, enforce()).execute(&key_plan()).await;
     let r = &report.results[0];
     assert_eq!(r.outcome.status, Status::Failed);
@@ -355,15 +346,9 @@ async fn a_finding_whose_containment_failed_stays_new_with_a_note() {
         })
         .then_output(|| BatchUpdateFindingsOutput::builder().build());
     let sh = mock_client!(aws_sdk_securityhub, RuleMode::MatchAny, &[&find, &update]);
-    let report = executor(
-        AwsClients {
-            iam,
-            securityhub: sh,
-        },
-        enforce(),
-    )
-    .execute(&sh_key_plan())
-    .await;
+    let report = executor(AwsClients::with(iam, sh), enforce())
+        .execute(&sh_key_plan())
+        .await;
     let r = report
         .results
         .iter()
@@ -398,15 +383,9 @@ async fn an_unchanged_note_is_not_written_again_so_findings_do_not_loop() {
         })
         .then_output(|| BatchUpdateFindingsOutput::builder().build());
     let sh = mock_client!(aws_sdk_securityhub, RuleMode::MatchAny, &[&find, &update]);
-    executor(
-        AwsClients {
-            iam: iam.clone(),
-            securityhub: sh,
-        },
-        enforce(),
-    )
-    .execute(&key_plan)
-    .await;
+    executor(AwsClients::with(iam.clone(), sh), enforce())
+        .execute(&key_plan)
+        .await;
     let note = seen.lock().unwrap().clone();
     assert!(note.starts_with("quell: NOT CONTAINED"), "{note}");
     // Second delivery (Security Hub's own Imported event for that note): nothing written.
@@ -415,15 +394,9 @@ async fn an_unchanged_note_is_not_written_again_so_findings_do_not_loop() {
     let update = mock!(aws_sdk_securityhub::Client::batch_update_findings)
         .then_output(|| BatchUpdateFindingsOutput::builder().build());
     let sh = mock_client!(aws_sdk_securityhub, RuleMode::MatchAny, &[&find, &update]);
-    let report = executor(
-        AwsClients {
-            iam,
-            securityhub: sh,
-        },
-        enforce(),
-    )
-    .execute(&key_plan)
-    .await;
+    let report = executor(AwsClients::with(iam, sh), enforce())
+        .execute(&key_plan)
+        .await;
     let r = report
         .results
         .iter()
@@ -490,15 +463,9 @@ async fn the_dormant_key_loop_continues_past_a_failed_deactivation() {
         &Context::default(),
     )
     .unwrap();
-    let report = executor(
-        AwsClients {
-            iam,
-            securityhub: sh,
-        },
-        enforce(),
-    )
-    .execute(&plan)
-    .await;
+    let report = executor(AwsClients::with(iam, sh), enforce())
+        .execute(&plan)
+        .await;
     let r = &report.results[0];
     assert_eq!(r.action.kind, ActionKind::DeactivateDormantAccessKeys);
     assert_eq!(r.outcome.status, Status::Failed);
@@ -530,10 +497,7 @@ async fn concurrent_modification_is_retryable() {
         .repeatedly()
         .build();
     let sh = mock_client!(aws_sdk_securityhub, RuleMode::MatchAny, &[]);
-    let clients = AwsClients {
-        iam: iam_with(&update),
-        securityhub: sh,
-    };
+    let clients = AwsClients::with(iam_with(&update), sh);
     let report = executor(clients, enforce()).execute(&key_plan()).await;
     let r = &report.results[0];
     assert_eq!(
@@ -723,15 +687,9 @@ async fn an_ocsf_finding_is_updated_through_the_v2_api() {
             &lists[2],
         ]
     );
-    let report = executor(
-        AwsClients {
-            iam,
-            securityhub: sh,
-        },
-        enforce(),
-    )
-    .execute(&plan)
-    .await;
+    let report = executor(AwsClients::with(iam, sh), enforce())
+        .execute(&plan)
+        .await;
     let r = report
         .results
         .iter()

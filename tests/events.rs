@@ -301,6 +301,13 @@ const CASES: &[Case] = &[
         skipped: 0,
     },
     Case {
+        // Without aws.identity_center.account, quell cannot reach Identity Center: a human.
+        file: "runbook/contain-identity-center-user.json",
+        subjects: &["identity_center_user:marco.rossi@example.com"],
+        actions: &["notify identity_center_user:marco.rossi@example.com"],
+        skipped: 0,
+    },
+    Case {
         file: "runbook/disable-access-key.json",
         subjects: &["access_key:AKIAZ4XQ7PLMGIST0001"],
         actions: &[

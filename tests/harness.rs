@@ -24,6 +24,7 @@ pub fn label(v: &Value) -> String {
     let s = |k: &str| v[k].as_str().map(str::to_string);
     let who = match kind {
         "access_key" => s("access_key_id"),
+        "identity_center_user" => s("user_name"),
         "role_session" => Some(format!(
             "{}/{}",
             s("name").unwrap_or_default(),

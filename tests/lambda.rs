@@ -273,10 +273,7 @@ async fn retryable_failures_fail_the_invocation() {
                 .with_initial_backoff(std::time::Duration::from_millis(1))
         ));
     let cfg = sdk().await;
-    let clients = AwsClients {
-        iam,
-        securityhub: aws_sdk_securityhub::Client::new(&cfg),
-    };
+    let clients = AwsClients::with(iam, aws_sdk_securityhub::Client::new(&cfg));
     let policy = Policy {
         mode: Mode::Enforce,
         ..Policy::default()

@@ -21,6 +21,8 @@ mod bad_input;
 mod corpus;
 /// Every file in events/ plans to exact subjects and actions.
 mod events;
+/// Containing an IAM Identity Center user against moto's sso-admin and identitystore.
+mod identity_center;
 /// The Lambda edge against moto: containment, ledger, verify queue, hourly release.
 mod lambda;
 /// The ledger in DynamoDB (moto): one containment per finding under concurrency.

@@ -16,11 +16,26 @@ fn template(path: &str) -> Value {
 
 /// Every IAM / Security Hub action Allowed by a role resource.
 fn role_actions(t: &Value, role: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let policies = t["Resources"][role]["Properties"]["Policies"]
+    role_actions_with(t, role, &["iam:", "securityhub:"])
+}
+
+/// A role's inline policies, a conditional one (`Fn::If`) as if its condition held.
+fn role_policies<'a>(t: &'a Value, role: &str) -> Vec<&'a Value> {
+    t["Resources"][role]["Properties"]["Policies"]
         .as_sequence()
-        .unwrap();
-    for p in policies {
+        .unwrap()
+        .iter()
+        .map(|p| match p.get("Fn::If") {
+            Some(branches) => &branches[1],
+            None => p,
+        })
+        .collect()
+}
+
+/// Every action with one of `prefixes` Allowed by a role resource.
+fn role_actions_with(t: &Value, role: &str, prefixes: &[&str]) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for p in role_policies(t, role) {
         for st in p["PolicyDocument"]["Statement"].as_sequence().unwrap() {
             if st["Effect"] != "Allow" {
                 continue;
@@ -31,7 +46,7 @@ fn role_actions(t: &Value, role: &str) -> BTreeSet<String> {
                 _ => vec![],
             };
             for a in actions {
-                if a.starts_with("iam:") || a.starts_with("securityhub:") {
+                if prefixes.iter().any(|p| a.starts_with(p)) {
                     out.insert(a.to_string());
                 }
             }
@@ -312,7 +327,7 @@ fn attach_statements(t: &Value) -> Vec<(String, Value)> {
         if r["Type"] != "AWS::IAM::Role" {
             continue;
         }
-        for p in r["Properties"]["Policies"].as_sequence().unwrap() {
+        for p in role_policies(t, name.as_str().unwrap()) {
             for st in p["PolicyDocument"]["Statement"].as_sequence().unwrap() {
                 let actions: Vec<&str> = match &st["Action"] {
                     Value::String(s) => vec![s.as_str()],
@@ -781,4 +796,32 @@ fn only_the_scheduler_may_put_sweep_requested_on_the_bus() {
     let rule = &t["Resources"]["SweeperFunction"]["Properties"]["Events"]["SweepRequested"]["Properties"]
         ["Pattern"];
     assert_eq!(rule["detail-type"][0], quell_aws::audit::SWEEP_REQUESTED);
+}
+
+#[test]
+fn identity_center_is_reached_only_through_the_member_role_of_its_account() {
+    let idc = ["sso:", "identitystore:"];
+    let member = template("infra/aws/member-role.yaml");
+    let want: BTreeSet<String> = quell_aws::IDENTITY_CENTER_CONTAIN
+        .iter()
+        .chain(quell_aws::IDENTITY_CENTER_RELEASE)
+        .map(|a| a.to_string())
+        .collect();
+    assert_eq!(role_actions_with(&member, "QuellMemberRole", &idc), want);
+    // Only where the stack is given the instance: everywhere else the role holds none of it.
+    let conditional = member["Resources"]["QuellMemberRole"]["Properties"]["Policies"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find_map(|p| p.get("Fn::If"))
+        .expect("a conditional Identity Center policy");
+    assert_eq!(conditional[0], "ContainsIdentityCenterUsers");
+    assert_eq!(conditional[2]["Ref"], "AWS::NoValue");
+    // quell's own function roles never write a permission set.
+    let sam = template("samplesam.yaml");
+    for accepts in Accepts::ALL {
+        let f = &sam["Resources"][accepts.logical_id()];
+        let role = f["Properties"]["Role"]["Fn::GetAtt"][0].as_str().unwrap();
+        assert!(role_actions_with(&sam, role, &idc).is_empty(), "{role}");
+    }
 }

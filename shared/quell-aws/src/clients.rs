@@ -21,6 +21,9 @@ use crate::error::ExecError;
 pub struct AwsClients {
     pub iam: aws_sdk_iam::Client,
     pub securityhub: aws_sdk_securityhub::Client,
+    /// IAM Identity Center (`sso-admin` and `identitystore`), used only in the account that
+    /// administers it.
+    pub identity_center: crate::identity_center::Clients,
 }
 
 impl AwsClients {
@@ -28,6 +31,28 @@ impl AwsClients {
         AwsClients {
             iam: aws_sdk_iam::Client::new(cfg),
             securityhub: aws_sdk_securityhub::Client::new(cfg),
+            identity_center: crate::identity_center::Clients {
+                sso: aws_sdk_ssoadmin::Client::new(cfg),
+                store: aws_sdk_identitystore::Client::new(cfg),
+            },
+        }
+    }
+
+    /// IAM and Security Hub clients of the caller's making (tests with mocked clients), and
+    /// Identity Center clients that reach nothing.
+    pub fn with(iam: aws_sdk_iam::Client, securityhub: aws_sdk_securityhub::Client) -> AwsClients {
+        let nowhere = SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:9")
+            .build();
+        AwsClients {
+            identity_center: crate::identity_center::Clients {
+                sso: aws_sdk_ssoadmin::Client::new(&nowhere),
+                store: aws_sdk_identitystore::Client::new(&nowhere),
+            },
+            iam,
+            securityhub,
         }
     }
 }

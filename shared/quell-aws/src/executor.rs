@@ -197,6 +197,13 @@ impl<S: ClientSource> AwsExecutor<S> {
                 self.update_finding(r, &action.finding, done, withheld)
                     .await
             }
+            (
+                ActionKind::DenyIdentityCenterUser,
+                Target::Subject(s @ Subject::IdentityCenterUser { user_name, .. }),
+            ) => {
+                self.deny_identity_center_user(s, user_name, &action.finding)
+                    .await
+            }
             (_, Target::Subject(s)) => {
                 let Some(account) = s.account() else {
                     return Outcome::skipped("the subject names no AWS account");
@@ -227,6 +234,149 @@ impl<S: ClientSource> AwsExecutor<S> {
                 target.label()
             )),
         }
+    }
+
+    /// Clients in the account that administers Identity Center (`aws.identity_center.account`,
+    /// else quell's own), and that account.
+    pub async fn identity_center_clients(
+        &self,
+        finding: &str,
+    ) -> Result<(crate::identity_center::Clients, String), crate::ExecError> {
+        match &self.policy.aws.identity_center.account {
+            Some(account) => {
+                let c = self.source.clients(account, &session_name(finding)).await?;
+                Ok((c.identity_center, account.clone()))
+            }
+            None => Ok((
+                self.source.home().identity_center,
+                self.ctx.account.clone().unwrap_or_default(),
+            )),
+        }
+    }
+
+    /// Denies an Identity Center user's sessions in every permission set assigned to them or
+    /// to their groups, one permission set after another's provisioning (`identity_center`).
+    async fn deny_identity_center_user(
+        &self,
+        s: &Subject,
+        user_name: &str,
+        finding: &str,
+    ) -> Outcome {
+        use crate::identity_center as idc;
+        let (c, account) = match self.identity_center_clients(finding).await {
+            Ok(c) => c,
+            Err(e) => return e.into(),
+        };
+        let instance = match idc::instance(
+            &c.sso,
+            self.policy.aws.identity_center.instance_arn.as_deref(),
+        )
+        .await
+        {
+            Ok(i) => i,
+            Err(e) => return e.into(),
+        };
+        let user_id = match idc::user_id(&c.store, &instance.identity_store, user_name).await {
+            Ok(Some(id)) => id,
+            Ok(None) => {
+                return Outcome::failed(
+                    "NoSuchIdentityCenterUser",
+                    format!(
+                        "no Identity Center user is named {user_name} in {}: contain the person by hand",
+                        instance.identity_store
+                    ),
+                    false,
+                );
+            }
+            Err(e) => return e.into(),
+        };
+        // Protection again, on what Identity Center says: a pattern may name the user id.
+        if let Some(why) = protection_reason_with(&self.policy, &self.ctx, s, &[&user_id]) {
+            return Outcome::skipped(why);
+        }
+        let sets = match idc::permission_sets(&c, &instance, &user_id).await {
+            Ok(s) => s,
+            Err(e) => return e.into(),
+        };
+        if sets.is_empty() {
+            return Outcome::already(format!(
+                "{user_name} ({user_id}) holds no permission set in any account: no AWS access to deny"
+            ));
+        }
+        let mut denied = Vec::new();
+        let mut already = Vec::new();
+        let mut failed: Vec<(String, crate::ExecError)> = Vec::new();
+        for set in &sets {
+            let current = match idc::inline_policy(&c, &instance, set).await {
+                Ok(v) => v,
+                Err(e) => {
+                    failed.push((set.clone(), e));
+                    continue;
+                }
+            };
+            if idc::denied_users(&current).contains(&user_id) {
+                already.push(set.clone());
+                continue;
+            }
+            let text = if current.is_null() {
+                String::new()
+            } else {
+                current.to_string()
+            };
+            let doc = match idc::with_user(&text, &user_id) {
+                Ok(d) => d,
+                Err(e) => {
+                    failed.push((
+                        set.clone(),
+                        crate::ExecError::new("MalformedPolicyDocument", e),
+                    ));
+                    continue;
+                }
+            };
+            match idc::write(&c, &instance, set, Some(&doc)).await {
+                Ok(()) => denied.push(set.clone()),
+                Err(e) => failed.push((set.clone(), e)),
+            }
+        }
+        let inverse = (!denied.is_empty()).then(|| {
+            quell_core::report::Inverse::from(quell_core::report::AwsInverse::IdentityCenterDeny {
+                account,
+                instance_arn: instance.arn.clone(),
+                user_id: user_id.clone(),
+                permission_sets: denied.clone(),
+            })
+        });
+        if let Some((_, first)) = failed.first() {
+            let list: Vec<String> = failed
+                .iter()
+                .map(|(set, e)| format!("{set} ({}: {})", e.code, e.message))
+                .collect();
+            let mut o = Outcome::failed(
+                first.code.clone(),
+                format!(
+                    "denied {user_name}'s sessions in {} permission set(s); not in: {}",
+                    denied.len() + already.len(),
+                    list.join("; ")
+                ),
+                failed.iter().any(|(_, e)| e.retryable),
+            );
+            o.inverse = inverse;
+            return o;
+        }
+        if denied.is_empty() {
+            return Outcome::already(format!(
+                "{user_name}'s sessions are already denied in every permission set assigned to them ({})",
+                already.len()
+            ));
+        }
+        Outcome::applied(
+            format!(
+                "denied every session of {user_name} ({user_id}) in {} permission set(s), provisioned: {}",
+                denied.len() + already.len(),
+                denied.join(", ")
+            ),
+            inverse,
+        )
     }
 
     /// A notice about an IAM user names the user's active access keys, so the human it reaches

@@ -8,6 +8,7 @@ pub mod docs;
 pub mod error;
 pub mod executor;
 mod iam;
+pub mod identity_center;
 pub mod ledger;
 pub mod release;
 pub mod sweep;
@@ -34,6 +35,31 @@ pub const SWEEP_PERMISSIONS: &[&str] = &[
     "iam:DeleteLoginProfile",
     "iam:ListAttachedRolePolicies",
     "iam:AttachRolePolicy",
+];
+
+/// What containing an Identity Center user calls, in the account that administers Identity
+/// Center (`identity_center`).
+pub const IDENTITY_CENTER_CONTAIN: &[&str] = &[
+    "sso:ListInstances",
+    "identitystore:GetUserId",
+    "identitystore:ListGroupMembershipsForMember",
+    "sso:ListAccountAssignmentsForPrincipal",
+    "sso:GetInlinePolicyForPermissionSet",
+    "sso:PutInlinePolicyToPermissionSet",
+    "sso:ProvisionPermissionSet",
+    "sso:DescribePermissionSetProvisioningStatus",
+];
+
+/// What releasing one calls: the same reads and writes, and deleting the inline policy quell
+/// created when nothing else is left in it.
+pub const IDENTITY_CENTER_RELEASE: &[&str] = &[
+    "sso:ListInstances",
+    "identitystore:GetUserId",
+    "sso:GetInlinePolicyForPermissionSet",
+    "sso:PutInlinePolicyToPermissionSet",
+    "sso:DeleteInlinePolicyFromPermissionSet",
+    "sso:ProvisionPermissionSet",
+    "sso:DescribePermissionSetProvisioningStatus",
 ];
 
 /// IAM actions the roles may call only on the `AWSDenyAll` managed policy (an `iam:PolicyARN`
@@ -185,6 +211,8 @@ pub fn permissions(kind: ActionKind) -> &'static [&'static str] {
             "iam:TagRole",
         ],
         UpdateSecurityhubFinding => &["securityhub:GetFindings", "securityhub:BatchUpdateFindings"],
+        // In the account that administers Identity Center (`identity_center`).
+        DenyIdentityCenterUser => IDENTITY_CENTER_CONTAIN,
         // A notice about an IAM user names the user's active keys.
         Notify => &["iam:ListAccessKeys"],
         // Azure actions: no AWS permission.

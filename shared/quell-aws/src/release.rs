@@ -111,6 +111,21 @@ async fn undo<S: ClientSource>(
             "the key's user was not known when quell contained it: nothing quell can undo safely; reactivate the key by hand if it must come back",
         );
     }
+    if let Some(Inverse::Aws(AwsInverse::IdentityCenterDeny {
+        account,
+        instance_arn,
+        user_id,
+        permission_sets,
+    })) = &r.inverse
+    {
+        let deny = RecordedDeny {
+            account,
+            instance_arn,
+            user_id,
+            permission_sets,
+        };
+        return undo_identity_center(source, entry, r, deny).await;
+    }
     if r.inverse.is_some()
         && let Some(why) = foreign(entry, r)
     {
@@ -143,6 +158,9 @@ async fn undo<S: ClientSource>(
                 "{} stay(s) inactive: AWS recommends against reactivating a compromised key; pass --reactivate-keys to reactivate",
                 keys.join(", ")
             ));
+        }
+        AwsInverse::IdentityCenterDeny { .. } => {
+            return Outcome::skipped("nothing to undo here");
         }
         AwsInverse::ReactivateKeys { .. }
         | AwsInverse::DetachPolicy { .. }
@@ -238,10 +256,213 @@ async fn undo<S: ClientSource>(
         AwsInverse::RestoreTag { previous, .. } => {
             undo_tag(iam, kind, &name, entry, previous.as_deref()).await
         }
-        AwsInverse::LoginProfile { .. } | AwsInverse::SecurityhubWorkflow { .. } => {
-            Outcome::skipped("nothing to undo")
+        AwsInverse::LoginProfile { .. }
+        | AwsInverse::SecurityhubWorkflow { .. }
+        | AwsInverse::IdentityCenterDeny { .. } => Outcome::skipped("nothing to undo"),
+    }
+}
+
+/// What a row says quell wrote for an Identity Center user.
+struct RecordedDeny<'a> {
+    account: &'a str,
+    instance_arn: &'a str,
+    user_id: &'a str,
+    permission_sets: &'a [String],
+}
+
+/// Takes the entry's own Identity Center user out of quell's deny statement in each recorded
+/// permission set, and provisions them. The user id in the row must be the one Identity Center
+/// gives the entry's user name today: a row cannot lift another person's deny. Nothing else in
+/// a permission set's policy is touched, so a forged row can at most end this user's deny.
+async fn undo_identity_center<S: ClientSource>(
+    source: &S,
+    entry: &Entry,
+    r: &Recorded,
+    deny: RecordedDeny<'_>,
+) -> Outcome {
+    use crate::identity_center as idc;
+    let Some(user) = quell_core::key::PrincipalKey::parse(&entry.principal)
+        .and_then(|k| k.identity_center_user().map(str::to_string))
+    else {
+        return refused(format!(
+            "{} is not an Identity Center user, yet the row undoes an Identity Center deny",
+            entry.principal
+        ));
+    };
+    match &r.target {
+        Target::Subject(Subject::IdentityCenterUser { user_name, .. }) if *user_name == user => {}
+        other => {
+            return refused(format!(
+                "the action's target {} is not the entry's principal {}",
+                other.label(),
+                entry.principal
+            ));
         }
     }
+    let clients = if deny.account.is_empty() {
+        source.home()
+    } else {
+        match source
+            .clients(deny.account, &session_name(&entry.finding))
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => return e.into(),
+        }
+    };
+    let c = &clients.identity_center;
+    let instance = match idc::instance(&c.sso, Some(deny.instance_arn)).await {
+        Ok(i) => i,
+        Err(e) => return e.into(),
+    };
+    match idc::user_id(&c.store, &instance.identity_store, &user).await {
+        Ok(Some(id)) if id == deny.user_id => {}
+        Ok(_) => {
+            return refused(format!(
+                "the recorded user id {} is not Identity Center's id for {user}",
+                deny.user_id
+            ));
+        }
+        Err(e) => return e.into(),
+    }
+    let mut lifted = Vec::new();
+    for set in deny.permission_sets {
+        let current = match idc::inline_policy(c, &instance, set).await {
+            Ok(v) => v,
+            Err(e) => return e.into(),
+        };
+        if !idc::denied_users(&current)
+            .iter()
+            .any(|u| u == deny.user_id)
+        {
+            continue;
+        }
+        let rest = idc::without_user(&current, deny.user_id);
+        if let Err(e) = idc::write(c, &instance, set, rest.as_ref()).await {
+            return e.into();
+        }
+        lifted.push(set.as_str());
+    }
+    if lifted.is_empty() {
+        return Outcome::already(format!("{user} is in no quell deny statement any more"));
+    }
+    Outcome::applied(
+        format!(
+            "took {user} out of quell's deny in {} permission set(s) and provisioned them: {}",
+            lifted.len(),
+            lifted.join(", ")
+        ),
+        None,
+    )
+}
+
+/// Checks that every permission set now assigned to the Identity Center user (or their groups)
+/// denies their sessions, reading everything from Identity Center, nothing from the row: a set
+/// assigned since, or a deny someone removed, is reported and, with `fix`, denied again.
+async fn verify_identity_center<S: ClientSource>(
+    source: &S,
+    user: &str,
+    fix: bool,
+    protect: &Protection<'_>,
+) -> Vec<Step> {
+    use crate::identity_center as idc;
+    let what = format!("Identity Center deny of {user}");
+    let step = |outcome: Outcome| {
+        vec![Step {
+            what: what.clone(),
+            outcome,
+        }]
+    };
+    let clients = match &protect.policy.aws.identity_center.account {
+        Some(account) => match source.clients(account, "quell-verify").await {
+            Ok(c) => c,
+            Err(e) => return step(e.into()),
+        },
+        None => source.home(),
+    };
+    let c = &clients.identity_center;
+    let instance = match idc::instance(
+        &c.sso,
+        protect.policy.aws.identity_center.instance_arn.as_deref(),
+    )
+    .await
+    {
+        Ok(i) => i,
+        Err(e) => return step(e.into()),
+    };
+    let user_id = match idc::user_id(&c.store, &instance.identity_store, user).await {
+        Ok(Some(id)) => id,
+        Ok(None) => {
+            return step(Outcome::skipped(format!(
+                "no Identity Center user is named {user} any more"
+            )));
+        }
+        Err(e) => return step(e.into()),
+    };
+    let subject = Subject::IdentityCenterUser {
+        account: String::new(),
+        user_name: user.to_string(),
+        user_id: Some(user_id.clone()),
+    };
+    let fix = match quell_core::plan::protection_reason(protect.policy, protect.ctx, &subject) {
+        Some(why) => {
+            return step(Outcome::skipped(format!(
+                "{user} is protected ({why}): the check changes nothing"
+            )));
+        }
+        None => fix,
+    };
+    let sets = match idc::permission_sets(c, &instance, &user_id).await {
+        Ok(s) => s,
+        Err(e) => return step(e.into()),
+    };
+    let mut steps = Vec::new();
+    for set in sets {
+        let current = match idc::inline_policy(c, &instance, &set).await {
+            Ok(v) => v,
+            Err(e) => {
+                steps.push(Step {
+                    what: format!("{what} in {set}"),
+                    outcome: e.into(),
+                });
+                continue;
+            }
+        };
+        let outcome = if idc::denied_users(&current).contains(&user_id) {
+            Outcome::already("quell's deny is in place")
+        } else if fix {
+            let text = if current.is_null() {
+                String::new()
+            } else {
+                current.to_string()
+            };
+            match idc::with_user(&text, &user_id) {
+                Ok(doc) => match idc::write(c, &instance, &set, Some(&doc)).await {
+                    Ok(()) => Outcome::applied(
+                        "attacker persistence? this permission set did not deny the user (assigned since, or the deny was removed); denied again and provisioned",
+                        None,
+                    ),
+                    Err(e) => e.into(),
+                },
+                Err(e) => Outcome::failed("MalformedPolicyDocument", e, false),
+            }
+        } else {
+            Outcome::dry_run(
+                "would deny the user here: this permission set does not (assigned since, or the deny was removed); pass --yes",
+            )
+        };
+        steps.push(Step {
+            what: format!("{what} in {set}"),
+            outcome,
+        });
+    }
+    if steps.is_empty() {
+        steps.push(Step {
+            what,
+            outcome: Outcome::already("the user holds no permission set in any account"),
+        });
+    }
+    steps
 }
 
 /// Removes this finding's revocation from a policy, leaving a later finding's in place.
@@ -541,6 +762,11 @@ pub async fn verify<S: ClientSource>(
     else {
         return steps;
     };
+    if let Some(user) = quell_core::key::PrincipalKey::parse(&first.principal)
+        .and_then(|k| k.identity_center_user().map(str::to_string))
+    {
+        return verify_identity_center(source, &user, fix, protect).await;
+    }
     let Some((account, kind, name)) = parse_key(&first.principal) else {
         steps.push(Step {
             what: format!("verify {}", first.principal),

@@ -58,6 +58,7 @@ pub fn permissions(kind: ActionKind) -> &'static [Permission] {
         | RevokeRoleSessions
         | RevokeUserSessions
         | TagPrincipal
+        | DenyIdentityCenterUser
         | UpdateSecurityhubFinding => &[],
     }
 }

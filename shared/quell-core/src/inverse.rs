@@ -85,7 +85,19 @@ pub enum AwsInverse {
     LoginProfile { user: String },
     /// `securityhub:BatchUpdateFindings` (or `…V2`): the finding's workflow, left as it is.
     SecurityhubWorkflow { v2: bool, params: Value },
+    /// `sso:PutInlinePolicyToPermissionSet`: take the Identity Center user out of quell's deny
+    /// statement in each permission set (the statement goes when it names no one), then
+    /// provision them.
+    IdentityCenterDeny {
+        /// The account that administers Identity Center, where quell wrote the statement.
+        account: String,
+        instance_arn: String,
+        user_id: String,
+        permission_sets: Vec<String>,
+    },
 }
+
+const IDENTITY_CENTER_CALL: &str = "sso:PutInlinePolicyToPermissionSet";
 
 /// Which object a password credential belonged to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,6 +218,14 @@ impl Inverse {
             "iam:CreateLoginProfile" => {
                 return aws(AwsInverse::LoginProfile {
                     user: text(at(p, "/UserName")).unwrap_or_default(),
+                });
+            }
+            IDENTITY_CENTER_CALL => {
+                return aws(AwsInverse::IdentityCenterDeny {
+                    account: text(at(p, "/Account"))?,
+                    instance_arn: text(at(p, "/InstanceArn"))?,
+                    user_id: text(at(p, "/UserId"))?,
+                    permission_sets: strings(at(p, "/PermissionSetArns"))?,
                 });
             }
             "securityhub:BatchUpdateFindings" | "securityhub:BatchUpdateFindingsV2" => {
@@ -375,6 +395,15 @@ impl From<Inverse> for RawInverse {
                     }
                     raw(call, Value::Object(p))
                 }
+                AwsInverse::IdentityCenterDeny {
+                    account,
+                    instance_arn,
+                    user_id,
+                    permission_sets,
+                } => raw(
+                    IDENTITY_CENTER_CALL.into(),
+                    json!({"Account": account, "InstanceArn": instance_arn, "UserId": user_id, "PermissionSetArns": permission_sets, "Note": "remove the user from quell's deny statement, then provision"}),
+                ),
                 AwsInverse::LoginProfile { user } => raw(
                     "iam:CreateLoginProfile".into(),
                     json!({"UserName": user, "PasswordResetRequired": true, "Note": "the old password cannot be restored; set a new one"}),

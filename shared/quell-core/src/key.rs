@@ -7,7 +7,9 @@
 //! - an Entra user: `azure:user/<object id>` (a UPN, `azure:user/<upn>`, where only the UPN is
 //!   known);
 //! - a service principal (by the id the finding gives, its `appId` where it has one) and a
-//!   managed identity: `azure:sp/<id>`, `azure:mi/<object id>`.
+//!   managed identity: `azure:sp/<id>`, `azure:mi/<object id>`;
+//! - an IAM Identity Center user, by user name: `aws:identity-center:user/<user name>` (one
+//!   identity store serves the whole organization, so the key names no account).
 //!
 //! Ids are lower case. Keys written before the ARN form (`aws:<account>:user/<name>`) still
 //! parse, and [`PrincipalKey::legacy`] gives that form so the rows written under it are found.
@@ -48,7 +50,11 @@ pub enum PrincipalKey {
         /// The object id (or a UPN, or a service principal's appId), lower case.
         id: String,
     },
+    /// An IAM Identity Center user, by user name.
+    IdentityCenter { user: String },
 }
+
+const IDENTITY_CENTER_PREFIX: &str = "aws:identity-center:user/";
 
 /// The partition of a region (`us-gov-west-1` → `aws-us-gov`), `aws` when unknown.
 pub fn partition_of_region(region: Option<&str>) -> &'static str {
@@ -82,7 +88,7 @@ impl PrincipalKey {
 
     pub fn cloud(&self) -> Cloud {
         match self {
-            PrincipalKey::Aws { .. } => Cloud::Aws,
+            PrincipalKey::Aws { .. } | PrincipalKey::IdentityCenter { .. } => Cloud::Aws,
             PrincipalKey::Azure { .. } => Cloud::Azure,
         }
     }
@@ -116,9 +122,17 @@ impl PrincipalKey {
             Subject::ManagedIdentity { id, .. } => {
                 PrincipalKey::azure(AzureKind::ManagedIdentity, id)
             }
+            // A permission-set session is its person's containment.
+            Subject::IdentityCenterUser { user_name, .. }
+            | Subject::IdentityCenterSession {
+                session: Some(user_name),
+                ..
+            } => PrincipalKey::IdentityCenter {
+                user: user_name.clone(),
+            },
             Subject::Root { .. }
             | Subject::FederatedUser { .. }
-            | Subject::IdentityCenterSession { .. }
+            | Subject::IdentityCenterSession { session: None, .. }
             | Subject::OnPremisesAccount { .. } => return None,
         })
     }
@@ -128,6 +142,13 @@ impl PrincipalKey {
     /// or role ARN with any path, or an assumed-role ARN (its role).
     pub fn parse(s: &str) -> Option<PrincipalKey> {
         let s = s.trim();
+        if let Some(user) = s.strip_prefix(IDENTITY_CENTER_PREFIX) {
+            return (!user.is_empty() && user.len() <= 128 && !user.contains(['/', ' '])).then(
+                || PrincipalKey::IdentityCenter {
+                    user: user.to_string(),
+                },
+            );
+        }
         if let Some(rest) = s.strip_prefix("arn:") {
             let parts: Vec<&str> = rest.splitn(5, ':').collect();
             let [partition, service, _, account, resource] = parts.as_slice() else {
@@ -231,7 +252,15 @@ impl PrincipalKey {
                 name,
                 ..
             } => Some((account, *kind, name)),
-            PrincipalKey::Azure { .. } => None,
+            PrincipalKey::Azure { .. } | PrincipalKey::IdentityCenter { .. } => None,
+        }
+    }
+
+    /// The Identity Center user name, for an Identity Center key.
+    pub fn identity_center_user(&self) -> Option<&str> {
+        match self {
+            PrincipalKey::IdentityCenter { user } => Some(user),
+            _ => None,
         }
     }
 
@@ -239,7 +268,7 @@ impl PrincipalKey {
     pub fn azure_parts(&self) -> Option<(AzureKind, &str)> {
         match self {
             PrincipalKey::Azure { kind, id } => Some((*kind, id)),
-            PrincipalKey::Aws { .. } => None,
+            PrincipalKey::Aws { .. } | PrincipalKey::IdentityCenter { .. } => None,
         }
     }
 }
@@ -276,6 +305,7 @@ impl fmt::Display for PrincipalKey {
                     AzureKind::ManagedIdentity => "mi",
                 }
             ),
+            PrincipalKey::IdentityCenter { user } => write!(f, "{IDENTITY_CENTER_PREFIX}{user}"),
         }
     }
 }
@@ -332,6 +362,20 @@ mod tests {
                 .to_string(),
             "arn:aws-cn:iam::111122223333:role/web"
         );
+        // An Identity Center session is its person's containment, in whichever account.
+        let idc = Subject::IdentityCenterSession {
+            account: "444455556666".into(),
+            name: "AWSReservedSSO_Admin_0123456789abcdef".into(),
+            session: Some("alice@example.com".into()),
+        };
+        let key = PrincipalKey::of_subject(&idc, "aws").unwrap();
+        assert_eq!(
+            key.to_string(),
+            "aws:identity-center:user/alice@example.com"
+        );
+        assert_eq!(PrincipalKey::parse(&key.to_string()), Some(key.clone()));
+        assert_eq!(key.identity_center_user(), Some("alice@example.com"));
+        assert_eq!(key.cloud(), Cloud::Aws);
         assert_eq!(partition_of_region(Some("us-gov-west-1")), "aws-us-gov");
         assert_eq!(partition_of_region(Some("cn-north-1")), "aws-cn");
         assert_eq!(partition_of_region(None), "aws");

@@ -229,6 +229,18 @@ pub enum Subject {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         session: Option<String>,
     },
+    /// A person who signs in through IAM Identity Center: the session name of an
+    /// `AWSReservedSSO_*` role is their Identity Center user name. Contained in every account
+    /// they can reach, through the permission sets assigned to them.
+    IdentityCenterUser {
+        /// The account the finding saw them in (the breaker counts there); for a runbook
+        /// request, the account it names.
+        account: String,
+        user_name: String,
+        /// The identity store user id, once resolved (`identitystore:GetUserId`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user_id: Option<String>,
+    },
     EntraUser {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tenant: Option<String>,
@@ -282,7 +294,8 @@ impl Subject {
             | Subject::RoleSession { .. }
             | Subject::Root { .. }
             | Subject::FederatedUser { .. }
-            | Subject::IdentityCenterSession { .. } => Cloud::Aws,
+            | Subject::IdentityCenterSession { .. }
+            | Subject::IdentityCenterUser { .. } => Cloud::Aws,
             Subject::EntraUser { .. }
             | Subject::ServicePrincipal { .. }
             | Subject::ManagedIdentity { .. } => Cloud::Azure,
@@ -299,6 +312,7 @@ impl Subject {
             Subject::Root { .. } => "root",
             Subject::FederatedUser { .. } => "federated_user",
             Subject::IdentityCenterSession { .. } => "identity_center_session",
+            Subject::IdentityCenterUser { .. } => "identity_center_user",
             Subject::EntraUser { .. } => "entra_user",
             Subject::OnPremisesAccount { .. } => "on_premises_account",
             Subject::ServicePrincipal { .. } => "service_principal",
@@ -315,7 +329,8 @@ impl Subject {
             | Subject::RoleSession { account, .. }
             | Subject::Root { account }
             | Subject::FederatedUser { account, .. }
-            | Subject::IdentityCenterSession { account, .. } => Some(account),
+            | Subject::IdentityCenterSession { account, .. }
+            | Subject::IdentityCenterUser { account, .. } => Some(account),
             _ => None,
         }
     }
@@ -375,9 +390,22 @@ impl Subject {
                 out.push(name.clone());
                 out.push(format!("arn:aws:sts::{account}:federated-user/{name}"));
             }
-            Subject::IdentityCenterSession { account, name, .. } => {
+            Subject::IdentityCenterSession {
+                account,
+                name,
+                session,
+            } => {
                 out.push(name.clone());
                 out.push(format!("arn:aws:iam::{account}:role/{name}"));
+                // The person behind the session: protected patterns name Identity Center
+                // users by user name.
+                out.extend(session.iter().cloned());
+            }
+            Subject::IdentityCenterUser {
+                user_name, user_id, ..
+            } => {
+                out.push(user_name.clone());
+                out.extend(user_id.iter().cloned());
             }
             Subject::EntraUser { id, name, .. } => {
                 out.extend(id.iter().cloned());
@@ -424,6 +452,7 @@ impl Subject {
                 Some(s) => format!("{name}/{s}"),
                 None => name.clone(),
             },
+            Subject::IdentityCenterUser { user_name, .. } => user_name.clone(),
             Subject::Root { .. } => "root".to_string(),
             Subject::EntraUser { id, name, .. } => name
                 .clone()
@@ -696,6 +725,13 @@ pub mod ids {
             || name.eq_ignore_ascii_case(member_role)
     }
     /// Identity Center permission-set roles: managed by Identity Center, which reverts edits.
+    /// An IAM Identity Center user name: 1 to 128 characters, none of them white space or
+    /// control characters (identitystore `UserName`).
+    pub fn is_identity_center_user_name(name: &str) -> bool {
+        (1..=128).contains(&name.chars().count())
+            && !name.chars().any(|c| c.is_whitespace() || c.is_control())
+    }
+
     pub fn is_identity_center_role(name: &str) -> bool {
         name.starts_with("AWSReservedSSO_")
     }

@@ -19,6 +19,8 @@ pub enum ActionKind {
     DisableEntraUser,
     DisableServicePrincipal,
     RemoveRoleAssignments,
+    /// Deny an Identity Center user's sessions in every permission set assigned to them.
+    DenyIdentityCenterUser,
     // Rank 1: kill the credential that was used; mark the user compromised (before its sessions
     // are revoked, so the detection Identity Protection records for quell's own confirmation
     // predates the revocation and is recognised as handled when it comes back).
@@ -49,7 +51,8 @@ impl ActionKind {
             | QuarantineRole
             | DisableEntraUser
             | DisableServicePrincipal
-            | RemoveRoleAssignments => 0,
+            | RemoveRoleAssignments
+            | DenyIdentityCenterUser => 0,
             ConfirmUserCompromised
             | DeactivateAccessKey
             | RemoveServicePrincipalCredential
@@ -80,6 +83,7 @@ impl ActionKind {
             | RevokeRoleSessions
             | RevokeUserSessions
             | TagPrincipal
+            | DenyIdentityCenterUser
             | UpdateSecurityhubFinding => Some(Cloud::Aws),
             DisableEntraUser
             | DisableServicePrincipal
@@ -93,7 +97,7 @@ impl ActionKind {
     }
 
     /// Every action kind, in rank order.
-    pub const ALL: [ActionKind; 19] = {
+    pub const ALL: [ActionKind; 20] = {
         use ActionKind::*;
         [
             QuarantineUser,
@@ -101,6 +105,7 @@ impl ActionKind {
             DisableEntraUser,
             DisableServicePrincipal,
             RemoveRoleAssignments,
+            DenyIdentityCenterUser,
             ConfirmUserCompromised,
             DeactivateAccessKey,
             RemoveServicePrincipalCredential,
@@ -131,6 +136,7 @@ impl ActionKind {
             DisableEntraUser => "disable_entra_user",
             DisableServicePrincipal => "disable_service_principal",
             RemoveRoleAssignments => "remove_role_assignments",
+            DenyIdentityCenterUser => "deny_identity_center_user",
             DeactivateAccessKey => "deactivate_access_key",
             RemoveServicePrincipalCredential => "remove_service_principal_credential",
             DeactivateDormantAccessKeys => "deactivate_dormant_access_keys",
@@ -782,6 +788,43 @@ fn session_revocation_text(p: &Policy, session: &str) -> &'static str {
     }
 }
 
+/// Whether quell contains Identity Center users: asked to, and told which account administers
+/// Identity Center (its APIs answer only there).
+fn identity_center_on(p: &Policy) -> bool {
+    p.aws.identity_center.contain_users && p.aws.identity_center.account.is_some()
+}
+
+/// An Identity Center user: one deny of their sessions in every permission set assigned to them
+/// or to their groups, and a notice of what no API can end.
+fn contain_identity_center_user(b: &mut Builder<'_>, f: &Finding, person: &Subject) {
+    use ActionKind::*;
+    let t = Target::Subject(person.clone());
+    if matches!(
+        f.runbook,
+        Some(Runbook::DisableKey | Runbook::DisableDormantKeys)
+    ) {
+        b.act(
+            f,
+            Notify,
+            t,
+            "an Identity Center user holds no access keys: run contain or revoke_sessions for them",
+        );
+        return;
+    }
+    b.act(
+        f,
+        DenyIdentityCenterUser,
+        t.clone(),
+        "deny this user's sessions, issued and new, in every permission set assigned to them or their groups (identitystore:UserId), and provision the permission sets",
+    );
+    b.act(
+        f,
+        Notify,
+        t,
+        "Identity Center has no API to end a user's portal or CLI sessions: end them in the IAM Identity Center console (Users > the user > Active sessions) and, if the identity source is external, disable the user there too; quell's deny stops every permission-set session meanwhile",
+    );
+}
+
 fn contain(b: &mut Builder<'_>, f: &Finding, s: &Subject) {
     use ActionKind::*;
     let p = b.policy;
@@ -928,7 +971,18 @@ fn contain(b: &mut Builder<'_>, f: &Finding, s: &Subject) {
         }
         Subject::Root { .. } => b.act(f, Notify, t(), "root credentials cannot be restricted by IAM: rotate the root password and keys and review with AssumeRoot"),
         Subject::FederatedUser { .. } => b.act(f, Notify, t(), "federated-user tokens can only be revoked on the IAM user that minted them (GetFederationToken): find it in CloudTrail"),
-        Subject::IdentityCenterSession { .. } => b.act(f, Notify, t(), "Identity Center permission-set roles are managed by Identity Center; remove the user's assignment and sessions there"),
+        Subject::IdentityCenterSession { account, session: Some(user), .. } if identity_center_on(p) => {
+            let person = Subject::IdentityCenterUser {
+                account: account.clone(),
+                user_name: user.clone(),
+                user_id: None,
+            };
+            contain_identity_center_user(b, f, &person);
+        }
+        Subject::IdentityCenterUser { .. } if identity_center_on(p) => {
+            contain_identity_center_user(b, f, s);
+        }
+        Subject::IdentityCenterSession { .. } | Subject::IdentityCenterUser { .. } => b.act(f, Notify, t(), "Identity Center permission-set roles are managed by Identity Center; remove the user's assignment and sessions there (set aws.identity_center.account, and deploy the member role there with IdentityCenterInstanceArn, for quell to deny their sessions)"),
         Subject::EntraUser { id, on_premises_synced, .. } => {
             if f.source == Source::EntraRiskDetection
                 && runbook.is_none()

@@ -137,6 +137,33 @@ pub struct AwsPolicy {
     pub member_role_name: String,
     /// Accounts the scheduled sweep covers; empty: every active account of the organization.
     pub sweep_accounts: Vec<String>,
+    /// Containing people who sign in through IAM Identity Center.
+    pub identity_center: IdentityCenterPolicy,
+}
+
+/// Where IAM Identity Center is administered, and whether quell contains its users. Its APIs
+/// answer only in the organization's management account or its delegated administrator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityCenterPolicy {
+    /// Deny a compromised Identity Center user's sessions in every permission set assigned to
+    /// them (otherwise notify).
+    pub contain_users: bool,
+    /// The account that administers Identity Center (quell reaches it through the member
+    /// role); unset: quell's own account.
+    pub account: Option<String>,
+    /// The instance ARN; unset: the one `sso-admin:ListInstances` returns.
+    pub instance_arn: Option<String>,
+}
+
+impl Default for IdentityCenterPolicy {
+    fn default() -> Self {
+        IdentityCenterPolicy {
+            contain_users: true,
+            account: None,
+            instance_arn: None,
+        }
+    }
 }
 
 impl Default for AwsPolicy {
@@ -153,6 +180,7 @@ impl Default for AwsPolicy {
             update_securityhub: true,
             member_role_name: "QuellMemberRole".into(),
             sweep_accounts: Vec::new(),
+            identity_center: IdentityCenterPolicy::default(),
         }
     }
 }
@@ -548,6 +576,32 @@ impl Policy {
             return Err(field_err(
                 "sweep_accounts",
                 format!("{bad:?} is not a 12-digit AWS account id"),
+            ));
+        }
+        if let Some(bad) = self
+            .aws
+            .identity_center
+            .account
+            .as_ref()
+            .filter(|a| !crate::model::ids::is_account(a))
+        {
+            return Err(field_err(
+                "identity_center.account",
+                format!("{bad:?} is not a 12-digit AWS account id"),
+            ));
+        }
+        if let Some(bad) = self
+            .aws
+            .identity_center
+            .instance_arn
+            .as_ref()
+            .filter(|a| !(a.starts_with("arn:aws") && a.contains(":sso:::instance/")))
+        {
+            return Err(field_err(
+                "identity_center.instance_arn",
+                format!(
+                    "{bad:?} is not an Identity Center instance ARN (arn:aws:sso:::instance/ssoins-…)"
+                ),
             ));
         }
         if self.aws.member_role_name.is_empty()

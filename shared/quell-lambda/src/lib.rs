@@ -74,6 +74,7 @@ impl Accepts {
         const THREAT: &[ActionKind] = &[
             QuarantineUser,
             QuarantineRole,
+            DenyIdentityCenterUser,
             DeactivateAccessKey,
             DeactivateLongTermKeys,
             DeleteLoginProfile,
@@ -89,6 +90,7 @@ impl Accepts {
             Accepts::Securityhub | Accepts::Any => &[
                 QuarantineUser,
                 QuarantineRole,
+                DenyIdentityCenterUser,
                 DeactivateAccessKey,
                 DeactivateDormantAccessKeys,
                 DeactivateLongTermKeys,
@@ -113,12 +115,15 @@ impl Accepts {
     }
 
     /// The IAM and Security Hub actions the function's code can call: its action kinds', and
-    /// what release and verify call.
+    /// what release and verify call. Identity Center's (`sso:`, `identitystore:`) are never the
+    /// function's own: quell reaches Identity Center through the member role of the account
+    /// that administers it (`infra/aws/member-role.yaml`, `IdentityCenterInstanceArn`).
     pub fn iam_permissions(self) -> std::collections::BTreeSet<&'static str> {
         let mut out: std::collections::BTreeSet<&'static str> = self
             .action_kinds()
             .iter()
             .flat_map(|k| quell_aws::permissions(*k).iter().copied())
+            .filter(|p| p.starts_with("iam:") || p.starts_with("securityhub:"))
             .collect();
         match self {
             // A human's release and verify, through a runbook request.

@@ -515,12 +515,13 @@ impl<L: Ledger> Pipeline<'_, L> {
         releasing: &[Entry],
     ) -> Result<(Entry, Vec<Step>), LedgerError> {
         use quell_core::plan::ActionKind::*;
-        const SHARED: [quell_core::plan::ActionKind; 5] = [
+        const SHARED: [quell_core::plan::ActionKind; 6] = [
             QuarantineUser,
             QuarantineRole,
             DisableEntraUser,
             DisableServicePrincipal,
             RemoveRoleAssignments,
+            DenyIdentityCenterUser,
         ];
         let others: Vec<Entry> = match quell_core::key::PrincipalKey::parse(&e.principal) {
             Some(k) => quell_ledger::list_principal(ledger, &k).await?,

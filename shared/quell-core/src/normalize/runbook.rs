@@ -66,6 +66,21 @@ pub(super) fn request(o: &Obj<'_>) -> Result<Finding, InputError> {
 
 fn principal_subject(o: &Obj<'_>, principal: &str) -> Result<Subject, InputError> {
     let at = o.pointer("principal");
+    // An Identity Center user name is often an e-mail address: the type says which it is.
+    if o.text("principal_type")? == Some("identity_center_user") {
+        if !ids::is_identity_center_user_name(principal) {
+            return Err(InputError::invalid(
+                &at,
+                principal,
+                "an Identity Center user name (1 to 128 characters, no spaces)",
+            ));
+        }
+        return Ok(Subject::IdentityCenterUser {
+            account: super::util::account(o, "account")?,
+            user_name: principal.to_string(),
+            user_id: None,
+        });
+    }
     if principal.starts_with("arn:") {
         let arn = parse_arn(principal).ok_or_else(|| {
             InputError::invalid(&at, principal, "an IAM user, role or assumed-role ARN")
@@ -213,7 +228,7 @@ fn principal_subject(o: &Obj<'_>, principal: &str) -> Result<Subject, InputError
             other => Err(InputError::invalid(
                 &o.pointer("principal_type"),
                 other,
-                "one of user, service_principal, managed_identity",
+                "one of user, service_principal, managed_identity, identity_center_user",
             )),
         };
     }
