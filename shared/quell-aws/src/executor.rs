@@ -307,34 +307,9 @@ impl<S: ClientSource> AwsExecutor<S> {
         let mut already = Vec::new();
         let mut failed: Vec<(String, crate::ExecError)> = Vec::new();
         for set in &sets {
-            let current = match idc::inline_policy(&c, &instance, set).await {
-                Ok(v) => v,
-                Err(e) => {
-                    failed.push((set.clone(), e));
-                    continue;
-                }
-            };
-            if idc::denied_users(&current).contains(&user_id) {
-                already.push(set.clone());
-                continue;
-            }
-            let text = if current.is_null() {
-                String::new()
-            } else {
-                current.to_string()
-            };
-            let doc = match idc::with_user(&text, &user_id) {
-                Ok(d) => d,
-                Err(e) => {
-                    failed.push((
-                        set.clone(),
-                        crate::ExecError::new("MalformedPolicyDocument", e),
-                    ));
-                    continue;
-                }
-            };
-            match idc::write(&c, &instance, set, Some(&doc)).await {
-                Ok(()) => denied.push(set.clone()),
+            match deny_in_set(&c, &instance, set, &user_id).await {
+                Ok(true) => denied.push(set.clone()),
+                Ok(false) => already.push(set.clone()),
                 Err(e) => failed.push((set.clone(), e)),
             }
         }
@@ -1418,4 +1393,44 @@ impl<S: ClientSource> Run<'_, S> {
             Err(e) => Outcome::from(e),
         }
     }
+}
+
+/// Puts `user_id` in quell's deny statement of one permission set: `Ok(false)` when it is there
+/// already. Identity Center has no conditional write, so another containment writing the same
+/// permission set between this read and this write could drop one of the two: the write is
+/// read back, and merged and written again (up to three times) until it holds this user; a
+/// user another writer dropped is put back by that containment's own read-back, or by its check
+/// after containment.
+async fn deny_in_set(
+    c: &crate::identity_center::Clients,
+    instance: &crate::identity_center::Instance,
+    set: &str,
+    user_id: &str,
+) -> Result<bool, crate::ExecError> {
+    use crate::identity_center as idc;
+    let mut wrote = false;
+    for attempt in 0..4 {
+        let current = idc::inline_policy(c, instance, set).await?;
+        if idc::denied_users(&current).iter().any(|u| u == user_id) {
+            return Ok(wrote);
+        }
+        if attempt == 3 {
+            break;
+        }
+        let text = if current.is_null() {
+            String::new()
+        } else {
+            current.to_string()
+        };
+        let doc = idc::with_user(&text, user_id)
+            .map_err(|e| crate::ExecError::new("MalformedPolicyDocument", e))?;
+        idc::write(c, instance, set, Some(&doc)).await?;
+        wrote = true;
+    }
+    Err(crate::ExecError::new(
+        "ConcurrentModification",
+        format!(
+            "another writer keeps replacing the inline policy of {set}; the deny could not be kept"
+        ),
+    ))
 }
