@@ -589,6 +589,7 @@ async fn the_sweep_functions_answer_non_retryable_errors_instead_of_failing_the_
         ctx: Context::default(),
         clock: Arc::new(FixedClock(NOW)),
         audit: None,
+        ledger: None,
     };
     let ev = serde_json::json!({"version":"0","id":"1","detail-type":"Sweep Requested","source":"quell","account":"111122223333","time":"2026-11-23T12:00:00Z","region":"us-east-1","resources":[],"detail":{"account":"444455556666"}});
     let out = sweeper.handle(ev.clone()).await.unwrap();

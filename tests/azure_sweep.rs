@@ -162,6 +162,23 @@ async fn stale_secrets_are_removed_across_pages_and_the_rest_left_alone() {
             .iter()
             .any(|(k, why)| *k == "k-garbled" && why.contains("does not parse"))
     );
+    // The removals go into the ledger under the sweep's id, one entry per application.
+    {
+        use quell_ledger::Ledger;
+        let ledger = quell_ledger::memory::MemoryLedger::default();
+        let tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+        let n =
+            quell_ledger::record_sweep(&ledger, &report.ledger_id(), report.changes(tenant), NOW)
+                .await
+                .unwrap();
+        assert_eq!(n, 1);
+        let entries = ledger.by_finding(&report.ledger_id()).await.unwrap();
+        assert_eq!(entries[0].scope, format!("azure:{tenant}"));
+        assert_eq!(entries[0].actions.len(), 3);
+        assert!(entries[0].actions.iter().all(|a| a.kind
+            == quell_core::ActionKind::RemoveServicePrincipalCredential
+            && a.inverse.is_some()));
+    }
     assert_eq!(report.stale_service_principals.len(), 1);
     let sp = &report.stale_service_principals[0];
     assert_eq!(

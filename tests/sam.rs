@@ -114,6 +114,12 @@ fn the_member_role_holds_exactly_the_iam_calls_of_every_action_and_the_sweep() {
 fn the_sweep_functions_hold_exactly_what_the_sweep_calls() {
     let t = template("samplesam.yaml");
     assert_eq!(role_actions(&t, "SweeperRole"), sweep_permissions());
+    // It records what it changed in the ledger, and nothing more there.
+    let ledger: BTreeSet<String> = quell_aws::ledger::SWEEP_LEDGER_PERMISSIONS
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    assert_eq!(role_actions_with(&t, "SweeperRole", &["dynamodb:"]), ledger);
     assert_eq!(
         role_actions(&t, "SweepSchedulerRole"),
         BTreeSet::new(),

@@ -449,6 +449,7 @@ async fn the_scheduler_requests_one_sweep_per_account_and_the_sweeper_sweeps_it(
         ctx: Context::default(),
         clock: std::sync::Arc::new(quell_core::clock::FixedClock(OffsetDateTime::now_utc())),
         audit: None,
+        ledger: None,
     };
     let mut ev = got[0].clone();
     ev["detail"]["account"] = serde_json::json!(MOTO_ACCOUNT);
@@ -479,6 +480,7 @@ async fn the_scheduler_requests_one_sweep_per_account_and_the_sweeper_sweeps_it(
         },
         clock: std::sync::Arc::new(quell_core::clock::FixedClock(OffsetDateTime::now_utc())),
         audit: None,
+        ledger: None,
     };
     let mut elsewhere = got[0].clone();
     elsewhere["account"] = serde_json::json!("999988887777");
@@ -708,6 +710,46 @@ async fn unused_roles_are_flagged_or_quarantined_and_service_and_exempt_roles_ar
         ["arn:aws:iam::aws:policy/AWSDenyAll"]
     );
     assert!(attached(exempt.clone()).await.is_empty());
+    // What the sweep changed goes into the ledger under the sweep's own id, one entry per
+    // principal, and a release of that entry undoes it.
+    {
+        use quell_ledger::Ledger;
+        let ledger = quell_ledger::memory::MemoryLedger::default();
+        let n = quell_ledger::record_sweep(&ledger, &r.ledger_id(), r.changes("aws"), clock)
+            .await
+            .unwrap();
+        assert!(n >= 1);
+        let entries = ledger.by_finding(&r.ledger_id()).await.unwrap();
+        let entry = entries
+            .iter()
+            .find(|e| e.principal.ends_with(&format!(":role/{plain}")))
+            .expect("the quarantined role is recorded");
+        assert_eq!(entry.trigger, "sweep");
+        assert_eq!(
+            entry.actions[0].kind,
+            quell_core::ActionKind::QuarantineRole
+        );
+        // Recording the same run again writes nothing new.
+        assert_eq!(
+            quell_ledger::record_sweep(&ledger, &r.ledger_id(), r.changes("aws"), clock)
+                .await
+                .unwrap(),
+            0
+        );
+        let source = quell_aws::Fixed(quell_aws::AwsClients::new(&sdk().await));
+        let steps = quell_aws::release::release(&source, entry, false).await;
+        assert!(
+            steps.iter().any(|s| s.outcome.status == Status::Applied),
+            "{steps:?}"
+        );
+        assert!(attached(plain.clone()).await.is_empty());
+        iam.attach_role_policy()
+            .role_name(&plain)
+            .policy_arn("arn:aws:iam::aws:policy/AWSDenyAll")
+            .send()
+            .await
+            .unwrap();
+    }
     // Again: nothing changes.
     let r = sweep_report(&iam, no_users, &opts(policy, clock, true))
         .await

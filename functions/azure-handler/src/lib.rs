@@ -523,6 +523,29 @@ impl App {
                     report.credentials.len(),
                     report.stale_service_principals.len()
                 ));
+                if let Some(ledger) = &self.ledger {
+                    let tenant = self.executor.http().tenant().unwrap_or("default");
+                    match quell_ledger::record_sweep(
+                        ledger,
+                        &report.ledger_id(),
+                        report.changes(tenant),
+                        opts.now,
+                    )
+                    .await
+                    {
+                        Ok(n) if n > 0 => logs.push(format!(
+                            "recorded in the ledger as {} ({n} principals): `quell release --finding {}` undoes it",
+                            report.ledger_id(),
+                            report.ledger_id()
+                        )),
+                        Ok(_) => {}
+                        Err(e) => {
+                            let line = format!("the sweep's changes are not in the ledger: {e}");
+                            tracing::error!("{line}");
+                            logs.push(line);
+                        }
+                    }
+                }
                 if let Some(why) = &report.withheld {
                     tracing::error!("{why}");
                     let a =

@@ -391,6 +391,11 @@ impl AnyLedger {
     }
 }
 
+/// The AWS partition quell runs in, `aws` when not known.
+fn ctx_partition(ctx: &Context) -> String {
+    ctx.partition.clone().unwrap_or_else(|| "aws".into())
+}
+
 fn env(k: &str) -> Option<String> {
     std::env::var(k).ok().filter(|v| !v.is_empty())
 }
@@ -856,9 +861,30 @@ fn sweep_aws(
             concurrency,
             progress,
         };
-        quell_aws::sweep::sweep_account(&clients.iam, &opts)
+        let report = quell_aws::sweep::sweep_account(&clients.iam, &opts)
             .await
-            .map_err(|e| anyhow::anyhow!("sweep failed: {e}"))
+            .map_err(|e| anyhow::anyhow!("sweep failed: {e}"))?;
+        // What the sweep changed goes into the ledger, when there is one, so `quell release
+        // --finding <sweep id>` can undo it.
+        if let Some(ledger) = ledger().await? {
+            let partition = ctx_partition(&opts.ctx);
+            let n = quell_ledger::record_sweep(
+                &ledger,
+                &report.ledger_id(),
+                report.changes(&partition),
+                opts.now,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("the sweep's changes could not be recorded in the ledger: {e}"))?;
+            if n > 0 {
+                eprintln!(
+                    "recorded in the ledger as {} ({n} principals): `quell release --finding {}` undoes it",
+                    report.ledger_id(),
+                    report.ledger_id()
+                );
+            }
+        }
+        Ok::<_, anyhow::Error>(report)
     })?;
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),

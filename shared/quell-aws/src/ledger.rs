@@ -41,6 +41,10 @@ pub const EXPIRY_PERMISSIONS: &[&str] = &["dynamodb:Scan", "dynamodb:PutItem"];
 /// What the check after containment reads (the verify function): one principal's entries.
 pub const VERIFY_LEDGER_PERMISSIONS: &[&str] = &["dynamodb:Query"];
 
+/// What the account sweep holds: it writes a new entry per principal it changed
+/// (`quell_ledger::record_sweep`, a conditional `PutItem`), and reads nothing.
+pub const SWEEP_LEDGER_PERMISSIONS: &[&str] = &["dynamodb:PutItem"];
+
 pub struct DynamoLedger {
     client: aws_sdk_dynamodb::Client,
     table: String,

@@ -67,6 +67,57 @@ pub struct RoleFinding {
 }
 
 impl SweepReport {
+    /// The id the sweep's changes are recorded under in the ledger (one per run).
+    pub fn ledger_id(&self) -> String {
+        format!("sweep:{}:{}", self.account, self.swept_at)
+    }
+
+    /// What this sweep changed, for the ledger (`quell_ledger::record_sweep`): each applied
+    /// key deactivation, password deletion and role quarantine, with its inverse.
+    pub fn changes(&self, partition: &str) -> Vec<quell_ledger::SweepChange> {
+        use quell_core::plan::{ActionKind, Target};
+        let account = &self.account;
+        let user = |name: &str| Subject::IamUser {
+            account: account.clone(),
+            name: name.to_string(),
+        };
+        let keys = self.keys.iter().map(|k| {
+            (
+                ActionKind::DeactivateDormantAccessKeys,
+                user(&k.user),
+                &k.outcome,
+            )
+        });
+        let passwords = self
+            .passwords
+            .iter()
+            .map(|p| (ActionKind::DeleteLoginProfile, user(&p.user), &p.outcome));
+        let roles = self.roles.iter().map(|r| {
+            let role = Subject::IamRole {
+                account: account.clone(),
+                name: r.role.clone(),
+            };
+            (ActionKind::QuarantineRole, role, &r.outcome)
+        });
+        keys.chain(passwords)
+            .chain(roles)
+            .filter(|(_, _, o)| o.status == Status::Applied)
+            .filter_map(|(kind, subject, o)| {
+                Some(quell_ledger::SweepChange {
+                    principal: quell_ledger::principal_key(&subject, partition)?,
+                    scope: format!("aws:{account}"),
+                    recorded: quell_ledger::Recorded {
+                        kind,
+                        target: Target::Subject(subject),
+                        status: o.status,
+                        detail: o.detail.clone(),
+                        inverse: o.inverse.clone(),
+                    },
+                })
+            })
+            .collect()
+    }
+
     pub fn count(&self, status: Status) -> usize {
         self.keys
             .iter()

@@ -68,6 +68,56 @@ pub struct UnknownCredential {
 }
 
 impl AzureSweepReport {
+    /// The id the sweep's changes are recorded under in the ledger (one per run).
+    pub fn ledger_id(&self) -> String {
+        format!("sweep:azure:{}", self.swept_at)
+    }
+
+    /// What this sweep changed, for the ledger (`quell_ledger::record_sweep`): each removed
+    /// secret and each disabled service principal, keyed by its application.
+    pub fn changes(&self, tenant: &str) -> Vec<quell_ledger::SweepChange> {
+        use quell_core::plan::{ActionKind, Target};
+        let sp =
+            |id: &str, app_id: &str, name: &str, key_id: Option<&str>| Subject::ServicePrincipal {
+                tenant: Some(tenant.to_string()),
+                id: id.to_string(),
+                app_id: (!app_id.is_empty()).then(|| app_id.to_string()),
+                name: (!name.is_empty()).then(|| name.to_string()),
+                key_id: key_id.map(str::to_string),
+            };
+        let secrets = self.credentials.iter().map(|c| {
+            (
+                ActionKind::RemoveServicePrincipalCredential,
+                sp(&c.owner_id, &c.app_id, &c.display_name, Some(&c.key_id)),
+                &c.outcome,
+            )
+        });
+        let principals = self.stale_service_principals.iter().map(|p| {
+            (
+                ActionKind::DisableServicePrincipal,
+                sp(&p.id, &p.app_id, &p.display_name, None),
+                &p.outcome,
+            )
+        });
+        secrets
+            .chain(principals)
+            .filter(|(_, _, o)| o.status == Status::Applied)
+            .filter_map(|(kind, subject, o)| {
+                Some(quell_ledger::SweepChange {
+                    principal: quell_ledger::principal_key(&subject, "aws")?,
+                    scope: format!("azure:{}", tenant.to_ascii_lowercase()),
+                    recorded: quell_ledger::Recorded {
+                        kind,
+                        target: Target::Subject(subject),
+                        status: o.status,
+                        detail: o.detail.clone(),
+                        inverse: o.inverse.clone(),
+                    },
+                })
+            })
+            .collect()
+    }
+
     pub fn count(&self, status: Status) -> usize {
         self.credentials
             .iter()

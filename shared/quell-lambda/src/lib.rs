@@ -592,6 +592,9 @@ pub async fn run_sweeper() -> Result<(), lambda_runtime::Error> {
     let policy = load_policy(env)?;
     let config = quell_aws::load_config(None).await;
     let audit = audit_bus(&config);
+    let ledger = env("QUELL_LEDGER_TABLE")
+        .filter(|t| !t.is_empty())
+        .map(|t| DynamoLedger::new(&config, &t));
     let me = quell_aws::session(config, &policy.aws.member_role_name)
         .await
         .map_err(|e| EdgeError::Aws(e.to_string()))?;
@@ -601,6 +604,7 @@ pub async fn run_sweeper() -> Result<(), lambda_runtime::Error> {
         policy,
         clock: Arc::new(SystemClock),
         audit,
+        ledger,
     };
     let sweeper = &sweeper;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

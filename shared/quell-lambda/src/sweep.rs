@@ -87,6 +87,8 @@ pub struct Sweeper<S> {
     pub ctx: Context,
     pub clock: Arc<dyn Clock>,
     pub audit: Option<(aws_sdk_eventbridge::Client, String)>,
+    /// Where the sweep records what it changed (`QUELL_LEDGER_TABLE`).
+    pub ledger: Option<quell_aws::ledger::DynamoLedger>,
 }
 
 impl<S: ClientSource> Sweeper<S> {
@@ -144,6 +146,26 @@ impl<S: ClientSource> Sweeper<S> {
             Ok(r) => r,
             Err(e) => return answer(e),
         };
+        let mut recorded = Value::Null;
+        if let Some(ledger) = &self.ledger {
+            let partition = self.ctx.partition.as_deref().unwrap_or("aws");
+            match quell_ledger::record_sweep(
+                ledger,
+                &report.ledger_id(),
+                report.changes(partition),
+                opts.now,
+            )
+            .await
+            {
+                Ok(n) => recorded = json!({"ledger_id": report.ledger_id(), "entries": n}),
+                // The changes are made and the report says what they were; a retry would find
+                // nothing left to record. A human hears of it.
+                Err(e) => {
+                    tracing::error!(error = %e, "the sweep's changes are not in the ledger");
+                    recorded = json!({"error": e.to_string()});
+                }
+            }
+        }
         if let Some((client, bus)) = &self.audit
             && let Err(e) = audit::publish_detail(client, bus, SWEEP_REPORT, &report, vec![]).await
         {
@@ -171,6 +193,11 @@ impl<S: ClientSource> Sweeper<S> {
             }
         }
         tracing::info!(account, keys = report.keys.len(), "account swept");
-        serde_json::to_value(&report).map_err(|e| EdgeError::Config(e.to_string()))
+        let mut out =
+            serde_json::to_value(&report).map_err(|e| EdgeError::Config(e.to_string()))?;
+        if !recorded.is_null() {
+            out["ledger"] = recorded;
+        }
+        Ok(out)
     }
 }

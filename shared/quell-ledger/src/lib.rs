@@ -656,6 +656,69 @@ pub async fn record<L: Ledger>(
     Ok(())
 }
 
+/// One change a scheduled sweep made to one principal.
+#[derive(Debug, Clone)]
+pub struct SweepChange {
+    /// The principal's key ([`PrincipalKey`]).
+    pub principal: String,
+    /// `aws:<account>` or `azure:<tenant>`.
+    pub scope: String,
+    pub recorded: Recorded,
+}
+
+/// Records what a scheduled sweep changed, one entry per principal under the sweep's own id
+/// (`sweep_id`, one per run), done and never expiring: `quell ledger list` shows it and `quell
+/// release --finding <sweep id>` undoes it (keys only with `--reactivate-keys`). Only applied
+/// changes are recorded. A sweep takes no breaker slot: it has a cap of its own
+/// (`breaker.max_sweep_writes_per_account`). Returns how many entries were written; an entry
+/// already there (the same run recorded twice) is left as it is.
+pub async fn record_sweep<L: Ledger>(
+    ledger: &L,
+    sweep_id: &str,
+    changes: Vec<SweepChange>,
+    now: OffsetDateTime,
+) -> Result<usize, LedgerError> {
+    let stamp = rfc3339_seconds(now);
+    let mut by_principal: std::collections::BTreeMap<String, (String, Vec<Recorded>)> =
+        std::collections::BTreeMap::new();
+    for c in changes
+        .into_iter()
+        .filter(|c| c.recorded.status == Outcome::Applied)
+    {
+        by_principal
+            .entry(c.principal)
+            .or_insert_with(|| (c.scope, Vec::new()))
+            .1
+            .push(c.recorded);
+    }
+    let mut written = 0;
+    for (principal, (scope, actions)) in by_principal {
+        let entry = Entry {
+            principal,
+            finding: sweep_id.to_string(),
+            scope,
+            state: State::Done,
+            severity: SeverityLabel::Low,
+            trigger: "sweep".into(),
+            at: stamp.clone(),
+            updated: stamp.clone(),
+            lease_until: None,
+            delivery: None,
+            actions,
+            released_at: None,
+            released_by: None,
+            expires: None,
+            version: 1,
+            history: vec![format!("{stamp} swept: dormant credentials changed")],
+            stored_at: None,
+        };
+        if ledger.put(&entry, None).await? {
+            written += 1;
+        }
+    }
+    Ok(written)
+}
+
 /// Gives back the claims of a run that could not record them (best effort): each entry still
 /// as this run left it is marked `failed` with no lease, so the next delivery, or the retry of
 /// this one, takes it over at once instead of waiting out the lease.
