@@ -91,11 +91,18 @@ impl CheckQueue for SqsChecks {
         &'a self,
         principals: &'a [String],
         after_seconds: u32,
+        not_before: Option<String>,
     ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            crate::verify_queue::schedule(&self.client, &self.url, principals, after_seconds)
-                .await
-                .map_err(|e| e.to_string())
+            crate::verify_queue::schedule(
+                &self.client,
+                &self.url,
+                principals,
+                after_seconds,
+                not_before.as_deref(),
+            )
+            .await
+            .map_err(|e| e.to_string())
         })
     }
 }

@@ -52,9 +52,10 @@ impl CheckQueue for VerifyQueue {
         &'a self,
         principals: &'a [String],
         after_seconds: u32,
+        not_before: Option<String>,
     ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            VerifyQueue::schedule(self, principals, after_seconds)
+            VerifyQueue::schedule_until(self, principals, after_seconds, not_before.as_deref())
                 .await
                 .map_err(|e| e.to_string())
         })

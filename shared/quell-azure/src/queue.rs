@@ -155,8 +155,22 @@ impl VerifyQueue {
 
     /// Schedules one check per principal, `delay_seconds` from now.
     pub async fn schedule(&self, principals: &[String], delay_seconds: u32) -> Result<(), AzError> {
+        self.schedule_until(principals, delay_seconds, None).await
+    }
+
+    /// [`VerifyQueue::schedule`], the message carrying `not_before` (RFC 3339) when given.
+    pub async fn schedule_until(
+        &self,
+        principals: &[String],
+        delay_seconds: u32,
+        not_before: Option<&str>,
+    ) -> Result<(), AzError> {
         for p in principals {
-            let text = STANDARD.encode(request(p).to_string());
+            let mut req = request(p);
+            if let Some(t) = not_before {
+                req["not_before"] = serde_json::json!(t);
+            }
+            let text = STANDARD.encode(req.to_string());
             let body = format!(
                 "<?xml version=\"1.0\" encoding=\"utf-8\"?><QueueMessage><MessageText>{text}</MessageText></QueueMessage>"
             );

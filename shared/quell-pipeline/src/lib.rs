@@ -73,12 +73,22 @@ pub trait Undo: Send + Sync {
 
 /// Where checks after containment are scheduled (a delayed `verify` request per principal).
 pub trait CheckQueue: Send + Sync {
+    /// One check per principal, `after_seconds` from now. A queue that cannot hold a message
+    /// that long (SQS: 15 minutes) delivers it sooner; `not_before` (RFC 3339), carried in the
+    /// message, makes the check wait again until then ([`Pipeline::scheduled_check`]).
     fn schedule<'a>(
         &'a self,
         principals: &'a [String],
         after_seconds: u32,
+        not_before: Option<String>,
     ) -> BoxFuture<'a, Result<(), String>>;
 }
+
+/// How long after containing an IAM Identity Center user quell checks again: the longest
+/// credential an Identity Center sign-in hands out before the deny took effect (a permission
+/// set's role session, and the portal's application sessions, last one hour by default;
+/// "Authentication sessions", IAM Identity Center User Guide).
+pub const IDENTITY_CENTER_RECHECK_SECONDS: u32 = 3600;
 
 /// The cloud a ledger key belongs to.
 pub fn cloud_of_key(key: &str) -> Option<Cloud> {
@@ -432,7 +442,27 @@ impl<L: Ledger> Pipeline<'_, L> {
         let (Some(queue), false, true) = (self.checks, principals.is_empty(), after > 0) else {
             return Ok(());
         };
-        match queue.schedule(principals, after).await {
+        // An Identity Center user is checked again once every credential issued before the
+        // deny has expired: what Identity Center assigned meanwhile shows then.
+        let people: Vec<String> = principals
+            .iter()
+            .filter(|p| {
+                quell_core::key::PrincipalKey::parse(p)
+                    .is_some_and(|k| k.identity_center_user().is_some())
+            })
+            .cloned()
+            .collect();
+        if !people.is_empty() {
+            let later = IDENTITY_CENTER_RECHECK_SECONDS + after;
+            let not_before = quell_core::clock::rfc3339_seconds(
+                self.clock.now() + time::Duration::seconds(i64::from(later)),
+            );
+            if let Err(e) = queue.schedule(&people, later, Some(not_before)).await {
+                tracing::error!(error = %e, ?people, "the check an hour after containment is not scheduled");
+                return Err(e);
+            }
+        }
+        match queue.schedule(principals, after, None).await {
             Ok(()) => {
                 tracing::info!(?principals, after, "check after containment scheduled");
                 Ok(())
@@ -642,6 +672,41 @@ impl<L: Ledger> Pipeline<'_, L> {
             Ok(r) => r,
             Err(e) => return Answer::Rejected(e),
         };
+        // Delivered before its time (a queue that holds messages 15 minutes at most): wait
+        // again, never longer than the message asked.
+        if let Some(due) = msg["not_before"]
+            .as_str()
+            .and_then(quell_core::clock::parse_rfc3339)
+        {
+            let now = self.clock.now();
+            let cap = now + time::Duration::seconds(i64::from(IDENTITY_CENTER_RECHECK_SECONDS) * 2);
+            if due > now && due <= cap {
+                let wait = u32::try_from((due - now).whole_seconds().max(1)).unwrap_or(1);
+                let Some(queue) = self.checks else {
+                    return Answer::skipped("verify", "not due yet, and no queue to wait on");
+                };
+                return match queue
+                    .schedule(
+                        std::slice::from_ref(&req.principal),
+                        wait,
+                        Some(quell_core::clock::rfc3339_seconds(due)),
+                    )
+                    .await
+                {
+                    Ok(()) => Answer::skipped(
+                        "verify",
+                        format!(
+                            "not due until {}: scheduled again",
+                            quell_core::clock::rfc3339_seconds(due)
+                        ),
+                    ),
+                    Err(e) => Answer::Retry {
+                        reason: format!("the check could not wait on the queue: {e}"),
+                        done: None,
+                    },
+                };
+            }
+        }
         match self.ledger_request(&req).await {
             Answer::Done(Done::Ledger(l)) if l.failed() > 0 => Answer::Retry {
                 reason: format!(

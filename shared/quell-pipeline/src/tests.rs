@@ -117,9 +117,70 @@ impl Undo for FakeUndo {
 struct FailingQueue;
 
 impl CheckQueue for FailingQueue {
-    fn schedule<'a>(&'a self, _: &'a [String], _: u32) -> BoxFuture<'a, Result<(), String>> {
+    fn schedule<'a>(
+        &'a self,
+        _: &'a [String],
+        _: u32,
+        _: Option<String>,
+    ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async { Err("QueueDoesNotExist".to_string()) })
     }
+}
+
+/// One scheduling: the principals, the delay, and `not_before`.
+type Scheduled = (Vec<String>, u32, Option<String>);
+
+/// A queue that records what it was asked to schedule.
+#[derive(Default)]
+struct RecordingQueue(Mutex<Vec<Scheduled>>);
+
+impl CheckQueue for RecordingQueue {
+    fn schedule<'a>(
+        &'a self,
+        principals: &'a [String],
+        after: u32,
+        not_before: Option<String>,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        self.0
+            .lock()
+            .unwrap()
+            .push((principals.to_vec(), after, not_before));
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[test]
+fn an_identity_center_user_is_checked_again_an_hour_later_through_a_short_queue() {
+    let (policy, clock, ledger) = (enforce(), FixedClock(NOW), MemoryLedger::default());
+    let (exec, undo) = (FakeExecutor { fail: None }, undo("-"));
+    let queue = RecordingQueue::default();
+    let mut p = pipeline(&policy, &clock, &ledger, &exec, &undo);
+    p.checks = Some(&queue);
+    let person = "aws:identity-center:user/priya@example.com".to_string();
+    let user = "arn:aws:iam::111122223333:user/alice".to_string();
+    run(p.schedule_checks(&[person.clone(), user.clone()])).unwrap();
+    let asked = queue.0.lock().unwrap().clone();
+    let after = policy.verify.after_seconds;
+    let later = IDENTITY_CENTER_RECHECK_SECONDS + after;
+    let due = quell_core::clock::rfc3339_seconds(NOW + time::Duration::seconds(i64::from(later)));
+    assert_eq!(asked[0], (vec![person.clone()], later, Some(due.clone())));
+    assert_eq!(asked[1], (vec![person.clone(), user], after, None));
+    // The queue delivers it early (SQS holds 15 minutes): the check waits again, until then.
+    let msg = serde_json::json!({"runbook": "verify", "principal": person, "reason": "r", "not_before": due});
+    let answer = run(p.scheduled_check(&msg));
+    assert!(
+        format!("{answer:?}").contains("not due until"),
+        "{answer:?}"
+    );
+    let again = queue.0.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(again, (vec![person.clone()], later, Some(due)));
+    // Once due, it checks.
+    let past = serde_json::json!({"runbook": "verify", "principal": person, "reason": "r", "not_before": "2026-01-01T00:00:00Z"});
+    let answer = run(p.scheduled_check(&past));
+    assert!(
+        !format!("{answer:?}").contains("not due until"),
+        "{answer:?}"
+    );
 }
 
 fn undo(fail: &str) -> FakeUndo {
