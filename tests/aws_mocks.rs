@@ -369,7 +369,14 @@ async fn an_unchanged_note_is_not_written_again_so_findings_do_not_loop() {
             aws_smithy_types::body::SdkBody::from(ACCESS_DENIED),
         )
     });
-    let iam = mock_client!(aws_sdk_iam, RuleMode::MatchAny, &[&denied]);
+    // The key list is read beside the user: denied too.
+    let denied_keys = mock!(aws_sdk_iam::Client::list_access_keys).then_http_response(|| {
+        aws_smithy_runtime_api::http::Response::new(
+            aws_smithy_runtime_api::http::StatusCode::try_from(403).unwrap(),
+            aws_smithy_types::body::SdkBody::from(ACCESS_DENIED),
+        )
+    });
+    let iam = mock_client!(aws_sdk_iam, RuleMode::MatchAny, &[&denied, &denied_keys]);
     let key_plan = sh_key_plan();
     // First delivery: learn the note quell writes.
     let find =

@@ -16,6 +16,9 @@ impl<S: ClientSource> Executor for AwsExecutor<S> {
     fn resolve<'a>(&'a self, plan: Plan) -> BoxFuture<'a, Plan> {
         Box::pin(AwsExecutor::resolve_keys(self, plan))
     }
+    fn prefetch<'a>(&'a self, plan: &'a Plan) -> BoxFuture<'a, ()> {
+        Box::pin(AwsExecutor::prefetch(self, plan))
+    }
 }
 
 /// The executor releases and verifies through its own client source.

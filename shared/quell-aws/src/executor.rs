@@ -30,7 +30,23 @@ pub struct AwsExecutor<S> {
     policy: Policy,
     ctx: Context,
     clock: Arc<dyn Clock>,
+    /// What [`AwsExecutor::prefetch`] read beside the ledger claim, for the next execute.
+    warm: Mutex<Warm>,
 }
+
+/// Reads made before the claim, for the execute that follows: each principal's pre-write read
+/// and each user's key list, used once, and only within [`WARM_FOR`] of being read.
+#[derive(Default)]
+struct Warm {
+    at: Option<std::time::Instant>,
+    guards: HashMap<(String, Kind, String), Result<Principal, Outcome>>,
+    keys: HashMap<(String, String), Vec<aws_sdk_iam::types::AccessKeyMetadata>>,
+}
+
+/// How long a read made beside the claim stands for the read before the write.
+const WARM_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+
+type KeyCache = Mutex<HashMap<(String, String), Vec<aws_sdk_iam::types::AccessKeyMetadata>>>;
 
 /// What the pre-write read of a principal found.
 #[derive(Clone)]
@@ -54,7 +70,90 @@ impl<S: ClientSource> AwsExecutor<S> {
             policy,
             ctx,
             clock,
+            warm: Mutex::new(Warm::default()),
         }
+    }
+
+    /// Makes the reads the plan's containing actions start with (each principal's pre-write
+    /// read, a user's access keys) so they run beside the ledger claim instead of after it.
+    /// The execute that follows uses each once; the writes still come after their reads.
+    pub async fn prefetch(&self, plan: &Plan) {
+        if plan.mode != Mode::Enforce {
+            return;
+        }
+        let mut targets: Vec<(String, Kind, String, bool)> = Vec::new();
+        for a in plan.actions.iter().filter(|a| a.cloud == Cloud::Aws) {
+            let Target::Subject(s) = &a.target else {
+                continue;
+            };
+            let t = match s {
+                Subject::IamUser { account, name } => (account, Kind::User, name, false),
+                Subject::AccessKey {
+                    account,
+                    user: Some(u),
+                    access_key_id,
+                } => (
+                    account,
+                    Kind::User,
+                    u,
+                    !ids::is_temporary_key(access_key_id),
+                ),
+                Subject::IamRole { account, name } | Subject::RoleSession { account, name, .. } => {
+                    (account, Kind::Role, name, false)
+                }
+                _ => continue,
+            };
+            let t = (t.0.clone(), t.1, t.2.clone(), t.3);
+            match targets
+                .iter_mut()
+                .find(|x| x.0 == t.0 && x.1 == t.1 && x.2 == t.2)
+            {
+                Some(x) => x.3 |= t.3,
+                None => targets.push(t),
+            }
+        }
+        let mut warm = Warm {
+            at: Some(std::time::Instant::now()),
+            ..Warm::default()
+        };
+        for (account, kind, name, keys) in targets {
+            let Ok(clients) = self.source.clients(&account, "quell-read").await else {
+                continue;
+            };
+            let (guards, keys_cache): (GuardCache, KeyCache) = Default::default();
+            let stamp = String::new();
+            let run = Run {
+                exec: self,
+                clients: &clients,
+                account: &account,
+                finding: "",
+                last_seen: None,
+                stamp: &stamp,
+                now: self.clock.now(),
+                guards: &guards,
+                keys: &keys_cache,
+            };
+            let list = async {
+                if !keys {
+                    return None;
+                }
+                clients
+                    .iam
+                    .list_access_keys()
+                    .user_name(&name)
+                    .send()
+                    .await
+                    .ok()
+                    .map(|o| o.access_key_metadata().to_vec())
+            };
+            let (guard, listed) = tokio::join!(run.guard(kind, &name), list);
+            warm.guards
+                .insert((account.clone(), kind, name.clone()), guard);
+            if let Some(l) = listed {
+                warm.keys.insert((account, name), l);
+            }
+        }
+        *self.warm.lock().await = warm;
     }
 
     /// The policy it acts under.
@@ -137,7 +236,15 @@ impl<S: ClientSource> AwsExecutor<S> {
         if plan.mode == Mode::DryRun {
             return Report::dry_run(plan, stamp);
         }
-        let guards: GuardCache = Mutex::new(HashMap::new());
+        // What a prefetch read beside the claim, if fresh: used once.
+        let warm = std::mem::take(&mut *self.warm.lock().await);
+        let fresh = warm.at.is_some_and(|t| t.elapsed() < WARM_FOR);
+        let (guards, keys): (GuardCache, KeyCache) = if fresh {
+            (Mutex::new(warm.guards), Mutex::new(warm.keys))
+        } else {
+            Default::default()
+        };
+        let (guards, keys) = (&guards, &keys);
         let mut results: Vec<ActionResult> = Vec::with_capacity(plan.actions.len());
         for action in &plan.actions {
             let last_seen = plan
@@ -151,7 +258,7 @@ impl<S: ClientSource> AwsExecutor<S> {
                     &stamp,
                     now,
                     last_seen,
-                    &guards,
+                    (guards, keys),
                     &results,
                     &plan.skipped,
                 )
@@ -178,7 +285,7 @@ impl<S: ClientSource> AwsExecutor<S> {
         stamp: &str,
         now: OffsetDateTime,
         last_seen: Option<&str>,
-        guards: &GuardCache,
+        (guards, keys): (&GuardCache, &KeyCache),
         done: &[ActionResult],
         withheld: &[Skip],
     ) -> Outcome {
@@ -225,6 +332,7 @@ impl<S: ClientSource> AwsExecutor<S> {
                     stamp,
                     now,
                     guards,
+                    keys,
                 };
                 run.subject_action(action.kind, s).await
             }
@@ -676,6 +784,8 @@ struct Run<'a, S> {
     stamp: &'a str,
     now: OffsetDateTime,
     guards: &'a GuardCache,
+    /// Users' key lists read beside the claim, each used once.
+    keys: &'a KeyCache,
 }
 
 impl<S: ClientSource> Run<'_, S> {
@@ -860,19 +970,35 @@ impl<S: ClientSource> Run<'_, S> {
                 Err(e) => return Outcome::from(classify(e)),
             },
         };
-        let p = match self.guard(Kind::User, &user).await {
+        // The pre-write read and the key list are independent: they go together (or come from
+        // the reads made beside the claim).
+        let listed = self
+            .keys
+            .lock()
+            .await
+            .remove(&(self.account.to_string(), user.clone()));
+        let list = async {
+            match listed {
+                Some(l) => Ok(l),
+                None => iam
+                    .list_access_keys()
+                    .user_name(&user)
+                    .send()
+                    .await
+                    .map(|o| o.access_key_metadata().to_vec())
+                    .map_err(classify),
+            }
+        };
+        let (p, keys) = tokio::join!(self.guard(Kind::User, &user), list);
+        let p = match p {
             Ok(p) => p,
             Err(o) => return o,
         };
-        let keys = match iam.list_access_keys().user_name(&p.name).send().await {
-            Ok(out) => out,
-            Err(e) => return Outcome::from(classify(e)),
+        let keys = match keys {
+            Ok(k) => k,
+            Err(e) => return Outcome::from(e),
         };
-        let Some(meta) = keys
-            .access_key_metadata()
-            .iter()
-            .find(|k| k.access_key_id() == Some(key))
-        else {
+        let Some(meta) = keys.iter().find(|k| k.access_key_id() == Some(key)) else {
             return Outcome::failed(
                 "NoSuchEntity",
                 format!("{key} is not a key of user {}", p.name),
@@ -1354,24 +1480,29 @@ impl<S: ClientSource> Run<'_, S> {
             return Outcome::failed("InvalidInput", "could not build the tag", false);
         };
         let iam = &self.clients.iam;
-        let r = match kind {
-            Kind::User => iam
-                .tag_user()
-                .user_name(&p.name)
-                .tags(tag)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(classify),
-            Kind::Role => iam
-                .tag_role()
-                .role_name(&p.name)
-                .tags(tag)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(classify),
+        let write = async {
+            match kind {
+                Kind::User => iam
+                    .tag_user()
+                    .user_name(&p.name)
+                    .tags(tag)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(classify),
+                Kind::Role => iam
+                    .tag_role()
+                    .role_name(&p.name)
+                    .tags(tag)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(classify),
+            }
         };
+        // The baseline verify compares with is read beside the tag: both describe the
+        // principal as quell contained it.
+        let (r, baseline) = tokio::join!(write, iam::policies(iam, kind, &p.name));
         match r {
             Ok(()) => {
                 // What the principal held at containment, for verify to compare with: its
@@ -1383,7 +1514,7 @@ impl<S: ClientSource> Run<'_, S> {
                     tag: docs::QUARANTINE_TAG.to_string(),
                     previous,
                     trust_policy: p.trust.clone(),
-                    policies: iam::policies(iam, kind, &p.name).await.ok(),
+                    policies: baseline.ok(),
                 };
                 Outcome::applied(
                     format!("tagged {name} {}={value}", docs::QUARANTINE_TAG),

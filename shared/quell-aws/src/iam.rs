@@ -206,13 +206,21 @@ pub(crate) async fn policies(
     name: &str,
 ) -> Result<serde_json::Value, ExecError> {
     let own_arn = docs::deny_all_arn(partition(iam));
-    let mut attached: Vec<String> = list_attached(iam, kind, name)
-        .await?
-        .into_iter()
-        .filter(|a| *a != own_arn)
-        .collect();
-    let mut inline: Vec<String> = list_inline(iam, kind, name)
-        .await?
+    // Three independent lists: read together.
+    let groups = async {
+        match kind {
+            Kind::User => groups_of(iam, name).await.map(Some),
+            Kind::Role => Ok(None),
+        }
+    };
+    let (attached, inline, groups) = tokio::join!(
+        list_attached(iam, kind, name),
+        list_inline(iam, kind, name),
+        groups
+    );
+    let groups = groups?;
+    let mut attached: Vec<String> = attached?.into_iter().filter(|a| *a != own_arn).collect();
+    let mut inline: Vec<String> = inline?
         .into_iter()
         .filter(|p| {
             ![
@@ -227,10 +235,6 @@ pub(crate) async fn policies(
     inline.sort();
     // A customer-managed policy can be changed in place (a new default version) and a user
     // can be put in a group: either grants without attaching anything to the principal.
-    let groups = match kind {
-        Kind::User => Some(groups_of(iam, name).await?),
-        Kind::Role => None,
-    };
     let mut versions = serde_json::Map::new();
     for arn in attached.iter().filter(|a| !is_aws_managed(a)) {
         let o = iam

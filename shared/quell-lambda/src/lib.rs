@@ -348,13 +348,17 @@ impl<S: ClientSource> Edge<S> {
         if let Answer::Rejected(error) = &answer {
             tracing::warn!(%error, "event rejected; no action taken");
         }
-        self.publish(&answer).await;
-        let mut unpublished = 0;
-        for alert in answer.alerts(self.accepts.name()) {
-            if !self.publish_alert(&alert).await {
-                unpublished += 1;
+        // The audit event and the alerts are independent: they go together.
+        let alerts = answer.alerts(self.accepts.name());
+        let ((), unpublished) = tokio::join!(self.publish(&answer), async {
+            let mut unpublished = 0;
+            for alert in &alerts {
+                if !self.publish_alert(alert).await {
+                    unpublished += 1;
+                }
             }
-        }
+            unpublished
+        });
         let out = match lambda_result(&answer) {
             // An alert is never just a log line: the invocation fails, Lambda retries it (every
             // action is idempotent), and past its retries the dead-letter alarm tells a human.

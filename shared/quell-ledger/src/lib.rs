@@ -231,12 +231,22 @@ async fn get_principal<L: Ledger>(
     let forms = PrincipalKey::parse(principal)
         .map(|k| k.stored_forms())
         .unwrap_or_else(|| vec![principal.to_string()]);
-    for form in &forms {
-        if let Some(e) = ledger.get(form, finding).await? {
-            return Ok((Some(e), form.clone()));
+    // The key and its form of before are read together: one round trip, not two.
+    let (first, legacy) = match forms.as_slice() {
+        [key, old, ..] => {
+            let (a, b) = tokio::join!(ledger.get(key, finding), ledger.get(old, finding));
+            (a?, b?)
         }
+        [key] => (ledger.get(key, finding).await?, None),
+        [] => (None, None),
+    };
+    let found = first
+        .map(|e| (e, forms.first()))
+        .or(legacy.map(|e| (e, forms.get(1))));
+    match found {
+        Some((e, Some(form))) => Ok((Some(e), form.clone())),
+        _ => Ok((None, principal.to_string())),
     }
-    Ok((None, principal.to_string()))
 }
 
 /// One principal contained for one finding, as a plan holds it.
@@ -531,7 +541,25 @@ pub async fn gate<L: Ledger>(
         entry.delivery = c.delivery.clone();
         entry.updated = stamp.clone();
         entry.version = version;
-        if !ledger.put(&entry, base.as_ref().map(|e| e.version)).await? {
+        // The claim and the breaker slot are independent writes: they go together, one round
+        // trip before the first containing write instead of two. A claim lost to another
+        // invocation may have taken a slot meanwhile: the breaker then counts one containment
+        // twice, and trips early, never late.
+        let cap = breaker_cap(policy, &c.scope);
+        let hour = hour_of(now);
+        let (claimed, slot) = if new {
+            let (claimed, slot) = tokio::join!(
+                ledger.put(&entry, base.as_ref().map(|e| e.version)),
+                ledger.take_slot(&c.scope, &hour, cap)
+            );
+            (claimed?, slot?)
+        } else {
+            (
+                ledger.put(&entry, base.as_ref().map(|e| e.version)).await?,
+                true,
+            )
+        };
+        if !claimed {
             withhold(
                 &mut plan,
                 &c,
@@ -543,28 +571,25 @@ pub async fn gate<L: Ledger>(
             });
             continue;
         }
-        if new {
-            let cap = breaker_cap(policy, &c.scope);
-            if !ledger.take_slot(&c.scope, &hour_of(now), cap).await? {
-                // Give the claim back: nothing was contained.
-                match &base {
-                    None => {
-                        ledger.delete(&c.principal, &c.finding, version).await?;
-                    }
-                    Some(b) => {
-                        let mut back = b.clone();
-                        back.version = version + 1;
-                        ledger.put(&back, Some(version)).await?;
-                    }
+        if !slot {
+            // Give the claim back: nothing was contained.
+            match &base {
+                None => {
+                    ledger.delete(&c.principal, &c.finding, version).await?;
                 }
-                let why = format!(
-                    "the fleet breaker is open: {cap} containments in {} this hour already (breaker.max_containments_per_*_per_hour); a human must review, then `quell breaker reset`",
-                    c.scope
-                );
-                withhold(&mut plan, &c, &format!("withheld: {why}"));
-                notify(&mut plan, &c, &why);
-                continue;
+                Some(b) => {
+                    let mut back = b.clone();
+                    back.version = version + 1;
+                    ledger.put(&back, Some(version)).await?;
+                }
             }
+            let why = format!(
+                "the fleet breaker is open: {cap} containments in {} this hour already (breaker.max_containments_per_*_per_hour); a human must review, then `quell breaker reset`",
+                c.scope
+            );
+            withhold(&mut plan, &c, &format!("withheld: {why}"));
+            notify(&mut plan, &c, &why);
+            continue;
         }
         claims.push(Claim {
             containment: c,

@@ -43,6 +43,13 @@ pub trait Executor: Send + Sync {
     fn resolve<'a>(&'a self, plan: Plan) -> BoxFuture<'a, Plan> {
         Box::pin(async move { plan })
     }
+
+    /// Makes the reads the plan's first writes need while the ledger claim is taken, so they
+    /// cost no round trip of their own; the writes still follow their reads. The default reads
+    /// nothing.
+    fn prefetch<'a>(&'a self, _plan: &'a Plan) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// Who releases, which fixes what a release may do.
@@ -380,12 +387,26 @@ impl<L: Ledger> Pipeline<'_, L> {
                     Mode::DryRun => plan,
                 };
                 let now = self.clock.now();
-                let gated = match quell_ledger::gate(ledger, plan, self.policy, now).await {
+                // The claim and the reads before the first write go together.
+                let reads = plan.clone();
+                let (gated, ()) = tokio::join!(
+                    quell_ledger::gate(ledger, plan, self.policy, now),
+                    executor.prefetch(&reads)
+                );
+                let gated = match gated {
                     Ok(g) => g,
                     Err(e) => return ledger_retry(e),
                 };
                 let report = executor.execute(&gated.plan).await;
-                if let Err(e) = quell_ledger::record(ledger, &gated.claims, &report, now).await {
+                // Recording and scheduling the check are independent: they go together. A check
+                // scheduled for a containment that then failed to record finds it in force (the
+                // claim) or not at all, and changes nothing it should not.
+                let principals = quell_ledger::to_verify(&gated.claims, &report);
+                let (recorded, scheduled) = tokio::join!(
+                    quell_ledger::record(ledger, &gated.claims, &report, now),
+                    self.schedule_checks(&principals)
+                );
+                if let Err(e) = recorded {
                     // Give the claims back so no delivery waits out the lease for nothing.
                     quell_ledger::abandon(ledger, &gated.claims, now).await;
                     return Answer::Retry {
@@ -393,8 +414,7 @@ impl<L: Ledger> Pipeline<'_, L> {
                         done: Some(Done::Contained(report)),
                     };
                 }
-                let principals = quell_ledger::to_verify(&gated.claims, &report);
-                if let Err(e) = self.schedule_checks(&principals).await {
+                if let Err(e) = scheduled {
                     // The containment holds; the retry (idempotent) schedules the check again.
                     retry.push(format!(
                         "the check after containment was not scheduled ({e})"
