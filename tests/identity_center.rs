@@ -90,10 +90,11 @@ async fn world() -> World {
     let read_only = set(unique("ReadOnly")).await;
     let read_only_policy = json!({"Version": "2012-10-17", "Statement": [
         {"Sid": "NoBilling", "Effect": "Deny", "Action": "aws-portal:*", "Resource": "*"}]});
+    // Written by a human, with their own layout: a release must give back these very bytes.
     sso.put_inline_policy_to_permission_set()
         .instance_arn(&instance)
         .permission_set_arn(&read_only)
-        .inline_policy(read_only_policy.to_string())
+        .inline_policy(serde_json::to_string_pretty(&read_only_policy).unwrap())
         .send()
         .await
         .unwrap();
@@ -124,6 +125,19 @@ async fn world() -> World {
 }
 
 impl World {
+    async fn inline_text(&self, set: &str) -> String {
+        self.sso
+            .get_inline_policy_for_permission_set()
+            .instance_arn(&self.instance)
+            .permission_set_arn(set)
+            .send()
+            .await
+            .unwrap()
+            .inline_policy()
+            .unwrap_or_default()
+            .to_string()
+    }
+
     async fn inline(&self, set: &str) -> Value {
         let o = self
             .sso
@@ -271,8 +285,92 @@ async fn a_compromised_identity_center_session_denies_the_person_in_every_permis
         steps.iter().any(|s| s.outcome.status == Status::Applied),
         "{steps:?}"
     );
-    assert_eq!(w.inline(&w.read_only).await, w.read_only_policy);
+    assert_eq!(
+        w.inline_text(&w.read_only).await,
+        serde_json::to_string_pretty(&w.read_only_policy).unwrap(),
+        "byte for byte"
+    );
     assert_eq!(w.inline(&w.admin).await, Value::Null);
+}
+
+#[tokio::test]
+async fn two_people_contained_at_once_share_the_statement_and_a_third_is_untouched() {
+    let w = world().await;
+    let cfg = quell_tests::sdk().await;
+    let store = aws_sdk_identitystore::Client::new(&cfg);
+    let identity_store = w.sso.list_instances().send().await.unwrap().instances()[0]
+        .identity_store_id()
+        .unwrap()
+        .to_string();
+    // Chen holds the admin permission set too; Bob holds one of his own.
+    let person = |name: String| {
+        let store = store.clone();
+        let identity_store = identity_store.clone();
+        async move {
+            store
+                .create_user()
+                .identity_store_id(&identity_store)
+                .user_name(&name)
+                .display_name(&name)
+                .name(Name::builder().given_name("A").family_name("B").build())
+                .send()
+                .await
+                .unwrap()
+                .user_id()
+                .to_string()
+        }
+    };
+    let chen = format!("{}@example.com", unique("chen"));
+    let chen_id = person(chen.clone()).await;
+    let bob = format!("{}@example.com", unique("bob"));
+    let bob_id = person(bob.clone()).await;
+    let bobs_set = w
+        .sso
+        .create_permission_set()
+        .instance_arn(&w.instance)
+        .name(unique("BobOnly"))
+        .session_duration("PT1H")
+        .send()
+        .await
+        .unwrap()
+        .permission_set()
+        .unwrap()
+        .permission_set_arn()
+        .unwrap()
+        .to_string();
+    for (set, id) in [(&w.admin, &chen_id), (&bobs_set, &bob_id)] {
+        w.sso
+            .create_account_assignment()
+            .instance_arn(&w.instance)
+            .permission_set_arn(set)
+            .principal_type(PrincipalType::User)
+            .principal_id(id)
+            .target_type(TargetType::AwsAccount)
+            .target_id(MOTO_ACCOUNT)
+            .send()
+            .await
+            .unwrap();
+    }
+    let mut second = w.finding();
+    second["detail"]["resource"]["accessKeyDetails"]["principalId"] =
+        json!(format!("AROAZ4XQ7PLMSSOADMIN1:{chen}"));
+    second["detail"]["id"] = json!(unique("finding"));
+    let first = w.finding();
+    let (a, b) = tokio::join!(contain(&first), contain(&second));
+    for (r, _) in [&a, &b] {
+        assert_eq!(
+            outcome(r, ActionKind::DenyIdentityCenterUser).status,
+            Status::Applied
+        );
+    }
+    let mut both = vec![w.user_id.clone(), chen_id.clone()];
+    both.sort();
+    assert_eq!(idc::denied_users(&w.inline(&w.admin).await), both);
+    assert_eq!(
+        w.inline(&bobs_set).await,
+        Value::Null,
+        "bob's permission set is untouched"
+    );
 }
 
 #[tokio::test]

@@ -414,10 +414,14 @@ impl<S: ClientSource> AwsExecutor<S> {
         let mut denied = Vec::new();
         let mut already = Vec::new();
         let mut failed: Vec<(String, crate::ExecError)> = Vec::new();
+        let mut previous = std::collections::BTreeMap::new();
         for set in &sets {
             match deny_in_set(&c, &instance, set, &user_id).await {
-                Ok(true) => denied.push(set.clone()),
-                Ok(false) => already.push(set.clone()),
+                Ok(Some(before)) => {
+                    denied.push(set.clone());
+                    previous.insert(set.clone(), before);
+                }
+                Ok(None) => already.push(set.clone()),
                 Err(e) => failed.push((set.clone(), e)),
             }
         }
@@ -427,6 +431,7 @@ impl<S: ClientSource> AwsExecutor<S> {
                 instance_arn: instance.arn.clone(),
                 user_id: user_id.clone(),
                 permission_sets: denied.clone(),
+                previous: previous.clone(),
             })
         });
         if let Some((_, first)) = failed.first() {
@@ -1526,8 +1531,8 @@ impl<S: ClientSource> Run<'_, S> {
     }
 }
 
-/// Puts `user_id` in quell's deny statement of one permission set: `Ok(false)` when it is there
-/// already. Identity Center has no conditional write, so another containment writing the same
+/// Puts `user_id` in quell's deny statement of one permission set: `Ok(None)` when it is there
+/// already, else the policy as it was before (`Some(None)`: there was none). Identity Center has no conditional write, so another containment writing the same
 /// permission set between this read and this write could drop one of the two: the write is
 /// read back, and merged and written again (up to three times) until it holds this user; a
 /// user another writer dropped is put back by that containment's own read-back, or by its check
@@ -1537,26 +1542,25 @@ async fn deny_in_set(
     instance: &crate::identity_center::Instance,
     set: &str,
     user_id: &str,
-) -> Result<bool, crate::ExecError> {
+) -> Result<Option<Option<String>>, crate::ExecError> {
     use crate::identity_center as idc;
-    let mut wrote = false;
+    // The policy as quell first found it (`None`: none), for the release to put back.
+    let mut found: Option<Option<String>> = None;
     for attempt in 0..4 {
-        let current = idc::inline_policy(c, instance, set).await?;
+        let text = idc::inline_policy_text(c, instance, set).await?;
+        let current = idc::parse_policy(set, &text)?;
         if idc::denied_users(&current).iter().any(|u| u == user_id) {
-            return Ok(wrote);
+            return Ok(found);
         }
         if attempt == 3 {
             break;
         }
-        let text = if current.is_null() {
-            String::new()
-        } else {
-            current.to_string()
-        };
+        if found.is_none() {
+            found = Some((!text.trim().is_empty()).then(|| text.clone()));
+        }
         let doc = idc::with_user(&text, user_id)
             .map_err(|e| crate::ExecError::new("MalformedPolicyDocument", e))?;
         idc::write(c, instance, set, Some(&doc)).await?;
-        wrote = true;
     }
     Err(crate::ExecError::new(
         "ConcurrentModification",

@@ -244,12 +244,12 @@ pub fn without_user(doc: &Value, user: &str) -> Option<Value> {
     Some(out)
 }
 
-/// The permission set's inline policy, `Value::Null` when it has none.
-pub async fn inline_policy(
+/// The permission set's inline policy as Identity Center holds it (empty when it has none).
+pub async fn inline_policy_text(
     c: &Clients,
     instance: &Instance,
     set: &str,
-) -> Result<Value, ExecError> {
+) -> Result<String, ExecError> {
     let o = c
         .sso
         .get_inline_policy_for_permission_set()
@@ -258,7 +258,11 @@ pub async fn inline_policy(
         .send()
         .await
         .map_err(classify)?;
-    let text = o.inline_policy().unwrap_or_default();
+    Ok(o.inline_policy().unwrap_or_default().to_string())
+}
+
+/// A permission set's policy text, parsed; `Value::Null` when empty.
+pub fn parse_policy(set: &str, text: &str) -> Result<Value, ExecError> {
     if text.trim().is_empty() {
         return Ok(Value::Null);
     }
@@ -270,6 +274,15 @@ pub async fn inline_policy(
     })
 }
 
+/// The permission set's inline policy, `Value::Null` when it has none.
+pub async fn inline_policy(
+    c: &Clients,
+    instance: &Instance,
+    set: &str,
+) -> Result<Value, ExecError> {
+    parse_policy(set, &inline_policy_text(c, instance, set).await?)
+}
+
 /// Writes `doc` as the permission set's inline policy (deletes it for `None`), then provisions
 /// the permission set to every account it is provisioned to and waits for Identity Center to
 /// say so.
@@ -279,18 +292,20 @@ pub async fn write(
     set: &str,
     doc: Option<&Value>,
 ) -> Result<(), ExecError> {
-    match doc {
-        Some(doc) => {
-            let text = doc.to_string();
-            if text.len() > MAX_INLINE_POLICY {
-                return Err(ExecError::new(
-                    "LimitExceeded",
-                    format!(
-                        "quell's deny would make the inline policy of {set} {} characters, over Identity Center's {MAX_INLINE_POLICY}: nothing was written; remove the user's account assignments for this permission set by hand",
-                        text.len()
-                    ),
-                ));
-            }
+    let text = doc.map(Value::to_string);
+    write_text(c, instance, set, text.as_deref()).await
+}
+
+/// [`write`] of a policy text as it is (a release putting back the bytes quell found).
+pub async fn write_text(
+    c: &Clients,
+    instance: &Instance,
+    set: &str,
+    text: Option<&str>,
+) -> Result<(), ExecError> {
+    match text {
+        Some(text) => {
+            fits(set, text)?;
             c.sso
                 .put_inline_policy_to_permission_set()
                 .instance_arn(&instance.arn)
@@ -311,6 +326,21 @@ pub async fn write(
         }
     }
     provision(c, instance, set).await
+}
+
+/// Whether `text` fits a permission set's inline policy (`PutInlinePolicyToPermissionSet`:
+/// at most 32,768 characters): the error says what to do instead.
+pub fn fits(set: &str, text: &str) -> Result<(), ExecError> {
+    if text.chars().count() <= MAX_INLINE_POLICY {
+        return Ok(());
+    }
+    Err(ExecError::new(
+        "LimitExceeded",
+        format!(
+            "quell's deny would make the inline policy of {set} {} characters, over Identity Center's {MAX_INLINE_POLICY}: nothing was written; remove the user's account assignments for this permission set by hand",
+            text.chars().count()
+        ),
+    ))
 }
 
 /// `ProvisionPermissionSet` to every account the permission set is provisioned to, waiting up
@@ -396,5 +426,23 @@ mod tests {
         let fresh = with_user("", "u-3").unwrap();
         assert_eq!(without_user(&fresh, "u-3"), None);
         assert!(with_user("{not json", "u-4").is_err());
+    }
+
+    #[test]
+    fn a_deny_that_would_not_fit_the_inline_policy_is_refused_with_what_to_do() {
+        // A permission set whose own policy already fills the limit.
+        let big = json!({"Version": "2012-10-17", "Statement": [
+            {"Sid": "Big", "Effect": "Allow", "Action": "s3:GetObject",
+             "Resource": "x".repeat(MAX_INLINE_POLICY - 200)}]})
+        .to_string();
+        assert!(fits("ps-1", &big).is_ok());
+        let with = with_user(&big, "9067d9b5-0a41-4c3e-8a4a-3f1f2b6d0001").unwrap();
+        let e = fits("ps-1", &with.to_string()).unwrap_err();
+        assert_eq!(e.code, "LimitExceeded");
+        assert!(
+            e.message.contains("remove the user's account assignments"),
+            "{}",
+            e.message
+        );
     }
 }

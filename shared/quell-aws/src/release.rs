@@ -116,6 +116,7 @@ async fn undo<S: ClientSource>(
         instance_arn,
         user_id,
         permission_sets,
+        previous,
     })) = &r.inverse
     {
         let deny = RecordedDeny {
@@ -123,6 +124,7 @@ async fn undo<S: ClientSource>(
             instance_arn,
             user_id,
             permission_sets,
+            previous,
         };
         return undo_identity_center(source, entry, r, deny).await;
     }
@@ -268,6 +270,7 @@ struct RecordedDeny<'a> {
     instance_arn: &'a str,
     user_id: &'a str,
     permission_sets: &'a [String],
+    previous: &'a std::collections::BTreeMap<String, Option<String>>,
 }
 
 /// Takes the entry's own Identity Center user out of quell's deny statement in each recorded
@@ -338,7 +341,21 @@ async fn undo_identity_center<S: ClientSource>(
             continue;
         }
         let rest = idc::without_user(&current, deny.user_id);
-        if let Err(e) = idc::write(c, &instance, set, rest.as_ref()).await {
+        // The bytes quell found, when they say exactly what quell would write: a row can put
+        // back formatting, never a statement.
+        let recorded = deny.previous.get(set.as_str());
+        let same = match (recorded, &rest) {
+            (Some(None), None) => true,
+            (Some(Some(text)), Some(doc)) => {
+                serde_json::from_str::<Value>(text).is_ok_and(|v| &v == doc)
+            }
+            _ => false,
+        };
+        let written = match (same, recorded, &rest) {
+            (true, Some(Some(text)), _) => idc::write_text(c, &instance, set, Some(text)).await,
+            _ => idc::write(c, &instance, set, rest.as_ref()).await,
+        };
+        if let Err(e) = written {
             return e.into();
         }
         lifted.push(set.as_str());

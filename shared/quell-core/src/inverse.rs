@@ -94,6 +94,9 @@ pub enum AwsInverse {
         instance_arn: String,
         user_id: String,
         permission_sets: Vec<String>,
+        /// Each permission set's inline policy as quell found it (`None`: it had none), so a
+        /// release can put back the very bytes, when they say what quell would write anyway.
+        previous: std::collections::BTreeMap<String, Option<String>>,
     },
 }
 
@@ -226,6 +229,14 @@ impl Inverse {
                     instance_arn: text(at(p, "/InstanceArn"))?,
                     user_id: text(at(p, "/UserId"))?,
                     permission_sets: strings(at(p, "/PermissionSetArns"))?,
+                    previous: at(p, "/Previous")
+                        .as_object()
+                        .map(|m| {
+                            m.iter()
+                                .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string)))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                 });
             }
             "securityhub:BatchUpdateFindings" | "securityhub:BatchUpdateFindingsV2" => {
@@ -400,9 +411,10 @@ impl From<Inverse> for RawInverse {
                     instance_arn,
                     user_id,
                     permission_sets,
+                    previous,
                 } => raw(
                     IDENTITY_CENTER_CALL.into(),
-                    json!({"Account": account, "InstanceArn": instance_arn, "UserId": user_id, "PermissionSetArns": permission_sets, "Note": "remove the user from quell's deny statement, then provision"}),
+                    json!({"Account": account, "InstanceArn": instance_arn, "UserId": user_id, "PermissionSetArns": permission_sets, "Previous": previous, "Note": "remove the user from quell's deny statement, then provision"}),
                 ),
                 AwsInverse::LoginProfile { user } => raw(
                     "iam:CreateLoginProfile".into(),
