@@ -33,6 +33,10 @@ class Proxy:
 
         class H(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in separate writes: without this, Nagle's algorithm and
+            # the client's delayed ACK hold each answer about 40 ms, which is the proxy's, not
+            # quell's.
+            disable_nagle_algorithm = True
 
             def log_message(self, *a):
                 pass

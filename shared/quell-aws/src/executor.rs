@@ -41,12 +41,24 @@ struct Warm {
     at: Option<std::time::Instant>,
     guards: HashMap<(String, Kind, String), Result<Principal, Outcome>>,
     keys: HashMap<(String, String), Vec<aws_sdk_iam::types::AccessKeyMetadata>>,
+    inline: HashMap<(String, Kind, String, String), Option<String>>,
 }
 
 /// How long a read made beside the claim stands for the read before the write.
 const WARM_FOR: std::time::Duration = std::time::Duration::from_secs(5);
 
 type KeyCache = Mutex<HashMap<(String, String), Vec<aws_sdk_iam::types::AccessKeyMetadata>>>;
+
+/// Inline policies read beside the claim: (account, kind, principal, policy) → its document.
+type InlineCache = Mutex<HashMap<(String, Kind, String, String), Option<String>>>;
+
+/// The reads one execute shares between its actions, seeded by a prefetch.
+#[derive(Default)]
+struct Caches {
+    guards: GuardCache,
+    keys: KeyCache,
+    inline: InlineCache,
+}
 
 /// What the pre-write read of a principal found.
 #[derive(Clone)]
@@ -81,10 +93,20 @@ impl<S: ClientSource> AwsExecutor<S> {
         if plan.mode != Mode::Enforce {
             return;
         }
-        let mut targets: Vec<(String, Kind, String, bool)> = Vec::new();
+        // (account, kind, name, read its keys, the revocation policy to read)
+        let mut targets: Vec<(String, Kind, String, bool, Option<&'static str>)> = Vec::new();
         for a in plan.actions.iter().filter(|a| a.cloud == Cloud::Aws) {
             let Target::Subject(s) = &a.target else {
                 continue;
+            };
+            let revoke = match (a.kind, s) {
+                (ActionKind::RevokeUserSessions, Subject::IamUser { .. }) => {
+                    Some(docs::USER_REVOKE_POLICY)
+                }
+                (ActionKind::RevokeRoleSessions, Subject::IamRole { .. }) => {
+                    Some(docs::ROLE_REVOKE_POLICY)
+                }
+                _ => None,
             };
             let t = match s {
                 Subject::IamUser { account, name } => (account, Kind::User, name, false),
@@ -103,12 +125,15 @@ impl<S: ClientSource> AwsExecutor<S> {
                 }
                 _ => continue,
             };
-            let t = (t.0.clone(), t.1, t.2.clone(), t.3);
+            let t = (t.0.clone(), t.1, t.2.clone(), t.3, revoke);
             match targets
                 .iter_mut()
                 .find(|x| x.0 == t.0 && x.1 == t.1 && x.2 == t.2)
             {
-                Some(x) => x.3 |= t.3,
+                Some(x) => {
+                    x.3 |= t.3;
+                    x.4 = x.4.or(t.4);
+                }
                 None => targets.push(t),
             }
         }
@@ -116,11 +141,11 @@ impl<S: ClientSource> AwsExecutor<S> {
             at: Some(std::time::Instant::now()),
             ..Warm::default()
         };
-        for (account, kind, name, keys) in targets {
+        for (account, kind, name, keys, revoke) in targets {
             let Ok(clients) = self.source.clients(&account, "quell-read").await else {
                 continue;
             };
-            let (guards, keys_cache): (GuardCache, KeyCache) = Default::default();
+            let caches = Caches::default();
             let stamp = String::new();
             let run = Run {
                 exec: self,
@@ -130,8 +155,7 @@ impl<S: ClientSource> AwsExecutor<S> {
                 last_seen: None,
                 stamp: &stamp,
                 now: self.clock.now(),
-                guards: &guards,
-                keys: &keys_cache,
+                caches: &caches,
             };
             let list = async {
                 if !keys {
@@ -146,9 +170,22 @@ impl<S: ClientSource> AwsExecutor<S> {
                     .ok()
                     .map(|o| o.access_key_metadata().to_vec())
             };
-            let (guard, listed) = tokio::join!(run.guard(kind, &name), list);
+            let inline = async {
+                let policy = revoke?;
+                iam::get_inline(&clients.iam, kind, &name, policy)
+                    .await
+                    .ok()
+                    .map(|doc| (policy, doc))
+            };
+            let (guard, listed, inline) = tokio::join!(run.guard(kind, &name), list, inline);
             warm.guards
                 .insert((account.clone(), kind, name.clone()), guard);
+            if let Some((policy, doc)) = inline {
+                warm.inline.insert(
+                    (account.clone(), kind, name.clone(), policy.to_string()),
+                    doc,
+                );
+            }
             if let Some(l) = listed {
                 warm.keys.insert((account, name), l);
             }
@@ -239,12 +276,16 @@ impl<S: ClientSource> AwsExecutor<S> {
         // What a prefetch read beside the claim, if fresh: used once.
         let warm = std::mem::take(&mut *self.warm.lock().await);
         let fresh = warm.at.is_some_and(|t| t.elapsed() < WARM_FOR);
-        let (guards, keys): (GuardCache, KeyCache) = if fresh {
-            (Mutex::new(warm.guards), Mutex::new(warm.keys))
+        let caches = if fresh {
+            Caches {
+                guards: Mutex::new(warm.guards),
+                keys: Mutex::new(warm.keys),
+                inline: Mutex::new(warm.inline),
+            }
         } else {
-            Default::default()
+            Caches::default()
         };
-        let (guards, keys) = (&guards, &keys);
+        let caches = &caches;
         let mut results: Vec<ActionResult> = Vec::with_capacity(plan.actions.len());
         for action in &plan.actions {
             let last_seen = plan
@@ -258,7 +299,7 @@ impl<S: ClientSource> AwsExecutor<S> {
                     &stamp,
                     now,
                     last_seen,
-                    (guards, keys),
+                    caches,
                     &results,
                     &plan.skipped,
                 )
@@ -285,7 +326,7 @@ impl<S: ClientSource> AwsExecutor<S> {
         stamp: &str,
         now: OffsetDateTime,
         last_seen: Option<&str>,
-        (guards, keys): (&GuardCache, &KeyCache),
+        caches: &Caches,
         done: &[ActionResult],
         withheld: &[Skip],
     ) -> Outcome {
@@ -331,8 +372,7 @@ impl<S: ClientSource> AwsExecutor<S> {
                     last_seen,
                     stamp,
                     now,
-                    guards,
-                    keys,
+                    caches,
                 };
                 run.subject_action(action.kind, s).await
             }
@@ -788,9 +828,7 @@ struct Run<'a, S> {
     last_seen: Option<&'a str>,
     stamp: &'a str,
     now: OffsetDateTime,
-    guards: &'a GuardCache,
-    /// Users' key lists read beside the claim, each used once.
-    keys: &'a KeyCache,
+    caches: &'a Caches,
 }
 
 impl<S: ClientSource> Run<'_, S> {
@@ -849,11 +887,11 @@ impl<S: ClientSource> Run<'_, S> {
     /// service-linked role, and not carry the exemption tag.
     async fn guard(&self, kind: Kind, name: &str) -> Result<Principal, Outcome> {
         let key = (self.account.to_string(), kind, name.to_string());
-        if let Some(hit) = self.guards.lock().await.get(&key) {
+        if let Some(hit) = self.caches.guards.lock().await.get(&key) {
             return hit.clone();
         }
         let result = self.read_principal(kind, name).await;
-        self.guards.lock().await.insert(key, result.clone());
+        self.caches.guards.lock().await.insert(key, result.clone());
         result
     }
 
@@ -978,6 +1016,7 @@ impl<S: ClientSource> Run<'_, S> {
         // The pre-write read and the key list are independent: they go together (or come from
         // the reads made beside the claim).
         let listed = self
+            .caches
             .keys
             .lock()
             .await
@@ -1206,7 +1245,17 @@ impl<S: ClientSource> Run<'_, S> {
             Kind::Role => docs::ROLE_REVOKE_POLICY,
         };
         let what = format!("every session of {}", p.name);
-        let existing = match iam::get_inline(&self.clients.iam, kind, &p.name, policy).await {
+        let warm = self.caches.inline.lock().await.remove(&(
+            self.account.to_string(),
+            kind,
+            p.name.clone(),
+            policy.to_string(),
+        ));
+        let existing = match warm {
+            Some(doc) => Ok(doc),
+            None => iam::get_inline(&self.clients.iam, kind, &p.name, policy).await,
+        };
+        let existing = match existing {
             Ok(e) => e,
             Err(e) => return Outcome::from(e),
         };
