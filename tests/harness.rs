@@ -397,5 +397,6 @@ where
         executor: Some(exec),
         undo: vec![exec],
         checks: None,
+        audit: None,
     }
 }

@@ -266,6 +266,8 @@ impl App {
                 .verify_queue
                 .as_ref()
                 .map(|q| q as &dyn quell_pipeline::CheckQueue),
+            // The report goes to the host's log (and so Application Insights) as the answer.
+            audit: None,
         }
     }
 

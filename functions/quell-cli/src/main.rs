@@ -640,6 +640,7 @@ fn pipeline<'a>(
         executor: None,
         undo,
         checks: None,
+        audit: None,
     }
 }
 
@@ -1092,6 +1093,7 @@ fn apply(
             executor: Some(executor.as_ref()),
             undo: Vec::new(),
             checks: None,
+            audit: None,
         };
         match p.contain(plan).await {
             quell_pipeline::Answer::Done(quell_pipeline::Done::Contained(r)) => {

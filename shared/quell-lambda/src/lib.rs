@@ -330,6 +330,7 @@ impl<S: ClientSource> Edge<S> {
                 .checks
                 .as_ref()
                 .map(|c| c as &dyn quell_pipeline::CheckQueue),
+            audit: Some(self),
         }
     }
 
@@ -476,15 +477,8 @@ impl<S: ClientSource> Edge<S> {
             return;
         };
         let result = match answer.done() {
-            Some(Done::Contained(report)) => {
-                for line in report.lines() {
-                    tracing::info!(target: "quell::action", "{line}");
-                }
-                if report.results.is_empty() && report.skipped.is_empty() {
-                    return;
-                }
-                quell_aws::audit::publish(client, bus, report).await
-            }
+            // Published by the pipeline, beside recording it (`AuditSink`).
+            Some(Done::Contained(_)) => return,
             Some(d @ (Done::Ledger(_) | Done::Expired(_))) => {
                 let detail = serde_json::to_value(d).unwrap_or(Value::Null);
                 if matches!(d, Done::Expired(e) if e.principals.is_empty()) {
@@ -523,6 +517,29 @@ impl<S: ClientSource> Edge<S> {
                 false
             }
         }
+    }
+}
+
+/// The containment's report goes to the quell bus while the ledger records it.
+impl<S: ClientSource> quell_pipeline::AuditSink for Edge<S> {
+    fn contained<'a>(
+        &'a self,
+        report: &'a quell_core::report::Report,
+    ) -> quell_pipeline::BoxFuture<'a, ()> {
+        Box::pin(async move {
+            for line in report.lines() {
+                tracing::info!(target: "quell::action", "{line}");
+            }
+            let Some((client, bus)) = &self.audit else {
+                return;
+            };
+            if report.results.is_empty() && report.skipped.is_empty() {
+                return;
+            }
+            if let Err(e) = quell_aws::audit::publish(client, bus, report).await {
+                tracing::error!(error = %e, bus, "audit event not published; the report is in this log");
+            }
+        })
     }
 }
 

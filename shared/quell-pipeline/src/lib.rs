@@ -350,6 +350,14 @@ pub struct Pipeline<'a, L> {
     /// One per cloud this edge releases and verifies.
     pub undo: Vec<&'a dyn Undo>,
     pub checks: Option<&'a dyn CheckQueue>,
+    /// Where a containment's report is published for audit, beside recording it.
+    pub audit: Option<&'a dyn AuditSink>,
+}
+
+/// A capability: publishes a containment's report for audit (the quell bus on AWS). Best
+/// effort: the report is also in the function's log.
+pub trait AuditSink: Send + Sync {
+    fn contained<'a>(&'a self, report: &'a Report) -> BoxFuture<'a, ()>;
 }
 
 fn ledger_retry(e: LedgerError) -> Answer {
@@ -402,9 +410,10 @@ impl<L: Ledger> Pipeline<'_, L> {
                 // scheduled for a containment that then failed to record finds it in force (the
                 // claim) or not at all, and changes nothing it should not.
                 let principals = quell_ledger::to_verify(&gated.claims, &report);
-                let (recorded, scheduled) = tokio::join!(
+                let (recorded, scheduled, ()) = tokio::join!(
                     quell_ledger::record(ledger, &gated.claims, &report, now),
-                    self.schedule_checks(&principals)
+                    self.schedule_checks(&principals),
+                    self.publish(&report)
                 );
                 if let Err(e) = recorded {
                     // Give the claims back so no delivery waits out the lease for nothing.
@@ -422,7 +431,11 @@ impl<L: Ledger> Pipeline<'_, L> {
                 }
                 report
             }
-            None => executor.execute(&plan).await,
+            None => {
+                let report = executor.execute(&plan).await;
+                self.publish(&report).await;
+                report
+            }
         };
         let failed: Vec<String> = report
             .results
@@ -454,6 +467,12 @@ impl<L: Ledger> Pipeline<'_, L> {
                 reason: retry.join("; "),
                 done: Some(Done::Contained(report)),
             }
+        }
+    }
+
+    async fn publish(&self, report: &Report) {
+        if let Some(a) = self.audit {
+            a.contained(report).await;
         }
     }
 

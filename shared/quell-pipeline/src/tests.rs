@@ -207,6 +207,7 @@ fn pipeline<'a>(
         executor: Some(executor),
         undo: vec![undo],
         checks: None,
+        audit: None,
     }
 }
 
@@ -324,6 +325,7 @@ fn the_hourly_release_without_a_ledger_or_an_expiry_skips() {
         executor: None,
         undo: vec![],
         checks: None,
+        audit: None,
     };
     let answer = run(p.release_expired());
     assert_eq!(answer.to_json()["status"], "skipped");
