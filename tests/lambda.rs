@@ -920,3 +920,41 @@ async fn an_alert_that_cannot_be_published_fails_the_invocation() {
         .await;
     assert!(matches!(out, Err(EdgeError::Retryable { .. })), "{out:?}");
 }
+
+/// The containment's report reaches the quell bus (published by the pipeline beside recording
+/// it), with and without a ledger.
+#[tokio::test]
+async fn a_containment_report_reaches_the_audit_bus() {
+    let cfg = sdk().await;
+    let iam = aws_sdk_iam::Client::new(&cfg);
+    let sqs = aws_sdk_sqs::Client::new(&cfg);
+    let user = quell_tests::unique("audited");
+    seed_user(&iam, &user).await;
+    let arn = format!("arn:aws:iam::{}:user/{user}", quell_tests::MOTO_ACCOUNT);
+    let (bus, reports) = quell_tests::bus_to_queue(
+        &cfg,
+        &json!({"detail-type": [quell_aws::audit::DETAIL_TYPE]}).to_string(),
+    )
+    .await;
+    let policy = Policy {
+        mode: Mode::Enforce,
+        ..Policy::default()
+    };
+    let audit = Some((aws_sdk_eventbridge::Client::new(&cfg), bus));
+    let req = json!({"runbook": "quarantine", "principal": arn, "reason": "SEC-12", "id": quell_tests::unique("f")});
+    edge_audited(Accepts::Any, policy, NOW, audit)
+        .await
+        .handle(req)
+        .await
+        .unwrap();
+    let got = sqs
+        .receive_message()
+        .queue_url(&reports)
+        .wait_time_seconds(5)
+        .send()
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_str(got.messages()[0].body().unwrap()).unwrap();
+    assert_eq!(body["detail-type"], quell_aws::audit::DETAIL_TYPE);
+    assert!(body["detail"].to_string().contains(&user), "{body}");
+}
