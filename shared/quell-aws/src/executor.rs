@@ -1534,26 +1534,7 @@ impl<S: ClientSource> Run<'_, S> {
             return Outcome::failed("InvalidInput", "could not build the tag", false);
         };
         let iam = &self.clients.iam;
-        let write = async {
-            match kind {
-                Kind::User => iam
-                    .tag_user()
-                    .user_name(&p.name)
-                    .tags(tag)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(classify),
-                Kind::Role => iam
-                    .tag_role()
-                    .role_name(&p.name)
-                    .tags(tag)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(classify),
-            }
-        };
+        let write = iam::tag(iam, kind, &p.name, tag);
         // The baseline verify compares with is read beside the tag: both describe the
         // principal as quell contained it.
         let (r, baseline) = tokio::join!(write, iam::policies(iam, kind, &p.name));

@@ -7,6 +7,33 @@ use quell_core::report::{AwsInverse, Inverse, Outcome};
 use crate::docs;
 use crate::error::{ExecError, classify};
 
+/// Tags a user or role.
+pub(crate) async fn tag(
+    iam: &aws_sdk_iam::Client,
+    kind: Kind,
+    name: &str,
+    tag: aws_sdk_iam::types::Tag,
+) -> Result<(), ExecError> {
+    match kind {
+        Kind::User => iam
+            .tag_user()
+            .user_name(name)
+            .tags(tag)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify),
+        Kind::Role => iam
+            .tag_role()
+            .role_name(name)
+            .tags(tag)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify),
+    }
+}
+
 /// Which kind of principal an inline policy belongs to.
 pub(crate) use quell_core::report::IamKind as Kind;
 

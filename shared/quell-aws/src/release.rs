@@ -650,24 +650,7 @@ async fn undo_tag(
             let Ok(tag) = Tag::builder().key(docs::QUARANTINE_TAG).value(v).build() else {
                 return Outcome::failed("InvalidInput", "could not build the tag", false);
             };
-            match k {
-                Kind::User => iam
-                    .tag_user()
-                    .user_name(name)
-                    .tags(tag)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(classify),
-                Kind::Role => iam
-                    .tag_role()
-                    .role_name(name)
-                    .tags(tag)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(classify),
-            }
+            iam::tag(iam, k, name, tag).await
         }
     };
     match r {

@@ -75,7 +75,7 @@ impl SweepReport {
     /// What this sweep changed, for the ledger (`quell_ledger::record_sweep`): each applied
     /// key deactivation, password deletion and role quarantine, with its inverse.
     pub fn changes(&self, partition: &str) -> Vec<quell_ledger::SweepChange> {
-        use quell_core::plan::{ActionKind, Target};
+        use quell_core::plan::ActionKind;
         let account = &self.account;
         let user = |name: &str| Subject::IamUser {
             account: account.clone(),
@@ -101,19 +101,8 @@ impl SweepReport {
         });
         keys.chain(passwords)
             .chain(roles)
-            .filter(|(_, _, o)| o.status == Status::Applied)
             .filter_map(|(kind, subject, o)| {
-                Some(quell_ledger::SweepChange {
-                    principal: quell_ledger::principal_key(&subject, partition)?,
-                    scope: format!("aws:{account}"),
-                    recorded: quell_ledger::Recorded {
-                        kind,
-                        target: Target::Subject(subject),
-                        status: o.status,
-                        detail: o.detail.clone(),
-                        inverse: o.inverse.clone(),
-                    },
-                })
+                quell_ledger::SweepChange::of(kind, subject, o, partition, format!("aws:{account}"))
             })
             .collect()
     }

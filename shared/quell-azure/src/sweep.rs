@@ -76,7 +76,7 @@ impl AzureSweepReport {
     /// What this sweep changed, for the ledger (`quell_ledger::record_sweep`): each removed
     /// secret and each disabled service principal, keyed by its application.
     pub fn changes(&self, tenant: &str) -> Vec<quell_ledger::SweepChange> {
-        use quell_core::plan::{ActionKind, Target};
+        use quell_core::plan::ActionKind;
         let sp =
             |id: &str, app_id: &str, name: &str, key_id: Option<&str>| Subject::ServicePrincipal {
                 tenant: Some(tenant.to_string()),
@@ -99,21 +99,11 @@ impl AzureSweepReport {
                 &p.outcome,
             )
         });
+        let scope = format!("azure:{}", tenant.to_ascii_lowercase());
         secrets
             .chain(principals)
-            .filter(|(_, _, o)| o.status == Status::Applied)
             .filter_map(|(kind, subject, o)| {
-                Some(quell_ledger::SweepChange {
-                    principal: quell_ledger::principal_key(&subject, "aws")?,
-                    scope: format!("azure:{}", tenant.to_ascii_lowercase()),
-                    recorded: quell_ledger::Recorded {
-                        kind,
-                        target: Target::Subject(subject),
-                        status: o.status,
-                        detail: o.detail.clone(),
-                        inverse: o.inverse.clone(),
-                    },
-                })
+                quell_ledger::SweepChange::of(kind, subject, o, "aws", scope.clone())
             })
             .collect()
     }

@@ -691,6 +691,33 @@ pub struct SweepChange {
     pub recorded: Recorded,
 }
 
+impl SweepChange {
+    /// The change a sweep made to `subject` (`kind`, with its outcome), if it made one: only
+    /// applied outcomes of a subject with a ledger key are changes.
+    pub fn of(
+        kind: ActionKind,
+        subject: Subject,
+        outcome: &quell_core::report::Outcome,
+        partition: &str,
+        scope: String,
+    ) -> Option<SweepChange> {
+        if outcome.status != Outcome::Applied {
+            return None;
+        }
+        Some(SweepChange {
+            principal: principal_key(&subject, partition)?,
+            scope,
+            recorded: Recorded {
+                kind,
+                target: quell_core::plan::Target::Subject(subject),
+                status: outcome.status,
+                detail: outcome.detail.clone(),
+                inverse: outcome.inverse.clone(),
+            },
+        })
+    }
+}
+
 /// Records what a scheduled sweep changed, one entry per principal under the sweep's own id
 /// (`sweep_id`, one per run), done and never expiring: `quell ledger list` shows it and `quell
 /// release --finding <sweep id>` undoes it (keys only with `--reactivate-keys`). Only applied
