@@ -104,6 +104,10 @@ async fn concurrent_invocations_cannot_take_more_breaker_slots_than_the_cap() {
     l.reset_slots(scope, hour).await.unwrap();
     assert_eq!(l.slots(scope, hour).await.unwrap(), 0);
     assert!(l.take_slot(scope, hour, 3).await.unwrap());
+    // A slot given back (a claim lost to another invocation) is free again; never below zero.
+    l.return_slot(scope, hour).await.unwrap();
+    l.return_slot(scope, hour).await.unwrap();
+    assert_eq!(l.slots(scope, hour).await.unwrap(), 0);
 }
 
 #[tokio::test]

@@ -71,6 +71,15 @@ async fn two_concurrent_invocations_of_one_finding_make_one_containment_and_one_
         ledger.by_finding(&entries[0].finding).await.unwrap().len(),
         1
     );
+    // Both invocations took a breaker slot beside their claim; the one that lost the claim
+    // gave its slot back: one containment, one slot.
+    assert_eq!(
+        ledger
+            .slots(&format!("aws:{MOTO_ACCOUNT}"), &quell_ledger::hour_of(NOW))
+            .await
+            .unwrap(),
+        1
+    );
 }
 
 #[tokio::test]

@@ -374,6 +374,9 @@ impl quell_ledger::Ledger for AnyLedger {
     async fn slots(&self, s: &str, h: &str) -> Result<u32, LedgerError> {
         delegate!(self, l => l.slots(s, h).await)
     }
+    async fn return_slot(&self, s: &str, h: &str) -> Result<(), LedgerError> {
+        delegate!(self, l => l.return_slot(s, h).await)
+    }
     async fn reset_slots(&self, s: &str, h: &str) -> Result<(), LedgerError> {
         delegate!(self, l => l.reset_slots(s, h).await)
     }

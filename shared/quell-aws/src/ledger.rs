@@ -377,6 +377,27 @@ impl Ledger for DynamoLedger {
         }
     }
 
+    async fn return_slot(&self, scope: &str, hour: &str) -> Result<(), LedgerError> {
+        match self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(&format!("breaker#{scope}")))
+            .key("sk", s(hour))
+            .update_expression("ADD #c :minus")
+            .condition_expression("#c > :zero")
+            .expression_attribute_names("#c", "count")
+            .expression_attribute_values(":minus", n(-1))
+            .expression_attribute_values(":zero", n(0))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(conditional_failed) => Ok(()),
+            Err(e) => Err(err(classify(e))),
+        }
+    }
+
     async fn slots(&self, scope: &str, hour: &str) -> Result<u32, LedgerError> {
         let out = self
             .client

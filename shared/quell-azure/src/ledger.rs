@@ -523,6 +523,34 @@ impl Ledger for TableLedger {
         ))
     }
 
+    async fn return_slot(&self, scope: &str, hour: &str) -> Result<(), LedgerError> {
+        let (pk, rk) = (key(&format!("breaker#{scope}")), key(hour));
+        // Optimistic decrement on the ETag read; retry a lost race; never below zero.
+        for _ in 0..20 {
+            let Some((current, etag)) = self.entity(&pk, &rk).await? else {
+                return Ok(());
+            };
+            let n = current["Count"].as_u64().unwrap_or(0);
+            if n == 0 {
+                return Ok(());
+            }
+            let e = json!({"PartitionKey": pk, "RowKey": rk, "Scope": scope, "Hour": hour, "Count": n - 1});
+            let g = self
+                .send(
+                    Method::PUT,
+                    &self.entity_path(&pk, &rk),
+                    "",
+                    Some(&e),
+                    Some(&etag),
+                )
+                .await?;
+            if matches!(g.status, 204 | 200) {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
     async fn slots(&self, scope: &str, hour: &str) -> Result<u32, LedgerError> {
         let (pk, rk) = (key(&format!("breaker#{scope}")), key(hour));
         Ok(self

@@ -178,6 +178,13 @@ pub trait Ledger: Send + Sync {
         scope: &str,
         hour: &str,
     ) -> impl Future<Output = Result<u32, LedgerError>> + Send;
+    /// Gives back one slot taken in `scope` for `hour` for a containment that then did not
+    /// happen (a claim lost to another invocation); never below zero.
+    fn return_slot(
+        &self,
+        scope: &str,
+        hour: &str,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
     /// Empties `scope`'s counter for `hour` (`quell breaker reset`).
     fn reset_slots(
         &self,
@@ -480,6 +487,21 @@ pub async fn gate<L: Ledger>(
     }
     let stamp = rfc3339_seconds(now);
     for mut c in containments(&plan) {
+        // The common case first: a containment the ledger has never seen, claimed in one
+        // round trip. Anything else takes the path below, which reads the entry and decides.
+        match claim_new(ledger, &c, policy, now).await? {
+            Fast::Claimed(claim) => {
+                claims.push(*claim);
+                continue;
+            }
+            Fast::BreakerOpen(cap) => {
+                let why = breaker_open(cap, &c.scope);
+                withhold(&mut plan, &c, &format!("withheld: {why}"));
+                notify(&mut plan, &c, &why);
+                continue;
+            }
+            Fast::Known => {}
+        }
         // A row written before keys carried the partition is found, and kept, under its form.
         let (existing, stored) = get_principal(ledger, &c.principal, &c.finding).await?;
         c.principal = stored;
@@ -583,10 +605,7 @@ pub async fn gate<L: Ledger>(
                     ledger.put(&back, Some(version)).await?;
                 }
             }
-            let why = format!(
-                "the fleet breaker is open: {cap} containments in {} this hour already (breaker.max_containments_per_*_per_hour); a human must review, then `quell breaker reset`",
-                c.scope
-            );
+            let why = breaker_open(cap, &c.scope);
             withhold(&mut plan, &c, &format!("withheld: {why}"));
             notify(&mut plan, &c, &why);
             continue;
@@ -598,6 +617,73 @@ pub async fn gate<L: Ledger>(
         });
     }
     Ok(Gated { plan, claims })
+}
+
+fn breaker_open(cap: u32, scope: &str) -> String {
+    format!(
+        "the fleet breaker is open: {cap} containments in {scope} this hour already (breaker.max_containments_per_*_per_hour); a human must review, then `quell breaker reset`"
+    )
+}
+
+/// What the one-round-trip claim of a containment found.
+enum Fast {
+    /// Claimed, with its breaker slot.
+    Claimed(Box<Claim>),
+    /// New, but the breaker is full (cap): the claim was given back.
+    BreakerOpen(u32),
+    /// The ledger knows this containment (or a row of before names it): decide from the entry.
+    Known,
+}
+
+/// Claims a containment the ledger has never seen in one round trip: the claim is written on
+/// condition that no entry exists, beside the breaker slot and the read of the key's form of
+/// before. A claim that finds an entry (a re-delivery, a repeat, another invocation first)
+/// gives its slot back, so the breaker counts each containment once.
+async fn claim_new<L: Ledger>(
+    ledger: &L,
+    c: &Containment,
+    policy: &Policy,
+    now: OffsetDateTime,
+) -> Result<Fast, LedgerError> {
+    let stamp = rfc3339_seconds(now);
+    let mut entry = fresh(c, &stamp, expiry(policy, c, now));
+    entry.lease_until = Some(rfc3339_seconds(now + LEASE));
+    entry.delivery = c.delivery.clone();
+    entry.version = 1;
+    let cap = breaker_cap(policy, &c.scope);
+    let hour = hour_of(now);
+    let before = PrincipalKey::parse(&c.principal).and_then(|k| k.legacy());
+    let legacy = async {
+        match &before {
+            Some(old) => ledger.get(old, &c.finding).await,
+            None => Ok(None),
+        }
+    };
+    let (claimed, slot, legacy) = tokio::join!(
+        ledger.put(&entry, None),
+        ledger.take_slot(&c.scope, &hour, cap),
+        legacy
+    );
+    let (claimed, slot, legacy) = (claimed?, slot?, legacy?);
+    if claimed && legacy.is_none() {
+        if slot {
+            return Ok(Fast::Claimed(Box::new(Claim {
+                containment: c.clone(),
+                version: 1,
+                entry,
+            })));
+        }
+        ledger.delete(&entry.principal, &entry.finding, 1).await?;
+        return Ok(Fast::BreakerOpen(cap));
+    }
+    if claimed {
+        // A row of before holds this containment: ours goes, and the row decides.
+        ledger.delete(&entry.principal, &entry.finding, 1).await?;
+    }
+    if slot {
+        ledger.return_slot(&c.scope, &hour).await?;
+    }
+    Ok(Fast::Known)
 }
 
 /// When a containment made `now` expires under the policy of its finding's family.

@@ -82,6 +82,17 @@ impl Ledger for MemoryLedger {
             .get(&(scope.to_string(), hour.to_string()))
             .unwrap_or(&0))
     }
+    async fn return_slot(&self, scope: &str, hour: &str) -> Result<(), LedgerError> {
+        if let Some(n) = self
+            .slots
+            .lock()
+            .await
+            .get_mut(&(scope.to_string(), hour.to_string()))
+        {
+            *n = n.saturating_sub(1);
+        }
+        Ok(())
+    }
     async fn reset_slots(&self, scope: &str, hour: &str) -> Result<(), LedgerError> {
         self.slots
             .lock()
