@@ -1399,27 +1399,7 @@ async fn verify_reports_a_policy_attached_to_a_contained_user_since() {
         "{:?}",
         before.iter().map(|s| &s.outcome.detail).collect::<Vec<_>>()
     );
-    let arn = iam
-        .create_policy()
-        .policy_name(unique("backdoor"))
-        .policy_document(
-            json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})
-                .to_string(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .policy()
-        .unwrap()
-        .arn()
-        .unwrap()
-        .to_string();
-    iam.attach_user_policy()
-        .user_name(&user)
-        .policy_arn(&arn)
-        .send()
-        .await
-        .unwrap();
+    let arn = attach_new_policy(&iam, &user, "backdoor", "*").await;
     let after = check(&exec, &entries, true).await;
     assert!(
         after.iter().any(|s| s.outcome.status == Status::Skipped
@@ -1440,24 +1420,7 @@ async fn verify_reports_a_group_joined_and_a_policy_changed_in_place_since() {
         json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": action, "Resource": "*"}]})
             .to_string()
     };
-    let arn = iam
-        .create_policy()
-        .policy_name(unique("ops"))
-        .policy_document(doc("s3:GetObject"))
-        .send()
-        .await
-        .unwrap()
-        .policy()
-        .unwrap()
-        .arn()
-        .unwrap()
-        .to_string();
-    iam.attach_user_policy()
-        .user_name(&user)
-        .policy_arn(&arn)
-        .send()
-        .await
-        .unwrap();
+    let arn = attach_new_policy(&iam, &user, "ops", "s3:GetObject").await;
     let entries = contained(&tor_event(&user, &keys[0]), &enforce()).await;
     let exec = executor(enforce(), NOW).await;
     let quiet = check(&exec, &entries, false).await;
@@ -1647,6 +1610,37 @@ async fn a_release_acts_only_on_the_entrys_own_principal() {
 }
 
 /// The check after containment, with the executor's own protection rules.
+/// Creates a customer-managed policy allowing `action` and attaches it to `user`; its ARN.
+async fn attach_new_policy(
+    iam: &aws_sdk_iam::Client,
+    user: &str,
+    prefix: &str,
+    action: &str,
+) -> String {
+    let arn = iam
+        .create_policy()
+        .policy_name(unique(prefix))
+        .policy_document(
+            json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": action, "Resource": "*"}]})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .policy()
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_string();
+    iam.attach_user_policy()
+        .user_name(user)
+        .policy_arn(&arn)
+        .send()
+        .await
+        .unwrap();
+    arn
+}
+
 async fn check(
     exec: &AwsExecutor<quell_aws::Fixed>,
     entries: &[quell_ledger::Entry],

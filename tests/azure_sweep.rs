@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use quell_azure::sweep::{AzureSweepOptions, sweep_tenant};
+use quell_azure::sweep::{AzureSweepOptions, AzureSweepReport, sweep_tenant};
 use quell_azure::{Endpoints, Http, StaticToken};
 use quell_core::policy::Pattern;
 use quell_core::report::Status;
@@ -103,6 +103,22 @@ fn policy() -> Policy {
     p
 }
 
+/// Sweeps the fake tenant under `policy` at [`NOW`], changing it only with `enforce`.
+async fn sweep(server: &MockServer, policy: &Policy, enforce: bool) -> AzureSweepReport {
+    let ctx = Context::default();
+    sweep_tenant(
+        &http(server),
+        &AzureSweepOptions {
+            policy,
+            ctx: &ctx,
+            now: NOW,
+            enforce,
+        },
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn stale_secrets_are_removed_across_pages_and_the_rest_left_alone() {
     let server = MockServer::start().await;
@@ -117,18 +133,7 @@ async fn stale_secrets_are_removed_across_pages_and_the_rest_left_alone() {
             .await;
     }
     let policy = policy();
-    let ctx = Context::default();
-    let report = sweep_tenant(
-        &http(&server),
-        &AzureSweepOptions {
-            policy: &policy,
-            ctx: &ctx,
-            now: NOW,
-            enforce: true,
-        },
-    )
-    .await
-    .unwrap();
+    let report = sweep(&server, &policy, true).await;
     assert!(report.activity_available);
     assert_eq!(report.credentials_checked, 8);
     let by_key: Vec<(&str, &str, Status)> = report
@@ -197,18 +202,7 @@ async fn without_activity_data_only_expired_secrets_are_judged_and_dry_run_chang
         .mount(&server)
         .await;
     let policy = policy();
-    let ctx = Context::default();
-    let report = sweep_tenant(
-        &http(&server),
-        &AzureSweepOptions {
-            policy: &policy,
-            ctx: &ctx,
-            now: NOW,
-            enforce: false,
-        },
-    )
-    .await
-    .unwrap();
+    let report = sweep(&server, &policy, false).await;
     assert!(!report.activity_available);
     let keys: Vec<&str> = report
         .credentials
@@ -235,34 +229,13 @@ async fn stale_service_principals_are_disabled_only_when_the_policy_asks() {
         .mount(&server)
         .await;
     let mut policy = policy();
-    let ctx = Context::default();
-    let r = sweep_tenant(
-        &http(&server),
-        &AzureSweepOptions {
-            policy: &policy,
-            ctx: &ctx,
-            now: NOW,
-            enforce: true,
-        },
-    )
-    .await
-    .unwrap();
+    let r = sweep(&server, &policy, true).await;
     assert_eq!(
         r.stale_service_principals[0].outcome.status,
         Status::Skipped
     );
     policy.azure.disable_stale_service_principals = true;
-    let r = sweep_tenant(
-        &http(&server),
-        &AzureSweepOptions {
-            policy: &policy,
-            ctx: &ctx,
-            now: NOW,
-            enforce: true,
-        },
-    )
-    .await
-    .unwrap();
+    let r = sweep(&server, &policy, true).await;
     assert_eq!(
         r.stale_service_principals[0].outcome.status,
         Status::Applied
@@ -280,18 +253,7 @@ async fn a_sweep_over_its_own_cap_writes_nothing_and_says_why() {
         .await;
     let mut policy = policy();
     policy.breaker.max_sweep_writes_per_account = 2;
-    let ctx = Context::default();
-    let report = sweep_tenant(
-        &http(&server),
-        &AzureSweepOptions {
-            policy: &policy,
-            ctx: &ctx,
-            now: NOW,
-            enforce: true,
-        },
-    )
-    .await
-    .unwrap();
+    let report = sweep(&server, &policy, true).await;
     let why = report.withheld.as_deref().expect("withheld");
     assert!(
         why.contains("3 changes") && why.contains("cap of 2"),
