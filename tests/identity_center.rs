@@ -418,3 +418,28 @@ fn a_runbook_names_an_identity_center_user_by_user_name() {
     let plan = plan_input(key.to_string().as_bytes(), &policy(), &Context::default()).unwrap();
     assert!(plan.actions.iter().all(|a| a.kind == ActionKind::Notify));
 }
+
+#[tokio::test]
+async fn a_person_named_by_identity_store_user_id_is_keyed_and_denied_by_user_name() {
+    use quell_pipeline::Executor;
+    let w = world().await;
+    let req = json!({"runbook": "contain", "principal": w.user_id, "principal_type": "identity_center_user",
+        "account": MOTO_ACCOUNT, "reason": "SEC-4432: by id", "id": unique("f")});
+    let plan = plan_input(req.to_string().as_bytes(), &policy(), &Context::default()).unwrap();
+    let exec = quell_tests::aws_executor(policy(), NOW).await;
+    let plan = exec.resolve(plan).await;
+    assert_eq!(
+        quell_ledger::principal_key(&plan.findings[0].subjects[0], "aws").as_deref(),
+        Some(format!("aws:identity-center:user/{}", w.user).as_str()),
+        "the user name, read before the claim"
+    );
+    let report = exec.execute(&plan).await;
+    assert_eq!(
+        outcome(&report, ActionKind::DenyIdentityCenterUser).status,
+        Status::Applied
+    );
+    assert_eq!(
+        idc::denied_users(&w.inline(&w.admin).await),
+        std::slice::from_ref(&w.user_id)
+    );
+}

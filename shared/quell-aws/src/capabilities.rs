@@ -14,7 +14,10 @@ impl<S: ClientSource> Executor for AwsExecutor<S> {
         Box::pin(AwsExecutor::execute(self, plan))
     }
     fn resolve<'a>(&'a self, plan: Plan) -> BoxFuture<'a, Plan> {
-        Box::pin(AwsExecutor::resolve_keys(self, plan))
+        Box::pin(async move {
+            let plan = AwsExecutor::resolve_keys(self, plan).await;
+            AwsExecutor::resolve_identity_center_users(self, plan).await
+        })
     }
     fn prefetch<'a>(&'a self, plan: &'a Plan) -> BoxFuture<'a, ()> {
         Box::pin(AwsExecutor::prefetch(self, plan))

@@ -261,6 +261,69 @@ impl<S: ClientSource> AwsExecutor<S> {
         plan
     }
 
+    /// Names each Identity Center user the plan gives by identity store user id by their user
+    /// name (`identitystore:DescribeUser`, before the ledger claim), so the person has one key
+    /// whichever way they are named. A user that cannot be read stays as named.
+    pub async fn resolve_identity_center_users(&self, mut plan: Plan) -> Plan {
+        let named_by_id: Vec<String> = plan
+            .actions
+            .iter()
+            .filter_map(|a| match &a.target {
+                Target::Subject(Subject::IdentityCenterUser {
+                    user_name,
+                    user_id: Some(id),
+                    ..
+                }) if user_name == id => Some(id.clone()),
+                _ => None,
+            })
+            .collect();
+        if named_by_id.is_empty() || self.policy.aws.identity_center.account.is_none() {
+            return plan;
+        }
+        let Ok((c, _)) = self.identity_center_clients("quell-resolve").await else {
+            return plan;
+        };
+        let Ok(instance) = crate::identity_center::instance(
+            &c.sso,
+            self.policy.aws.identity_center.instance_arn.as_deref(),
+        )
+        .await
+        else {
+            return plan;
+        };
+        for id in named_by_id {
+            let name = match c
+                .store
+                .describe_user()
+                .identity_store_id(&instance.identity_store)
+                .user_id(&id)
+                .send()
+                .await
+            {
+                Ok(u) => match u.user_name() {
+                    Some(n) if ids::is_identity_center_user_name(n) => n.to_string(),
+                    _ => continue,
+                },
+                Err(e) => {
+                    tracing::warn!(user_id = %id, error = %classify(e), "the Identity Center user could not be read; keyed by id");
+                    continue;
+                }
+            };
+            plan.update_subjects(|s| {
+                if let Subject::IdentityCenterUser {
+                    user_name,
+                    user_id: Some(u),
+                    ..
+                } = s
+                    && *u == id
+                {
+                    *user_name = name.clone();
+                }
+            });
+        }
+        plan
+    }
+
     /// Where this executor gets its clients (release and verify reach the same accounts).
     pub fn source(&self) -> &S {
         &self.source

@@ -42,6 +42,7 @@ pub const SWEEP_PERMISSIONS: &[&str] = &[
 pub const IDENTITY_CENTER_CONTAIN: &[&str] = &[
     "sso:ListInstances",
     "identitystore:GetUserId",
+    "identitystore:DescribeUser",
     "identitystore:ListGroupMembershipsForMember",
     "sso:ListAccountAssignmentsForPrincipal",
     "sso:GetInlinePolicyForPermissionSet",

@@ -732,6 +732,20 @@ pub mod ids {
             && !name.chars().any(|c| c.is_whitespace() || c.is_control())
     }
 
+    /// An identity store user id: a GUID, optionally after ten hex digits and a dash
+    /// (`9067d9b5a1-0a41-4c3e-8a4a-3f1f2b6d0001`, identitystore `UserId`).
+    pub fn is_identity_store_user_id(id: &str) -> bool {
+        let guid = match id.split_once('-') {
+            Some((head, rest))
+                if head.len() == 10 && head.chars().all(|c| c.is_ascii_hexdigit()) =>
+            {
+                rest
+            }
+            _ => id,
+        };
+        is_guid(guid)
+    }
+
     pub fn is_identity_center_role(name: &str) -> bool {
         name.starts_with("AWSReservedSSO_")
     }

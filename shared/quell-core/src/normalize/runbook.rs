@@ -75,10 +75,13 @@ fn principal_subject(o: &Obj<'_>, principal: &str) -> Result<Subject, InputError
                 "an Identity Center user name (1 to 128 characters, no spaces)",
             ));
         }
+        // Named by identity store user id: the executor reads the user name before the
+        // claim (`identitystore:DescribeUser`), so the person has one key either way.
+        let user_id = ids::is_identity_store_user_id(principal).then(|| principal.to_string());
         return Ok(Subject::IdentityCenterUser {
             account: super::util::account(o, "account")?,
             user_name: principal.to_string(),
-            user_id: None,
+            user_id,
         });
     }
     if principal.starts_with("arn:") {
