@@ -81,15 +81,20 @@ class Proxy:
         self.server.shutdown()
 
 
-def seed(moto_url):
+def seed(moto_url, kind):
+    """A fresh principal: an IAM user with an access key, or a role (its session is stolen)."""
     import boto3
 
     kw = dict(endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
     iam = boto3.client("iam", **kw)
-    user = f"bench-{os.getpid()}-{time.time_ns()}"
-    iam.create_user(UserName=user)
-    key = iam.create_access_key(UserName=user)["AccessKey"]["AccessKeyId"]
-    return user, key
+    name = f"bench-{os.getpid()}-{time.time_ns()}"
+    if kind == "role":
+        trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+        role_id = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["RoleId"]
+        return name, role_id
+    iam.create_user(UserName=name)
+    key = iam.create_access_key(UserName=name)["AccessKey"]["AccessKeyId"]
+    return name, key
 
 
 def setup(moto_url, table):
@@ -107,20 +112,26 @@ def setup(moto_url, table):
     return queue
 
 
-def event(user, key):
-    v = json.load(open(os.path.join(ROOT, "events/guardduty/iamuser-tor-caller-akia.json")))
-    d = v["detail"]["resource"]["accessKeyDetails"]
-    d["userName"], d["accessKeyId"] = user, key
+def event(kind, name, ident):
+    if kind == "role":
+        # An EC2 instance's role session used from outside AWS.
+        v = json.load(open(os.path.join(ROOT, "events/guardduty/instance-credential-exfiltration-outside.json")))
+        d = v["detail"]["resource"]["accessKeyDetails"]
+        d["userName"], d["principalId"] = name, f"{ident}:i-0a7c3e9f1b2d4e6f8"
+    else:
+        v = json.load(open(os.path.join(ROOT, "events/guardduty/iamuser-tor-caller-akia.json")))
+        d = v["detail"]["resource"]["accessKeyDetails"]
+        d["userName"], d["accessKeyId"] = name, ident
     v["detail"]["accountId"] = "111122223333"
     v["detail"]["id"] = f"bench-{time.time_ns()}"
     v["id"] = f"bench-event-{time.time_ns()}"
     return v
 
 
-def run_once(binary, moto_url, delay, table, queue):
-    user, key = seed(moto_url)
+def run_once(binary, moto_url, delay, table, queue, kind):
+    name, ident = seed(moto_url, kind)
     proxy = Proxy(moto_url, delay)
-    stub = Stub(event(user, key))
+    stub = Stub(event(kind, name, ident))
     env = {
         "PATH": os.environ.get("PATH", ""),
         "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{stub.port}",
@@ -154,6 +165,8 @@ def main():
     ap.add_argument("--delay", type=float, default=100, help="ms held per AWS call")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--binary", default=os.path.join(ROOT, "target/release/aws-guardduty"))
+    ap.add_argument("--finding", choices=["user-key", "role-session"], default="user-key",
+                    help="an IAM user's access key from Tor, or an EC2 role session used outside AWS")
     args = ap.parse_args()
     moto, url = start_moto()
     try:
@@ -161,7 +174,8 @@ def main():
         queue = setup(url, table)
         firsts, totals = [], []
         for i in range(args.runs):
-            calls, first, total, applied = run_once(args.binary, url, args.delay / 1000, table, queue)
+            kind = "role" if args.finding == "role-session" else "user"
+            calls, first, total, applied = run_once(args.binary, url, args.delay / 1000, table, queue, kind)
             if i == 0:
                 print(f"call timeline, {args.delay:.0f} ms per call (ms after the event reached the function):")
                 for s, e, a in calls:
@@ -170,9 +184,9 @@ def main():
                 print(f"  {len(calls)} calls; {applied} actions applied")
             firsts.append(first * 1000 if first is not None else float("nan"))
             totals.append(total * 1000)
-        print(f"| delay per call | calls | first containing write (median) | invocation (median) |")
-        print(f"|---|---|---|---|")
-        print(f"| {args.delay:.0f} ms | {len(calls)} | {statistics.median(firsts):.0f} ms | {statistics.median(totals):.0f} ms |")
+        print(f"| finding | delay per call | calls | first containing write (median) | invocation (median) |")
+        print(f"|---|---|---|---|---|")
+        print(f"| {args.finding} | {args.delay:.0f} ms | {len(calls)} | {statistics.median(firsts):.0f} ms | {statistics.median(totals):.0f} ms |")
     finally:
         moto.kill()
 

@@ -93,20 +93,23 @@ impl<S: ClientSource> AwsExecutor<S> {
         if plan.mode != Mode::Enforce {
             return;
         }
-        // (account, kind, name, read its keys, the revocation policy to read)
-        let mut targets: Vec<(String, Kind, String, bool, Option<&'static str>)> = Vec::new();
+        // (account, kind, name, read its keys, the revocation policies to read)
+        let mut targets: Vec<(String, Kind, String, bool, Vec<&'static str>)> = Vec::new();
         for a in plan.actions.iter().filter(|a| a.cloud == Cloud::Aws) {
             let Target::Subject(s) = &a.target else {
                 continue;
             };
-            let revoke = match (a.kind, s) {
+            let revoke: &[&'static str] = match (a.kind, s) {
                 (ActionKind::RevokeUserSessions, Subject::IamUser { .. }) => {
-                    Some(docs::USER_REVOKE_POLICY)
+                    &[docs::USER_REVOKE_POLICY]
                 }
                 (ActionKind::RevokeRoleSessions, Subject::IamRole { .. }) => {
-                    Some(docs::ROLE_REVOKE_POLICY)
+                    &[docs::ROLE_REVOKE_POLICY]
                 }
-                _ => None,
+                (ActionKind::RevokeRoleSession, Subject::RoleSession { .. }) => {
+                    &[docs::ROLE_REVOKE_POLICY, docs::SESSION_REVOKE_POLICY]
+                }
+                _ => &[],
             };
             let t = match s {
                 Subject::IamUser { account, name } => (account, Kind::User, name, false),
@@ -125,14 +128,18 @@ impl<S: ClientSource> AwsExecutor<S> {
                 }
                 _ => continue,
             };
-            let t = (t.0.clone(), t.1, t.2.clone(), t.3, revoke);
+            let t = (t.0.clone(), t.1, t.2.clone(), t.3, revoke.to_vec());
             match targets
                 .iter_mut()
                 .find(|x| x.0 == t.0 && x.1 == t.1 && x.2 == t.2)
             {
                 Some(x) => {
                     x.3 |= t.3;
-                    x.4 = x.4.or(t.4);
+                    for p in t.4 {
+                        if !x.4.contains(&p) {
+                            x.4.push(p);
+                        }
+                    }
                 }
                 None => targets.push(t),
             }
@@ -171,16 +178,25 @@ impl<S: ClientSource> AwsExecutor<S> {
                     .map(|o| o.access_key_metadata().to_vec())
             };
             let inline = async {
-                let policy = revoke?;
-                iam::get_inline(&clients.iam, kind, &name, policy)
-                    .await
-                    .ok()
-                    .map(|doc| (policy, doc))
+                let mut reads = tokio::task::JoinSet::new();
+                for policy in revoke.iter().copied() {
+                    let (iam, name) = (clients.iam.clone(), name.clone());
+                    reads.spawn(async move {
+                        (policy, iam::get_inline(&iam, kind, &name, policy).await)
+                    });
+                }
+                let mut read = Vec::new();
+                while let Some(r) = reads.join_next().await {
+                    if let Ok((policy, Ok(doc))) = r {
+                        read.push((policy, doc));
+                    }
+                }
+                read
             };
             let (guard, listed, inline) = tokio::join!(run.guard(kind, &name), list, inline);
             warm.guards
                 .insert((account.clone(), kind, name.clone()), guard);
-            if let Some((policy, doc)) = inline {
+            for (policy, doc) in inline {
                 warm.inline.insert(
                     (account.clone(), kind, name.clone(), policy.to_string()),
                     doc,
@@ -1308,17 +1324,7 @@ impl<S: ClientSource> Run<'_, S> {
             Kind::Role => docs::ROLE_REVOKE_POLICY,
         };
         let what = format!("every session of {}", p.name);
-        let warm = self.caches.inline.lock().await.remove(&(
-            self.account.to_string(),
-            kind,
-            p.name.clone(),
-            policy.to_string(),
-        ));
-        let existing = match warm {
-            Some(doc) => Ok(doc),
-            None => iam::get_inline(&self.clients.iam, kind, &p.name, policy).await,
-        };
-        let existing = match existing {
+        let existing = match self.inline(kind, &p.name, policy).await {
             Ok(e) => e,
             Err(e) => return Outcome::from(e),
         };
@@ -1380,14 +1386,14 @@ impl<S: ClientSource> Run<'_, S> {
         let userid = format!("{role_id}:{session}");
         let iam_client = &self.clients.iam;
         let role_sid = docs::revoke_sid(self.finding);
-        let role_wide = match iam::get_inline(
-            iam_client,
-            Kind::Role,
-            &p.name,
-            docs::ROLE_REVOKE_POLICY,
-        )
-        .await
-        {
+        // The role-wide revocation, quell's session policy and the size of the role's other
+        // inline policies are independent reads: together (or read beside the claim).
+        let (role_wide, existing, others) = tokio::join!(
+            self.inline(Kind::Role, &p.name, docs::ROLE_REVOKE_POLICY),
+            self.inline(Kind::Role, &p.name, docs::SESSION_REVOKE_POLICY),
+            self.other_inline_size(&p.name)
+        );
+        let role_wide = match role_wide {
             Ok(e) => e,
             Err(e) => return Outcome::from(e),
         };
@@ -1403,13 +1409,10 @@ impl<S: ClientSource> Run<'_, S> {
                 self.covered_because(&r.cutoff)
             ));
         }
-        let existing =
-            match iam::get_inline(iam_client, Kind::Role, &p.name, docs::SESSION_REVOKE_POLICY)
-                .await
-            {
-                Ok(e) => e,
-                Err(e) => return Outcome::from(e),
-            };
+        let existing = match existing {
+            Ok(e) => e,
+            Err(e) => return Outcome::from(e),
+        };
         let sid = docs::session_sid(self.finding, &userid);
         let mut statements = existing
             .as_deref()
@@ -1441,7 +1444,7 @@ impl<S: ClientSource> Run<'_, S> {
             && self.exec.policy.aws.instance_credentials == InstanceCredentials::BindToInstance;
         statements.extend(docs::session_statements(&sid, &userid, self.stamp, bind));
         let doc = docs::document(statements);
-        let others = match self.other_inline_size(&p.name).await {
+        let others = match others {
             Ok(n) => n,
             Err(e) => return Outcome::from(e),
         };
@@ -1483,6 +1486,25 @@ impl<S: ClientSource> Run<'_, S> {
                 )),
             ),
             Err(e) => Outcome::from(e),
+        }
+    }
+
+    /// An inline policy's document: read beside the claim if it was (once), else now.
+    async fn inline(
+        &self,
+        kind: Kind,
+        name: &str,
+        policy: &str,
+    ) -> Result<Option<String>, ExecError> {
+        let warm = self.caches.inline.lock().await.remove(&(
+            self.account.to_string(),
+            kind,
+            name.to_string(),
+            policy.to_string(),
+        ));
+        match warm {
+            Some(doc) => Ok(doc),
+            None => iam::get_inline(&self.clients.iam, kind, name, policy).await,
         }
     }
 
