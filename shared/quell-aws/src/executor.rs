@@ -42,6 +42,8 @@ struct Warm {
     guards: HashMap<(String, Kind, String), Result<Principal, Outcome>>,
     keys: HashMap<(String, String), Vec<aws_sdk_iam::types::AccessKeyMetadata>>,
     inline: HashMap<(String, Kind, String, String), Option<String>>,
+    /// (account, role) → the size of the role's inline policies other than quell's session one.
+    others: HashMap<(String, String), usize>,
 }
 
 /// How long a read made beside the claim stands for the read before the write.
@@ -58,6 +60,7 @@ struct Caches {
     guards: GuardCache,
     keys: KeyCache,
     inline: InlineCache,
+    others: Mutex<HashMap<(String, String), usize>>,
 }
 
 /// What the pre-write read of a principal found.
@@ -193,9 +196,21 @@ impl<S: ClientSource> AwsExecutor<S> {
                 }
                 read
             };
-            let (guard, listed, inline) = tokio::join!(run.guard(kind, &name), list, inline);
+            // A role session's revocation counts the role's other inline policies (IAM's quota).
+            let sizes = async {
+                if kind == Kind::Role && revoke.contains(&docs::SESSION_REVOKE_POLICY) {
+                    other_inline_size(&clients.iam, &name).await.ok()
+                } else {
+                    None
+                }
+            };
+            let (guard, listed, inline, sizes) =
+                tokio::join!(run.guard(kind, &name), list, inline, sizes);
             warm.guards
                 .insert((account.clone(), kind, name.clone()), guard);
+            if let Some(n) = sizes {
+                warm.others.insert((account.clone(), name.clone()), n);
+            }
             for (policy, doc) in inline {
                 warm.inline.insert(
                     (account.clone(), kind, name.clone(), policy.to_string()),
@@ -360,6 +375,7 @@ impl<S: ClientSource> AwsExecutor<S> {
                 guards: Mutex::new(warm.guards),
                 keys: Mutex::new(warm.keys),
                 inline: Mutex::new(warm.inline),
+                others: Mutex::new(warm.others),
             }
         } else {
             Caches::default()
@@ -1510,16 +1526,16 @@ impl<S: ClientSource> Run<'_, S> {
 
     /// The size IAM counts for the role's inline policies other than quell's session policy.
     async fn other_inline_size(&self, role: &str) -> Result<usize, ExecError> {
-        let mut total = 0;
-        for name in iam::list_inline(&self.clients.iam, Kind::Role, role).await? {
-            if name == docs::SESSION_REVOKE_POLICY {
-                continue;
-            }
-            if let Some(doc) = iam::get_inline(&self.clients.iam, Kind::Role, role, &name).await? {
-                total += docs::policy_size(&doc);
-            }
+        let warm = self
+            .caches
+            .others
+            .lock()
+            .await
+            .remove(&(self.account.to_string(), role.to_string()));
+        match warm {
+            Some(n) => Ok(n),
+            None => other_inline_size(&self.clients.iam, role).await,
         }
-        Ok(total)
     }
 
     /// Per-session revocations would pass the role's inline-policy quota: revoke every
@@ -1683,4 +1699,18 @@ async fn deny_in_set(
             "another writer keeps replacing the inline policy of {set}; the deny could not be kept"
         ),
     ))
+}
+
+/// The size IAM counts for a role's inline policies other than quell's session policy.
+async fn other_inline_size(iam: &aws_sdk_iam::Client, role: &str) -> Result<usize, ExecError> {
+    let mut total = 0;
+    for name in iam::list_inline(iam, Kind::Role, role).await? {
+        if name == docs::SESSION_REVOKE_POLICY {
+            continue;
+        }
+        if let Some(doc) = iam::get_inline(iam, Kind::Role, role, &name).await? {
+            total += docs::policy_size(&doc);
+        }
+    }
+    Ok(total)
 }
