@@ -24,6 +24,23 @@ struct World {
     read_only_policy: Value,
 }
 
+/// A new permission set of the instance; its ARN.
+async fn permission_set(sso: &aws_sdk_ssoadmin::Client, instance: &str, prefix: &str) -> String {
+    // moto echoes a missing SessionDuration as the number 3600; AWS, and the SDK, speak ISO 8601.
+    sso.create_permission_set()
+        .instance_arn(instance)
+        .name(unique(prefix))
+        .session_duration("PT1H")
+        .send()
+        .await
+        .unwrap()
+        .permission_set()
+        .unwrap()
+        .permission_set_arn()
+        .unwrap()
+        .to_string()
+}
+
 async fn world() -> World {
     let cfg = quell_tests::sdk().await;
     let sso = aws_sdk_ssoadmin::Client::new(&cfg);
@@ -66,28 +83,8 @@ async fn world() -> World {
         .send()
         .await
         .unwrap();
-    let set = |name: String| {
-        let sso = sso.clone();
-        let instance = instance.clone();
-        async move {
-            // moto echoes a missing SessionDuration as the number 3600; AWS, and the SDK, speak
-            // ISO 8601.
-            sso.create_permission_set()
-                .instance_arn(&instance)
-                .name(name)
-                .session_duration("PT1H")
-                .send()
-                .await
-                .unwrap()
-                .permission_set()
-                .unwrap()
-                .permission_set_arn()
-                .unwrap()
-                .to_string()
-        }
-    };
-    let admin = set(unique("Admin")).await;
-    let read_only = set(unique("ReadOnly")).await;
+    let admin = permission_set(&sso, &instance, "Admin").await;
+    let read_only = permission_set(&sso, &instance, "ReadOnly").await;
     let read_only_policy = json!({"Version": "2012-10-17", "Statement": [
         {"Sid": "NoBilling", "Effect": "Deny", "Action": "aws-portal:*", "Resource": "*"}]});
     // Written by a human, with their own layout: a release must give back these very bytes.
@@ -324,20 +321,7 @@ async fn two_people_contained_at_once_share_the_statement_and_a_third_is_untouch
     let chen_id = person(chen.clone()).await;
     let bob = format!("{}@example.com", unique("bob"));
     let bob_id = person(bob.clone()).await;
-    let bobs_set = w
-        .sso
-        .create_permission_set()
-        .instance_arn(&w.instance)
-        .name(unique("BobOnly"))
-        .session_duration("PT1H")
-        .send()
-        .await
-        .unwrap()
-        .permission_set()
-        .unwrap()
-        .permission_set_arn()
-        .unwrap()
-        .to_string();
+    let bobs_set = permission_set(&w.sso, &w.instance, "BobOnly").await;
     for (set, id) in [(&w.admin, &chen_id), (&bobs_set, &bob_id)] {
         w.sso
             .create_account_assignment()
