@@ -221,6 +221,7 @@ pub fn permissions(kind: ActionKind) -> &'static [&'static str] {
         | DisableServicePrincipal
         | RemoveRoleAssignments
         | RemoveServicePrincipalCredential
+        | RemoveFederatedCredential
         | RevokeEntraSessions
         | ConfirmUserCompromised
         | UpdateDefenderAlert => &[],

@@ -390,6 +390,7 @@ impl AzureExecutor {
                 target: action.target.clone(),
                 reason: "the user is synced from on-premises AD: the next sync re-enables a cloud-disabled account; disable it in Active Directory".into(),
                 finding: action.finding.clone(),
+                via: None,
             },
             outcome: Outcome::applied("escalated: disable the account in on-premises AD", None),
         });
@@ -427,6 +428,7 @@ impl AzureExecutor {
                         target: action.target.clone(),
                         reason: "Graph refused to disable the user (403): either quell lacks User.EnableDisableAccount.All, or the user holds a privileged directory role, which only an app holding a higher administrator role (Privileged Authentication Administrator) may disable; disable the account by hand now, and see infra/README.md for the role".into(),
                         finding: action.finding.clone(),
+                        via: None,
                     },
                     outcome: Outcome::applied(
                         "escalated: the user must be disabled by hand",

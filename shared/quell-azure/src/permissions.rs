@@ -43,6 +43,11 @@ pub fn permissions(kind: ActionKind) -> &'static [Permission] {
         DisableServicePrincipal => &[APPS],
         // removePassword on the service principal or its application.
         RemoveServicePrincipalCredential => &[APPS],
+        // GET and DELETE /applications(appId=…)/federatedIdentityCredentials/{id}: only on an
+        // application quell owns (Application.ReadWrite.OwnedBy); on any other, Graph answers
+        // 403 and a human is told to remove it. Application.ReadWrite.All would let quell's
+        // identity add a secret to any application, so it is not asked for.
+        RemoveFederatedCredential => &[APPS],
         // List the identity's role assignments per subscription, delete each.
         RemoveRoleAssignments => &[ASSIGNMENTS_READ, ASSIGNMENTS_DELETE],
         // PATCH /security/alerts_v2/{id}.

@@ -23,6 +23,7 @@ pub mod error;
 pub mod inverse;
 pub mod json;
 pub mod key;
+pub mod links;
 pub mod model;
 pub mod normalize;
 pub mod plan;

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::links::{AwsEnd, EntraEnd, Link, LinkKind};
 use crate::model::{Cloud, Family, Finding, FindingRef, Runbook, Source, Status, Subject, ids};
 use crate::normalize::{Batch, Ignored};
 use crate::policy::Policy;
@@ -27,6 +28,8 @@ pub enum ActionKind {
     ConfirmUserCompromised,
     DeactivateAccessKey,
     RemoveServicePrincipalCredential,
+    /// Remove an Entra application's federated credential that trusts a compromised AWS role.
+    RemoveFederatedCredential,
     DeactivateDormantAccessKeys,
     DeactivateLongTermKeys,
     DeleteLoginProfile,
@@ -56,6 +59,7 @@ impl ActionKind {
             ConfirmUserCompromised
             | DeactivateAccessKey
             | RemoveServicePrincipalCredential
+            | RemoveFederatedCredential
             | DeactivateDormantAccessKeys
             | DeactivateLongTermKeys
             | DeleteLoginProfile => 1,
@@ -90,6 +94,7 @@ impl ActionKind {
             | RemoveRoleAssignments
             | ConfirmUserCompromised
             | RemoveServicePrincipalCredential
+            | RemoveFederatedCredential
             | RevokeEntraSessions
             | UpdateDefenderAlert => Some(Cloud::Azure),
             Notify => None,
@@ -97,7 +102,7 @@ impl ActionKind {
     }
 
     /// Every action kind, in rank order.
-    pub const ALL: [ActionKind; 20] = {
+    pub const ALL: [ActionKind; 21] = {
         use ActionKind::*;
         [
             QuarantineUser,
@@ -109,6 +114,7 @@ impl ActionKind {
             ConfirmUserCompromised,
             DeactivateAccessKey,
             RemoveServicePrincipalCredential,
+            RemoveFederatedCredential,
             DeactivateDormantAccessKeys,
             DeactivateLongTermKeys,
             DeleteLoginProfile,
@@ -139,6 +145,7 @@ impl ActionKind {
             DenyIdentityCenterUser => "deny_identity_center_user",
             DeactivateAccessKey => "deactivate_access_key",
             RemoveServicePrincipalCredential => "remove_service_principal_credential",
+            RemoveFederatedCredential => "remove_federated_credential",
             DeactivateDormantAccessKeys => "deactivate_dormant_access_keys",
             DeactivateLongTermKeys => "deactivate_long_term_keys",
             DeleteLoginProfile => "delete_login_profile",
@@ -190,6 +197,11 @@ pub struct Action {
     pub reason: String,
     /// Id of the finding that caused it.
     pub finding: String,
+    /// The cross-cloud link this action follows (a compromised Entra user's federated AWS
+    /// role, the Entra application that trusts a compromised AWS role). The executor re-reads
+    /// the link live before writing: a link is where to look, never a reason on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<crate::links::Link>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -243,6 +255,11 @@ pub struct Context {
     pub partition: Option<String>,
     /// The AWS account quell runs in (from its caller ARN): its `quell-*` roles live there.
     pub account: Option<String>,
+    /// The cross-cloud link map (`quell links discover`, refreshed by the sweeps), if one was
+    /// read, and whether it is older than [`crate::links::STALE_AFTER_SECONDS`] by the edge's
+    /// clock.
+    pub links: Option<std::sync::Arc<crate::links::LinkMap>>,
+    pub links_stale: bool,
 }
 
 impl Context {
@@ -358,7 +375,17 @@ impl Builder<'_> {
             target,
             reason: format!("{summary}: {why}"),
             finding: f.id.clone(),
+            via: None,
         });
+    }
+
+    /// An action that follows a cross-cloud link: it says which, and carries it for the
+    /// executor's live re-check.
+    fn act_via(&mut self, f: &Finding, kind: ActionKind, target: Target, why: &str, link: &Link) {
+        self.act(f, kind, target, &format!("{why} [via {}]", link.describe()));
+        if let Some(a) = self.actions.last_mut() {
+            a.via = Some(link.clone());
+        }
     }
 
     fn skip(&mut self, f: &Finding, target: Option<Target>, reason: impl Into<String>) {
@@ -578,6 +605,7 @@ fn plan_finding(b: &mut Builder<'_>, f: &Finding) {
             );
         } else {
             contain(b, f, s);
+            cross_cloud(b, f, s);
         }
     }
     // Record on the finding what was done, once per finding that produced actions.
@@ -823,6 +851,130 @@ fn contain_identity_center_user(b: &mut Builder<'_>, f: &Finding, person: &Subje
         t,
         "Identity Center has no API to end a user's portal or CLI sessions: end them in the IAM Identity Center console (Users > the user > Active sessions) and, if the identity source is external, disable the user there too; quell's deny stops every permission-set session meanwhile",
     );
+}
+
+/// The other cloud's side of a compromised identity, from the link map: an Entra user's
+/// federated AWS role sessions and Identity Center user, the AWS roles that trust a service
+/// principal's or managed identity's tokens, the Entra federated credentials that trust a
+/// compromised AWS role. Each action carries its link; the executor re-reads it before writing.
+fn cross_cloud(b: &mut Builder<'_>, f: &Finding, s: &Subject) {
+    use ActionKind::*;
+    let Some(map) = b.ctx.links.clone() else {
+        return;
+    };
+    let compromise = matches!(
+        f.family,
+        Family::CredentialCompromise | Family::AnomalousBehavior | Family::IdentityRisk
+    ) || f.runbook.is_some();
+    let revoke = matches!(
+        f.runbook,
+        None | Some(Runbook::Contain | Runbook::RevokeSessions)
+    );
+    let quarantine = matches!(
+        f.runbook,
+        None | Some(Runbook::Contain | Runbook::Quarantine)
+    );
+    if !compromise {
+        return;
+    }
+    let links = map.of_subject(s);
+    if links.is_empty() {
+        return;
+    }
+    if b.ctx.links_stale {
+        b.act(
+            f,
+            Notify,
+            Target::Subject(s.clone()),
+            "the cross-cloud link map is more than a day old: links made since are not contained; run `quell links discover` (the scheduled sweeps refresh it)",
+        );
+    }
+    let upn = match s {
+        Subject::EntraUser { name, .. } => name.as_ref().map(|n| n.to_ascii_lowercase()),
+        _ => None,
+    };
+    for link in links {
+        match (&link.kind, &link.aws, &link.entra) {
+            (
+                LinkKind::SamlAppRole { .. } | LinkKind::SamlProvider,
+                AwsEnd::Role { account, name, .. },
+                entra,
+            ) if revoke => {
+                let upn = upn.clone().or(match entra {
+                    EntraEnd::User { upn, .. } => upn.clone(),
+                    _ => None,
+                });
+                let role = Subject::IamRole {
+                    account: account.clone(),
+                    name: name.clone(),
+                };
+                if let Some(why) = protection(b, &role) {
+                    b.skip(f, Some(Target::Subject(role)), why);
+                    continue;
+                }
+                let Some(upn) = upn.filter(|u| ids::is_upn(u)) else {
+                    b.skip(f, Some(Target::Subject(role)), "the user's UPN is unknown, and federated role sessions are named by it: a human must revoke them");
+                    continue;
+                };
+                let session = Subject::RoleSession {
+                    account: account.clone(),
+                    name: name.clone(),
+                    id: None,
+                    session: upn,
+                    access_key_id: None,
+                };
+                b.act_via(f, RevokeRoleSession, Target::Subject(session), "deny the AWS role sessions her federated sign-ins opened (aws:userid AROA…:<UPN>) issued before now; nobody else's sessions on the role are touched", link);
+            }
+            (LinkKind::IdentityCenter, AwsEnd::IdentityCenter { account }, _)
+                if identity_center_on(b.policy) =>
+            {
+                let Some(upn) = upn.clone() else {
+                    continue;
+                };
+                let person = Subject::IdentityCenterUser {
+                    account: account.clone(),
+                    user_name: upn,
+                    user_id: None,
+                };
+                b.act_via(f, DenyIdentityCenterUser, Target::Subject(person), "deny her Identity Center user's sessions in every permission set assigned to her (Identity Center takes its users from this tenant)", link);
+            }
+            (LinkKind::OidcSubject { .. }, AwsEnd::Role { account, name, .. }, _) if revoke => {
+                let role = Subject::IamRole {
+                    account: account.clone(),
+                    name: name.clone(),
+                };
+                if let Some(why) = protection(b, &role) {
+                    b.skip(f, Some(Target::Subject(role)), why);
+                    continue;
+                }
+                b.act_via(f, RevokeRoleSessions, Target::Subject(role), "deny every session of this AWS role issued before now: it trusts this identity's tokens, and a web-identity session cannot be singled out by who asked for it", link);
+            }
+            (LinkKind::FederatedCredential(fic), _, EntraEnd::Application { app_id, name, .. })
+                if quarantine =>
+            {
+                let app = Subject::ServicePrincipal {
+                    tenant: Some(link.tenant.clone()),
+                    id: app_id.clone(),
+                    app_id: Some(app_id.clone()),
+                    name: name.clone(),
+                    key_id: Some(fic.id.clone()),
+                };
+                if let Some(why) = protection(b, &app) {
+                    b.skip(f, Some(Target::Subject(app)), why);
+                    continue;
+                }
+                b.act_via(f, RemoveFederatedCredential, Target::Subject(app), &format!("remove the federated credential {:?} that lets this AWS role's tokens sign in as the application (kept in the ledger; a human's release recreates it)", fic.name), link);
+                b.act_via(f, Notify, Target::Subject(Subject::ServicePrincipal {
+                    tenant: Some(link.tenant.clone()),
+                    id: app_id.clone(),
+                    app_id: Some(app_id.clone()),
+                    name: name.clone(),
+                    key_id: None,
+                }), "Graph tokens the application already got through the AWS role stay valid until they expire (up to 24 hours with CAE, about an hour otherwise): review what the application did", link);
+            }
+            _ => {}
+        }
+    }
 }
 
 fn contain(b: &mut Builder<'_>, f: &Finding, s: &Subject) {
@@ -1075,6 +1227,156 @@ mod tests {
         let azure = r#"{"runbook":"contain","principal":"alice@contoso.com","reason":"t"}"#;
         let p = plan_with(azure, &Policy::default());
         assert!(p.actions.iter().all(|a| a.cloud == Cloud::Azure), "{p:#?}");
+    }
+
+    fn link_map() -> crate::links::LinkMap {
+        use crate::links::*;
+        let tenant = "7c1f4e2a-9b3d-4a6e-8f5c-2d1b0a9e8c7f";
+        let role = |name: &str| AwsEnd::Role {
+            account: "111122223333".into(),
+            name: name.into(),
+            provider: Some("arn:aws:iam::111122223333:saml-provider/EntraID".into()),
+        };
+        let user = |upn: &str| EntraEnd::User {
+            id: None,
+            upn: Some(upn.into()),
+        };
+        let app_role = LinkKind::SamlAppRole {
+            service_principal: "sp".into(),
+            app_role: "r".into(),
+        };
+        LinkMap {
+            discovered_at: "2026-11-21T00:00:00Z".into(),
+            links: vec![
+                Link {
+                    tenant: tenant.into(),
+                    entra: user("maya.singh@contoso.com"),
+                    aws: role("Admins"),
+                    kind: app_role.clone(),
+                    strength: Strength::Exact,
+                },
+                Link {
+                    tenant: tenant.into(),
+                    entra: user("maya.singh@contoso.com"),
+                    aws: role("breakglass-admin"),
+                    kind: app_role.clone(),
+                    strength: Strength::Exact,
+                },
+                Link {
+                    tenant: tenant.into(),
+                    entra: user("bob@contoso.com"),
+                    aws: role("ReadOnly"),
+                    kind: app_role,
+                    strength: Strength::Exact,
+                },
+                Link {
+                    tenant: tenant.into(),
+                    entra: EntraEnd::Application {
+                        object_id: "0b1c".into(),
+                        app_id: "5e6f7a8b-1c2d-4e3f-9a0b-1c2d3e4f5a6b".into(),
+                        name: Some("checkout-graph".into()),
+                    },
+                    aws: AwsEnd::Role {
+                        account: "111122223333".into(),
+                        name: "web-checkout-ec2".into(),
+                        provider: None,
+                    },
+                    kind: LinkKind::FederatedCredential(FederatedCredential {
+                        id: "fic-1".into(),
+                        name: "aws-checkout".into(),
+                        issuer: "https://abc-123.tokens.sts.global.api.aws".into(),
+                        subject: "arn:aws:iam::111122223333:role/web-checkout-ec2".into(),
+                        audiences: vec!["api://AzureADTokenExchange".into()],
+                        description: None,
+                    }),
+                    strength: Strength::Exact,
+                },
+            ],
+            gaps: vec![],
+        }
+    }
+
+    fn linked(stale: bool) -> Context {
+        Context {
+            links: Some(std::sync::Arc::new(link_map())),
+            links_stale: stale,
+            ..Context::default()
+        }
+    }
+
+    #[test]
+    fn an_entra_compromise_revokes_her_federated_aws_sessions_and_no_one_elses() {
+        let input = include_str!("../../../events/entra/risk-detection-leaked-credentials.json");
+        let mut policy = Policy::default();
+        policy
+            .protected
+            .push(crate::policy::Pattern::new("arn:aws:iam::*:role/breakglass-*").unwrap());
+        let p = plan_input(input.as_bytes(), &policy, &linked(false)).unwrap();
+        let aws: Vec<&Action> = p.actions.iter().filter(|a| a.cloud == Cloud::Aws).collect();
+        assert_eq!(aws.len(), 1, "{p:#?}");
+        assert_eq!(aws[0].kind, ActionKind::RevokeRoleSession);
+        let Target::Subject(Subject::RoleSession { name, session, .. }) = &aws[0].target else {
+            panic!("{aws:#?}")
+        };
+        assert_eq!(
+            (name.as_str(), session.as_str()),
+            ("Admins", "maya.singh@contoso.com")
+        );
+        assert!(
+            aws[0].via.is_some() && aws[0].reason.contains("saml_app_role, exact"),
+            "{aws:#?}"
+        );
+        // The protected role is said so, not touched; bob's role is not in the plan.
+        assert!(
+            p.skipped.iter().any(|s| s.reason.contains("protected")),
+            "{p:#?}"
+        );
+        assert!(!format!("{p:?}").contains("ReadOnly"));
+        // Without a map, the plan is what it always was.
+        let plain = plan_input(input.as_bytes(), &policy, &Context::default()).unwrap();
+        assert!(
+            plain.actions.iter().all(|a| a.cloud == Cloud::Azure),
+            "{plain:#?}"
+        );
+        // A stale map still acts, and says so.
+        let stale = plan_input(input.as_bytes(), &policy, &linked(true)).unwrap();
+        assert!(
+            stale
+                .actions
+                .iter()
+                .any(|a| a.reason.contains("more than a day old"))
+        );
+    }
+
+    #[test]
+    fn an_aws_role_compromise_removes_the_entra_credential_that_trusts_it() {
+        let input = include_str!("../../../events/runbook/revoke-role-session.json")
+            .replace("revoke_sessions", "contain");
+        let p = plan_input(input.as_bytes(), &Policy::default(), &linked(false)).unwrap();
+        let fic: Vec<&Action> = p
+            .actions
+            .iter()
+            .filter(|a| a.kind == ActionKind::RemoveFederatedCredential)
+            .collect();
+        assert_eq!(fic.len(), 1, "{p:#?}");
+        assert_eq!(fic[0].cloud, Cloud::Azure);
+        let Target::Subject(Subject::ServicePrincipal { key_id, app_id, .. }) = &fic[0].target
+        else {
+            panic!("{fic:#?}")
+        };
+        assert_eq!(key_id.as_deref(), Some("fic-1"));
+        assert_eq!(
+            app_id.as_deref(),
+            Some("5e6f7a8b-1c2d-4e3f-9a0b-1c2d3e4f5a6b")
+        );
+        // A runbook asking only to revoke sessions removes no credential.
+        let revoke = include_str!("../../../events/runbook/revoke-role-session.json");
+        let p = plan_input(revoke.as_bytes(), &Policy::default(), &linked(false)).unwrap();
+        assert!(
+            p.actions
+                .iter()
+                .all(|a| a.kind != ActionKind::RemoveFederatedCredential)
+        );
     }
 
     #[test]

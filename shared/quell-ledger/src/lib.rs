@@ -453,6 +453,7 @@ fn notify(plan: &mut Plan, c: &Containment, why: &str) {
         target: Target::Record(target),
         reason: why.to_string(),
         finding: c.finding.clone(),
+        via: None,
     };
     if !plan.actions.contains(&action) {
         let at = plan
