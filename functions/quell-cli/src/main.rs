@@ -380,6 +380,12 @@ impl quell_ledger::Ledger for AnyLedger {
     async fn reset_slots(&self, s: &str, h: &str) -> Result<(), LedgerError> {
         delegate!(self, l => l.reset_slots(s, h).await)
     }
+    async fn put_document(&self, n: &str, b: &str) -> Result<(), LedgerError> {
+        delegate!(self, l => l.put_document(n, b).await)
+    }
+    async fn documents(&self, p: &str) -> Result<Vec<(String, String)>, LedgerError> {
+        delegate!(self, l => l.documents(p).await)
+    }
 }
 
 impl AnyLedger {

@@ -11,6 +11,7 @@ use aws_sdk_securityhub::types::{
 };
 use quell_core::Cloud;
 use quell_core::clock::{Clock, rfc3339_seconds};
+use quell_core::links::{AwsEnd, Link, LinkKind};
 use quell_core::model::{FindingRef, Subject, ids};
 use quell_core::plan::{Action, ActionKind, Context, Plan, Skip, Target, protection_reason_with};
 use quell_core::policy::{InstanceCredentials, Mode, Policy};
@@ -469,6 +470,11 @@ impl<S: ClientSource> AwsExecutor<S> {
                     now,
                     caches,
                 };
+                if let Some(link) = &action.via
+                    && let Err(o) = run.link_holds(link, s).await
+                {
+                    return o;
+                }
                 run.subject_action(action.kind, s).await
             }
             (kind, target) => Outcome::skipped(format!(
@@ -927,6 +933,48 @@ struct Run<'a, S> {
 }
 
 impl<S: ClientSource> Run<'_, S> {
+    /// Before an action that follows a cross-cloud link: the role's trust policy, as read now
+    /// (the same `GetRole` the action's guard makes, so no extra call), must still let the
+    /// link's provider federate into it. The link map is data: a row naming a role the tenant
+    /// cannot reach, or a trust changed since discovery, contains nothing.
+    async fn link_holds(&self, link: &Link, s: &Subject) -> Result<(), Outcome> {
+        let (Subject::IamRole { name, .. } | Subject::RoleSession { name, .. }) = s else {
+            return Ok(());
+        };
+        let saml = match &link.kind {
+            LinkKind::SamlAppRole { .. } | LinkKind::SamlProvider => true,
+            LinkKind::OidcSubject { .. } | LinkKind::OidcTenant => false,
+            _ => return Ok(()),
+        };
+        let AwsEnd::Role {
+            provider: Some(provider),
+            name: linked,
+            ..
+        } = &link.aws
+        else {
+            return Err(Outcome::skipped(
+                "the link names no provider; nothing is contained through it",
+            ));
+        };
+        if !linked.eq_ignore_ascii_case(name) {
+            return Err(Outcome::skipped(format!(
+                "the link is to role {linked}, not {name}; nothing is contained through it"
+            )));
+        }
+        let p = self.guard(Kind::Role, name).await?;
+        let holds = p
+            .trust
+            .as_ref()
+            .is_some_and(|t| quell_core::links::trust_names_provider(t, provider, saml));
+        if holds {
+            Ok(())
+        } else {
+            Err(Outcome::skipped(format!(
+                "the role {name}'s trust policy no longer lets {provider} federate into it: the link is gone, so nothing is contained through it (run `quell links discover`)"
+            )))
+        }
+    }
+
     async fn subject_action(&self, kind: ActionKind, s: &Subject) -> Outcome {
         use ActionKind::*;
         match (kind, s) {

@@ -246,6 +246,51 @@ impl DynamoLedger {
 }
 
 impl Ledger for DynamoLedger {
+    /// Documents live under `pk = doc`, `sk = <name>`, in a `doc` attribute: scans and
+    /// queries of entries read only items with a `body`, so a document is never an entry.
+    async fn put_document(&self, name: &str, body: &str) -> Result<(), LedgerError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s("doc"))
+            .item("sk", s(name))
+            .item("doc", s(body))
+            .send()
+            .await
+            .map_err(|e| err(classify(e)))?;
+        Ok(())
+    }
+
+    async fn documents(&self, prefix: &str) -> Result<Vec<(String, String)>, LedgerError> {
+        let mut out = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", s("doc"))
+                .expression_attribute_values(":prefix", s(prefix))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| err(classify(e)))?;
+            for item in page.items() {
+                if let (Some(AttributeValue::S(name)), Some(AttributeValue::S(doc))) =
+                    (item.get("sk"), item.get("doc"))
+                {
+                    out.push((name.clone(), doc.clone()));
+                }
+            }
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
     async fn get(&self, principal: &str, finding: &str) -> Result<Option<Entry>, LedgerError> {
         let out = self
             .client

@@ -185,6 +185,17 @@ impl AzureExecutor {
                             key_id: Some(key), ..
                         },
                     ) => self.remove_password(s, key).await,
+                    (
+                        RemoveFederatedCredential,
+                        Subject::ServicePrincipal {
+                            app_id: Some(app_id),
+                            key_id: Some(credential),
+                            ..
+                        },
+                    ) => {
+                        self.remove_federated_credential(app_id, credential, action.via.as_ref())
+                            .await
+                    }
                     (RemoveRoleAssignments, Subject::ManagedIdentity { id, .. }) => {
                         self.remove_role_assignments(id).await
                     }
@@ -672,6 +683,98 @@ impl AzureExecutor {
 
     /// Removes one password credential, on the service principal or on its application. Key
     /// ids are GUIDs and compare without regard to case.
+    /// Removes the federated credential that lets a compromised AWS role's tokens sign in as
+    /// an application. Only through a link, and only while the credential, as Graph returns it
+    /// now, still trusts that role from an AWS issuer: the link map is where to look, Graph's
+    /// copy is what acts. The credential as it was is the inverse (a human's release recreates it).
+    async fn remove_federated_credential(
+        &self,
+        app_id: &str,
+        credential: &str,
+        via: Option<&quell_core::links::Link>,
+    ) -> Outcome {
+        use quell_core::links::{AwsEnd, FederatedCredential, LinkKind, is_aws_outbound_issuer};
+        let Some(quell_core::links::Link {
+            kind: LinkKind::FederatedCredential(_),
+            aws: AwsEnd::Role { account, name, .. },
+            ..
+        }) = via
+        else {
+            return Outcome::skipped(
+                "a federated credential is removed only through a link to the compromised AWS role it trusts",
+            );
+        };
+        let path = format!(
+            "/v1.0/applications(appId='{}')/federatedIdentityCredentials/{}",
+            seg(app_id),
+            seg(credential)
+        );
+        let live = match self.http.send(Method::GET, Api::Graph, &path, None).await {
+            Ok(r) if r.ok() => r.body,
+            Ok(r) if r.status == 404 => {
+                return Outcome::already(format!(
+                    "the application {app_id} has no federated credential {credential}"
+                ));
+            }
+            Ok(r) => return failed(r.error()),
+            Err(e) => return failed(e),
+        };
+        let Ok(fic) = serde_json::from_value::<FederatedCredential>(live) else {
+            return Outcome::failed(
+                "UnexpectedResponse",
+                "Graph returned a federated credential quell cannot read; nothing removed",
+                false,
+            );
+        };
+        let trusts_role = is_aws_outbound_issuer(&fic.issuer)
+            && fic.subject.split(':').nth(4) == Some(account.as_str())
+            && fic
+                .subject
+                .rsplit('/')
+                .next()
+                .is_some_and(|r| r.eq_ignore_ascii_case(name))
+            && fic.subject.contains(":role/");
+        if !trusts_role {
+            return Outcome::skipped(format!(
+                "the federated credential {:?} no longer trusts role {name} in {account} (issuer {}, subject {}): the link is gone, nothing removed",
+                fic.name, fic.issuer, fic.subject
+            ));
+        }
+        match self
+            .http
+            .send(Method::DELETE, Api::Graph, &path, None)
+            .await
+        {
+            Ok(r) if r.ok() => Outcome::applied(
+                format!(
+                    "removed the federated credential {:?} (issuer {}, subject {})",
+                    fic.name, fic.issuer, fic.subject
+                ),
+                Some(
+                    AzureInverse::RestoreFederatedCredential {
+                        app_id: app_id.to_ascii_lowercase(),
+                        credential: fic,
+                    }
+                    .into(),
+                ),
+            ),
+            Ok(r) if r.status == 404 => {
+                Outcome::already("the federated credential is already gone")
+            }
+            // Application.ReadWrite.OwnedBy reaches only applications quell's identity owns.
+            Ok(r) if r.status == 403 => Outcome::failed(
+                "Forbidden",
+                format!(
+                    "Graph refused to remove the federated credential {:?} (403): quell may change only applications its identity owns (Application.ReadWrite.OwnedBy); remove it by hand now (Entra admin center > App registrations > Certificates & secrets > Federated credentials), and add quell's identity as an owner of the application for next time",
+                    fic.name
+                ),
+                false,
+            ),
+            Ok(r) => failed(r.error()),
+            Err(e) => failed(e),
+        }
+    }
+
     async fn remove_password(&self, s: &Subject, key: &str) -> Outcome {
         let sp = match self
             .read_service_principal(s, "id,appId,displayName,passwordCredentials,keyCredentials")

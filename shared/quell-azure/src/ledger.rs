@@ -379,6 +379,66 @@ fn version_of(v: &Value) -> Option<u64> {
 }
 
 impl Ledger for TableLedger {
+    /// Documents live in partition `doc`, row key the encoded name, text in `Doc`: entry
+    /// queries read only entities with a `Body`, so a document is never an entry.
+    async fn put_document(&self, name: &str, body: &str) -> Result<(), LedgerError> {
+        let entity = json!({"PartitionKey": "doc", "RowKey": key(name), "Name": name, "Doc": body});
+        let g = self
+            .send(
+                Method::PUT,
+                &self.entity_path("doc", &key(name)),
+                "",
+                Some(&entity),
+                None,
+            )
+            .await?;
+        match g.status {
+            200..=299 => Ok(()),
+            other => Err(err(
+                "TableError",
+                format!("writing a document answered {other}: {}", g.body),
+                other == 503 || other == 500,
+            )),
+        }
+    }
+
+    async fn documents(&self, prefix: &str) -> Result<Vec<(String, String)>, LedgerError> {
+        let mut out = Vec::new();
+        let mut next: Option<(String, String)> = None;
+        for _ in 0..10_000 {
+            let mut q = format!("?$filter={}", urlencoding::encode("PartitionKey eq 'doc'"));
+            if let Some((pk, rk)) = next.take() {
+                q.push_str(&format!(
+                    "&NextPartitionKey={}&NextRowKey={}",
+                    urlencoding::encode(&pk),
+                    urlencoding::encode(&rk)
+                ));
+            }
+            let g = self
+                .send(Method::GET, &format!("/{}()", self.table), &q, None, None)
+                .await?;
+            if g.status != 200 {
+                return Err(err(
+                    "TableError",
+                    format!("a query answered {}: {}", g.status, g.body),
+                    false,
+                ));
+            }
+            for e in g.body["value"].as_array().into_iter().flatten() {
+                if let (Some(name), Some(doc)) = (e["Name"].as_str(), e["Doc"].as_str())
+                    && name.starts_with(prefix)
+                {
+                    out.push((name.to_string(), doc.to_string()));
+                }
+            }
+            match g.next {
+                Some(n) => next = Some(n),
+                None => return Ok(out),
+            }
+        }
+        Ok(out)
+    }
+
     async fn get(&self, principal: &str, finding: &str) -> Result<Option<Entry>, LedgerError> {
         match self.entity(&key(principal), &key(finding)).await? {
             Some((v, _)) => entry_of(v["Body"].as_str().unwrap_or("{}"), &v).map(Some),

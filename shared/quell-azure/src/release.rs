@@ -37,7 +37,112 @@ fn enable_path(inverse: &AzureInverse) -> Option<String> {
         AzureInverse::DismissRisk { .. }
         | AzureInverse::AddPassword { .. }
         | AzureInverse::RestoreRoleAssignments { .. }
+        | AzureInverse::RestoreFederatedCredential { .. }
         | AzureInverse::AlertStatus { .. } => None,
+    }
+}
+
+/// The Graph path of an application's federated credentials, by appId.
+fn federated_path(app_id: &str) -> String {
+    format!(
+        "/v1.0/applications(appId='{}')/federatedIdentityCredentials",
+        crate::client::seg(app_id)
+    )
+}
+
+/// The federated credentials of the application that trust exactly `issuer` and `subject`.
+async fn matching_federated(
+    http: &Http,
+    app_id: &str,
+    fic: &quell_core::links::FederatedCredential,
+) -> Result<Vec<String>, Outcome> {
+    let list = http
+        .call(Method::GET, Api::Graph, &federated_path(app_id), None)
+        .await
+        .map_err(failed)?;
+    Ok(list.body["value"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| {
+            c["issuer"].as_str() == Some(fic.issuer.as_str())
+                && c["subject"]
+                    .as_str()
+                    .is_some_and(|s| s.eq_ignore_ascii_case(&fic.subject))
+        })
+        .filter_map(|c| c["id"].as_str().map(str::to_string))
+        .collect())
+}
+
+/// Recreates a federated credential quell removed: a grant, so only for a human, only on the
+/// entry's own application, and only in the shape quell removes (an AWS account's outbound
+/// issuer, a role ARN as subject, Entra's token-exchange audience). A row cannot make quell
+/// trust another issuer or subject on any application.
+async fn restore_federated_credential(
+    http: &Http,
+    entry: &Entry,
+    app_id: &str,
+    fic: &quell_core::links::FederatedCredential,
+) -> Outcome {
+    match is_own(http, entry, app_id).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return refused(format!(
+                "application {app_id} is not the entry's principal {}",
+                entry.principal
+            ));
+        }
+        Err(o) => return o,
+    }
+    let shape_ok = quell_core::links::is_aws_outbound_issuer(&fic.issuer)
+        && fic.subject.starts_with("arn:aws")
+        && fic.subject.contains(":role/")
+        && fic.audiences == ["api://AzureADTokenExchange"]
+        && !fic.name.is_empty()
+        && fic.name.len() <= 120
+        && fic
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !shape_ok {
+        return refused(format!(
+            "the recorded federated credential {:?} is not one quell removes (issuer {}, subject {}, audiences {:?}): nothing recreated",
+            fic.name, fic.issuer, fic.subject, fic.audiences
+        ));
+    }
+    match matching_federated(http, app_id, fic).await {
+        Ok(found) if !found.is_empty() => {
+            return Outcome::already("the application already trusts this role's tokens again");
+        }
+        Ok(_) => {}
+        Err(o) => return o,
+    }
+    let mut body = json!({
+        "name": fic.name,
+        "issuer": fic.issuer,
+        "subject": fic.subject,
+        "audiences": fic.audiences,
+    });
+    if let Some(d) = &fic.description {
+        body["description"] = json!(d);
+    }
+    match http
+        .call(
+            Method::POST,
+            Api::Graph,
+            &federated_path(app_id),
+            Some(&body),
+        )
+        .await
+    {
+        Ok(_) => Outcome::applied(
+            format!(
+                "recreated the federated credential {:?}: the role {} can sign in as the application again",
+                fic.name, fic.subject
+            ),
+            None,
+        ),
+        Err(e) => failed(e),
     }
 }
 
@@ -132,6 +237,14 @@ async fn undo(http: &Http, entry: &Entry, r: &Recorded, by: Releaser) -> Outcome
         ),
         AzureInverse::AlertStatus { .. } => {
             Outcome::skipped("the Defender alert's status is left as it is")
+        }
+        AzureInverse::RestoreFederatedCredential { .. } if by == Releaser::Automatic => {
+            Outcome::skipped(
+                "a federated credential is access: only a human's release (quell release) recreates it",
+            )
+        }
+        AzureInverse::RestoreFederatedCredential { app_id, credential } => {
+            restore_federated_credential(http, entry, app_id, credential).await
         }
         AzureInverse::DismissRisk { .. } if by == Releaser::Automatic => Outcome::skipped(
             "the automatic release leaves the user's risk state for a human to dismiss",
@@ -432,6 +545,56 @@ pub async fn verify(
                     };
                     steps.extend(sp_persistence(http, &path, since, fix, baselines).await);
                 }
+            }
+            if r.kind == ActionKind::RemoveFederatedCredential
+                && let AzureInverse::RestoreFederatedCredential { app_id, credential } = inverse
+            {
+                let what = format!("{} {}", r.kind.as_str(), r.target.label());
+                let own = match is_own(http, e, app_id).await {
+                    Ok(own) => own,
+                    Err(o) => {
+                        steps.push(Step { what, outcome: o });
+                        continue;
+                    }
+                };
+                if !own {
+                    steps.push(Step {
+                        what,
+                        outcome: refused(format!(
+                            "application {app_id} is not the entry's principal {}",
+                            e.principal
+                        )),
+                    });
+                    continue;
+                }
+                let outcome = match matching_federated(http, app_id, credential).await {
+                    Err(o) => o,
+                    Ok(back) if back.is_empty() => {
+                        Outcome::already("no federated credential trusts the role's tokens")
+                    }
+                    Ok(back) if !fix => would(&format!(
+                        "remove {} federated credential(s) that trust the contained role again",
+                        back.len()
+                    )),
+                    Ok(back) => {
+                        let mut outcome = Outcome::applied(
+                            "attacker persistence: a federated credential trusting the contained role came back; removed again",
+                            None,
+                        );
+                        for id in back {
+                            let path =
+                                format!("{}/{}", federated_path(app_id), crate::client::seg(&id));
+                            if let Err(err) =
+                                http.call(Method::DELETE, Api::Graph, &path, None).await
+                            {
+                                outcome = failed(err);
+                                break;
+                            }
+                        }
+                        outcome
+                    }
+                };
+                steps.push(Step { what, outcome });
             }
             if r.kind == ActionKind::RemoveRoleAssignments
                 && let AzureInverse::RestoreRoleAssignments { assignments } = inverse

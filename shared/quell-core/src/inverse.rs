@@ -158,7 +158,18 @@ pub enum AzureInverse {
     RestoreRoleAssignments { assignments: Vec<Value> },
     /// `graph:PATCH /v1.0/security/alerts_v2/{id}`: the alert's status, left as it is.
     AlertStatus { id: String, status: Value },
+    /// `graph:POST /v1.0/applications(appId='{appId}')/federatedIdentityCredentials`: the
+    /// federated credential quell removed because the AWS role it trusts was compromised, as
+    /// Graph returned it. Only a human's release recreates it, and only on the entry's own
+    /// application, with an AWS issuer and a role ARN as subject.
+    RestoreFederatedCredential {
+        app_id: String,
+        credential: crate::links::FederatedCredential,
+    },
 }
+
+const FEDERATED_CREDENTIAL_CALL: &str =
+    "graph:POST /v1.0/applications(appId='{appId}')/federatedIdentityCredentials";
 
 const ROLE_ASSIGNMENTS_CALL: &str =
     "arm:PUT {scope}/providers/Microsoft.Authorization/roleAssignments/{name}";
@@ -266,6 +277,12 @@ impl Inverse {
                 return azure(AzureInverse::AlertStatus {
                     id: text(at(p, "/id"))?,
                     status: at(p, "/status").clone(),
+                });
+            }
+            FEDERATED_CREDENTIAL_CALL => {
+                return azure(AzureInverse::RestoreFederatedCredential {
+                    app_id: text(at(p, "/appId"))?,
+                    credential: serde_json::from_value(at(p, "/credential").clone()).ok()?,
                 });
             }
             ROLE_ASSIGNMENTS_CALL => {
@@ -478,6 +495,10 @@ impl From<Inverse> for RawInverse {
                         "graph:PATCH /v1.0/security/alerts_v2/{id}".into(),
                         json!({"id": id, "status": status}),
                     ),
+                    AzureInverse::RestoreFederatedCredential { app_id, credential } => raw(
+                        FEDERATED_CREDENTIAL_CALL.into(),
+                        json!({"appId": app_id, "credential": credential}),
+                    ),
                 }
             }
         }
@@ -506,6 +527,7 @@ mod tests {
         r#"{"call":"graph:POST /v1.0/applications/app-1/addPassword","params":{"note":"a removed secret cannot be restored; add a new one and distribute it"}}"#,
         r#"{"call":"arm:PUT {scope}/providers/Microsoft.Authorization/roleAssignments/{name}","params":{"assignments":[{"id":"/subscriptions/s/providers/Microsoft.Authorization/roleAssignments/r","roleDefinitionId":"d","principalId":"p"}]}}"#,
         r#"{"call":"graph:PATCH /v1.0/security/alerts_v2/{id}","params":{"id":"a-1","status":"new"}}"#,
+        r#"{"call":"graph:POST /v1.0/applications(appId='{appId}')/federatedIdentityCredentials","params":{"appId":"5e6f","credential":{"id":"f-1","name":"aws-etl","issuer":"https://abc.tokens.sts.global.api.aws","subject":"arn:aws:iam::111122223333:role/etl","audiences":["api://AzureADTokenExchange"]}}}"#,
     ];
 
     #[test]

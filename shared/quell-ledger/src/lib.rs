@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use time::OffsetDateTime;
 
+pub mod links;
 pub mod memory;
 
 /// A ledger call failed. quell does not contain without its ledger when one is configured:
@@ -191,6 +192,18 @@ pub trait Ledger: Send + Sync {
         scope: &str,
         hour: &str,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+    /// Writes one named document beside the entries (the link map's parts, [`links`]): never
+    /// read as an entry, never listed with them. Names are `[A-Za-z0-9._-]`.
+    fn put_document(
+        &self,
+        name: &str,
+        body: &str,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+    /// Every document whose name starts with `prefix`, as `(name, body)`.
+    fn documents(
+        &self,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<(String, String)>, LedgerError>> + Send;
 }
 
 /// The ledger key of the principal a subject belongs to ([`PrincipalKey`], in `partition` for

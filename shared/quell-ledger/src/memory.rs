@@ -11,9 +11,27 @@ use crate::{Entry, Ledger, LedgerError};
 pub struct MemoryLedger {
     entries: Mutex<BTreeMap<(String, String), Entry>>,
     slots: Mutex<BTreeMap<(String, String), u32>>,
+    documents: Mutex<BTreeMap<String, String>>,
 }
 
 impl Ledger for MemoryLedger {
+    async fn put_document(&self, name: &str, body: &str) -> Result<(), LedgerError> {
+        self.documents
+            .lock()
+            .await
+            .insert(name.to_string(), body.to_string());
+        Ok(())
+    }
+    async fn documents(&self, prefix: &str) -> Result<Vec<(String, String)>, LedgerError> {
+        Ok(self
+            .documents
+            .lock()
+            .await
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
     async fn get(&self, principal: &str, finding: &str) -> Result<Option<Entry>, LedgerError> {
         Ok(self
             .entries

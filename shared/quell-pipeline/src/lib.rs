@@ -52,6 +52,103 @@ pub trait Executor: Send + Sync {
     }
 }
 
+/// One executor per cloud, as one: a plan whose actions span both clouds (a compromised
+/// Entra user's federated AWS role sessions, the Entra credential that trusts a compromised AWS
+/// role) runs each action on its own cloud, both clouds together. A cloud the deployment cannot
+/// reach fails its actions with what to configure, so a human hears of the half not contained.
+pub struct Clouds<'a> {
+    pub aws: Option<&'a dyn Executor>,
+    pub azure: Option<&'a dyn Executor>,
+}
+
+impl Clouds<'_> {
+    fn get(&self, cloud: Cloud) -> Option<&dyn Executor> {
+        match cloud {
+            Cloud::Aws => self.aws,
+            Cloud::Azure => self.azure,
+            Cloud::OnPremises => None,
+        }
+    }
+
+    fn needs(plan: &Plan, cloud: Cloud) -> bool {
+        plan.actions.iter().any(|a| a.cloud == cloud)
+    }
+}
+
+impl Executor for Clouds<'_> {
+    fn execute<'a>(&'a self, plan: &'a Plan) -> BoxFuture<'a, Report> {
+        Box::pin(async move {
+            let run = |cloud: Cloud| async move {
+                match self.get(cloud) {
+                    Some(e) if Clouds::needs(plan, cloud) => Some(e.execute(plan).await),
+                    _ => None,
+                }
+            };
+            let (aws, azure) = tokio::join!(run(Cloud::Aws), run(Cloud::Azure));
+            let executed_at = aws
+                .as_ref()
+                .or(azure.as_ref())
+                .map(|r| r.executed_at.clone())
+                .unwrap_or_default();
+            // Each executor reports every action; keep each action's result from its own
+            // cloud's executor (an executor's own escalations are of its cloud too).
+            let mut results = Vec::new();
+            for (cloud, report) in [(Cloud::Aws, &aws), (Cloud::Azure, &azure)] {
+                match report {
+                    Some(r) => results.extend(r.results.iter().filter(|x| x.action.cloud == cloud).cloned()),
+                    None => results.extend(plan.actions.iter().filter(|a| a.cloud == cloud).map(|a| {
+                        quell_core::report::ActionResult {
+                            action: a.clone(),
+                            outcome: quell_core::report::Outcome::failed(
+                                "NoAccess",
+                                format!(
+                                    "this deployment has no access to {}: contain {} by hand, or give quell keyless access there (docs/cross-cloud.md)",
+                                    cloud_name(cloud),
+                                    a.target.label()
+                                ),
+                                false,
+                            ),
+                        }
+                    })),
+                }
+            }
+            results.sort_by_key(|r| r.action.kind.rank());
+            let mut report = Report::new(plan, executed_at, results);
+            if plan.mode != Mode::Enforce {
+                report = Report::dry_run(plan, report.executed_at);
+            }
+            report
+        })
+    }
+
+    fn resolve<'a>(&'a self, plan: Plan) -> BoxFuture<'a, Plan> {
+        Box::pin(async move {
+            let mut plan = plan;
+            for cloud in [Cloud::Azure, Cloud::Aws] {
+                if let Some(e) = self.get(cloud)
+                    && Clouds::needs(&plan, cloud)
+                {
+                    plan = e.resolve(plan).await;
+                }
+            }
+            plan
+        })
+    }
+
+    fn prefetch<'a>(&'a self, plan: &'a Plan) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let each = |cloud: Cloud| async move {
+                if let Some(e) = self.get(cloud)
+                    && Clouds::needs(plan, cloud)
+                {
+                    e.prefetch(plan).await;
+                }
+            };
+            tokio::join!(each(Cloud::Aws), each(Cloud::Azure));
+        })
+    }
+}
+
 /// Who releases, which fixes what a release may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Releaser {
