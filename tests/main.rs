@@ -27,6 +27,8 @@ mod identity_center;
 mod lambda;
 /// The ledger in DynamoDB (moto): one containment per finding under concurrency.
 mod ledger;
+/// One person on two clouds: link discovery, cross-cloud containment and its release.
+mod links;
 /// The SAM template and member role hold exactly what the code calls.
 mod sam;
 /// The AWS dormant-key sweep against moto with hundreds of users.

@@ -43,6 +43,10 @@ enum Command {
         /// Policy file (TOML); the built-in default otherwise.
         #[arg(long)]
         policy: Option<PathBuf>,
+        /// A cross-cloud link map (`quell links discover --format json`), to plan the other
+        /// cloud's side of a compromised identity too.
+        #[arg(long)]
+        links: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
@@ -56,6 +60,9 @@ enum Command {
         /// Do not ask; apply at once.
         #[arg(long)]
         yes: bool,
+        /// A cross-cloud link map file; without it, the ledger's (when one is configured).
+        #[arg(long)]
+        links: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
@@ -110,6 +117,41 @@ enum Command {
     Breaker {
         #[command(subcommand)]
         command: BreakerCommand,
+    },
+    /// Cross-cloud links: which AWS roles an Entra identity reaches, which Entra applications
+    /// trust an AWS role.
+    Links {
+        #[command(subcommand)]
+        command: LinksCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LinksCommand {
+    /// Read both clouds and store the link map in the ledger (printed as JSON without one).
+    Discover {
+        /// AWS accounts to read, through the member role (default: the caller's account).
+        #[arg(long = "account")]
+        accounts: Vec<String>,
+        /// Skip AWS.
+        #[arg(long)]
+        no_aws: bool,
+        /// Read the Entra tenant too (QUELL_AZURE_CREDENTIAL, AZURE_TENANT_ID).
+        #[arg(long)]
+        azure: bool,
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// One identity's links: a UPN, an object id, a role name or ARN.
+    Show {
+        principal: String,
+        /// A link map file instead of the ledger's.
+        #[arg(long)]
+        links: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
     },
 }
 
@@ -248,11 +290,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plan {
             file,
             policy,
+            links,
             format,
         } => {
             let policy = load_policy(policy.as_ref())?;
             let (input, origin) = read_input(file.as_ref())?;
-            let plan = plan_input(&input, &policy, &Context::default())
+            let ctx = with_links(Context::default(), links_file(links.as_ref())?, now()?);
+            let plan = plan_input(&input, &policy, &ctx)
                 .map_err(|e| Rejected(format!("{origin}: {e}")))?;
             match format {
                 Format::Text => {
@@ -271,8 +315,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             file,
             policy,
             yes,
+            links,
             format,
-        } => apply(&file, policy.as_ref(), yes, format),
+        } => apply(&file, policy.as_ref(), yes, links.as_ref(), format),
         Command::Sweep {
             cloud:
                 SweepCloud::Aws {
@@ -321,7 +366,185 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             format,
         } => verify(&principal, yes, policy.as_ref(), format),
         Command::Breaker { command } => breaker(command),
+        Command::Links { command } => links_command(command),
     }
+}
+
+/// The ledger's link map, when a ledger is configured and holds one; a read that fails is
+/// said and planning goes on without it.
+fn ledger_links() -> Option<quell_core::links::LinkMap> {
+    env("QUELL_LEDGER_TABLE")?;
+    let runtime = tokio::runtime::Runtime::new().ok()?;
+    runtime.block_on(async {
+        let ledger = ledger().await.ok()??;
+        match quell_ledger::links::load(&ledger).await {
+            Ok(map) => map,
+            Err(e) => {
+                eprintln!(
+                    "the link map could not be read from the ledger ({e}); planning without it"
+                );
+                None
+            }
+        }
+    })
+}
+
+/// A link map file (`quell links discover --format json`).
+fn links_file(path: Option<&PathBuf>) -> anyhow::Result<Option<quell_core::links::LinkMap>> {
+    let Some(p) = path else { return Ok(None) };
+    let text =
+        std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| Rejected(format!("{}: not a link map: {e}", p.display())).into())
+}
+
+/// The planning context with a link map, called stale when older than a day.
+fn with_links(
+    mut ctx: Context,
+    map: Option<quell_core::links::LinkMap>,
+    now: time::OffsetDateTime,
+) -> Context {
+    if let Some(map) = map {
+        ctx.links_stale = map
+            .age_seconds(now.unix_timestamp())
+            .is_none_or(|age| age > quell_core::links::STALE_AFTER_SECONDS);
+        ctx.links = Some(std::sync::Arc::new(map));
+    }
+    ctx
+}
+
+fn links_command(command: LinksCommand) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    match command {
+        LinksCommand::Discover {
+            accounts,
+            no_aws,
+            azure,
+            policy,
+            format,
+        } => runtime.block_on(async {
+            use quell_aws::ClientSource;
+            let policy = load_policy(policy.as_ref())?;
+            let stamp = quell_core::clock::rfc3339_seconds(now()?);
+            let mut parts: Vec<(String, quell_core::links::LinkMap)> = Vec::new();
+            if !no_aws {
+                let (source, own, _) = aws_session(&policy).await?;
+                let accounts = if accounts.is_empty() {
+                    vec![own]
+                } else {
+                    accounts
+                };
+                for account in accounts {
+                    let clients = source
+                        .clients(&account, "quell-links")
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    let map = quell_aws::links::discover(&clients.iam, &account, &stamp).await;
+                    parts.push((format!("aws-{account}"), map));
+                }
+            }
+            if azure {
+                let http = azure_http()?;
+                let tenant = env("AZURE_TENANT_ID").ok_or_else(|| {
+                    Rejected("--azure needs AZURE_TENANT_ID, the tenant to read".into())
+                })?;
+                let map = quell_azure::links::discover(
+                    &http,
+                    &tenant,
+                    policy.aws.identity_center.account.as_deref(),
+                    &stamp,
+                )
+                .await;
+                parts.push((format!("azure-{tenant}"), map));
+            }
+            let mut all = quell_core::links::LinkMap {
+                discovered_at: stamp.clone(),
+                ..Default::default()
+            };
+            if let Some(ledger) = ledger().await? {
+                for (part, map) in &parts {
+                    quell_ledger::links::store(&ledger, part, map)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("the link map could not be stored: {e}"))?;
+                }
+                eprintln!(
+                    "stored {} part(s) of the link map in the ledger",
+                    parts.len()
+                );
+            }
+            for (_, map) in parts {
+                all.extend(map);
+            }
+            let all = all.normalized();
+            print_links(
+                &all.links.iter().collect::<Vec<_>>(),
+                &all.gaps,
+                format,
+                &all,
+            )?;
+            Ok(())
+        }),
+        LinksCommand::Show {
+            principal,
+            links,
+            format,
+        } => runtime.block_on(async {
+            let map = match links_file(links.as_ref())? {
+                Some(m) => m,
+                None => {
+                    let ledger = require_ledger().await?;
+                    quell_ledger::links::load(&ledger)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?
+                        .ok_or_else(|| {
+                            Rejected("no link map in the ledger: run `quell links discover`".into())
+                        })?
+                }
+            };
+            let found = map.of_name(&principal);
+            if let Some(age) = map.age_seconds(now()?.unix_timestamp())
+                && age > quell_core::links::STALE_AFTER_SECONDS
+            {
+                eprintln!(
+                    "the link map is {} hours old: run `quell links discover`",
+                    age / 3600
+                );
+            }
+            print_links(&found, &map.gaps, format, &map)
+        }),
+    }
+}
+
+fn print_links(
+    links: &[&quell_core::links::Link],
+    gaps: &[String],
+    format: Format,
+    map: &quell_core::links::LinkMap,
+) -> anyhow::Result<()> {
+    match format {
+        Format::Json => {
+            let shown = quell_core::links::LinkMap {
+                discovered_at: map.discovered_at.clone(),
+                links: links.iter().map(|l| (*l).clone()).collect(),
+                gaps: gaps.to_vec(),
+            };
+            println!("{}", serde_json::to_string_pretty(&shown)?);
+        }
+        Format::Text => {
+            println!("links discovered {}:", map.discovered_at);
+            if links.is_empty() {
+                println!("  (none)");
+            }
+            for l in links {
+                println!("  {}", l.describe());
+            }
+            for g in gaps {
+                println!("  gap: {g}");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The time quell acts at: the wall clock, or `QUELL_NOW` (RFC 3339) for replays and tests.
@@ -1036,13 +1259,19 @@ fn apply(
     file: &PathBuf,
     policy: Option<&PathBuf>,
     yes: bool,
+    links: Option<&PathBuf>,
     format: Format,
 ) -> anyhow::Result<()> {
     let mut policy = load_policy(policy)?;
     policy.mode = quell_core::Mode::Enforce;
     let (input, origin) = read_input(Some(file))?;
-    let mut plan = plan_input(&input, &policy, &Context::default())
-        .map_err(|e| Rejected(format!("{origin}: {e}")))?;
+    let map = match links_file(links)? {
+        Some(m) => Some(m),
+        None => ledger_links(),
+    };
+    let ctx = with_links(Context::default(), map, now()?);
+    let mut plan =
+        plan_input(&input, &policy, &ctx).map_err(|e| Rejected(format!("{origin}: {e}")))?;
     // Running `quell apply` again on the same event is a retry of the same delivery: it
     // proceeds through its own live claim instead of waiting out the lease.
     plan.delivery = Some(format!("payload:{}", quell_core::json::fingerprint(&input)));
@@ -1069,28 +1298,40 @@ fn apply(
     }
     let runtime = tokio::runtime::Runtime::new()?;
     let now = now()?;
-    // A plan of Azure actions runs against Graph and ARM as the engineer
-    // (QUELL_AZURE_CREDENTIAL, e.g. azure_cli); anything else against AWS.
-    let azure = plan
-        .actions
-        .iter()
-        .any(|a| a.cloud == quell_core::Cloud::Azure);
+    // Azure actions run against Graph and ARM as the engineer (QUELL_AZURE_CREDENTIAL, e.g.
+    // azure_cli), AWS actions with the engineer's AWS credentials: each cloud only when the
+    // plan has actions there (a cross-cloud plan has both).
+    let on = |cloud| plan.actions.iter().any(|a| a.cloud == cloud);
+    let (azure, aws) = (on(quell_core::Cloud::Azure), on(quell_core::Cloud::Aws));
     let (report, retry) = runtime.block_on(async {
         let ledger = ledger().await?;
         let clock = quell_core::clock::FixedClock(now);
         let clock_arc = std::sync::Arc::new(quell_core::clock::FixedClock(now));
-        let executor: Box<dyn quell_pipeline::Executor> = if azure {
-            Box::new(azure_executor(policy.clone(), now)?)
+        let azure_exec = if azure {
+            Some(azure_executor(policy.clone(), now)?)
         } else {
+            None
+        };
+        let aws_exec = if aws || !azure {
             let (source, _, ctx) = aws_session(&policy).await?;
             // Keys are in the partition quell acts in: the caller's.
             plan.partition = ctx.partition.clone().unwrap_or_else(|| "aws".into());
-            Box::new(quell_aws::AwsExecutor::new(
+            Some(quell_aws::AwsExecutor::new(
                 source,
                 policy.clone(),
                 ctx,
                 clock_arc,
             ))
+        } else {
+            None
+        };
+        let executor = quell_pipeline::Clouds {
+            aws: aws_exec
+                .as_ref()
+                .map(|e| e as &dyn quell_pipeline::Executor),
+            azure: azure_exec
+                .as_ref()
+                .map(|e| e as &dyn quell_pipeline::Executor),
         };
         // With a ledger: claim each containment first (withheld when another process holds
         // it, a human released it, or the breaker is open), record what was done after.
@@ -1099,7 +1340,7 @@ fn apply(
             policy: &policy,
             clock: &clock,
             ledger: ledger.as_ref(),
-            executor: Some(executor.as_ref()),
+            executor: Some(&executor),
             undo: Vec::new(),
             checks: None,
             audit: None,

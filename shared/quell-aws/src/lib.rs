@@ -10,6 +10,7 @@ pub mod executor;
 mod iam;
 pub mod identity_center;
 pub mod ledger;
+pub mod links;
 pub mod release;
 pub mod sweep;
 pub mod verify_queue;

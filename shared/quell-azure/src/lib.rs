@@ -4,6 +4,7 @@ pub mod capabilities;
 pub mod client;
 pub mod executor;
 pub mod ledger;
+pub mod links;
 pub mod permissions;
 pub mod queue;
 pub mod release;

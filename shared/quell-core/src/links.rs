@@ -440,9 +440,7 @@ pub fn trust_names_provider(trust: &serde_json::Value, provider: &str, saml: boo
             && strings(st.get("Action"))
                 .iter()
                 .any(|a| a.eq_ignore_ascii_case(want))
-            && strings(st.get("Principal").and_then(|p| p.get("Federated")))
-                .iter()
-                .any(|f| *f == provider)
+            && strings(st.get("Principal").and_then(|p| p.get("Federated"))).contains(&provider)
     })
 }
 
