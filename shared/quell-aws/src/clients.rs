@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::SdkConfig;
@@ -89,6 +90,9 @@ pub struct Accounts {
     partition: String,
     member_role: String,
     cache: Mutex<HashMap<String, AwsClients>>,
+    /// Reach every account's member role with this web identity token instead of AWS
+    /// credentials (the Azure handler: its managed identity's token, no stored secret).
+    web: Option<Arc<dyn crate::keyless::WebToken>>,
 }
 
 impl Accounts {
@@ -100,7 +104,22 @@ impl Accounts {
             partition: partition.to_string(),
             member_role: member_role.to_string(),
             cache: Mutex::new(HashMap::new()),
+            web: None,
         }
+    }
+
+    /// Every account through its member role, assumed with `token`
+    /// (`sts:AssumeRoleWithWebIdentity`): a deployment outside AWS, holding no AWS secret.
+    /// `base` needs no credentials.
+    pub fn web_identity(
+        base: SdkConfig,
+        partition: &str,
+        member_role: &str,
+        token: Arc<dyn crate::keyless::WebToken>,
+    ) -> Accounts {
+        let mut a = Accounts::new(base, "", partition, member_role);
+        a.web = Some(token);
+        a
     }
 
     pub fn member_role_arn(&self, account: &str) -> String {
@@ -121,11 +140,24 @@ impl ClientSource for Accounts {
             return Ok(c.clone());
         }
         let role = self.member_role_arn(account);
-        let provider = AssumeRoleProvider::builder(role.clone())
-            .configure(&self.base)
-            .session_name(session)
-            .build()
-            .await;
+        let provider = match &self.web {
+            Some(token) => {
+                let unsigned = self.base.clone().into_builder().build();
+                SharedCredentialsProvider::new(crate::keyless::WebIdentityCredentials::new(
+                    aws_sdk_sts::Client::new(&unsigned),
+                    &role,
+                    session,
+                    token.clone(),
+                ))
+            }
+            None => SharedCredentialsProvider::new(
+                AssumeRoleProvider::builder(role.clone())
+                    .configure(&self.base)
+                    .session_name(session)
+                    .build()
+                    .await,
+            ),
+        };
         // Assume the role now, so a refusal is reported as what it is. Left to the clients,
         // it would surface from every call as a dispatch failure and be retried as a network
         // error.
@@ -136,7 +168,7 @@ impl ClientSource for Accounts {
             .base
             .clone()
             .into_builder()
-            .credentials_provider(SharedCredentialsProvider::new(provider))
+            .credentials_provider(provider)
             .build();
         let clients = AwsClients::new(&cfg);
         cache.insert(account.to_string(), clients.clone());

@@ -9,6 +9,7 @@ pub mod error;
 pub mod executor;
 mod iam;
 pub mod identity_center;
+pub mod keyless;
 pub mod ledger;
 pub mod links;
 pub mod release;

@@ -47,6 +47,59 @@ impl TokenSource for Identity {
     }
 }
 
+/// Whatever mints the client assertion a keyless application presents to Entra (on AWS: the
+/// function role's `sts:GetWebIdentityToken`, `quell_aws::keyless::OutboundToken`).
+pub trait AssertionSource: Send + Sync {
+    fn assertion(&self) -> BoxFuture<'_, Result<String, String>>;
+}
+
+struct Assertion(Arc<dyn AssertionSource>);
+
+impl std::fmt::Debug for Assertion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Assertion").finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl azure_identity::ClientAssertion for Assertion {
+    async fn secret(
+        &self,
+        _: Option<azure_core::http::ClientMethodOptions<'_>>,
+    ) -> azure_core::Result<String> {
+        self.0.assertion().await.map_err(|e| {
+            azure_core::Error::with_message(azure_core::error::ErrorKind::Credential, e)
+        })
+    }
+}
+
+/// Tokens for the Entra application `client_id` of `tenant`, earned with a client assertion
+/// from `source` (azure_identity's `ClientAssertionCredential`: `POST
+/// {authority}/{tenant}/oauth2/v2.0/token` with `client_assertion_type =
+/// urn:ietf:params:oauth:client-assertion-type:jwt-bearer`). The application's federated
+/// credential must trust the assertion's issuer and subject; no secret is stored anywhere.
+/// `options` carries the HTTP transport (tests) and sovereign clouds.
+pub fn from_assertion(
+    tenant: &str,
+    client_id: &str,
+    source: Arc<dyn AssertionSource>,
+    options: Option<azure_identity::ClientAssertionCredentialOptions>,
+) -> Result<Arc<dyn TokenSource>, AzError> {
+    let credential = azure_identity::ClientAssertionCredential::new(
+        tenant.to_string(),
+        client_id.to_string(),
+        Assertion(source),
+        options,
+    )
+    .map_err(|e| AzError {
+        status: 0,
+        code: "Configuration".into(),
+        message: format!("client assertion credential: {e}"),
+        retryable: false,
+    })?;
+    Ok(Arc::new(Identity(credential)))
+}
+
 /// Which credential to use, from configuration:
 /// - `QUELL_AZURE_CREDENTIAL=managed_identity` (default): App Service/Functions managed identity
 ///   (`IDENTITY_ENDPOINT`/`IDENTITY_HEADER`), user-assigned when `AZURE_CLIENT_ID` is set;

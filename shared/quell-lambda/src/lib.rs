@@ -16,6 +16,7 @@ use quell_aws::capabilities::SqsChecks;
 use quell_aws::ledger::DynamoLedger;
 use quell_aws::{Accounts, AwsExecutor, ClientSource, SystemClock};
 use quell_core::clock::Clock;
+use quell_core::links::LinkMap;
 use quell_core::{ActionKind, Context, Policy, plan_input};
 use quell_pipeline::{Answer, Done, LedgerRequest, Pipeline};
 use serde_json::value::RawValue;
@@ -208,6 +209,12 @@ pub struct Edge<S> {
     policy: Policy,
     ctx: Context,
     executor: AwsExecutor<S>,
+    /// Graph, reached keyless (`QUELL_ENTRA_TENANT_ID`, `QUELL_ENTRA_CLIENT_ID`): the Entra
+    /// side of a compromised AWS role (a federated credential that trusts it).
+    azure: Option<quell_azure::AzureExecutor>,
+    /// The cross-cloud link map, read from the ledger at init and again when older than
+    /// [`LINKS_REFRESH`], with when it was read.
+    links: tokio::sync::RwLock<(Option<Arc<LinkMap>>, Option<std::time::Instant>)>,
     audit: Option<(aws_sdk_eventbridge::Client, String)>,
     /// The containment ledger (`QUELL_LEDGER_TABLE`).
     ledger: Option<DynamoLedger>,
@@ -215,6 +222,50 @@ pub struct Edge<S> {
     clock: Arc<dyn Clock>,
     /// Where checks after containment are scheduled (`QUELL_VERIFY_QUEUE`).
     checks: Option<SqsChecks>,
+}
+
+/// How long a function uses the link map it read before reading it again (at most once per
+/// this period, one DynamoDB query; the first read happens at init, off the invocation's path).
+pub const LINKS_REFRESH: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Tokens for Graph with no stored secret: the function role's `sts:GetWebIdentityToken` as
+/// the client assertion of the Entra application `QUELL_ENTRA_CLIENT_ID`.
+struct Outbound(quell_aws::keyless::OutboundToken);
+
+impl quell_azure::token::AssertionSource for Outbound {
+    fn assertion(&self) -> quell_azure::token::BoxFuture<'_, Result<String, String>> {
+        Box::pin(async move { self.0.token().await.map_err(|e| e.to_string()) })
+    }
+}
+
+/// The Azure executor a Lambda function reaches Graph with, keyless, when configured.
+pub fn entra_executor(
+    config: &aws_config::SdkConfig,
+    policy: &Policy,
+    get: impl Fn(&str) -> Option<String>,
+    options: Option<azure_identity::ClientAssertionCredentialOptions>,
+) -> Result<Option<quell_azure::AzureExecutor>, EdgeError> {
+    let set = |k: &str| get(k).filter(|v| !v.is_empty());
+    let (Some(tenant), Some(client)) = (set("QUELL_ENTRA_TENANT_ID"), set("QUELL_ENTRA_CLIENT_ID"))
+    else {
+        return Ok(None);
+    };
+    let source = Arc::new(Outbound(quell_aws::keyless::OutboundToken::new(
+        aws_sdk_sts::Client::new(config),
+    )));
+    let tokens = quell_azure::token::from_assertion(&tenant, &client, source, options)
+        .map_err(|e| EdgeError::Config(e.to_string()))?;
+    let http =
+        quell_azure::Http::new(quell_azure::Endpoints::from_env(&get), tokens).with_tenant(&tenant);
+    // quell's own application is never contained by quell.
+    let ctx = Context::default().with_azure_identity(&client);
+    Ok(Some(quell_azure::AzureExecutor::new(
+        http,
+        policy.clone(),
+        ctx,
+        Arc::new(SystemClock),
+        Vec::new(),
+    )))
 }
 
 /// Reads the policy: a bundled file (`QUELL_POLICY_FILE`) or the built-in default, then the
@@ -245,11 +296,13 @@ pub async fn init(accepts: Accepts) -> Result<Edge<Accounts>, EdgeError> {
         .filter(|t| !t.is_empty())
         .map(|t| DynamoLedger::new(&config, &t));
     let sqs = aws_sdk_sqs::Client::new(&config);
+    let azure = entra_executor(&config, &policy, env, None)?;
     let me = quell_aws::session(config, &policy.aws.member_role_name)
         .await
         .map_err(|e| EdgeError::Aws(e.to_string()))?;
     tracing::info!(caller = %me.arn, mode = ?policy.mode, audit = audit.is_some(), ledger = ledger.is_some(), "quell initialised");
-    let edge = Edge::new(accepts, policy, me.ctx, me.accounts, audit);
+    let mut edge = Edge::new(accepts, policy, me.ctx, me.accounts, audit);
+    edge.azure = azure;
     let edge = match std::env::var("QUELL_VERIFY_QUEUE")
         .ok()
         .filter(|q| !q.is_empty())
@@ -257,10 +310,31 @@ pub async fn init(accepts: Accepts) -> Result<Edge<Accounts>, EdgeError> {
         Some(q) => edge.with_verify_queue(sqs, &q),
         None => edge,
     };
-    Ok(match ledger {
+    let edge = match ledger {
         Some(l) => edge.with_ledger(l, Arc::new(SystemClock)),
         None => edge,
-    })
+    };
+    edge.refresh_links().await;
+    Ok(edge)
+}
+
+/// The function's executor: AWS, and Graph too when configured, each action on its cloud.
+impl<S: ClientSource> quell_pipeline::Executor for Edge<S> {
+    fn execute<'a>(
+        &'a self,
+        plan: &'a quell_core::Plan,
+    ) -> quell_pipeline::BoxFuture<'a, quell_core::report::Report> {
+        Box::pin(async move { self.clouds().execute(plan).await })
+    }
+    fn resolve<'a>(
+        &'a self,
+        plan: quell_core::Plan,
+    ) -> quell_pipeline::BoxFuture<'a, quell_core::Plan> {
+        Box::pin(async move { self.clouds().resolve(plan).await })
+    }
+    fn prefetch<'a>(&'a self, plan: &'a quell_core::Plan) -> quell_pipeline::BoxFuture<'a, ()> {
+        Box::pin(async move { self.clouds().prefetch(plan).await })
+    }
 }
 
 /// The answer as the Lambda invocation's result: the report, `{"status": "rejected"}` (success,
@@ -288,6 +362,8 @@ impl<S: ClientSource> Edge<S> {
             policy,
             ctx,
             executor,
+            azure: None,
+            links: tokio::sync::RwLock::new((None, None)),
             audit,
             ledger: None,
             clock: Arc::new(SystemClock),
@@ -311,6 +387,56 @@ impl<S: ClientSource> Edge<S> {
         self
     }
 
+    fn clouds(&self) -> quell_pipeline::Clouds<&AwsExecutor<S>, &quell_azure::AzureExecutor> {
+        quell_pipeline::Clouds {
+            aws: Some(&self.executor),
+            azure: self.azure.as_ref(),
+        }
+    }
+
+    /// Reaches Graph through `azure` too (tests; production builds it from the environment).
+    pub fn with_azure(mut self, azure: quell_azure::AzureExecutor) -> Edge<S> {
+        self.azure = Some(azure);
+        self
+    }
+
+    /// Reads the link map from the ledger now (init, and when older than [`LINKS_REFRESH`]).
+    /// A map that cannot be read keeps the one held; planning goes on without links if none.
+    pub async fn refresh_links(&self) {
+        let Some(ledger) = &self.ledger else { return };
+        match quell_ledger::links::load(ledger).await {
+            Ok(map) => {
+                *self.links.write().await = (map.map(Arc::new), Some(std::time::Instant::now()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the link map could not be read; planning with the one held");
+                self.links.write().await.1 = Some(std::time::Instant::now());
+            }
+        }
+    }
+
+    /// The planning context: the deployment's, with the link map (said stale past a day).
+    async fn plan_context(&self) -> Context {
+        let due = self
+            .links
+            .read()
+            .await
+            .1
+            .is_none_or(|at| at.elapsed() > LINKS_REFRESH);
+        if due {
+            self.refresh_links().await;
+        }
+        let mut ctx = self.ctx.clone();
+        if let Some(map) = self.links.read().await.0.clone() {
+            let now = self.clock.now().unix_timestamp();
+            ctx.links_stale = map
+                .age_seconds(now)
+                .is_none_or(|age| age > quell_core::links::STALE_AFTER_SECONDS);
+            ctx.links = Some(map);
+        }
+        ctx
+    }
+
     /// Replaces the executor, e.g. with one on a fixed clock (tests).
     pub fn with_executor(mut self, executor: AwsExecutor<S>) -> Edge<S> {
         self.executor = executor;
@@ -324,8 +450,11 @@ impl<S: ClientSource> Edge<S> {
             policy: &self.policy,
             clock: self.clock.as_ref(),
             ledger: self.ledger.as_ref(),
-            executor: Some(&self.executor),
-            undo: vec![&self.executor],
+            executor: Some(self),
+            undo: match &self.azure {
+                Some(z) => vec![&self.executor, z],
+                None => vec![&self.executor],
+            },
             checks: self
                 .checks
                 .as_ref()
@@ -434,7 +563,8 @@ impl<S: ClientSource> Edge<S> {
             }
             _ => {}
         }
-        match plan_input(payload, &self.policy, &self.ctx) {
+        let ctx = self.plan_context().await;
+        match plan_input(payload, &self.policy, &ctx) {
             Ok(mut plan) => {
                 // The delivery: EventBridge's event id (kept by Lambda's retries of it), else
                 // the payload's fingerprint (a runbook request invoked again).

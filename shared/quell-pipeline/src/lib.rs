@@ -56,60 +56,97 @@ pub trait Executor: Send + Sync {
 /// Entra user's federated AWS role sessions, the Entra credential that trusts a compromised AWS
 /// role) runs each action on its own cloud, both clouds together. A cloud the deployment cannot
 /// reach fails its actions with what to configure, so a human hears of the half not contained.
-pub struct Clouds<'a> {
-    pub aws: Option<&'a dyn Executor>,
-    pub azure: Option<&'a dyn Executor>,
+pub struct Clouds<A, Z> {
+    pub aws: Option<A>,
+    pub azure: Option<Z>,
 }
 
-impl Clouds<'_> {
+impl<A: Executor, Z: Executor> Clouds<A, Z> {
     fn get(&self, cloud: Cloud) -> Option<&dyn Executor> {
         match cloud {
-            Cloud::Aws => self.aws,
-            Cloud::Azure => self.azure,
+            Cloud::Aws => self.aws.as_ref().map(|e| e as &dyn Executor),
+            Cloud::Azure => self.azure.as_ref().map(|e| e as &dyn Executor),
             Cloud::OnPremises => None,
         }
     }
+}
 
-    fn needs(plan: &Plan, cloud: Cloud) -> bool {
-        plan.actions.iter().any(|a| a.cloud == cloud)
+fn no_access(a: &quell_core::Action, cloud: Cloud) -> quell_core::report::ActionResult {
+    quell_core::report::ActionResult {
+        action: a.clone(),
+        outcome: quell_core::report::Outcome::failed(
+            "NoAccess",
+            format!(
+                "this deployment has no access to {}: contain {} by hand, or give quell keyless access there (docs/cross-cloud.md)",
+                cloud_name(cloud),
+                a.target.label()
+            ),
+            false,
+        ),
     }
 }
 
-impl Executor for Clouds<'_> {
+fn needs(plan: &Plan, cloud: Cloud) -> bool {
+    plan.actions.iter().any(|a| a.cloud == cloud)
+}
+
+/// An executor borrowed is an executor (`Clouds { aws: Some(&aws), … }`).
+impl<T: Executor + ?Sized> Executor for &T {
+    fn execute<'a>(&'a self, plan: &'a Plan) -> BoxFuture<'a, Report> {
+        (**self).execute(plan)
+    }
+    fn resolve<'a>(&'a self, plan: Plan) -> BoxFuture<'a, Plan> {
+        (**self).resolve(plan)
+    }
+    fn prefetch<'a>(&'a self, plan: &'a Plan) -> BoxFuture<'a, ()> {
+        (**self).prefetch(plan)
+    }
+}
+
+impl<A: Executor, Z: Executor> Executor for Clouds<A, Z> {
     fn execute<'a>(&'a self, plan: &'a Plan) -> BoxFuture<'a, Report> {
         Box::pin(async move {
-            let run = |cloud: Cloud| async move {
+            // An executor runs when its cloud has actions, or when it is the only one (it then
+            // reports the other cloud's actions as it always has).
+            let run = |cloud: Cloud, other: Cloud| async move {
                 match self.get(cloud) {
-                    Some(e) if Clouds::needs(plan, cloud) => Some(e.execute(plan).await),
+                    Some(e) if needs(plan, cloud) || self.get(other).is_none() => {
+                        Some(e.execute(plan).await)
+                    }
                     _ => None,
                 }
             };
-            let (aws, azure) = tokio::join!(run(Cloud::Aws), run(Cloud::Azure));
+            let (aws, azure) =
+                tokio::join!(run(Cloud::Aws, Cloud::Azure), run(Cloud::Azure, Cloud::Aws));
             let executed_at = aws
                 .as_ref()
                 .or(azure.as_ref())
                 .map(|r| r.executed_at.clone())
                 .unwrap_or_default();
             // Each executor reports every action; keep each action's result from its own
-            // cloud's executor (an executor's own escalations are of its cloud too).
+            // cloud's executor (an executor's own escalations are of its cloud too). A cloud
+            // with no executor keeps what the other said of its actions (skipped: another
+            // responder's), except a cross-cloud action, which only this plan will ever ask
+            // for: it fails, so a human hears of the half not contained.
             let mut results = Vec::new();
-            for (cloud, report) in [(Cloud::Aws, &aws), (Cloud::Azure, &azure)] {
-                match report {
-                    Some(r) => results.extend(r.results.iter().filter(|x| x.action.cloud == cloud).cloned()),
-                    None => results.extend(plan.actions.iter().filter(|a| a.cloud == cloud).map(|a| {
-                        quell_core::report::ActionResult {
-                            action: a.clone(),
-                            outcome: quell_core::report::Outcome::failed(
-                                "NoAccess",
-                                format!(
-                                    "this deployment has no access to {}: contain {} by hand, or give quell keyless access there (docs/cross-cloud.md)",
-                                    cloud_name(cloud),
-                                    a.target.label()
-                                ),
-                                false,
-                            ),
+            for (cloud, report, other) in [(Cloud::Aws, &aws, &azure), (Cloud::Azure, &azure, &aws)]
+            {
+                let own = |r: &&quell_core::report::ActionResult| r.action.cloud == cloud;
+                match (report, other) {
+                    (Some(r), _) => results.extend(r.results.iter().filter(own).cloned()),
+                    (None, Some(o)) => results.extend(o.results.iter().filter(own).map(|r| {
+                        if r.action.via.is_some() {
+                            no_access(&r.action, cloud)
+                        } else {
+                            r.clone()
                         }
                     })),
+                    (None, None) => results.extend(
+                        plan.actions
+                            .iter()
+                            .filter(|a| a.cloud == cloud)
+                            .map(|a| no_access(a, cloud)),
+                    ),
                 }
             }
             results.sort_by_key(|r| r.action.kind.rank());
@@ -126,7 +163,7 @@ impl Executor for Clouds<'_> {
             let mut plan = plan;
             for cloud in [Cloud::Azure, Cloud::Aws] {
                 if let Some(e) = self.get(cloud)
-                    && Clouds::needs(&plan, cloud)
+                    && needs(&plan, cloud)
                 {
                     plan = e.resolve(plan).await;
                 }
@@ -139,7 +176,7 @@ impl Executor for Clouds<'_> {
         Box::pin(async move {
             let each = |cloud: Cloud| async move {
                 if let Some(e) = self.get(cloud)
-                    && Clouds::needs(plan, cloud)
+                    && needs(plan, cloud)
                 {
                     e.prefetch(plan).await;
                 }
