@@ -68,6 +68,8 @@ async fn start_at(
         ledger,
         http_release,
         verify_queue,
+        aws: None,
+        links: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -1372,6 +1374,8 @@ async fn an_event_hub_record_for_another_tenant_is_refused() {
         ledger: None,
         http_release: false,
         verify_queue: None,
+        aws: None,
+        links: Default::default(),
     };
     let foreign = risky_user_message(
         "3b9e2f71-4c8d-4a5e-9f1b-6d2c8e7a0b45",

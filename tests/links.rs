@@ -596,3 +596,247 @@ async fn a_forged_row_cannot_make_the_release_trust_another_issuer_or_app() {
         );
     }
 }
+
+// ---- Keyless, both ways. ----
+
+/// Sends what azure_identity addresses to `https://login.microsoftonline.com` to a local fake
+/// instead (azure_identity accepts only HTTPS authorities; the request itself is unchanged).
+#[derive(Debug)]
+struct ToLocal {
+    port: u16,
+    inner: Arc<dyn azure_core::http::HttpClient>,
+}
+
+#[async_trait::async_trait]
+impl azure_core::http::HttpClient for ToLocal {
+    async fn execute_request(
+        &self,
+        request: &azure_core::http::Request,
+    ) -> azure_core::Result<azure_core::http::AsyncRawResponse> {
+        let mut r = request.clone();
+        let url = r.url_mut();
+        url.set_scheme("http").unwrap();
+        url.set_host(Some("127.0.0.1")).unwrap();
+        url.set_port(Some(self.port)).unwrap();
+        self.inner.execute_request(&r).await
+    }
+}
+
+fn to_local(server: &MockServer) -> azure_identity::ClientAssertionCredentialOptions {
+    let port = server.address().port();
+    let transport = azure_core::http::Transport::new(Arc::new(ToLocal {
+        port,
+        inner: azure_core::http::new_http_client(None),
+    }));
+    azure_identity::ClientAssertionCredentialOptions {
+        client_options: azure_core::http::ClientOptions {
+            transport: Some(transport),
+            ..Default::default()
+        },
+    }
+}
+
+/// A JWT as `sts:GetWebIdentityToken` returns it (header and signature are opaque here).
+const AWS_JWT: &str = "eyJhbGciOiJSUzI1NiIsImtpZCI6IkVYQU1QTEUifQ.eyJpc3MiOiJodHRwczovL2ExZDJiMGZkLTRjMWUtNGE1NS05ZTJiLTdmM2M5ZDFlMGIyMy50b2tlbnMuc3RzLmdsb2JhbC5hcGkuYXdzIiwic3ViIjoiYXJuOmF3czppYW06OjEyMzQ1Njc4OTAxMjpyb2xlL3F1ZWxsLWd1YXJkZHV0eSIsImF1ZCI6ImFwaTovL0F6dXJlQURUb2tlbkV4Y2hhbmdlIn0.c2lnbmF0dXJl";
+
+#[tokio::test]
+async fn the_lambda_reaches_graph_with_its_aws_token_as_the_client_assertion() {
+    // STS: GetWebIdentityToken in the Query protocol, as the STS API reference documents it
+    // (moto has no outbound federation).
+    let sts = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(wiremock::matchers::body_string_contains("Action=GetWebIdentityToken"))
+        .and(wiremock::matchers::body_string_contains("Audience.member.1=api%3A%2F%2FAzureADTokenExchange"))
+        .and(wiremock::matchers::body_string_contains("DurationSeconds=300"))
+        .and(wiremock::matchers::body_string_contains("SigningAlgorithm=RS256"))
+        .respond_with(ResponseTemplate::new(200).insert_header("content-type", "text/xml").set_body_string(format!(
+            r#"<GetWebIdentityTokenResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><GetWebIdentityTokenResult><WebIdentityToken>{AWS_JWT}</WebIdentityToken><Expiration>2099-01-01T00:05:00Z</Expiration></GetWebIdentityTokenResult><ResponseMetadata><RequestId>4b1c</RequestId></ResponseMetadata></GetWebIdentityTokenResponse>"#
+        )))
+        .expect(1)
+        .mount(&sts)
+        .await;
+    // Entra's token endpoint: the client-credentials grant with the AWS JWT as the assertion.
+    let entra = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(format!("/{TENANT}/oauth2/v2.0/token")))
+        .and(wiremock::matchers::body_string_contains("grant_type=client_credentials"))
+        .and(wiremock::matchers::body_string_contains(format!("client_id={APP_ID}").as_str()))
+        .and(wiremock::matchers::body_string_contains("client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer"))
+        .and(wiremock::matchers::body_string_contains(format!("client_assertion={AWS_JWT}").as_str()))
+        .and(wiremock::matchers::body_string_contains("scope=https%3A%2F%2Fgraph.microsoft.com%2F.default"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": "graph-token-for-aws-role"})))
+        .expect(1)
+        .mount(&entra)
+        .await;
+    let graph = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1.0/organization"))
+        .and(wiremock::matchers::header(
+            "authorization",
+            "Bearer graph-token-for-aws-role",
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": [{"id": TENANT}]})))
+        .expect(2)
+        .mount(&graph)
+        .await;
+
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(sts.uri())
+        .credentials_provider(aws_credential_types::Credentials::for_tests())
+        .load()
+        .await;
+    let graph_url = graph.uri();
+    let env = |k: &str| match k {
+        "QUELL_ENTRA_TENANT_ID" => Some(TENANT.to_string()),
+        "QUELL_ENTRA_CLIENT_ID" => Some(APP_ID.to_string()),
+        "QUELL_GRAPH_URL" => Some(graph_url.clone()),
+        "QUELL_GRAPH_SCOPE" => Some("https://graph.microsoft.com/.default".to_string()),
+        _ => None,
+    };
+    let azure = quell_lambda::entra_executor(&config, &enforce(), env, Some(to_local(&entra)))
+        .unwrap()
+        .expect("configured");
+    for _ in 0..2 {
+        let r = azure
+            .http()
+            .call(
+                reqwest::Method::GET,
+                quell_azure::client::Api::Graph,
+                "/v1.0/organization",
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.body["value"][0]["id"], TENANT);
+    }
+    // Both calls used one AWS token and one Entra token (each cached); wiremock checks the counts.
+    let unconfigured = quell_lambda::entra_executor(&config, &enforce(), |_| None, None).unwrap();
+    assert!(unconfigured.is_none());
+}
+
+/// The handler's managed identity, as its token source sees requests: the scope asked for.
+struct Recording(std::sync::Mutex<Vec<String>>);
+
+impl quell_azure::token::TokenSource for Recording {
+    fn token<'a>(
+        &'a self,
+        scope: &'a str,
+    ) -> quell_azure::token::BoxFuture<'a, Result<String, quell_azure::AzError>> {
+        self.0.lock().unwrap().push(scope.to_string());
+        Box::pin(async { Ok("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJtaSJ9.c2ln".to_string()) })
+    }
+}
+
+#[tokio::test]
+async fn the_handler_assumes_the_member_role_with_its_managed_identity_token_and_contains_her_aws_side()
+ {
+    let w = world().await;
+    let graph = MockServer::start().await;
+    tenant(&graph, &w).await;
+    let map = discover(&w, &graph).await;
+    entra_user(&graph).await;
+
+    // The member role the handler reaches: created here, named as the policy says.
+    let iam = quell_tests::iam().await;
+    let member = unique("quell-member");
+    iam.create_role()
+        .role_name(&member)
+        .assume_role_policy_document(json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+            "Principal": {"Federated": format!("arn:aws:iam::{MOTO_ACCOUNT}:oidc-provider/sts.windows.net/{TENANT}/")},
+            "Action": "sts:AssumeRoleWithWebIdentity"}]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let mut policy = enforce();
+    policy.aws.member_role_name = member.clone();
+    let tokens = Arc::new(Recording(std::sync::Mutex::new(Vec::new())));
+    let token = Arc::new(azure_handler::ManagedIdentityToken::new(
+        tokens.clone(),
+        "api://quell-aws",
+    ));
+    let accounts =
+        quell_aws::Accounts::web_identity(quell_tests::moto_sdk().await, "aws", &member, token);
+    {
+        use quell_aws::ClientSource;
+        accounts.clients(MOTO_ACCOUNT, "quell-test").await.unwrap();
+    }
+    // What the clients sign with is the member role's session, from the web identity token.
+    let cfg = quell_tests::moto_sdk().await;
+    let provider = quell_aws::keyless::WebIdentityCredentials::new(
+        aws_sdk_sts::Client::new(&cfg),
+        &format!("arn:aws:iam::{MOTO_ACCOUNT}:role/{member}"),
+        "quell-probe",
+        Arc::new(azure_handler::ManagedIdentityToken::new(
+            tokens.clone(),
+            "api://quell-aws",
+        )),
+    );
+    let signed = cfg
+        .into_builder()
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+        )
+        .build();
+    let caller = aws_sdk_sts::Client::new(&signed)
+        .get_caller_identity()
+        .send()
+        .await
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_string();
+    assert!(
+        caller.contains(&format!("assumed-role/{member}/quell-probe")),
+        "{caller}"
+    );
+    tokens.0.lock().unwrap().pop();
+    assert_eq!(
+        tokens.0.lock().unwrap().as_slice(),
+        ["api://quell-aws/.default"]
+    );
+
+    let aws = quell_aws::AwsExecutor::new(
+        accounts,
+        policy.clone(),
+        Context::default(),
+        Arc::new(FixedClock(NOW)),
+    );
+    let executor = AzureExecutor::new(
+        http_to(&graph),
+        policy.clone(),
+        Context::default(),
+        Arc::new(FixedClock(NOW)),
+        vec![],
+    );
+    let app = azure_handler::App {
+        policy,
+        ctx: Context::default(),
+        executor,
+        clock: Arc::new(FixedClock(NOW)),
+        ledger: None,
+        http_release: false,
+        verify_queue: None,
+        aws: Some(aws),
+        links: tokio::sync::RwLock::new((Some(Arc::new(map)), Some(std::time::Instant::now()))),
+    };
+    let req = json!({"runbook": "revoke_sessions", "principal": "alice@contoso.com", "tenant": TENANT, "reason": "IR-79"});
+    let body = json!({"Data": {"req": {"Url": "https://quell-func.azurewebsites.net/api/Runbook", "Method": "POST",
+        "Query": {}, "Headers": {"Content-Type": ["application/json"]}, "Params": {}, "Body": req.to_string()}},
+        "Metadata": {"sys": {"MethodName": "Runbook", "UtcNow": "2026-11-23T12:00:00Z"}}});
+    let reply = app
+        .handle(
+            azure_handler::Function::Runbook,
+            body.to_string().as_bytes(),
+        )
+        .await;
+    let text = reply.to_string();
+    assert!(!text.contains("NoAccess"), "{reply:#}");
+    for role in [&w.admins, &w.read_only] {
+        let ids = denied_userids(role).await;
+        assert_eq!(ids.len(), 1, "{role}: {ids:?} {reply:#}");
+        assert!(ids[0].ends_with(":alice@contoso.com"), "{ids:?}");
+    }
+    // Still one managed identity token: the SDK caches the member role's credentials.
+    assert_eq!(tokens.0.lock().unwrap().len(), 1);
+}

@@ -131,6 +131,104 @@ pub struct App {
     /// Where checks after containment are scheduled (`QUELL_VERIFY_QUEUE`, the storage queue
     /// the `Verify` function reads); `None` leaves them to `quell verify`.
     pub verify_queue: Option<quell_azure::VerifyQueue>,
+    /// AWS, reached keyless through the member roles (feature `aws`, `QUELL_AWS_AUDIENCE`): the
+    /// AWS side of a compromised Entra identity (her federated role sessions).
+    pub aws: Option<AwsSide>,
+    /// The cross-cloud link map, read from the ledger (see [`App::plan_context`]).
+    pub links: Links,
+}
+
+/// The link map held, and when it was read.
+pub type Links = tokio::sync::RwLock<(
+    Option<Arc<quell_core::links::LinkMap>>,
+    Option<std::time::Instant>,
+)>;
+
+/// How long the handler plans with the link map it read before reading it again.
+pub const LINKS_REFRESH: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The AWS executor, when the handler is built with the `aws` feature.
+#[cfg(feature = "aws")]
+pub type AwsSide = quell_aws::AwsExecutor<quell_aws::Accounts>;
+
+/// Without the `aws` feature there is no AWS executor: a cross-cloud action fails with what
+/// to do (the binary stays small).
+#[cfg(not(feature = "aws"))]
+pub enum AwsSide {}
+
+#[cfg(not(feature = "aws"))]
+impl quell_pipeline::Executor for AwsSide {
+    fn execute<'a>(&'a self, _: &'a quell_core::Plan) -> quell_pipeline::BoxFuture<'a, Report> {
+        match *self {}
+    }
+}
+
+#[cfg(not(feature = "aws"))]
+impl quell_pipeline::Undo for AwsSide {
+    fn cloud(&self) -> quell_core::Cloud {
+        match *self {}
+    }
+    fn release<'a>(
+        &'a self,
+        _: &'a quell_ledger::Entry,
+        _: quell_pipeline::Releaser,
+    ) -> quell_pipeline::BoxFuture<'a, Vec<quell_ledger::Step>> {
+        match *self {}
+    }
+    fn verify<'a>(
+        &'a self,
+        _: &'a [quell_ledger::Entry],
+        _: bool,
+    ) -> quell_pipeline::BoxFuture<'a, Vec<quell_ledger::Step>> {
+        match *self {}
+    }
+    fn may_release_automatically<'a>(
+        &'a self,
+        _: &'a [quell_ledger::Entry],
+    ) -> quell_pipeline::BoxFuture<'a, Result<(), String>> {
+        match *self {}
+    }
+}
+
+/// The managed identity's token for AWS: the scope `<audience>/.default` of the application
+/// whose identifier the member roles' trust names as `aud`.
+#[cfg(feature = "aws")]
+pub struct ManagedIdentityToken {
+    tokens: Arc<dyn quell_azure::token::TokenSource>,
+    scope: String,
+}
+
+#[cfg(feature = "aws")]
+impl ManagedIdentityToken {
+    pub fn new(tokens: Arc<dyn quell_azure::token::TokenSource>, audience: &str) -> Self {
+        ManagedIdentityToken {
+            tokens,
+            scope: format!("{}/.default", audience.trim_end_matches('/')),
+        }
+    }
+}
+
+#[cfg(feature = "aws")]
+impl quell_aws::keyless::WebToken for ManagedIdentityToken {
+    fn token(&self) -> quell_aws::keyless::BoxFuture<'_, Result<String, String>> {
+        Box::pin(async move { self.tokens.token(&self.scope).await.map_err(|e| e.message) })
+    }
+}
+
+/// The handler's executor: Azure, and AWS too when it can reach it, each action on its cloud.
+impl quell_pipeline::Executor for App {
+    fn execute<'a>(&'a self, plan: &'a quell_core::Plan) -> quell_pipeline::BoxFuture<'a, Report> {
+        Box::pin(async move { self.clouds().execute(plan).await })
+    }
+    fn resolve<'a>(
+        &'a self,
+        plan: quell_core::Plan,
+    ) -> quell_pipeline::BoxFuture<'a, quell_core::Plan> {
+        Box::pin(async move { self.clouds().resolve(plan).await })
+    }
+    fn prefetch<'a>(&'a self, plan: &'a quell_core::Plan) -> quell_pipeline::BoxFuture<'a, ()> {
+        Box::pin(async move { self.clouds().prefetch(plan).await })
+    }
 }
 
 /// The router: `GET /` (readiness) and `POST /<FunctionName>`.
@@ -253,6 +351,50 @@ fn step_logs(done: Option<&Done>) -> Vec<String> {
 }
 
 impl App {
+    fn clouds(&self) -> quell_pipeline::Clouds<&AwsSide, &AzureExecutor> {
+        quell_pipeline::Clouds {
+            aws: self.aws.as_ref(),
+            azure: Some(&self.executor),
+        }
+    }
+
+    /// Reads the link map from the ledger now (at start, and when older than
+    /// [`LINKS_REFRESH`]); a map that cannot be read keeps the one held.
+    pub async fn refresh_links(&self) {
+        let Some(ledger) = &self.ledger else { return };
+        match quell_ledger::links::load(ledger).await {
+            Ok(map) => {
+                *self.links.write().await = (map.map(Arc::new), Some(std::time::Instant::now()))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the link map could not be read; planning with the one held");
+                self.links.write().await.1 = Some(std::time::Instant::now());
+            }
+        }
+    }
+
+    /// The planning context: the deployment's, with the link map (said stale past a day).
+    async fn plan_context(&self) -> Context {
+        let due = self
+            .links
+            .read()
+            .await
+            .1
+            .is_none_or(|at| at.elapsed() > LINKS_REFRESH);
+        if due {
+            self.refresh_links().await;
+        }
+        let mut ctx = self.ctx.clone();
+        if let Some(map) = self.links.read().await.0.clone() {
+            let now = self.clock.now().unix_timestamp();
+            ctx.links_stale = map
+                .age_seconds(now)
+                .is_none_or(|age| age > quell_core::links::STALE_AFTER_SECONDS);
+            ctx.links = Some(map);
+        }
+        ctx
+    }
+
     /// The one containment pipeline, over this handler's ledger, executor and queue.
     fn pipeline(&self, function: Function) -> Pipeline<'_, TableLedger> {
         Pipeline {
@@ -260,8 +402,11 @@ impl App {
             policy: &self.policy,
             clock: self.clock.as_ref(),
             ledger: self.ledger.as_ref(),
-            executor: Some(&self.executor),
-            undo: vec![&self.executor],
+            executor: Some(self),
+            undo: match &self.aws {
+                Some(a) => vec![&self.executor, a],
+                None => vec![&self.executor],
+            },
             checks: self
                 .verify_queue
                 .as_ref()
@@ -305,6 +450,7 @@ impl App {
         let mut reports = Vec::new();
         let mut ignored = Vec::new();
         let mut retry = Vec::new();
+        let ctx = self.plan_context().await;
         for (pointer, result) in messages(&value) {
             let b = match result {
                 Ok(b) => b,
@@ -366,7 +512,7 @@ impl App {
                         .as_bytes()
                 )
             );
-            let mut plan = plan(batch, &self.policy, &self.ctx);
+            let mut plan = plan(batch, &self.policy, &ctx);
             plan.delivery = Some(delivery);
             ignored.extend(plan.ignored.clone());
             let answer = self.pipeline(function).contain(plan).await;

@@ -74,7 +74,8 @@ async fn main() -> anyhow::Result<()> {
         )),
         None => None,
     };
-    tracing::info!(mode = ?policy.mode, ledger = ledger.is_some(), verify_queue = verify_queue.is_some(), "quell initialised");
+    let aws = aws_side(&policy, &ctx, env).await?;
+    tracing::info!(mode = ?policy.mode, ledger = ledger.is_some(), verify_queue = verify_queue.is_some(), aws = aws.is_some(), "quell initialised");
     let app = Arc::new(App {
         policy,
         ctx,
@@ -83,11 +84,54 @@ async fn main() -> anyhow::Result<()> {
         ledger,
         http_release: env("QUELL_HTTP_RELEASE").as_deref() == Some("enabled"),
         verify_queue,
+        aws,
+        links: Default::default(),
     });
+    app.refresh_links().await;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
     tracing::info!(port, "quell custom handler listening");
     axum::serve(listener, router(app)).await?;
     Ok(())
+}
+
+/// AWS, reached with the managed identity's token for `QUELL_AWS_AUDIENCE` (the audience the
+/// member roles' trust pins) and `sts:AssumeRoleWithWebIdentity` into each account's member
+/// role: no AWS secret anywhere. Off unless built with the `aws` feature and configured.
+#[cfg(feature = "aws")]
+async fn aws_side(
+    policy: &Policy,
+    ctx: &Context,
+    env: impl Fn(&str) -> Option<String> + Copy,
+) -> anyhow::Result<Option<azure_handler::AwsSide>> {
+    let Some(audience) = env("QUELL_AWS_AUDIENCE").filter(|a| !a.is_empty()) else {
+        return Ok(None);
+    };
+    let tokens = quell_azure::token::from_env(env)?;
+    let token = Arc::new(azure_handler::ManagedIdentityToken::new(tokens, &audience));
+    let base = quell_aws::config_without_credentials(None).await;
+    let partition = env("QUELL_AWS_PARTITION").unwrap_or_else(|| "aws".into());
+    let accounts =
+        quell_aws::Accounts::web_identity(base, &partition, &policy.aws.member_role_name, token);
+    Ok(Some(quell_aws::AwsExecutor::new(
+        accounts,
+        policy.clone(),
+        ctx.clone(),
+        Arc::new(SystemClock),
+    )))
+}
+
+#[cfg(not(feature = "aws"))]
+async fn aws_side(
+    _: &Policy,
+    _: &Context,
+    env: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<Option<azure_handler::AwsSide>> {
+    if env("QUELL_AWS_AUDIENCE").is_some_and(|a| !a.is_empty()) {
+        tracing::warn!(
+            "QUELL_AWS_AUDIENCE is set but this handler was built without the aws feature: the AWS side of a compromise fails with what to do"
+        );
+    }
+    Ok(None)
 }

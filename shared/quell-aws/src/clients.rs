@@ -266,6 +266,24 @@ pub async fn load_config(endpoint_url: Option<&str>) -> SdkConfig {
     loader.load().await
 }
 
+/// [`load_config`] with no AWS credentials at all: a deployment outside AWS that reaches the
+/// member roles only with a web identity token ([`Accounts::web_identity`]).
+pub async fn config_without_credentials(endpoint_url: Option<&str>) -> SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .no_credentials()
+        .retry_config(retry_config())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_timeout(Duration::from_secs(20))
+                .connect_timeout(Duration::from_secs(3))
+                .build(),
+        );
+    if let Some(url) = endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    loader.load().await
+}
+
 pub fn retry_config() -> RetryConfig {
     RetryConfig::standard()
         .with_max_attempts(5)

@@ -110,6 +110,9 @@ pub struct WebIdentityCredentials {
     role_arn: String,
     session: String,
     token: Arc<dyn WebToken>,
+    /// The last credentials, shared by clones: the eager check when clients are made and the
+    /// SDK's first call use one `AssumeRoleWithWebIdentity`.
+    last: Arc<Mutex<Option<Credentials>>>,
 }
 
 impl fmt::Debug for WebIdentityCredentials {
@@ -134,10 +137,24 @@ impl WebIdentityCredentials {
             role_arn: role_arn.to_string(),
             session: session.to_string(),
             token,
+            last: Arc::new(Mutex::new(None)),
         }
     }
 
     async fn assume(&self) -> provider::Result {
+        let mut last = self.last.lock().await;
+        if let Some(c) = last.as_ref()
+            && c.expiry()
+                .is_some_and(|e| e > SystemTime::now() + Duration::from_secs(300))
+        {
+            return Ok(c.clone());
+        }
+        let fresh = self.assume_now().await?;
+        *last = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    async fn assume_now(&self) -> provider::Result {
         let token = self
             .token
             .token()

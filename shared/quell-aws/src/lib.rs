@@ -16,7 +16,10 @@ pub mod release;
 pub mod sweep;
 pub mod verify_queue;
 
-pub use clients::{Accounts, AwsClients, ClientSource, Fixed, Session, load_config, session};
+pub use clients::{
+    Accounts, AwsClients, ClientSource, Fixed, Session, config_without_credentials, load_config,
+    session,
+};
 pub use error::ExecError;
 pub use executor::AwsExecutor;
 pub use quell_core::clock::SystemClock;
