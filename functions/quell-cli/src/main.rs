@@ -118,6 +118,32 @@ enum Command {
         #[command(subcommand)]
         command: BreakerCommand,
     },
+    /// Check a deployment's cross-cloud reach before an incident: each token, what it must
+    /// match on the other side, one read there; prints what is missing with the fix.
+    Doctor {
+        /// AWS → Entra: the Entra application (client id) the Lambda functions sign in as
+        /// (AZURE_TENANT_ID names the tenant; Graph is read as you, QUELL_AZURE_CREDENTIAL).
+        #[arg(long)]
+        entra_client_id: Option<String>,
+        /// The function role whose tokens the application must trust (default: the caller's
+        /// role, when run as it).
+        #[arg(long)]
+        function_role: Option<String>,
+        /// Entra → AWS: the audience the handler's managed identity asks a token for.
+        #[arg(long)]
+        aws_audience: Option<String>,
+        /// The account whose member role the handler assumes.
+        #[arg(long)]
+        aws_account: Option<String>,
+        /// A token to check instead of the managed identity's (e.g. `az account
+        /// get-access-token --resource <audience>` as the identity).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
     /// Cross-cloud links: which AWS roles an Entra identity reaches, which Entra applications
     /// trust an AWS role.
     Links {
@@ -367,6 +393,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => verify(&principal, yes, policy.as_ref(), format),
         Command::Breaker { command } => breaker(command),
         Command::Links { command } => links_command(command),
+        Command::Doctor {
+            entra_client_id,
+            function_role,
+            aws_audience,
+            aws_account,
+            token_file,
+            policy,
+            format,
+        } => doctor(
+            entra_client_id,
+            function_role,
+            aws_audience,
+            aws_account,
+            token_file,
+            policy.as_ref(),
+            format,
+        ),
     }
 }
 
@@ -1388,4 +1431,279 @@ fn apply(
         anyhow::bail!("{} action(s) failed; see the report", report.summary.failed);
     }
     Ok(())
+}
+
+/// `quell doctor`: both directions of keyless reach, each check with its fix.
+fn doctor(
+    entra_client_id: Option<String>,
+    function_role: Option<String>,
+    aws_audience: Option<String>,
+    aws_account: Option<String>,
+    token_file: Option<PathBuf>,
+    policy: Option<&PathBuf>,
+    format: Format,
+) -> anyhow::Result<()> {
+    use quell_core::links::Check;
+    if entra_client_id.is_none() && aws_audience.is_none() {
+        return Err(Rejected(
+            "name what to check: --entra-client-id (AWS → Entra) and/or --aws-audience (Entra → AWS)".into(),
+        )
+        .into());
+    }
+    let policy = load_policy(policy)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let checks: Vec<Check> = runtime.block_on(async {
+        let mut checks = Vec::new();
+        if let Some(client) = &entra_client_id {
+            checks.extend(doctor_outbound(client, function_role.as_deref()).await?);
+        }
+        if let Some(audience) = &aws_audience {
+            checks.extend(
+                doctor_inbound(
+                    &policy,
+                    audience,
+                    aws_account.as_deref(),
+                    token_file.as_ref(),
+                )
+                .await?,
+            );
+        }
+        anyhow::Ok(checks)
+    })?;
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&checks)?),
+        Format::Text => {
+            for c in &checks {
+                let mark = if c.ok { "ok     " } else { "MISSING" };
+                println!("{mark} {}: {}", c.check, c.detail);
+                if let Some(fix) = &c.fix {
+                    println!("        fix: {fix}");
+                }
+            }
+        }
+    }
+    let gaps = checks.iter().filter(|c| !c.ok).count();
+    if gaps > 0 {
+        anyhow::bail!(
+            "{gaps} cross-cloud check(s) failed; apply the fixes above and run quell doctor again"
+        );
+    }
+    Ok(())
+}
+
+/// AWS → Entra: the account's outbound issuer, the application's federated credential for the
+/// function role, and (run as the function role) a real token exchanged and one Graph read.
+async fn doctor_outbound(
+    client: &str,
+    function_role: Option<&str>,
+) -> anyhow::Result<Vec<quell_core::links::Check>> {
+    use quell_core::links::Check;
+    let mut checks = Vec::new();
+    let config = quell_aws::load_config(None).await;
+    let me = aws_sdk_sts::Client::new(&config)
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "sts:GetCallerIdentity failed: {}",
+                quell_aws::error::classify(e)
+            )
+        })?;
+    let caller = me.arn().unwrap_or_default().to_string();
+    let account = me.account().unwrap_or_default().to_string();
+    // The role a token of the caller would name: arn:…:role/<name> for an assumed role.
+    let caller_role = caller.split_once(":assumed-role/").map(|(head, rest)| {
+        format!(
+            "{}:role/{}",
+            head.replace(":sts:", ":iam:"),
+            rest.split('/').next().unwrap_or_default()
+        )
+    });
+    let Some(subject) = function_role.map(str::to_string).or(caller_role.clone()) else {
+        return Ok(vec![Check::gap(
+            "function role",
+            format!("the caller {caller} is not a role; name the function role"),
+            "pass --function-role arn:aws:iam::<account>:role/<the Lambda function's role>",
+        )]);
+    };
+    let iam = aws_sdk_iam::Client::new(&config);
+    let issuer = match iam.get_outbound_web_identity_federation_info().send().await {
+        Ok(info) if info.jwt_vending_enabled() => match info.issuer_identifier() {
+            Some(i) => {
+                checks.push(Check::ok(
+                    "outbound federation",
+                    format!("account {account} issues tokens as {i}"),
+                ));
+                i.to_string()
+            }
+            None => {
+                return Ok(vec![Check::gap(
+                    "outbound federation",
+                    "IAM returned no issuer",
+                    "aws iam enable-outbound-web-identity-federation",
+                )]);
+            }
+        },
+        Ok(_) | Err(_) => {
+            checks.push(Check::gap(
+                "outbound federation",
+                format!("account {account} does not issue web identity tokens (outbound identity federation is off)"),
+                "aws iam enable-outbound-web-identity-federation   # once per account",
+            ));
+            return Ok(checks);
+        }
+    };
+    // The application's federated credentials, read as the engineer.
+    let http = azure_http()?;
+    match http
+        .call(
+            reqwest::Method::GET,
+            quell_azure::client::Api::Graph,
+            &format!(
+                "/v1.0/applications(appId='{}')/federatedIdentityCredentials",
+                quell_azure::client::seg(client)
+            ),
+            None,
+        )
+        .await
+    {
+        Ok(r) => {
+            let found: Vec<quell_core::links::FederatedCredential> = r.body["value"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| serde_json::from_value(c.clone()).ok())
+                .collect();
+            checks.push(quell_core::links::check_federated_credential(client, &issuer, &subject, &found));
+        }
+        Err(e) => checks.push(Check::gap(
+            "federated credential",
+            format!("the application {client}'s federated credentials could not be read ({}: {})", e.code, e.message),
+            "run as someone who can read the application (Application.Read.All), with QUELL_AZURE_CREDENTIAL=azure_cli",
+        )),
+    }
+    // Run as the function role itself: a real token, exchanged, and one read.
+    if caller_role.as_deref() == Some(subject.as_str()) {
+        let outbound = quell_aws::keyless::OutboundToken::new(aws_sdk_sts::Client::new(&config));
+        match outbound.token().await {
+            Ok(jwt) => {
+                let claims = quell_aws::keyless::claims(&jwt).unwrap_or_default();
+                let sub = claims["sub"].as_str().unwrap_or_default();
+                checks.push(if sub == subject && claims["iss"].as_str() == Some(issuer.as_str()) {
+                    Check::ok("aws token", format!("iss {issuer}, sub {sub}, aud {}", claims["aud"]))
+                } else {
+                    Check::gap("aws token", format!("the token carries iss {}, sub {sub}", claims["iss"]), "the federated credential must match what the token carries")
+                });
+            }
+            Err(e) => checks.push(Check::gap(
+                "aws token",
+                e.to_string(),
+                format!("allow sts:GetWebIdentityToken on {subject} for audience {} (the SAM template's EntraKeyless statement)", quell_aws::keyless::ENTRA_TOKEN_AUDIENCE),
+            )),
+        }
+    }
+    Ok(checks)
+}
+
+/// Entra → AWS: the managed identity's token (or `token_file`) against the member role's trust,
+/// then `sts:AssumeRoleWithWebIdentity` with it.
+async fn doctor_inbound(
+    policy: &Policy,
+    audience: &str,
+    account: Option<&str>,
+    token_file: Option<&PathBuf>,
+) -> anyhow::Result<Vec<quell_core::links::Check>> {
+    use quell_core::links::Check;
+    let token = match token_file {
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read {}", p.display()))?
+            .trim()
+            .to_string(),
+        None => {
+            let tokens = quell_azure::token::from_env(env).map_err(|e| anyhow::anyhow!("{e}"))?;
+            match tokens
+                .token(&format!("{}/.default", audience.trim_end_matches('/')))
+                .await
+            {
+                Ok(t) => t,
+                Err(e) => {
+                    return Ok(vec![Check::gap(
+                        "managed identity token",
+                        e.message,
+                        format!(
+                            "run where the handler's identity is (or pass --token-file), and expose an application with identifier {audience}"
+                        ),
+                    )]);
+                }
+            }
+        }
+    };
+    let Some(claims) = quell_aws::keyless::claims(&token) else {
+        return Ok(vec![Check::gap(
+            "managed identity token",
+            "the token is not a JWT",
+            "pass the access token itself",
+        )]);
+    };
+    let mut checks = vec![Check::ok(
+        "managed identity token",
+        format!(
+            "iss {}, aud {}, sub {}",
+            claims["iss"], claims["aud"], claims["sub"]
+        ),
+    )];
+    let config = quell_aws::load_config(None).await;
+    let account = match account {
+        Some(a) => a.to_string(),
+        None => aws_sdk_sts::Client::new(&config)
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "sts:GetCallerIdentity failed: {}",
+                    quell_aws::error::classify(e)
+                )
+            })?
+            .account()
+            .unwrap_or_default()
+            .to_string(),
+    };
+    let role = &policy.aws.member_role_name;
+    match aws_sdk_iam::Client::new(&config).get_role().role_name(role).send().await {
+        Ok(out) => {
+            let trust = out
+                .role()
+                .and_then(|r| r.assume_role_policy_document())
+                .and_then(quell_aws::docs::parse)
+                .unwrap_or_default();
+            checks.extend(quell_core::links::check_trust(role, &trust, &claims));
+        }
+        Err(e) => checks.push(Check::gap(
+            "member role trust",
+            format!("{role} in {account} could not be read ({})", quell_aws::error::classify(e)),
+            "deploy infra/aws/member-role.yaml in that account, and run quell doctor with credentials that may read it",
+        )),
+    }
+    let arn = format!("arn:aws:iam::{account}:role/{role}");
+    let sts = aws_sdk_sts::Client::new(&quell_aws::config_without_credentials(None).await);
+    checks.push(
+        match sts
+            .assume_role_with_web_identity()
+            .role_arn(&arn)
+            .role_session_name("quell-doctor")
+            .web_identity_token(token)
+            .send()
+            .await
+        {
+            Ok(_) => Check::ok("assume the member role", format!("sts:AssumeRoleWithWebIdentity into {arn} works")),
+            Err(e) => Check::gap(
+                "assume the member role",
+                format!("sts:AssumeRoleWithWebIdentity into {arn} failed ({})", quell_aws::error::classify(e)),
+                "fix the trust checks above; the account needs the OIDC provider of the tenant (member-role.yaml creates it)",
+            ),
+        },
+    );
+    Ok(checks)
 }

@@ -894,3 +894,83 @@ fn the_breaker_withholds_the_fourth_and_fifth_entra_containment_in_an_hour() {
     let status = ok(&w.quell(&["breaker", "status", "--scope", &scope]));
     assert!(status.contains("3 containment(s)"), "{status}");
 }
+
+#[test]
+fn doctor_reports_a_federated_credential_with_the_wrong_subject_and_the_fix() {
+    let issuer = "https://a1d2b0fd-4c1e-4a55-9e2b-7f3c9d1e0b23.tokens.sts.global.api.aws";
+    let role = "arn:aws:iam::123456789012:role/quell-guardduty-fn";
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(async {
+        use wiremock::matchers::{body_string_contains, method, path};
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let server = MockServer::start().await;
+        // STS and IAM in the Query protocol (moto has no outbound federation).
+        Mock::given(method("POST"))
+            .and(body_string_contains("Action=GetCallerIdentity"))
+            .respond_with(ResponseTemplate::new(200).insert_header("content-type", "text/xml").set_body_string(
+                r#"<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><GetCallerIdentityResult><Arn>arn:aws:iam::123456789012:user/ir-engineer</Arn><UserId>AIDAEXAMPLE</UserId><Account>123456789012</Account></GetCallerIdentityResult><ResponseMetadata><RequestId>1</RequestId></ResponseMetadata></GetCallerIdentityResponse>"#))
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(body_string_contains("Action=GetOutboundWebIdentityFederationInfo"))
+            .respond_with(ResponseTemplate::new(200).insert_header("content-type", "text/xml").set_body_string(format!(
+                r#"<GetOutboundWebIdentityFederationInfoResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/"><GetOutboundWebIdentityFederationInfoResult><IssuerIdentifier>{issuer}</IssuerIdentifier><JwtVendingEnabled>true</JwtVendingEnabled></GetOutboundWebIdentityFederationInfoResult><ResponseMetadata><RequestId>2</RequestId></ResponseMetadata></GetOutboundWebIdentityFederationInfoResponse>"#)))
+            .mount(&server)
+            .await;
+        let expires = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600).to_string();
+        Mock::given(method("GET"))
+            .and(path("/msi/token"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "access_token": "t", "expires_on": expires, "token_type": "Bearer", "resource": "https://graph.microsoft.com"})))
+            .mount(&server)
+            .await;
+        // The credential trusts the function's session ARN: Entra compares it with the token's
+        // sub, which is the role ARN, and refuses every exchange.
+        Mock::given(method("GET"))
+            .and(path("/v1.0/applications(appId='5e6f7a8b-1c2d-4e3f-9a0b-1c2d3e4f5a6b')/federatedIdentityCredentials"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"value": [
+                {"id": "f1", "name": "quell-lambda", "issuer": issuer,
+                 "subject": "arn:aws:sts::123456789012:assumed-role/quell-guardduty-fn/quell-guardduty",
+                 "audiences": ["api://AzureADTokenExchange"]}]})))
+            .mount(&server)
+            .await;
+        server
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_quell"))
+        .args([
+            "doctor",
+            "--entra-client-id",
+            "5e6f7a8b-1c2d-4e3f-9a0b-1c2d3e4f5a6b",
+            "--function-role",
+            role,
+        ])
+        .env("AWS_ENDPOINT_URL", server.uri())
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("QUELL_AZURE_CREDENTIAL", "managed_identity")
+        .env("IDENTITY_ENDPOINT", format!("{}/msi/token", server.uri()))
+        .env("IDENTITY_HEADER", "x")
+        .env("QUELL_GRAPH_URL", server.uri())
+        .output()
+        .unwrap();
+    let s = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{s}\n{}", text(&out.stderr));
+    assert!(
+        s.contains(&format!(
+            "ok      outbound federation: account 123456789012 issues tokens as {issuer}"
+        )),
+        "{s}"
+    );
+    assert!(
+        s.contains("MISSING federated credential: wrong subject"),
+        "{s}"
+    );
+    assert!(
+        s.contains(&format!("the function's tokens carry sub = {role}")),
+        "{s}"
+    );
+    assert!(s.contains(&format!("{{\"subject\":\"{role}\"}}")), "{s}");
+    assert!(s.contains("fix: az ad app federated-credential update --id 5e6f7a8b-1c2d-4e3f-9a0b-1c2d3e4f5a6b --federated-credential-id quell-lambda"), "{s}");
+}

@@ -606,6 +606,200 @@ fn exact_condition(cond: Option<&serde_json::Value>, key: &str) -> Vec<String> {
         .collect()
 }
 
+// ---- `quell doctor`: what a deployment's cross-cloud reach lacks. Pure comparisons. ----
+
+/// The audience Entra requires of an external token it exchanges.
+pub const ENTRA_EXCHANGE_AUDIENCE: &str = "api://AzureADTokenExchange";
+
+/// One check of `quell doctor`: what it found, and when something is missing, the fix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    pub check: String,
+    pub ok: bool,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+impl Check {
+    pub fn ok(check: &str, detail: impl Into<String>) -> Check {
+        Check {
+            check: check.into(),
+            ok: true,
+            detail: detail.into(),
+            fix: None,
+        }
+    }
+    pub fn gap(check: &str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+        Check {
+            check: check.into(),
+            ok: false,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        }
+    }
+}
+
+/// Whether the Entra application `app_id` has a federated credential that accepts the AWS
+/// tokens of `subject` (a role ARN) from `issuer` (the account's outbound issuer): Entra
+/// matches `issuer` and `subject` exactly and requires the exchange audience (Microsoft
+/// identity platform, "Workload identity federation": the credential's issuer, subject and
+/// audience must match the external token's `iss`, `sub` and `aud`).
+pub fn check_federated_credential(
+    app_id: &str,
+    issuer: &str,
+    subject: &str,
+    found: &[FederatedCredential],
+) -> Check {
+    const CHECK: &str = "federated credential";
+    let create = format!(
+        "az ad app federated-credential create --id {app_id} --parameters '{{\"name\":\"quell-{}\",\"issuer\":\"{issuer}\",\"subject\":\"{subject}\",\"audiences\":[\"{ENTRA_EXCHANGE_AUDIENCE}\"]}}'",
+        subject.rsplit('/').next().unwrap_or("aws")
+    );
+    let audience_ok =
+        |c: &FederatedCredential| c.audiences.iter().any(|a| a == ENTRA_EXCHANGE_AUDIENCE);
+    if let Some(c) = found
+        .iter()
+        .find(|c| c.issuer == issuer && c.subject == subject)
+    {
+        return if audience_ok(c) {
+            Check::ok(
+                CHECK,
+                format!("{:?} trusts {subject} from {issuer}", c.name),
+            )
+        } else {
+            Check::gap(
+                CHECK,
+                format!(
+                    "{:?} matches issuer and subject, but its audiences are {:?}, not [{ENTRA_EXCHANGE_AUDIENCE}]",
+                    c.name, c.audiences
+                ),
+                format!(
+                    "az ad app federated-credential update --id {app_id} --federated-credential-id {} --parameters '{{\"audiences\":[\"{ENTRA_EXCHANGE_AUDIENCE}\"]}}'",
+                    c.name
+                ),
+            )
+        };
+    }
+    if let Some(c) = found.iter().find(|c| c.issuer == issuer) {
+        return Check::gap(
+            CHECK,
+            format!(
+                "wrong subject: {:?} trusts subject {} from this issuer, but the function's tokens carry sub = {subject} (its role ARN, not a session ARN)",
+                c.name, c.subject
+            ),
+            format!(
+                "az ad app federated-credential update --id {app_id} --federated-credential-id {} --parameters '{{\"subject\":\"{subject}\"}}'",
+                c.name
+            ),
+        );
+    }
+    if let Some(c) = found.iter().find(|c| c.subject == subject) {
+        return Check::gap(
+            CHECK,
+            format!(
+                "wrong issuer: {:?} trusts {subject} from {}, but this account's outbound issuer is {issuer}",
+                c.name, c.issuer
+            ),
+            format!(
+                "az ad app federated-credential update --id {app_id} --federated-credential-id {} --parameters '{{\"issuer\":\"{issuer}\"}}'",
+                c.name
+            ),
+        );
+    }
+    Check::gap(
+        CHECK,
+        format!("application {app_id} has no federated credential for {subject} from {issuer}"),
+        create,
+    )
+}
+
+/// Whether a role's trust policy lets a token with `claims` in through
+/// `sts:AssumeRoleWithWebIdentity`: the OIDC provider of the token's issuer, and the `aud` and
+/// `sub` conditions (IAM User Guide, "Available keys for OIDC federation": `<provider
+/// url>:aud` and `:sub` are the token's claims).
+pub fn check_trust(
+    role: &str,
+    trust: &serde_json::Value,
+    claims: &serde_json::Value,
+) -> Vec<Check> {
+    const CHECK: &str = "member role trust";
+    let text = |k: &str| {
+        claims
+            .get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (iss, aud, sub) = (text("iss"), text("aud"), text("sub"));
+    let url = iss
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .to_string();
+    let provider_suffix = format!(":oidc-provider/{url}");
+    let allowing: Vec<&serde_json::Value> = statements(trust)
+        .into_iter()
+        .filter(|st| {
+            st.get("Effect").and_then(|e| e.as_str()) == Some("Allow")
+                && strings(st.get("Action"))
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case("sts:AssumeRoleWithWebIdentity"))
+                && strings(st.get("Principal").and_then(|p| p.get("Federated")))
+                    .iter()
+                    .any(|f| f.ends_with(&provider_suffix))
+        })
+        .collect();
+    if allowing.is_empty() {
+        return vec![Check::gap(
+            CHECK,
+            format!(
+                "{role} does not trust the token's issuer {iss} (no sts:AssumeRoleWithWebIdentity for an OIDC provider {url})"
+            ),
+            "deploy infra/aws/member-role.yaml with EntraTenantId, EntraAudience and QuellManagedIdentityObjectId set",
+        )];
+    }
+    let mut out = Vec::new();
+    for (claim, value) in [("aud", &aud), ("sub", &sub)] {
+        let allowed: Vec<String> = allowing
+            .iter()
+            .flat_map(|st| exact_condition(st.get("Condition"), &format!("{url}:{claim}")))
+            .collect();
+        if allowed.is_empty() {
+            out.push(Check::gap(
+                CHECK,
+                format!("{role} sets no {claim} condition: any identity of the issuer with any {claim} could assume it"),
+                format!("pin {url}:{claim} to {value} in the trust policy (infra/aws/member-role.yaml does)"),
+            ));
+        } else if allowed.iter().any(|a| a == value) {
+            out.push(Check::ok(
+                CHECK,
+                format!("{claim} = {value} is what {role} trusts"),
+            ));
+        } else {
+            let hint = if claim == "aud" {
+                " (a managed identity's token may carry the application's client id rather than its identifier URI: use what the token carries)"
+            } else {
+                " (sub is the managed identity's object id, its principalId)"
+            };
+            out.push(Check::gap(
+                CHECK,
+                format!(
+                    "wrong {claim}: the token carries {value}, {role} trusts {allowed:?}{hint}"
+                ),
+                format!(
+                    "set the member role's {} to {value} and redeploy infra/aws/member-role.yaml",
+                    if claim == "aud" {
+                        "EntraAudience"
+                    } else {
+                        "QuellManagedIdentityObjectId"
+                    }
+                ),
+            ));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -800,5 +994,80 @@ mod tests {
             ..LinkMap::default()
         };
         assert_eq!(bad.age_seconds(1_796_385_600), None);
+    }
+
+    #[test]
+    fn the_doctor_names_a_wrong_subject_and_the_fix() {
+        let issuer = "https://a1d2.tokens.sts.global.api.aws";
+        let role = format!("arn:aws:iam::{ACCOUNT}:role/quell-guardduty");
+        let cred = |subject: &str, audiences: &[&str]| FederatedCredential {
+            id: "1".into(),
+            name: "quell-aws".into(),
+            issuer: issuer.into(),
+            subject: subject.into(),
+            audiences: audiences.iter().map(|a| a.to_string()).collect(),
+            description: None,
+        };
+        let ok = check_federated_credential(
+            "app",
+            issuer,
+            &role,
+            &[cred(&role, &[ENTRA_EXCHANGE_AUDIENCE])],
+        );
+        assert!(ok.ok, "{ok:?}");
+        let session = format!("arn:aws:sts::{ACCOUNT}:assumed-role/quell-guardduty/fn");
+        let wrong = check_federated_credential(
+            "app",
+            issuer,
+            &role,
+            &[cred(&session, &[ENTRA_EXCHANGE_AUDIENCE])],
+        );
+        assert!(
+            !wrong.ok && wrong.detail.starts_with("wrong subject"),
+            "{wrong:?}"
+        );
+        assert!(wrong.fix.unwrap().contains(&role));
+        let aud =
+            check_federated_credential("app", issuer, &role, &[cred(&role, &["api://other"])]);
+        assert!(!aud.ok && aud.detail.contains("audiences"), "{aud:?}");
+        let none = check_federated_credential("app", issuer, &role, &[]);
+        assert!(
+            !none.ok
+                && none
+                    .fix
+                    .unwrap()
+                    .starts_with("az ad app federated-credential create")
+        );
+    }
+
+    #[test]
+    fn the_doctor_compares_a_token_with_the_member_roles_trust() {
+        let url = format!("sts.windows.net/{TENANT}/");
+        let trust = serde_json::json!({"Statement": [{"Effect": "Allow",
+            "Principal": {"Federated": format!("arn:aws:iam::{ACCOUNT}:oidc-provider/{url}")},
+            "Action": "sts:AssumeRoleWithWebIdentity",
+            "Condition": {"StringEquals": {format!("{url}:aud"): "api://quell-aws", format!("{url}:sub"): "mi-object"}}}]});
+        let claims = |aud: &str, sub: &str| serde_json::json!({"iss": format!("https://{url}"), "aud": aud, "sub": sub});
+        assert!(
+            check_trust("r", &trust, &claims("api://quell-aws", "mi-object"))
+                .iter()
+                .all(|c| c.ok)
+        );
+        let wrong = check_trust("r", &trust, &claims("0000-app-guid", "mi-object"));
+        assert!(
+            wrong
+                .iter()
+                .any(|c| !c.ok && c.detail.starts_with("wrong aud")),
+            "{wrong:?}"
+        );
+        let other = check_trust(
+            "r",
+            &trust,
+            &serde_json::json!({"iss": "https://login.microsoftonline.com/x/v2.0", "aud": "a", "sub": "s"}),
+        );
+        assert!(
+            !other[0].ok && other[0].detail.contains("does not trust"),
+            "{other:?}"
+        );
     }
 }
