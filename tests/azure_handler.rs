@@ -353,6 +353,16 @@ async fn the_timer_sweeps_the_tenant_in_dry_run() {
             .unwrap()
             .starts_with("swept 0 credentials")
     );
+    // The tenant's cross-cloud links are read with each sweep.
+    assert_eq!(body["Logs"][1], "cross-cloud links: 0 found", "{body}");
+    let asked = g.received_requests().await.unwrap();
+    assert!(asked.iter().any(|r| {
+        r.url.path() == "/v1.0/applications"
+            && r.url
+                .query()
+                .unwrap_or("")
+                .contains("federatedIdentityCredentials")
+    }));
 }
 
 #[tokio::test]

@@ -283,10 +283,10 @@ fn trust_violations(t: &Value, trust: &Value) -> Vec<String> {
 fn the_member_role_trusts_exact_roles_inside_the_organization_and_a_pattern_is_rejected() {
     let t = template("infra/aws/member-role.yaml");
     let role = &t["Resources"]["QuellMemberRole"]["Properties"];
-    assert_eq!(
-        trust_violations(&t, &role["AssumeRolePolicyDocument"]),
-        Vec::<String>::new()
-    );
+    // Without the Entra trust (the second branch): the functions' roles only.
+    let trust = &role["AssumeRolePolicyDocument"]["Fn::If"];
+    assert_eq!(trust[0], "TrustsQuellManagedIdentity");
+    assert_eq!(trust_violations(&t, &trust[2]), Vec::<String>::new());
     // The trust this template used to have: account root plus a role-name pattern.
     let old: Value = serde_yaml::from_str(
         r#"
@@ -526,10 +526,7 @@ fn the_ledger_table_is_durable_and_every_containing_function_holds_exactly_its_c
             .as_str()
             .unwrap();
         let mut have = BTreeSet::new();
-        for pol in t["Resources"][role]["Properties"]["Policies"]
-            .as_sequence()
-            .unwrap()
-        {
+        for pol in role_policies(&t, role) {
             for st in pol["PolicyDocument"]["Statement"].as_sequence().unwrap() {
                 for a in st["Action"].as_sequence().into_iter().flatten() {
                     if let Some(a) = a.as_str().filter(|a| a.starts_with("dynamodb:")) {
@@ -637,6 +634,8 @@ fn sqs_actions_on(t: &serde_json::Value, role: &str, resource: &str) -> BTreeSet
         .as_array()
         .unwrap()
     {
+        // A conditional policy, as if its condition held.
+        let pol = pol.get("Fn::If").map_or(pol, |b| &b[1]);
         for st in pol["PolicyDocument"]["Statement"].as_array().unwrap() {
             if st["Effect"] != "Allow" || st["Resource"]["Fn::GetAtt"][0] != resource {
                 continue;
@@ -829,5 +828,102 @@ fn identity_center_is_reached_only_through_the_member_role_of_its_account() {
         let f = &sam["Resources"][accepts.logical_id()];
         let role = f["Properties"]["Role"]["Fn::GetAtt"][0].as_str().unwrap();
         assert!(role_actions_with(&sam, role, &idc).is_empty(), "{role}");
+    }
+}
+
+#[test]
+fn the_member_roles_entra_trust_pins_the_issuer_the_audience_and_the_managed_identity() {
+    let t = template("infra/aws/member-role.yaml");
+    let branch = &t["Resources"]["QuellMemberRole"]["Properties"]["AssumeRolePolicyDocument"]["Fn::If"]
+        [1]["Fn::Sub"];
+    let text = branch[0]
+        .as_str()
+        .unwrap()
+        .replace(
+            "${Functions}",
+            "arn:aws:iam::111122223333:role/quell-guardduty-x",
+        )
+        .replace("${OrganizationId}", "o-abcdefghij")
+        .replace(
+            "${EntraOidcProvider}",
+            "arn:aws:iam::222233334444:oidc-provider/sts.windows.net/t/",
+        )
+        .replace("${EntraTenantId}", "t")
+        .replace("${EntraAudience}", "api://quell-aws")
+        .replace("${QuellManagedIdentityObjectId}", "mi-object-id");
+    assert!(
+        !text.contains("${"),
+        "every placeholder is a parameter: {text}"
+    );
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let st = &doc["Statement"];
+    // The functions' statement is the same as without the Entra trust.
+    assert_eq!(
+        st[0]["Principal"]["AWS"][0],
+        "arn:aws:iam::111122223333:role/quell-guardduty-x"
+    );
+    assert_eq!(
+        st[0]["Condition"]["StringEquals"]["aws:PrincipalOrgID"],
+        "o-abcdefghij"
+    );
+    // The managed identity's: exact issuer (the provider), audience and subject.
+    assert_eq!(st[1]["Action"], "sts:AssumeRoleWithWebIdentity");
+    let eq = &st[1]["Condition"]["StringEquals"];
+    assert_eq!(eq["sts.windows.net/t/:aud"], "api://quell-aws");
+    assert_eq!(eq["sts.windows.net/t/:sub"], "mi-object-id");
+    assert!(st[1]["Condition"].get("StringLike").is_none());
+    // quell doctor reads this trust the same way.
+    let claims = serde_json::json!({"iss": "https://sts.windows.net/t/", "aud": "api://quell-aws", "sub": "mi-object-id"});
+    assert!(
+        quell_core::links::check_trust("QuellMemberRole", &doc, &claims)
+            .iter()
+            .all(|c| c.ok)
+    );
+    let provider = &t["Resources"]["EntraOidcProvider"];
+    assert_eq!(provider["Condition"], "TrustsQuellManagedIdentity");
+    assert_eq!(
+        provider["Properties"]["Url"]["Fn::Sub"],
+        "https://sts.windows.net/${EntraTenantId}/"
+    );
+}
+
+#[test]
+fn only_functions_that_reach_entra_may_mint_a_short_token_for_its_exchange_audience() {
+    let t = template("samplesam.yaml");
+    for accepts in Accepts::ALL {
+        let role = t["Resources"][accepts.logical_id()]["Properties"]["Role"]["Fn::GetAtt"][0]
+            .as_str()
+            .unwrap();
+        let have = role_actions_with(&t, role, &["sts:GetWebIdentityToken"]);
+        let want: BTreeSet<String> = if accepts.reaches_entra() {
+            quell_aws::keyless::OUTBOUND_PERMISSIONS
+                .iter()
+                .map(|p| p.to_string())
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
+        assert_eq!(have, want, "{role}");
+        for p in role_policies(&t, role) {
+            for st in p["PolicyDocument"]["Statement"].as_sequence().unwrap() {
+                if st["Action"] == "sts:GetWebIdentityToken" {
+                    let c = &st["Condition"];
+                    assert_eq!(
+                        c["ForAllValues:StringEquals"]["sts:IdentityTokenAudience"],
+                        "api://AzureADTokenExchange"
+                    );
+                    assert_eq!(
+                        c["NumericLessThanEquals"]["sts:DurationSeconds"].as_i64(),
+                        Some(quell_aws::keyless::OUTBOUND_TOKEN_SECONDS as i64)
+                    );
+                }
+            }
+        }
+    }
+    for role in ["SweeperRole", "SweepSchedulerRole"] {
+        assert!(
+            role_actions_with(&t, role, &["sts:GetWebIdentityToken"]).is_empty(),
+            "{role}"
+        );
     }
 }

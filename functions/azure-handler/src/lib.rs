@@ -648,7 +648,39 @@ impl App {
             now: self.clock.now(),
             enforce: self.policy.mode == quell_core::Mode::Enforce,
         };
-        match quell_azure::sweep::sweep_tenant(self.executor.http(), &opts).await {
+        // The tenant's cross-cloud links are refreshed beside the sweep (read-only calls).
+        let tenant = self
+            .executor
+            .http()
+            .tenant()
+            .unwrap_or("default")
+            .to_string();
+        let stamp = quell_core::clock::rfc3339_seconds(opts.now);
+        let (swept, links) = tokio::join!(
+            quell_azure::sweep::sweep_tenant(self.executor.http(), &opts),
+            quell_azure::links::discover(
+                self.executor.http(),
+                &tenant,
+                self.policy.aws.identity_center.account.as_deref(),
+                &stamp
+            )
+        );
+        let mut link_logs = vec![format!(
+            "cross-cloud links: {} found{}",
+            links.links.len(),
+            if links.gaps.is_empty() {
+                String::new()
+            } else {
+                format!("; gaps: {}", links.gaps.join("; "))
+            }
+        )];
+        if let Some(ledger) = &self.ledger
+            && let Err(e) =
+                quell_ledger::links::store(ledger, &format!("azure-{tenant}"), &links).await
+        {
+            link_logs.push(format!("the link map could not be stored: {e}"));
+        }
+        match swept {
             Ok(report) => {
                 let mut logs: Vec<String> = report
                     .credentials
@@ -671,6 +703,7 @@ impl App {
                     report.credentials.len(),
                     report.stale_service_principals.len()
                 ));
+                logs.append(&mut link_logs);
                 if let Some(ledger) = &self.ledger {
                     let tenant = self.executor.http().tenant().unwrap_or("default");
                     match quell_ledger::record_sweep(

@@ -28,11 +28,16 @@ use quell_core::ActionKind;
 
 /// The AWS API actions the account sweep calls (`sweep::sweep_account`): the report, the bulk
 /// account details, key deactivation, password deletion and unused-role quarantine
-/// (attaching `AWSDenyAll`).
+/// (attaching `AWSDenyAll`), and the link discovery that runs beside it (`links::discover`).
 pub const SWEEP_PERMISSIONS: &[&str] = &[
     "iam:GenerateCredentialReport",
     "iam:GetCredentialReport",
     "iam:GetAccountAuthorizationDetails",
+    // The account's cross-cloud links (`links::discover`), refreshed with each sweep.
+    "iam:ListSAMLProviders",
+    "iam:GetSAMLProvider",
+    "iam:ListOpenIDConnectProviders",
+    "iam:GetOpenIDConnectProvider",
     "iam:ListAccessKeys",
     "iam:GetAccessKeyLastUsed",
     "iam:UpdateAccessKey",

@@ -14,15 +14,6 @@ use quell_core::links::{
 
 use crate::error::classify;
 
-/// What `discover` calls, for the roles that run it (the sweeper, the member role).
-pub const DISCOVER_PERMISSIONS: &[&str] = &[
-    "iam:ListSAMLProviders",
-    "iam:GetSAMLProvider",
-    "iam:ListOpenIDConnectProviders",
-    "iam:GetOpenIDConnectProvider",
-    "iam:GetAccountAuthorizationDetails",
-];
-
 /// The account's links; what could not be read is a gap, not an error.
 pub async fn discover(iam: &aws_sdk_iam::Client, account: &str, now: &str) -> LinkMap {
     let mut map = LinkMap {

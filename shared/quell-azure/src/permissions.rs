@@ -95,6 +95,15 @@ pub const AUTO_RELEASE: &[Permission] = &[
 /// The `PostureSweep` timer: stale credentials, and the sign-in activity reports that date them.
 pub const SWEEP: &[Permission] = &[APPS, Graph("AuditLog.Read.All")];
 
+/// The `PostureSweep` timer's link discovery (`links::discover`): every service principal's app
+/// roles and names, the AWS gallery apps' assignments and their groups' members, every
+/// application's federated credentials. Read-only.
+pub const LINKS: &[Permission] = &[
+    Graph("Application.Read.All"),
+    Graph("GroupMember.Read.All"),
+    USER_READ,
+];
+
 /// `GraphAlert`, `DefenderEvents` and `EntraRiskEvents` plan only from Graph's copy of what a
 /// posted alert or an Event Hub record names ([`crate::executor::graph_copy_path`]): the alert,
 /// the risk detection (users' and service principals'), the risky user or service principal.
@@ -113,6 +122,7 @@ pub fn handler_permissions() -> std::collections::BTreeSet<Permission> {
         .flat_map(|k| permissions(*k).iter().copied())
         .chain(VERIFY.iter().copied())
         .chain(AUTO_RELEASE.iter().copied())
+        .chain(LINKS.iter().copied())
         .chain(SWEEP.iter().copied())
         .chain(REREAD.iter().copied())
         .collect()

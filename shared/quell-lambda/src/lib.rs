@@ -136,6 +136,21 @@ impl Accepts {
         out
     }
 
+    /// Whether the function may reach Graph keyless (`sts:GetWebIdentityToken`): the Entra side
+    /// of a compromised AWS role (remove, verify a federated credential). Access Analyzer's
+    /// unused access contains no one across clouds.
+    pub fn reaches_entra(self) -> bool {
+        !matches!(self, Accepts::AccessAnalyzer)
+    }
+
+    /// Whether the function plans findings, and so reads the cross-cloud link map.
+    pub fn plans(self) -> bool {
+        matches!(
+            self,
+            Accepts::Guardduty | Accepts::Securityhub | Accepts::AccessAnalyzer | Accepts::Any
+        )
+    }
+
     /// The DynamoDB actions the function calls on the ledger.
     pub fn ledger_permissions(self) -> &'static [&'static str] {
         match self {
@@ -296,7 +311,11 @@ pub async fn init(accepts: Accepts) -> Result<Edge<Accounts>, EdgeError> {
         .filter(|t| !t.is_empty())
         .map(|t| DynamoLedger::new(&config, &t));
     let sqs = aws_sdk_sqs::Client::new(&config);
-    let azure = entra_executor(&config, &policy, env, None)?;
+    let azure = if accepts.reaches_entra() {
+        entra_executor(&config, &policy, env, None)?
+    } else {
+        None
+    };
     let me = quell_aws::session(config, &policy.aws.member_role_name)
         .await
         .map_err(|e| EdgeError::Aws(e.to_string()))?;
@@ -403,7 +422,9 @@ impl<S: ClientSource> Edge<S> {
     /// Reads the link map from the ledger now (init, and when older than [`LINKS_REFRESH`]).
     /// A map that cannot be read keeps the one held; planning goes on without links if none.
     pub async fn refresh_links(&self) {
-        let Some(ledger) = &self.ledger else { return };
+        let Some(ledger) = self.ledger.as_ref().filter(|_| self.accepts.plans()) else {
+            return;
+        };
         match quell_ledger::links::load(ledger).await {
             Ok(map) => {
                 *self.links.write().await = (map.map(Arc::new), Some(std::time::Instant::now()));

@@ -142,10 +142,24 @@ impl<S: ClientSource> Sweeper<S> {
             concurrency: 8,
             progress: None,
         };
-        let report = match sweep_account(&clients.iam, &opts).await {
+        // The account's cross-cloud links are refreshed beside the sweep (read-only calls).
+        let stamp = quell_core::clock::rfc3339_seconds(opts.now);
+        let (report, links) = tokio::join!(
+            sweep_account(&clients.iam, &opts),
+            quell_aws::links::discover(&clients.iam, account, &stamp)
+        );
+        let report = match report {
             Ok(r) => r,
             Err(e) => return answer(e),
         };
+        let mut links_out = json!({"links": links.links.len(), "gaps": links.gaps});
+        if let Some(ledger) = &self.ledger
+            && let Err(e) =
+                quell_ledger::links::store(ledger, &format!("aws-{account}"), &links).await
+        {
+            tracing::error!(error = %e, "the account's link map could not be stored");
+            links_out["error"] = json!(e.to_string());
+        }
         let mut recorded = Value::Null;
         if let Some(ledger) = &self.ledger {
             let partition = self.ctx.partition.as_deref().unwrap_or("aws");
@@ -198,6 +212,7 @@ impl<S: ClientSource> Sweeper<S> {
         if !recorded.is_null() {
             out["ledger"] = recorded;
         }
+        out["links"] = links_out;
         Ok(out)
     }
 }
