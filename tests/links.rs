@@ -840,3 +840,73 @@ async fn the_handler_assumes_the_member_role_with_its_managed_identity_token_and
     // Still one managed identity token: the SDK caches the member role's credentials.
     assert_eq!(tokens.0.lock().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_managed_identity_compromise_revokes_the_sessions_of_the_roles_that_trust_exactly_it() {
+    let iam = quell_tests::iam().await;
+    let url = format!("sts.windows.net/{TENANT}/");
+    // moto keeps one provider per URL; an earlier test run may have made it.
+    let provider = match iam
+        .create_open_id_connect_provider()
+        .url(format!("https://{url}"))
+        .client_id_list("api://quell-aws")
+        .thumbprint_list("0123456789abcdef0123456789abcdef01234567")
+        .send()
+        .await
+    {
+        Ok(out) => out.open_id_connect_provider_arn().unwrap().to_string(),
+        Err(_) => format!("arn:aws:iam::{MOTO_ACCOUNT}:oidc-provider/{url}"),
+    };
+    let mi = "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d";
+    let other = "0f1e2d3c-4b5a-4968-8776-655443322110";
+    let trust = |sub: &str| {
+        json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Federated": provider},
+            "Action": "sts:AssumeRoleWithWebIdentity",
+            "Condition": {"StringEquals": {format!("{url}:aud"): "api://quell-aws", format!("{url}:sub"): sub}}}]})
+        .to_string()
+    };
+    let mine = unique("mi-reader");
+    let theirs = unique("other-reader");
+    for (name, sub) in [(&mine, mi), (&theirs, other)] {
+        iam.create_role()
+            .role_name(name)
+            .assume_role_policy_document(trust(sub))
+            .send()
+            .await
+            .unwrap();
+    }
+    let mut map = quell_aws::links::discover(&iam, MOTO_ACCOUNT, "2026-11-23T11:00:00Z").await;
+    map.links.retain(|l| matches!(&l.aws, quell_core::links::AwsEnd::Role { name, .. } if *name == mine || *name == theirs));
+    assert_eq!(map.links.len(), 2, "{:#?}", map.links);
+
+    let policy = enforce();
+    let input = json!({"runbook": "revoke_sessions", "principal": mi, "principal_type": "managed_identity", "tenant": TENANT, "reason": "SEC-4416"}).to_string();
+    let plan = plan_input(input.as_bytes(), &policy, &linked(map)).unwrap();
+    let revoke: Vec<_> = plan
+        .actions
+        .iter()
+        .filter(|a| a.kind == ActionKind::RevokeRoleSessions)
+        .collect();
+    assert_eq!(revoke.len(), 1, "{:#?}", plan.actions);
+    assert!(revoke[0].target.label().contains(&mine), "{revoke:#?}");
+    let aws = quell_tests::aws_executor(policy, NOW).await;
+    let report = aws.execute(&plan).await;
+    let r = report
+        .results
+        .iter()
+        .find(|r| r.action.kind == ActionKind::RevokeRoleSessions)
+        .unwrap();
+    assert_eq!(r.outcome.status, Status::Applied, "{r:#?}");
+    let has_revocation = |role: String| async move {
+        quell_tests::iam()
+            .await
+            .get_role_policy()
+            .role_name(role)
+            .policy_name(quell_aws::docs::ROLE_REVOKE_POLICY)
+            .send()
+            .await
+            .is_ok()
+    };
+    assert!(has_revocation(mine.clone()).await);
+    assert!(!has_revocation(theirs.clone()).await);
+}

@@ -962,10 +962,14 @@ impl<S: ClientSource> Run<'_, S> {
             )));
         }
         let p = self.guard(Kind::Role, name).await?;
-        let holds = p
-            .trust
-            .as_ref()
-            .is_some_and(|t| quell_core::links::trust_names_provider(t, provider, saml));
+        let holds = p.trust.as_ref().is_some_and(|t| match &link.kind {
+            // A role-wide revocation for one service principal: only while the trust names
+            // exactly that subject, not merely the tenant's issuer.
+            LinkKind::OidcSubject { sub } => {
+                quell_core::links::trust_names_subject(t, provider, sub)
+            }
+            _ => quell_core::links::trust_names_provider(t, provider, saml),
+        });
         if holds {
             Ok(())
         } else {

@@ -444,6 +444,25 @@ pub fn trust_names_provider(trust: &serde_json::Value, provider: &str, saml: boo
     })
 }
 
+/// True when `trust` still lets the OIDC `provider` (an `oidc-provider/<url>` ARN) federate
+/// into the role for exactly `sub` (a `StringEquals` on `<url>:sub`): what the executor
+/// re-reads before revoking a role's sessions for a compromised service principal.
+pub fn trust_names_subject(trust: &serde_json::Value, provider: &str, sub: &str) -> bool {
+    let Some(url) = provider.split_once(":oidc-provider/").map(|(_, u)| u) else {
+        return false;
+    };
+    statements(trust).iter().any(|st| {
+        st.get("Effect").and_then(|e| e.as_str()) == Some("Allow")
+            && strings(st.get("Action"))
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case("sts:AssumeRoleWithWebIdentity"))
+            && strings(st.get("Principal").and_then(|p| p.get("Federated"))).contains(&provider)
+            && exact_condition(st.get("Condition"), &format!("{url}:sub"))
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(sub))
+    })
+}
+
 /// One assignment of the AWS gallery app (`GET /servicePrincipals/{id}/appRoleAssignedTo`),
 /// with the user's UPN once read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -878,6 +897,12 @@ mod tests {
             ..LinkMap::default()
         };
         assert_eq!(map.of_subject(&mi_subject).len(), 1);
+        assert!(trust_names_subject(&exact, &p.arn, mi));
+        assert!(!trust_names_subject(
+            &exact,
+            &p.arn,
+            "bbbbbbbb-bbbb-cccc-dddd-eeeeeeeeeeee"
+        ));
         let open = json!({"Statement": [{"Effect": "Allow", "Principal": {"Federated": p.arn.clone()},
             "Action": "sts:AssumeRoleWithWebIdentity",
             "Condition": {"StringLike": {format!("{url}:sub"): "*"}}}]});
