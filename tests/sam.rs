@@ -916,6 +916,7 @@ fn only_functions_that_reach_entra_may_mint_a_short_token_for_its_exchange_audie
                         c["NumericLessThanEquals"]["sts:DurationSeconds"].as_i64(),
                         Some(quell_aws::keyless::OUTBOUND_TOKEN_SECONDS as i64)
                     );
+                    assert_eq!(c["StringEquals"]["sts:SigningAlgorithm"], "RS256");
                 }
             }
         }
