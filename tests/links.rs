@@ -309,7 +309,15 @@ async fn an_entra_compromise_revokes_her_federated_aws_sessions_and_no_one_elses
     entra_user(&server).await;
 
     let policy = enforce();
-    let input = json!({"runbook": "revoke_sessions", "principal": "alice@contoso.com", "tenant": TENANT, "reason": "IR-77: alice's Entra session was stolen"}).to_string();
+    // Identity Protection's risk detection for alice, as Graph returns it (an unfamiliar
+    // sign-in: quell revokes her sessions and asks a human to review).
+    let input = std::str::from_utf8(&quell_tests::event(
+        "entra/risk-detection-unfamiliar-features.json",
+    ))
+    .unwrap()
+    .replace("2d4f6a8c-0e2b-4d6f-8a0c-2e4b6d8f0a1c", ALICE)
+    .replace("maya.singh@contoso.com", "alice@contoso.com")
+    .replace("Maya Singh", "Alice Chen");
     let plan = plan_input(input.as_bytes(), &policy, &linked(map)).unwrap();
     let aws_actions: Vec<_> = plan
         .actions
@@ -443,7 +451,14 @@ async fn an_aws_role_compromise_removes_the_entra_credential_that_trusts_it_and_
         .await;
 
     let policy = enforce();
-    let input = json!({"runbook": "contain", "principal": format!("arn:aws:sts::{MOTO_ACCOUNT}:assumed-role/{}/i-0a7c3e9f1b2d4e6f8", w.etl), "reason": "IR-78: etl-runner's instance credentials were used from outside"}).to_string();
+    // GuardDuty: the etl role's instance credentials used from outside AWS.
+    let input = std::str::from_utf8(&quell_tests::event(
+        "guardduty/instance-credential-exfiltration-outside.json",
+    ))
+    .unwrap()
+    .replace("111122223333", MOTO_ACCOUNT)
+    .replace("web-checkout-ec2", &w.etl)
+    .replace("AROAZ4XQ7PLMYV3KJ8N2Q:", "");
     let plan = plan_input(input.as_bytes(), &policy, &linked(map)).unwrap();
     assert!(
         plan.actions
@@ -486,11 +501,10 @@ async fn an_aws_role_compromise_removes_the_entra_credential_that_trusts_it_and_
         .unwrap();
     assert_eq!(removed.outcome.status, Status::Applied, "{removed:#?}");
     assert!(
-        report
-            .results
-            .iter()
-            .any(|r| r.action.kind == ActionKind::QuarantineRole
-                && r.outcome.status == Status::Applied),
+        report.results.iter().any(|r| matches!(
+            r.action.kind,
+            ActionKind::RevokeRoleSession | ActionKind::RevokeRoleSessions
+        ) && r.outcome.status == Status::Applied),
         "{report:#?}"
     );
 
