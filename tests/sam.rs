@@ -928,3 +928,39 @@ fn only_functions_that_reach_entra_may_mint_a_short_token_for_its_exchange_audie
         );
     }
 }
+
+#[test]
+fn the_stackset_deploys_the_member_role_to_the_organization_with_its_parameters_unchanged() {
+    let set = template("infra/aws/member-role-stackset.yaml");
+    let member = template("infra/aws/member-role.yaml");
+    let p = &set["Resources"]["QuellMemberRoleStackSet"]["Properties"];
+    assert_eq!(p["PermissionModel"], "SERVICE_MANAGED");
+    assert_eq!(p["AutoDeployment"]["Enabled"], true);
+    assert_eq!(p["Capabilities"][0], "CAPABILITY_NAMED_IAM");
+    // IAM is global: one Region per account.
+    assert_eq!(p["StackInstancesGroup"][0]["Regions"].as_sequence().unwrap().len(), 1);
+    // Every member-role parameter but the Identity Center one (deploy that account's stack by
+    // hand: service-managed StackSets skip the management account) is passed through, and
+    // validated the same way here.
+    let passed: BTreeSet<&str> = p["Parameters"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|x| x["ParameterKey"].as_str().unwrap())
+        .collect();
+    let want: BTreeSet<&str> = member["Parameters"]
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .filter_map(|k| k.as_str())
+        .filter(|k| *k != "IdentityCenterInstanceArn")
+        .collect();
+    assert_eq!(passed, want);
+    for name in want {
+        assert_eq!(
+            set["Parameters"][name]["AllowedPattern"], member["Parameters"][name]["AllowedPattern"],
+            "{name}"
+        );
+        assert_eq!(set["Parameters"][name]["Default"], member["Parameters"][name]["Default"], "{name}");
+    }
+}
