@@ -300,6 +300,51 @@ async fn entra_user(server: &MockServer) {
         .await;
 }
 
+/// The AWS executor on moto and the Azure executor on `graph`, at the tests' fixed time.
+async fn executors(
+    policy: &quell_core::Policy,
+    graph: &MockServer,
+) -> (quell_aws::AwsExecutor<quell_aws::Fixed>, AzureExecutor) {
+    let aws = quell_tests::aws_executor(policy.clone(), NOW).await;
+    let azure = AzureExecutor::new(
+        http_to(graph),
+        policy.clone(),
+        Context::default(),
+        Arc::new(FixedClock(NOW)),
+        vec![],
+    );
+    (aws, azure)
+}
+
+/// The one pipeline over `ledger`, each action on its own cloud: the report of a containment.
+async fn contain_on_both(
+    policy: &quell_core::Policy,
+    aws: &quell_aws::AwsExecutor<quell_aws::Fixed>,
+    azure: &AzureExecutor,
+    ledger: &MemoryLedger,
+    plan: quell_core::Plan,
+) -> quell_core::report::Report {
+    let clouds = Clouds {
+        aws: Some(aws),
+        azure: Some(azure),
+    };
+    let clock = FixedClock(NOW);
+    let pipeline = Pipeline {
+        function: "test",
+        policy,
+        clock: &clock,
+        ledger: Some(ledger),
+        executor: Some(&clouds),
+        undo: vec![],
+        checks: None,
+        audit: None,
+    };
+    match pipeline.contain(plan).await {
+        Answer::Done(Done::Contained(report)) => report,
+        other => panic!("not contained: {:?}", other.to_json()),
+    }
+}
+
 #[tokio::test]
 async fn an_entra_compromise_revokes_her_federated_aws_sessions_and_no_one_elses() {
     let w = world().await;
@@ -332,32 +377,9 @@ async fn an_entra_compromise_revokes_her_federated_aws_sessions_and_no_one_elses
             .all(|a| a.kind == ActionKind::RevokeRoleSession && a.via.is_some())
     );
 
-    let aws = quell_tests::aws_executor(policy.clone(), NOW).await;
-    let azure = AzureExecutor::new(
-        http_to(&server),
-        policy.clone(),
-        Context::default(),
-        Arc::new(FixedClock(NOW)),
-        vec![],
-    );
-    let clouds = Clouds {
-        aws: Some(&aws),
-        azure: Some(&azure),
-    };
-    let (clock, ledger) = (FixedClock(NOW), MemoryLedger::default());
-    let pipeline = Pipeline {
-        function: "test",
-        policy: &policy,
-        clock: &clock,
-        ledger: Some(&ledger),
-        executor: Some(&clouds),
-        undo: vec![],
-        checks: None,
-        audit: None,
-    };
-    let Answer::Done(Done::Contained(report)) = pipeline.contain(plan.clone()).await else {
-        panic!("not contained")
-    };
+    let (aws, azure) = executors(&policy, &server).await;
+    let ledger = MemoryLedger::default();
+    let report = contain_on_both(&policy, &aws, &azure, &ledger, plan.clone()).await;
     assert_eq!(report.summary.failed, 0, "{report:#?}");
     assert!(
         report
@@ -468,32 +490,9 @@ async fn an_aws_role_compromise_removes_the_entra_credential_that_trusts_it_and_
         plan.actions
     );
 
-    let aws = quell_tests::aws_executor(policy.clone(), NOW).await;
-    let azure = AzureExecutor::new(
-        http_to(&server),
-        policy.clone(),
-        Context::default(),
-        Arc::new(FixedClock(NOW)),
-        vec![],
-    );
-    let clouds = Clouds {
-        aws: Some(&aws),
-        azure: Some(&azure),
-    };
-    let (clock, ledger) = (FixedClock(NOW), MemoryLedger::default());
-    let pipeline = Pipeline {
-        function: "test",
-        policy: &policy,
-        clock: &clock,
-        ledger: Some(&ledger),
-        executor: Some(&clouds),
-        undo: vec![],
-        checks: None,
-        audit: None,
-    };
-    let Answer::Done(Done::Contained(report)) = pipeline.contain(plan).await else {
-        panic!("not contained")
-    };
+    let (aws, azure) = executors(&policy, &server).await;
+    let ledger = MemoryLedger::default();
+    let report = contain_on_both(&policy, &aws, &azure, &ledger, plan).await;
     let removed = report
         .results
         .iter()
@@ -832,7 +831,7 @@ async fn the_handler_assumes_the_member_role_with_its_managed_identity_token_and
         http_release: false,
         verify_queue: None,
         aws: Some(aws),
-        links: tokio::sync::RwLock::new((Some(Arc::new(map)), Some(std::time::Instant::now()))),
+        links: quell_ledger::links::LinkCache::with(map),
     };
     let req = json!({"runbook": "revoke_sessions", "principal": "alice@contoso.com", "tenant": TENANT, "reason": "IR-79"});
     let body = json!({"Data": {"req": {"Url": "https://quell-func.azurewebsites.net/api/Runbook", "Method": "POST",

@@ -938,7 +938,13 @@ fn the_stackset_deploys_the_member_role_to_the_organization_with_its_parameters_
     assert_eq!(p["AutoDeployment"]["Enabled"], true);
     assert_eq!(p["Capabilities"][0], "CAPABILITY_NAMED_IAM");
     // IAM is global: one Region per account.
-    assert_eq!(p["StackInstancesGroup"][0]["Regions"].as_sequence().unwrap().len(), 1);
+    assert_eq!(
+        p["StackInstancesGroup"][0]["Regions"]
+            .as_sequence()
+            .unwrap()
+            .len(),
+        1
+    );
     // Every member-role parameter but the Identity Center one (deploy that account's stack by
     // hand: service-managed StackSets skip the management account) is passed through, and
     // validated the same way here.
@@ -961,6 +967,9 @@ fn the_stackset_deploys_the_member_role_to_the_organization_with_its_parameters_
             set["Parameters"][name]["AllowedPattern"], member["Parameters"][name]["AllowedPattern"],
             "{name}"
         );
-        assert_eq!(set["Parameters"][name]["Default"], member["Parameters"][name]["Default"], "{name}");
+        assert_eq!(
+            set["Parameters"][name]["Default"], member["Parameters"][name]["Default"],
+            "{name}"
+        );
     }
 }

@@ -761,3 +761,32 @@ async fn unused_roles_are_flagged_or_quarantined_and_service_and_exempt_roles_ar
     want.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(mine(&r), want);
 }
+
+#[tokio::test]
+async fn a_warm_sweeper_holds_the_clients_of_a_bounded_number_of_accounts() {
+    use quell_aws::ClientSource;
+    // A thousand accounts in a row through one process must not keep a thousand client sets.
+    let accounts = quell_aws::Accounts::new(
+        quell_tests::moto_sdk().await,
+        "999999999999",
+        "aws",
+        "QuellMemberRole",
+    );
+    for i in 0..(quell_aws::clients::CACHED_ACCOUNTS + 8) {
+        accounts
+            .clients(
+                &format!("{:012}", 100_000_000_000u64 + i as u64),
+                "quell-sweep",
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(accounts.cached().await, quell_aws::clients::CACHED_ACCOUNTS);
+    // The most recent account is still held: a second call for it assumes no role again.
+    let last = format!(
+        "{:012}",
+        100_000_000_000u64 + quell_aws::clients::CACHED_ACCOUNTS as u64 + 7
+    );
+    accounts.clients(&last, "quell-sweep").await.unwrap();
+    assert_eq!(accounts.cached().await, quell_aws::clients::CACHED_ACCOUNTS);
+}

@@ -134,18 +134,10 @@ pub struct App {
     /// AWS, reached keyless through the member roles (feature `aws`, `QUELL_AWS_AUDIENCE`): the
     /// AWS side of a compromised Entra identity (her federated role sessions).
     pub aws: Option<AwsSide>,
-    /// The cross-cloud link map, read from the ledger (see [`App::plan_context`]).
-    pub links: Links,
+    /// The cross-cloud link map, read from the ledger at start and again when older than
+    /// [`quell_ledger::links::REFRESH`].
+    pub links: quell_ledger::links::LinkCache,
 }
-
-/// The link map held, and when it was read.
-pub type Links = tokio::sync::RwLock<(
-    Option<Arc<quell_core::links::LinkMap>>,
-    Option<std::time::Instant>,
-)>;
-
-/// How long the handler plans with the link map it read before reading it again.
-pub const LINKS_REFRESH: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// The AWS executor, when the handler is built with the `aws` feature.
 #[cfg(feature = "aws")]
@@ -358,41 +350,22 @@ impl App {
         }
     }
 
-    /// Reads the link map from the ledger now (at start, and when older than
-    /// [`LINKS_REFRESH`]); a map that cannot be read keeps the one held.
+    /// Reads the link map from the ledger now (at start).
     pub async fn refresh_links(&self) {
-        let Some(ledger) = &self.ledger else { return };
-        match quell_ledger::links::load(ledger).await {
-            Ok(map) => {
-                *self.links.write().await = (map.map(Arc::new), Some(std::time::Instant::now()))
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "the link map could not be read; planning with the one held");
-                self.links.write().await.1 = Some(std::time::Instant::now());
-            }
+        if let Some(ledger) = &self.ledger {
+            self.links.refresh(ledger).await;
         }
     }
 
     /// The planning context: the deployment's, with the link map (said stale past a day).
     async fn plan_context(&self) -> Context {
-        let due = self
-            .links
-            .read()
+        self.links
+            .context(
+                &self.ctx,
+                self.ledger.as_ref(),
+                self.clock.now().unix_timestamp(),
+            )
             .await
-            .1
-            .is_none_or(|at| at.elapsed() > LINKS_REFRESH);
-        if due {
-            self.refresh_links().await;
-        }
-        let mut ctx = self.ctx.clone();
-        if let Some(map) = self.links.read().await.0.clone() {
-            let now = self.clock.now().unix_timestamp();
-            ctx.links_stale = map
-                .age_seconds(now)
-                .is_none_or(|age| age > quell_core::links::STALE_AFTER_SECONDS);
-            ctx.links = Some(map);
-        }
-        ctx
     }
 
     /// The one containment pipeline, over this handler's ledger, executor and queue.

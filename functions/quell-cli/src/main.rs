@@ -1491,6 +1491,20 @@ fn doctor(
     Ok(())
 }
 
+/// Who the AWS credentials are: (ARN, account).
+async fn caller_identity(sts: &aws_sdk_sts::Client) -> anyhow::Result<(String, String)> {
+    let me = sts.get_caller_identity().send().await.map_err(|e| {
+        anyhow::anyhow!(
+            "sts:GetCallerIdentity failed: {}",
+            quell_aws::error::classify(e)
+        )
+    })?;
+    Ok((
+        me.arn().unwrap_or_default().to_string(),
+        me.account().unwrap_or_default().to_string(),
+    ))
+}
+
 /// AWS → Entra: the account's outbound issuer, the application's federated credential for the
 /// function role, and (run as the function role) a real token exchanged and one Graph read.
 async fn doctor_outbound(
@@ -1500,18 +1514,7 @@ async fn doctor_outbound(
     use quell_core::links::Check;
     let mut checks = Vec::new();
     let config = quell_aws::load_config(None).await;
-    let me = aws_sdk_sts::Client::new(&config)
-        .get_caller_identity()
-        .send()
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "sts:GetCallerIdentity failed: {}",
-                quell_aws::error::classify(e)
-            )
-        })?;
-    let caller = me.arn().unwrap_or_default().to_string();
-    let account = me.account().unwrap_or_default().to_string();
+    let (caller, account) = caller_identity(&aws_sdk_sts::Client::new(&config)).await?;
     // The role a token of the caller would name: arn:…:role/<name> for an assumed role.
     let caller_role = caller.split_once(":assumed-role/").map(|(head, rest)| {
         format!(
@@ -1656,19 +1659,7 @@ async fn doctor_inbound(
     let config = quell_aws::load_config(None).await;
     let account = match account {
         Some(a) => a.to_string(),
-        None => aws_sdk_sts::Client::new(&config)
-            .get_caller_identity()
-            .send()
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "sts:GetCallerIdentity failed: {}",
-                    quell_aws::error::classify(e)
-                )
-            })?
-            .account()
-            .unwrap_or_default()
-            .to_string(),
+        None => caller_identity(&aws_sdk_sts::Client::new(&config)).await?.1,
     };
     let role = &policy.aws.member_role_name;
     match aws_sdk_iam::Client::new(&config).get_role().role_name(role).send().await {

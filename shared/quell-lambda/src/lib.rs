@@ -16,7 +16,6 @@ use quell_aws::capabilities::SqsChecks;
 use quell_aws::ledger::DynamoLedger;
 use quell_aws::{Accounts, AwsExecutor, ClientSource, SystemClock};
 use quell_core::clock::Clock;
-use quell_core::links::LinkMap;
 use quell_core::{ActionKind, Context, Policy, plan_input};
 use quell_pipeline::{Answer, Done, LedgerRequest, Pipeline};
 use serde_json::value::RawValue;
@@ -228,8 +227,8 @@ pub struct Edge<S> {
     /// side of a compromised AWS role (a federated credential that trusts it).
     azure: Option<quell_azure::AzureExecutor>,
     /// The cross-cloud link map, read from the ledger at init and again when older than
-    /// [`LINKS_REFRESH`], with when it was read.
-    links: tokio::sync::RwLock<(Option<Arc<LinkMap>>, Option<std::time::Instant>)>,
+    /// [`quell_ledger::links::REFRESH`].
+    links: quell_ledger::links::LinkCache,
     audit: Option<(aws_sdk_eventbridge::Client, String)>,
     /// The containment ledger (`QUELL_LEDGER_TABLE`).
     ledger: Option<DynamoLedger>,
@@ -238,10 +237,6 @@ pub struct Edge<S> {
     /// Where checks after containment are scheduled (`QUELL_VERIFY_QUEUE`).
     checks: Option<SqsChecks>,
 }
-
-/// How long a function uses the link map it read before reading it again (at most once per
-/// this period, one DynamoDB query; the first read happens at init, off the invocation's path).
-pub const LINKS_REFRESH: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Tokens for Graph with no stored secret: the function role's `sts:GetWebIdentityToken` as
 /// the client assertion of the Entra application `QUELL_ENTRA_CLIENT_ID`.
@@ -382,7 +377,7 @@ impl<S: ClientSource> Edge<S> {
             ctx,
             executor,
             azure: None,
-            links: tokio::sync::RwLock::new((None, None)),
+            links: Default::default(),
             audit,
             ledger: None,
             clock: Arc::new(SystemClock),
@@ -419,43 +414,19 @@ impl<S: ClientSource> Edge<S> {
         self
     }
 
-    /// Reads the link map from the ledger now (init, and when older than [`LINKS_REFRESH`]).
-    /// A map that cannot be read keeps the one held; planning goes on without links if none.
+    /// Reads the link map from the ledger now (at init), when this function plans findings.
     pub async fn refresh_links(&self) {
-        let Some(ledger) = self.ledger.as_ref().filter(|_| self.accepts.plans()) else {
-            return;
-        };
-        match quell_ledger::links::load(ledger).await {
-            Ok(map) => {
-                *self.links.write().await = (map.map(Arc::new), Some(std::time::Instant::now()));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "the link map could not be read; planning with the one held");
-                self.links.write().await.1 = Some(std::time::Instant::now());
-            }
+        if let Some(ledger) = self.ledger.as_ref().filter(|_| self.accepts.plans()) {
+            self.links.refresh(ledger).await;
         }
     }
 
     /// The planning context: the deployment's, with the link map (said stale past a day).
     async fn plan_context(&self) -> Context {
-        let due = self
-            .links
-            .read()
+        let ledger = self.ledger.as_ref().filter(|_| self.accepts.plans());
+        self.links
+            .context(&self.ctx, ledger, self.clock.now().unix_timestamp())
             .await
-            .1
-            .is_none_or(|at| at.elapsed() > LINKS_REFRESH);
-        if due {
-            self.refresh_links().await;
-        }
-        let mut ctx = self.ctx.clone();
-        if let Some(map) = self.links.read().await.0.clone() {
-            let now = self.clock.now().unix_timestamp();
-            ctx.links_stale = map
-                .age_seconds(now)
-                .is_none_or(|age| age > quell_core::links::STALE_AFTER_SECONDS);
-            ctx.links = Some(map);
-        }
-        ctx
     }
 
     /// Replaces the executor, e.g. with one on a fixed clock (tests).

@@ -108,6 +108,73 @@ pub async fn load<L: Ledger>(ledger: &L) -> Result<Option<LinkMap>, LedgerError>
     Ok(Some(map.normalized()))
 }
 
+/// How long an edge plans with the link map it read before reading it again.
+pub const REFRESH: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The link map an edge holds (the Lambda functions, the Azure handler): read at start, then
+/// again when older than [`REFRESH`], so the invocation's path pays for a read at most once per
+/// period. A map that cannot be read keeps the one held.
+#[derive(Default)]
+pub struct LinkCache {
+    held: tokio::sync::RwLock<(Option<std::sync::Arc<LinkMap>>, Option<std::time::Instant>)>,
+}
+
+impl LinkCache {
+    /// A cache holding `map` as read now (tests, and a map given by file).
+    pub fn with(map: LinkMap) -> LinkCache {
+        LinkCache {
+            held: tokio::sync::RwLock::new((
+                Some(std::sync::Arc::new(map)),
+                Some(std::time::Instant::now()),
+            )),
+        }
+    }
+
+    /// Reads the map from `ledger` now.
+    pub async fn refresh<L: Ledger>(&self, ledger: &L) {
+        match load(ledger).await {
+            Ok(map) => {
+                *self.held.write().await = (
+                    map.map(std::sync::Arc::new),
+                    Some(std::time::Instant::now()),
+                );
+            }
+            Err(e) => {
+                // Planning goes on with the map held (or none); the next refresh tries again.
+                let _ = e;
+                self.held.write().await.1 = Some(std::time::Instant::now());
+            }
+        }
+    }
+
+    /// `base` with the link map (read again first when due), said stale when older than a
+    /// day at `now_unix`.
+    pub async fn context<L: Ledger>(
+        &self,
+        base: &quell_core::Context,
+        ledger: Option<&L>,
+        now_unix: i64,
+    ) -> quell_core::Context {
+        let due = self
+            .held
+            .read()
+            .await
+            .1
+            .is_none_or(|at| at.elapsed() > REFRESH);
+        if let (true, Some(l)) = (due, ledger) {
+            self.refresh(l).await;
+        }
+        let mut ctx = base.clone();
+        if let Some(map) = self.held.read().await.0.clone() {
+            ctx.links_stale = map
+                .age_seconds(now_unix)
+                .is_none_or(|age| age > quell_core::links::STALE_AFTER_SECONDS);
+            ctx.links = Some(map);
+        }
+        ctx
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
