@@ -1391,3 +1391,59 @@ async fn a_role_assignment_list_failing_midway_keeps_the_inverse_of_what_was_del
     assert_eq!(removed.as_array().unwrap().len(), 1);
     assert!(removed[0]["id"].as_str().unwrap().ends_with("ra-1"));
 }
+
+#[tokio::test]
+async fn a_risky_user_is_read_once_and_graphs_copy_spares_the_confirm_a_paced_read() {
+    // Identity Protection answers one request a second per tenant; the copy read to plan the
+    // record is the confirm's read, and one read of the user serves every action on them.
+    let server = MockServer::start().await;
+    let risky = json!({"id": USER, "userPrincipalName": "rosa.garcia@contoso.com", "riskLevel": "high",
+        "riskState": "atRisk", "riskDetail": "none", "isDeleted": false, "isProcessing": false,
+        "riskLastUpdatedDateTime": "2026-11-23T11:49:00Z"});
+    Mock::given(method("GET"))
+        .and(path(format!("/v1.0/identityProtection/riskyUsers/{USER}")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(risky.clone()))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("/v1.0/users/{USER}")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": USER,
+            "userPrincipalName": "rosa.garcia@contoso.com", "accountEnabled": true,
+            "signInSessionsValidFromDateTime": "2026-01-01T00:00:00Z"})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path(format!("/v1.0/users/{USER}")))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("/v1.0/users/{USER}/revokeSignInSessions")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": true})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1.0/identityProtection/riskyUsers/confirmCompromised"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let policy = enforce();
+    let exec = executor(&server, policy.clone());
+    let plan = plan_input(risky.to_string().as_bytes(), &policy, &Context::default()).unwrap();
+    // What the handler does with an Event Hub record: Graph's copy first, then the plan.
+    let copy = exec.fetch_copy(&plan.findings[0]).await.unwrap();
+    assert!(copy.is_some());
+    let report = exec.execute(&plan).await;
+    for kind in [
+        ActionKind::DisableEntraUser,
+        ActionKind::RevokeEntraSessions,
+        ActionKind::ConfirmUserCompromised,
+    ] {
+        assert_eq!(result(&report, kind).status, Status::Applied, "{kind:?}: {report:#?}");
+    }
+}

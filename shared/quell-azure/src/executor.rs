@@ -23,9 +23,20 @@ const RECENT_REVOCATION: time::Duration = time::Duration::minutes(10);
 /// Identity Protection and the directory stamp times on different servers.
 const RISK_AFTER_REVOCATION: time::Duration = time::Duration::seconds(60);
 
-/// Per execution: each user's `signInSessionsValidFromDateTime`, read before any action.
-type RevocationCache =
-    tokio::sync::Mutex<std::collections::HashMap<String, Option<OffsetDateTime>>>;
+/// Per execution: each user as read before the first action on them, by object id and by UPN.
+/// One read serves every action on the user (the risk check, disable, revoke, confirm): each
+/// decides on fields the others do not write (`accountEnabled` is read by disable alone), so a
+/// Graph round trip per action bought nothing.
+type UserReads = tokio::sync::Mutex<std::collections::HashMap<String, Value>>;
+
+/// What every action on a user reads, in one `$select`.
+const USER_FIELDS: &str =
+    "id,userPrincipalName,accountEnabled,onPremisesSyncEnabled,signInSessionsValidFromDateTime";
+
+/// How long Graph's copy of a risky user, read to plan an Event Hub record, stands in for the
+/// confirm action's own read of it: Identity Protection answers one request a second per
+/// tenant, so that read cost a second on the way to the session revocation.
+const COPY_FOR: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub struct AzureExecutor {
     http: Http,
@@ -34,6 +45,9 @@ pub struct AzureExecutor {
     clock: Arc<dyn Clock>,
     /// Subscriptions to search for a managed identity's role assignments.
     subscriptions: Vec<String>,
+    /// Graph's copies of risky users fetched to plan a record ([`AzureExecutor::fetch_copy`]),
+    /// with when: used once, within [`COPY_FOR`].
+    copies: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Value)>>,
 }
 
 /// Where Graph keeps its own copy of what a finding reports: the alert (`alerts_v2`, whose ids
@@ -92,7 +106,15 @@ impl AzureExecutor {
             ctx,
             clock,
             subscriptions,
+            copies: Default::default(),
         }
+    }
+
+    /// A risky user's copy read within [`COPY_FOR`], taken (used once).
+    fn recent_copy(&self, path: &str) -> Option<Value> {
+        let mut copies = self.copies.lock().ok()?;
+        copies.retain(|_, (at, _)| at.elapsed() < COPY_FOR);
+        copies.remove(path).map(|(_, v)| v)
     }
 
     /// Graph's own copy of what a finding reports, or `None` when Graph has no such object.
@@ -103,7 +125,14 @@ impl AzureExecutor {
         };
         let r = self.http.send(Method::GET, Api::Graph, &path, None).await?;
         match r.status {
-            200..=299 => Ok(Some(r.body)),
+            200..=299 => {
+                if path.starts_with("/v1.0/identityProtection/riskyUsers/")
+                    && let Ok(mut copies) = self.copies.lock()
+                {
+                    copies.insert(path.clone(), (std::time::Instant::now(), r.body.clone()));
+                }
+                Ok(Some(r.body))
+            }
             404 => Ok(None),
             _ => Err(r.error()),
         }
@@ -122,13 +151,12 @@ impl AzureExecutor {
             return Report::dry_run(plan, stamp);
         }
         let mut results = Vec::with_capacity(plan.actions.len());
-        let revocations = RevocationCache::default();
+        let users = UserReads::default();
         for action in &plan.actions {
             let finding = plan.findings.iter().find(|f| f.id == action.finding);
-            let (outcome, escalation) = match self.risk_handled(action, finding, &revocations).await
-            {
+            let (outcome, escalation) = match self.risk_handled(action, finding, &users).await {
                 Some(o) => (o, None),
-                None => self.run(action, now, &results).await,
+                None => self.run(action, now, &results, &users).await,
             };
             tracing::info!(kind = action.kind.as_str(), target = %action.target.label(), status = ?outcome.status, "action");
             results.push(ActionResult {
@@ -147,6 +175,7 @@ impl AzureExecutor {
         action: &Action,
         now: OffsetDateTime,
         done: &[ActionResult],
+        users: &UserReads,
     ) -> (Outcome, Option<ActionResult>) {
         if action.cloud != Cloud::Azure {
             return (
@@ -168,13 +197,13 @@ impl AzureExecutor {
                 }
                 match (action.kind, s) {
                     (DisableEntraUser, Subject::EntraUser { .. }) => {
-                        return self.disable_user(action, s).await;
+                        return self.disable_user(action, s, users).await;
                     }
                     (RevokeEntraSessions, Subject::EntraUser { .. }) => {
-                        self.revoke_sessions(s, now).await
+                        self.revoke_sessions(s, now, users).await
                     }
                     (ConfirmUserCompromised, Subject::EntraUser { .. }) => {
-                        self.confirm_compromised(s).await
+                        self.confirm_compromised(s, users).await
                     }
                     (DisableServicePrincipal, Subject::ServicePrincipal { .. }) => {
                         self.disable_service_principal(s).await
@@ -224,7 +253,7 @@ impl AzureExecutor {
         &self,
         action: &Action,
         finding: Option<&quell_core::Finding>,
-        cache: &RevocationCache,
+        users: &UserReads,
     ) -> Option<Outcome> {
         use quell_core::Source;
         let f = finding?;
@@ -242,34 +271,11 @@ impl AzureExecutor {
             .last_seen
             .as_deref()
             .and_then(quell_core::clock::parse_rfc3339)?;
-        let key = Self::user_ref(s)?.to_ascii_lowercase();
-        let mut cache = cache.lock().await;
-        let valid_from = match cache.get(&key) {
-            Some(v) => *v,
-            None => {
-                let v = match self
-                    .http
-                    .call(
-                        Method::GET,
-                        Api::Graph,
-                        &format!(
-                            "/v1.0/users/{}?$select=id,signInSessionsValidFromDateTime",
-                            seg(&key)
-                        ),
-                        None,
-                    )
-                    .await
-                {
-                    Ok(r) => r.body["signInSessionsValidFromDateTime"]
-                        .as_str()
-                        .and_then(quell_core::clock::parse_rfc3339),
-                    // The action's own read reports the error.
-                    Err(_) => return None,
-                };
-                cache.insert(key, v);
-                v
-            }
-        };
+        // The action's own read reports an error.
+        let user = self.read_user(s, users).await.ok()?;
+        let valid_from = user["signInSessionsValidFromDateTime"]
+            .as_str()
+            .and_then(quell_core::clock::parse_rfc3339);
         let revoked = valid_from?;
         (risk_at <= revoked + RISK_AFTER_REVOCATION).then(|| {
             Outcome::skipped(format!(
@@ -352,43 +358,57 @@ impl AzureExecutor {
         }
     }
 
-    async fn read_user(&self, s: &Subject, select: &str) -> Result<Value, Outcome> {
+    async fn read_user(&self, s: &Subject, users: &UserReads) -> Result<Value, Outcome> {
         let Some(u) = Self::user_ref(s) else {
             return Err(Outcome::skipped(
                 "the user has neither an object id nor a UPN",
             ));
         };
-        let r = self
-            .http
-            .call(
-                Method::GET,
-                Api::Graph,
-                &format!("/v1.0/users/{}?$select={select}", seg(&u)),
-                None,
-            )
-            .await
-            .map_err(failed)?;
+        let key = u.to_ascii_lowercase();
+        let mut users = users.lock().await;
+        let body = match users.get(&key) {
+            Some(v) => v.clone(),
+            None => {
+                let r = self
+                    .http
+                    .call(
+                        Method::GET,
+                        Api::Graph,
+                        &format!("/v1.0/users/{}?$select={USER_FIELDS}", seg(&u)),
+                        None,
+                    )
+                    .await
+                    .map_err(failed)?;
+                for k in [&r.body["id"], &r.body["userPrincipalName"]] {
+                    if let Some(k) = k.as_str() {
+                        users.insert(k.to_ascii_lowercase(), r.body.clone());
+                    }
+                }
+                users.insert(key, r.body.clone());
+                r.body
+            }
+        };
+        drop(users);
         // A protection pattern may name the UPN or id we only learn now.
         let learned = Subject::EntraUser {
             tenant: None,
-            id: r.body["id"].as_str().map(str::to_string),
-            name: r.body["userPrincipalName"].as_str().map(str::to_string),
+            id: body["id"].as_str().map(str::to_string),
+            name: body["userPrincipalName"].as_str().map(str::to_string),
             on_premises_synced: None,
         };
         if let Some(reason) = self.protected(&learned) {
             return Err(Outcome::skipped(reason));
         }
-        Ok(r.body)
+        Ok(body)
     }
 
-    async fn disable_user(&self, action: &Action, s: &Subject) -> (Outcome, Option<ActionResult>) {
-        let user = match self
-            .read_user(
-                s,
-                "id,userPrincipalName,accountEnabled,onPremisesSyncEnabled",
-            )
-            .await
-        {
+    async fn disable_user(
+        &self,
+        action: &Action,
+        s: &Subject,
+        users: &UserReads,
+    ) -> (Outcome, Option<ActionResult>) {
+        let user = match self.read_user(s, users).await {
             Ok(u) => u,
             Err(o) => return (o, None),
         };
@@ -452,11 +472,13 @@ impl AzureExecutor {
         }
     }
 
-    async fn revoke_sessions(&self, s: &Subject, now: OffsetDateTime) -> Outcome {
-        let user = match self
-            .read_user(s, "id,userPrincipalName,signInSessionsValidFromDateTime")
-            .await
-        {
+    async fn revoke_sessions(
+        &self,
+        s: &Subject,
+        now: OffsetDateTime,
+        users: &UserReads,
+    ) -> Outcome {
+        let user = match self.read_user(s, users).await {
             Ok(u) => u,
             Err(o) => return o,
         };
@@ -490,21 +512,18 @@ impl AzureExecutor {
         }
     }
 
-    async fn confirm_compromised(&self, s: &Subject) -> Outcome {
+    async fn confirm_compromised(&self, s: &Subject, users: &UserReads) -> Outcome {
         // Always read first: the user's UPN may match a protection pattern.
-        let id = match self.read_user(s, "id,userPrincipalName").await {
+        let id = match self.read_user(s, users).await {
             Ok(u) => u["id"].as_str().unwrap_or_default().to_string(),
             Err(o) => return o,
         };
-        let risky = self
-            .http
-            .send(
-                Method::GET,
-                Api::Graph,
-                &format!("/v1.0/identityProtection/riskyUsers/{}", seg(&id)),
-                None,
-            )
-            .await;
+        let path = format!("/v1.0/identityProtection/riskyUsers/{}", seg(&id));
+        // Graph's copy, when this invocation just read it to plan the record.
+        let risky = match self.recent_copy(&path) {
+            Some(body) => Ok(crate::client::Response { status: 200, body }),
+            None => self.http.send(Method::GET, Api::Graph, &path, None).await,
+        };
         match risky {
             Ok(r) if r.ok() && r.body["riskState"] == "confirmedCompromised" => {
                 return Outcome::already(
