@@ -1427,7 +1427,9 @@ async fn a_risky_user_is_read_once_and_graphs_copy_spares_the_confirm_a_paced_re
         .mount(&server)
         .await;
     Mock::given(method("POST"))
-        .and(path("/v1.0/identityProtection/riskyUsers/confirmCompromised"))
+        .and(path(
+            "/v1.0/identityProtection/riskyUsers/confirmCompromised",
+        ))
         .respond_with(ResponseTemplate::new(204))
         .expect(1)
         .mount(&server)
@@ -1444,6 +1446,10 @@ async fn a_risky_user_is_read_once_and_graphs_copy_spares_the_confirm_a_paced_re
         ActionKind::RevokeEntraSessions,
         ActionKind::ConfirmUserCompromised,
     ] {
-        assert_eq!(result(&report, kind).status, Status::Applied, "{kind:?}: {report:#?}");
+        assert_eq!(
+            result(&report, kind).status,
+            Status::Applied,
+            "{kind:?}: {report:#?}"
+        );
     }
 }
