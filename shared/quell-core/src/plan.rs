@@ -428,7 +428,42 @@ pub fn plan(batch: Batch, policy: &Policy, ctx: &Context) -> Plan {
     // Most-containing first; stable, so a finding's own order is kept within a rank.
     b.actions.sort_by_key(|a| a.kind.rank());
 
-    let containment = b.actions.iter().filter(|a| a.kind.is_containment()).count();
+    // The other cloud's side has a cap of its own: links (an inferred trust above all) can
+    // name many roles, and they must never withhold the compromised identity's own
+    // containment. Over the cap, only the cross-cloud actions wait for a human.
+    let cross = |a: &Action| a.via.is_some() && a.kind.is_containment();
+    let linked = b.actions.iter().filter(|a| cross(a)).count();
+    if linked > policy.max_actions {
+        let (withheld, kept): (Vec<Action>, Vec<Action>) =
+            b.actions.drain(..).partition(|a| cross(a));
+        b.actions = kept;
+        for a in withheld {
+            b.skipped.push(Skip {
+                finding: a.finding,
+                target: Some(a.target),
+                reason: format!(
+                    "{} withheld by the blast-radius cap on cross-cloud actions",
+                    a.kind.as_str()
+                ),
+            });
+        }
+        if let Some(f) = batch.findings.first() {
+            b.act(
+                f,
+                ActionKind::Notify,
+                Target::Record(record_of(f)),
+                &format!(
+                    "the link map names {linked} cross-cloud containment actions, over max_actions = {}: the identity itself is contained; a human must review its other cloud (quell links show)",
+                    policy.max_actions
+                ),
+            );
+        }
+    }
+    let containment = b
+        .actions
+        .iter()
+        .filter(|a| a.kind.is_containment() && a.via.is_none())
+        .count();
     if containment > policy.max_actions {
         let first = batch.findings.first();
         let reason = format!(
@@ -893,7 +928,20 @@ fn cross_cloud(b: &mut Builder<'_>, f: &Finding, s: &Subject) {
         Subject::EntraUser { name, .. } => name.as_ref().map(|n| n.to_ascii_lowercase()),
         _ => None,
     };
+    // Where the tenant's AWS gallery app is known, Entra signs users only into the roles it
+    // assigns them: a role that merely trusts the same SAML provider is no session of hers.
+    let assigned_through = |provider: &Option<String>| {
+        map.links.iter().any(|l| {
+            matches!(l.kind, LinkKind::SamlAppRole { .. })
+                && matches!(&l.aws, AwsEnd::Role { provider: p, .. } if p == provider)
+        })
+    };
     for link in links {
+        if let (LinkKind::SamlProvider, AwsEnd::Role { provider, .. }) = (&link.kind, &link.aws)
+            && assigned_through(provider)
+        {
+            continue;
+        }
         match (&link.kind, &link.aws, &link.entra) {
             (
                 LinkKind::SamlAppRole { .. } | LinkKind::SamlProvider,
@@ -1345,6 +1393,111 @@ mod tests {
                 .actions
                 .iter()
                 .any(|a| a.reason.contains("more than a day old"))
+        );
+    }
+
+    #[test]
+    fn links_never_withhold_the_identitys_own_containment() {
+        use crate::links::*;
+        let input = include_str!("../../../events/entra/risk-detection-leaked-credentials.json");
+        let provider = "arn:aws:iam::111122223333:saml-provider/EntraID";
+        let role = |name: String| AwsEnd::Role {
+            account: "111122223333".into(),
+            name,
+            provider: Some(provider.into()),
+        };
+        let tenant = "7c1f4e2a-9b3d-4a6e-8f5c-2d1b0a9e8c7f";
+        let mut map = link_map();
+        // Forty roles that trust the tenant's SAML provider: with the gallery app known, they
+        // are no sessions of hers.
+        for i in 0..40 {
+            map.links.push(Link {
+                tenant: tenant.into(),
+                entra: EntraEnd::AnyUser,
+                aws: role(format!("Trusting{i}")),
+                kind: LinkKind::SamlProvider,
+                strength: Strength::Inferred,
+            });
+        }
+        let ctx = Context {
+            links: Some(std::sync::Arc::new(map.clone())),
+            ..Context::default()
+        };
+        // Without the gallery app, a role that trusts the tenant's SAML provider may hold her
+        // sessions (inferred): its UPN-named sessions are denied.
+        let inferred_only = LinkMap {
+            links: map
+                .links
+                .iter()
+                .filter(|l| l.kind == LinkKind::SamlProvider)
+                .take(3)
+                .cloned()
+                .collect(),
+            ..LinkMap::default()
+        };
+        let alone = Context {
+            links: Some(std::sync::Arc::new(inferred_only)),
+            ..Context::default()
+        };
+        let p = plan_input(input.as_bytes(), &Policy::default(), &alone).unwrap();
+        let inferred: Vec<&Action> = p
+            .actions
+            .iter()
+            .filter(|a| a.kind == ActionKind::RevokeRoleSession)
+            .collect();
+        assert_eq!(inferred.len(), 3, "{p:#?}");
+        assert!(
+            inferred[0].reason.contains("saml_provider, inferred"),
+            "{inferred:#?}"
+        );
+        let p = plan_input(input.as_bytes(), &Policy::default(), &ctx).unwrap();
+        // Admins only: breakglass-admin is protected by default, the forty are not hers.
+        let aws = p.actions.iter().filter(|a| a.cloud == Cloud::Aws).count();
+        assert_eq!(aws, 1, "{p:#?}");
+        // Twelve roles assigned to her: over the cap, only the cross-cloud actions wait.
+        for i in 0..12 {
+            map.links.push(Link {
+                tenant: tenant.into(),
+                entra: EntraEnd::User {
+                    id: None,
+                    upn: Some("maya.singh@contoso.com".into()),
+                },
+                aws: role(format!("Assigned{i}")),
+                kind: LinkKind::SamlAppRole {
+                    service_principal: "sp".into(),
+                    app_role: format!("r{i}"),
+                },
+                strength: Strength::Exact,
+            });
+        }
+        let ctx = Context {
+            links: Some(std::sync::Arc::new(map)),
+            ..Context::default()
+        };
+        let p = plan_input(input.as_bytes(), &Policy::default(), &ctx).unwrap();
+        assert!(
+            p.actions
+                .iter()
+                .any(|a| a.kind == ActionKind::DisableEntraUser),
+            "{p:#?}"
+        );
+        assert!(
+            p.actions
+                .iter()
+                .all(|a| a.via.is_none() || !a.kind.is_containment()),
+            "{p:#?}"
+        );
+        assert!(
+            p.actions
+                .iter()
+                .any(|a| a.reason.contains("cross-cloud containment actions")),
+            "{p:#?}"
+        );
+        assert!(
+            p.skipped
+                .iter()
+                .any(|s| s.reason.contains("cap on cross-cloud")),
+            "{p:#?}"
         );
     }
 
