@@ -18,6 +18,18 @@ def free_port():
         return s.getsockname()[1]
 
 
+def wait_ready(port):
+    """Polls the handler's readiness probe (`GET /`), as the Functions host does."""
+    while True:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            c.request("GET", "/")
+            if c.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.0005)
+
+
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -41,14 +53,7 @@ def main():
         t0 = time.perf_counter()
         p = subprocess.Popen([args.binary], env=dict(env, FUNCTIONS_CUSTOMHANDLER_PORT=str(port)),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while True:
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-                c.request("GET", "/")
-                if c.getresponse().status == 200:
-                    break
-            except OSError:
-                time.sleep(0.0005)
+        wait_ready(port)
         starts.append((time.perf_counter() - t0) * 1000)
         if i < args.starts - 1:
             p.kill(); p.wait()

@@ -14,20 +14,14 @@ invocation (a cold handler; a warm one holds it).
 Usage (after `cargo build --release -p azure-handler`):
   python3 benches/entra_time_to_contained.py [--delay 100] [--runs 5]
 """
-import argparse, http.client, json, os, statistics, subprocess, threading, time
+import argparse, http.client, json, os, statistics, subprocess, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from azure_handler import ROOT, free_port, wait_ready  # noqa: E402
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 USER = "3b9e2f71-4c8d-4a5e-9f1b-6d2c8e7a0b45"
 UPN = "rosa.garcia@contoso.com"
-
-
-def free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Graph:
@@ -105,14 +99,7 @@ def run_once(binary, delay, show):
         "AZURE_TENANT_ID": TENANT, "RUST_LOG": "warn",
     }
     p = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while True:
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            c.request("GET", "/")
-            if c.getresponse().status == 200:
-                break
-        except OSError:
-            time.sleep(0.002)
+    wait_ready(port)
     record = {"records": [{"time": "2026-12-04T11:50:00Z", "tenantId": TENANT, "category": "RiskyUsers",
                            "properties": {"id": USER, "userPrincipalName": UPN, "riskLevel": "high",
                                           "riskState": "atRisk", "riskDetail": "none",

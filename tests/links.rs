@@ -182,13 +182,19 @@ async fn discover(w: &World, server: &MockServer) -> LinkMap {
     map.normalized()
 }
 
-#[tokio::test]
-async fn discovery_builds_the_map_from_the_saml_provider_the_gallery_app_and_federated_credentials()
-{
+/// A fresh world, its tenant's Graph, and the link map discovered from both.
+async fn discovered() -> (World, MockServer, LinkMap) {
     let w = world().await;
     let server = MockServer::start().await;
     tenant(&server, &w).await;
     let map = discover(&w, &server).await;
+    (w, server, map)
+}
+
+#[tokio::test]
+async fn discovery_builds_the_map_from_the_saml_provider_the_gallery_app_and_federated_credentials()
+{
+    let (w, server, map) = discovered().await;
     assert!(map.gaps.is_empty(), "{:?}", map.gaps);
     let lines: Vec<String> = map.links.iter().map(|l| l.describe()).collect();
     let has = |want: &str| lines.iter().any(|l| l == want);
@@ -347,10 +353,7 @@ async fn contain_on_both(
 
 #[tokio::test]
 async fn an_entra_compromise_revokes_her_federated_aws_sessions_and_no_one_elses() {
-    let w = world().await;
-    let server = MockServer::start().await;
-    tenant(&server, &w).await;
-    let map = discover(&w, &server).await;
+    let (w, server, map) = discovered().await;
     entra_user(&server).await;
 
     let policy = enforce();
@@ -412,10 +415,7 @@ async fn an_entra_compromise_revokes_her_federated_aws_sessions_and_no_one_elses
 
 #[tokio::test]
 async fn a_link_the_role_no_longer_has_contains_nothing() {
-    let w = world().await;
-    let server = MockServer::start().await;
-    tenant(&server, &w).await;
-    let map = discover(&w, &server).await;
+    let (w, server, map) = discovered().await;
     // The role stops trusting the tenant after discovery (or the row was forged).
     let iam = quell_tests::iam().await;
     let ec2 = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}).to_string();
@@ -449,10 +449,7 @@ async fn a_link_the_role_no_longer_has_contains_nothing() {
 #[tokio::test]
 async fn an_aws_role_compromise_removes_the_entra_credential_that_trusts_it_and_release_recreates_it()
  {
-    let w = world().await;
-    let server = MockServer::start().await;
-    tenant(&server, &w).await;
-    let map = discover(&w, &server).await;
+    let (w, server, map) = discovered().await;
     let fic = federated_credential(&w);
     let fic_path = format!(
         "/v1.0/applications(appId='{APP_ID}')/federatedIdentityCredentials/{}",
@@ -744,10 +741,7 @@ impl quell_azure::token::TokenSource for Recording {
 #[tokio::test]
 async fn the_handler_assumes_the_member_role_with_its_managed_identity_token_and_contains_her_aws_side()
  {
-    let w = world().await;
-    let graph = MockServer::start().await;
-    tenant(&graph, &w).await;
-    let map = discover(&w, &graph).await;
+    let (w, graph, map) = discovered().await;
     entra_user(&graph).await;
 
     // The member role the handler reaches: created here, named as the policy says.

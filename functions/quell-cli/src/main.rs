@@ -1531,32 +1531,41 @@ async fn doctor_outbound(
         )]);
     };
     let iam = aws_sdk_iam::Client::new(&config);
+    // Off: IAM says so, or answers FeatureDisabled (404) for an account that never enabled it.
     let issuer = match iam.get_outbound_web_identity_federation_info().send().await {
-        Ok(info) if info.jwt_vending_enabled() => match info.issuer_identifier() {
-            Some(i) => {
-                checks.push(Check::ok(
-                    "outbound federation",
-                    format!("account {account} issues tokens as {i}"),
-                ));
-                i.to_string()
-            }
-            None => {
-                return Ok(vec![Check::gap(
-                    "outbound federation",
-                    "IAM returned no issuer",
-                    "aws iam enable-outbound-web-identity-federation",
-                )]);
-            }
-        },
-        Ok(_) | Err(_) => {
+        Ok(info) if info.jwt_vending_enabled() => info.issuer_identifier().map(str::to_string),
+        Ok(_) => None,
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_feature_disabled_exception()) =>
+        {
+            None
+        }
+        Err(e) => {
+            let e = quell_aws::error::classify(e);
             checks.push(Check::gap(
                 "outbound federation",
-                format!("account {account} does not issue web identity tokens (outbound identity federation is off)"),
-                "aws iam enable-outbound-web-identity-federation   # once per account",
+                format!(
+                    "account {account}'s outbound federation could not be read ({}: {})",
+                    e.code, e.message
+                ),
+                "run quell doctor with credentials that may call iam:GetOutboundWebIdentityFederationInfo",
             ));
             return Ok(checks);
         }
     };
+    let Some(issuer) = issuer else {
+        checks.push(Check::gap(
+            "outbound federation",
+            format!("account {account} does not issue web identity tokens (outbound identity federation is off)"),
+            "aws iam enable-outbound-web-identity-federation   # once per account",
+        ));
+        return Ok(checks);
+    };
+    checks.push(Check::ok(
+        "outbound federation",
+        format!("account {account} issues tokens as {issuer}"),
+    ));
     // The application's federated credentials, read as the engineer.
     let http = azure_http()?;
     match http

@@ -895,10 +895,14 @@ fn the_breaker_withholds_the_fourth_and_fifth_entra_containment_in_an_hour() {
     assert!(status.contains("3 containment(s)"), "{status}");
 }
 
-#[test]
-fn doctor_reports_a_federated_credential_with_the_wrong_subject_and_the_fix() {
-    let issuer = "https://a1d2b0fd-4c1e-4a55-9e2b-7f3c9d1e0b23.tokens.sts.global.api.aws";
-    let role = "arn:aws:iam::123456789012:role/quell-guardduty-fn";
+const DOCTOR_ISSUER: &str =
+    "https://a1d2b0fd-4c1e-4a55-9e2b-7f3c9d1e0b23.tokens.sts.global.api.aws";
+const DOCTOR_ROLE: &str = "arn:aws:iam::123456789012:role/quell-guardduty-fn";
+
+/// `quell doctor --entra-client-id … --function-role …` against a fake STS, IAM (answering
+/// GetOutboundWebIdentityFederationInfo with `outbound`), managed-identity endpoint and Graph.
+fn doctor_with(outbound: wiremock::ResponseTemplate) -> Output {
+    let (issuer, role) = (DOCTOR_ISSUER, DOCTOR_ROLE);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let server = rt.block_on(async {
         use wiremock::matchers::{body_string_contains, method, path};
@@ -913,8 +917,7 @@ fn doctor_reports_a_federated_credential_with_the_wrong_subject_and_the_fix() {
             .await;
         Mock::given(method("POST"))
             .and(body_string_contains("Action=GetOutboundWebIdentityFederationInfo"))
-            .respond_with(ResponseTemplate::new(200).insert_header("content-type", "text/xml").set_body_string(format!(
-                r#"<GetOutboundWebIdentityFederationInfoResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/"><GetOutboundWebIdentityFederationInfoResult><IssuerIdentifier>{issuer}</IssuerIdentifier><JwtVendingEnabled>true</JwtVendingEnabled></GetOutboundWebIdentityFederationInfoResult><ResponseMetadata><RequestId>2</RequestId></ResponseMetadata></GetOutboundWebIdentityFederationInfoResponse>"#)))
+            .respond_with(outbound)
             .mount(&server)
             .await;
         let expires = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600).to_string();
@@ -955,6 +958,25 @@ fn doctor_reports_a_federated_credential_with_the_wrong_subject_and_the_fix() {
         .env("QUELL_GRAPH_URL", server.uri())
         .output()
         .unwrap();
+    drop(server);
+    out
+}
+
+/// IAM's Query-protocol answer to GetOutboundWebIdentityFederationInfo.
+fn outbound_enabled() -> wiremock::ResponseTemplate {
+    wiremock::ResponseTemplate::new(200).insert_header("content-type", "text/xml").set_body_string(format!(
+        r#"<GetOutboundWebIdentityFederationInfoResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/"><GetOutboundWebIdentityFederationInfoResult><IssuerIdentifier>{DOCTOR_ISSUER}</IssuerIdentifier><JwtVendingEnabled>true</JwtVendingEnabled></GetOutboundWebIdentityFederationInfoResult><ResponseMetadata><RequestId>2</RequestId></ResponseMetadata></GetOutboundWebIdentityFederationInfoResponse>"#))
+}
+
+fn iam_error(status: u16, code: &str) -> wiremock::ResponseTemplate {
+    wiremock::ResponseTemplate::new(status).insert_header("content-type", "text/xml").set_body_string(format!(
+        r#"<ErrorResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/"><Error><Type>Sender</Type><Code>{code}</Code><Message>{code}</Message></Error><RequestId>3</RequestId></ErrorResponse>"#))
+}
+
+#[test]
+fn doctor_reports_a_federated_credential_with_the_wrong_subject_and_the_fix() {
+    let (issuer, role) = (DOCTOR_ISSUER, DOCTOR_ROLE);
+    let out = doctor_with(outbound_enabled());
     let s = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{s}\n{}", text(&out.stderr));
     assert!(
@@ -973,4 +995,24 @@ fn doctor_reports_a_federated_credential_with_the_wrong_subject_and_the_fix() {
     );
     assert!(s.contains(&format!("{{\"subject\":\"{role}\"}}")), "{s}");
     assert!(s.contains("fix: az ad app federated-credential update --id 5e6f7a8b-1c2d-4e3f-9a0b-1c2d3e4f5a6b --federated-credential-id quell-lambda"), "{s}");
+}
+
+#[test]
+fn doctor_tells_outbound_federation_off_from_a_read_it_may_not_make() {
+    let off = doctor_with(iam_error(404, "FeatureDisabled"));
+    let s = text(&off.stdout);
+    assert_eq!(off.status.code(), Some(1), "{s}");
+    assert!(s.contains("outbound identity federation is off"), "{s}");
+    assert!(
+        s.contains("fix: aws iam enable-outbound-web-identity-federation"),
+        "{s}"
+    );
+    let denied = doctor_with(iam_error(403, "AccessDenied"));
+    let s = text(&denied.stdout);
+    assert_eq!(denied.status.code(), Some(1), "{s}");
+    assert!(s.contains("could not be read (AccessDenied"), "{s}");
+    assert!(
+        !s.contains("is off"),
+        "a refusal is not a disabled feature: {s}"
+    );
 }

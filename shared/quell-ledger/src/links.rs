@@ -141,7 +141,7 @@ impl LinkCache {
             }
             Err(e) => {
                 // Planning goes on with the map held (or none); the next refresh tries again.
-                let _ = e;
+                tracing::warn!(error = %e, "the link map could not be read; planning with the one held");
                 self.held.write().await.1 = Some(std::time::Instant::now());
             }
         }
