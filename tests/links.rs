@@ -194,7 +194,7 @@ async fn discovered() -> (World, MockServer, LinkMap) {
 #[tokio::test]
 async fn discovery_builds_the_map_from_the_saml_provider_the_gallery_app_and_federated_credentials()
 {
-    let (w, server, map) = discovered().await;
+    let (w, _graph, map) = discovered().await;
     assert!(map.gaps.is_empty(), "{:?}", map.gaps);
     let lines: Vec<String> = map.links.iter().map(|l| l.describe()).collect();
     let has = |want: &str| lines.iter().any(|l| l == want);
@@ -415,7 +415,7 @@ async fn an_entra_compromise_revokes_her_federated_aws_sessions_and_no_one_elses
 
 #[tokio::test]
 async fn a_link_the_role_no_longer_has_contains_nothing() {
-    let (w, server, map) = discovered().await;
+    let (w, _graph, map) = discovered().await;
     // The role stops trusting the tenant after discovery (or the row was forged).
     let iam = quell_tests::iam().await;
     let ec2 = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}).to_string();
