@@ -8,10 +8,8 @@ use aws_sdk_iam::operation::list_access_keys::ListAccessKeysOutput;
 use aws_sdk_iam::operation::update_access_key::UpdateAccessKeyOutput;
 use aws_sdk_iam::types::{AccessKeyMetadata, StatusType, User};
 use aws_sdk_securityhub::operation::batch_update_findings::BatchUpdateFindingsOutput;
-use aws_sdk_securityhub::operation::get_findings::GetFindingsOutput;
-use aws_sdk_securityhub::types::{
-    AwsSecurityFinding, BatchUpdateFindingsUnprocessedFinding, Workflow, WorkflowStatus,
-};
+use aws_sdk_securityhub::operation::get_findings_v2::GetFindingsV2Output;
+use aws_sdk_securityhub::types::{BatchUpdateFindingsUnprocessedFinding, WorkflowStatus};
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use aws_smithy_types::DateTime;
 use quell_aws::{AwsClients, AwsExecutor, Fixed};
@@ -106,8 +104,8 @@ fn iam6_plan() -> quell_core::Plan {
 
 #[tokio::test]
 async fn security_hub_findings_are_marked_notified_with_a_note() {
-    let get = mock!(aws_sdk_securityhub::Client::get_findings)
-        .then_output(|| GetFindingsOutput::builder().build());
+    let get = mock!(aws_sdk_securityhub::Client::get_findings_v2)
+        .then_output(|| GetFindingsV2Output::builder().build());
     let update = mock!(aws_sdk_securityhub::Client::batch_update_findings)
         .match_requests(|r| {
             r.workflow().and_then(|w| w.status()) == Some(&WorkflowStatus::Notified)
@@ -133,15 +131,8 @@ async fn security_hub_findings_are_marked_notified_with_a_note() {
 
 #[tokio::test]
 async fn an_already_notified_finding_is_not_updated_again() {
-    let get = mock!(aws_sdk_securityhub::Client::get_findings).then_output(|| {
-        GetFindingsOutput::builder()
-            .findings(
-                AwsSecurityFinding::builder()
-                    .workflow(Workflow::builder().status(WorkflowStatus::Notified).build())
-                    .build(),
-            )
-            .build()
-    });
+    let get = mock!(aws_sdk_securityhub::Client::get_findings_v2)
+        .then_output(|| asff(serde_json::json!({"Workflow": {"Status": "NOTIFIED"}})));
     let update = mock!(aws_sdk_securityhub::Client::batch_update_findings)
         .then_output(|| BatchUpdateFindingsOutput::builder().build());
     let sh = mock_client!(aws_sdk_securityhub, RuleMode::MatchAny, &[&get, &update]);
@@ -157,8 +148,8 @@ async fn an_already_notified_finding_is_not_updated_again() {
 
 #[tokio::test]
 async fn unprocessed_findings_are_reported_as_failures_with_their_code() {
-    let get = mock!(aws_sdk_securityhub::Client::get_findings)
-        .then_output(|| GetFindingsOutput::builder().build());
+    let get = mock!(aws_sdk_securityhub::Client::get_findings_v2)
+        .then_output(|| GetFindingsV2Output::builder().build());
     let update = mock!(aws_sdk_securityhub::Client::batch_update_findings).then_output(|| {
         BatchUpdateFindingsOutput::builder()
             .set_processed_findings(Some(vec![]))
@@ -227,8 +218,8 @@ async fn throttling_is_retried_until_it_succeeds() {
     let sh = mock_client!(
         aws_sdk_securityhub,
         RuleMode::MatchAny,
-        &[&mock!(aws_sdk_securityhub::Client::get_findings)
-            .then_output(|| GetFindingsOutput::builder().build())]
+        &[&mock!(aws_sdk_securityhub::Client::get_findings_v2)
+            .then_output(|| GetFindingsV2Output::builder().build())]
     );
     let clients = AwsClients::with(iam_with(&update), sh);
     let report = executor(clients, enforce()).execute(&key_plan()).await;
@@ -253,8 +244,8 @@ async fn persistent_throttling_fails_retryably_without_hiding_other_actions() {
     let sh = mock_client!(
         aws_sdk_securityhub,
         RuleMode::MatchAny,
-        &[&mock!(aws_sdk_securityhub::Client::get_findings)
-            .then_output(|| GetFindingsOutput::builder().build())]
+        &[&mock!(aws_sdk_securityhub::Client::get_findings_v2)
+            .then_output(|| GetFindingsV2Output::builder().build())]
     );
     let clients = AwsClients::with(iam_with(&update), sh);
     let report = executor(clients, enforce()).execute(&key_plan()).await;
@@ -289,19 +280,34 @@ fn sh_key_plan() -> quell_core::Plan {
     .unwrap()
 }
 
-fn sh_finding_with_note(note: Option<&str>) -> GetFindingsOutput {
-    let mut f = AwsSecurityFinding::builder()
-        .workflow(Workflow::builder().status(WorkflowStatus::New).build());
-    if let Some(text) = note {
-        f = f.note(
-            aws_sdk_securityhub::types::Note::builder()
-                .text(text)
-                .updated_by("quell")
-                .updated_at("2026-11-23T12:00:00Z")
-                .build(),
-        );
+/// What `GetFindings` answers for one ASFF finding, as quell reads it: through
+/// `GetFindingsV2`'s documents (`quell_aws::securityhub`).
+fn asff(finding: serde_json::Value) -> GetFindingsV2Output {
+    GetFindingsV2Output::builder()
+        .findings(document(&finding))
+        .build()
+}
+
+fn document(v: &serde_json::Value) -> aws_smithy_types::Document {
+    use aws_smithy_types::Document;
+    match v {
+        serde_json::Value::Object(m) => {
+            Document::Object(m.iter().map(|(k, v)| (k.clone(), document(v))).collect())
+        }
+        serde_json::Value::Array(a) => Document::Array(a.iter().map(document).collect()),
+        serde_json::Value::String(s) => Document::from(s.as_str()),
+        serde_json::Value::Bool(b) => Document::Bool(*b),
+        serde_json::Value::Number(n) => Document::from(n.as_u64().unwrap_or_default()),
+        serde_json::Value::Null => Document::Null,
     }
-    GetFindingsOutput::builder().findings(f.build()).build()
+}
+
+fn sh_finding_with_note(note: Option<&str>) -> GetFindingsV2Output {
+    let mut f = serde_json::json!({"Workflow": {"Status": "NEW"}});
+    if let Some(text) = note {
+        f["Note"] = serde_json::json!({"Text": text, "UpdatedBy": "quell", "UpdatedAt": "2026-11-23T12:00:00Z"});
+    }
+    asff(f)
 }
 
 #[tokio::test]
@@ -335,8 +341,8 @@ async fn a_finding_whose_containment_failed_stays_new_with_a_note() {
             &get, &list, &denied, &put, &get_pol, &tag, &lists[0], &lists[1], &lists[2]
         ]
     );
-    let find =
-        mock!(aws_sdk_securityhub::Client::get_findings).then_output(|| sh_finding_with_note(None));
+    let find = mock!(aws_sdk_securityhub::Client::get_findings_v2)
+        .then_output(|| sh_finding_with_note(None));
     let update = mock!(aws_sdk_securityhub::Client::batch_update_findings)
         .match_requests(|r| {
             r.workflow().is_none()
@@ -379,8 +385,8 @@ async fn an_unchanged_note_is_not_written_again_so_findings_do_not_loop() {
     let iam = mock_client!(aws_sdk_iam, RuleMode::MatchAny, &[&denied, &denied_keys]);
     let key_plan = sh_key_plan();
     // First delivery: learn the note quell writes.
-    let find =
-        mock!(aws_sdk_securityhub::Client::get_findings).then_output(|| sh_finding_with_note(None));
+    let find = mock!(aws_sdk_securityhub::Client::get_findings_v2)
+        .then_output(|| sh_finding_with_note(None));
     let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let keep = seen.clone();
     let update = mock!(aws_sdk_securityhub::Client::batch_update_findings)
@@ -396,7 +402,7 @@ async fn an_unchanged_note_is_not_written_again_so_findings_do_not_loop() {
     let note = seen.lock().unwrap().clone();
     assert!(note.starts_with("quell: NOT CONTAINED"), "{note}");
     // Second delivery (Security Hub's own Imported event for that note): nothing written.
-    let find = mock!(aws_sdk_securityhub::Client::get_findings)
+    let find = mock!(aws_sdk_securityhub::Client::get_findings_v2)
         .then_output(move || sh_finding_with_note(Some(&note)));
     let update = mock!(aws_sdk_securityhub::Client::batch_update_findings)
         .then_output(|| BatchUpdateFindingsOutput::builder().build());
@@ -643,7 +649,6 @@ async fn the_sweep_functions_answer_non_retryable_errors_instead_of_failing_the_
 #[tokio::test]
 async fn an_ocsf_finding_is_updated_through_the_v2_api() {
     use aws_sdk_securityhub::operation::batch_update_findings_v2::BatchUpdateFindingsV2Output;
-    use aws_sdk_securityhub::operation::get_findings_v2::GetFindingsV2Output;
     let plan = plan_input(
         &event("securityhub/v2-compliance-iam8-user.json"),
         &enforce(),
@@ -706,4 +711,61 @@ async fn an_ocsf_finding_is_updated_through_the_v2_api() {
     assert_eq!(r.outcome.status, Status::Applied, "{:?}", report.results);
     assert_eq!(update.num_calls(), 1);
     assert_eq!(r.outcome.inverse.as_ref().unwrap().params()["StatusId"], 1);
+}
+
+/// The ASFF read on the wire: `GetFindings` as the Security Hub API reference has it
+/// (`POST /findings`, filters by `Id` and `ProductArn`, signed for `securityhub`), its ASFF
+/// answer read for the workflow, and no update of a finding already NOTIFIED.
+#[tokio::test]
+async fn the_asff_read_is_get_findings_on_the_wire() {
+    use wiremock::matchers::{body_json, header_exists, method, path};
+    let server = wiremock::MockServer::start().await;
+    let plan = iam6_plan();
+    let Some(quell_core::plan::Target::Record(quell_core::model::FindingRef::SecurityhubFinding {
+        id,
+        product_arn,
+        ..
+    })) = plan
+        .actions
+        .iter()
+        .find(|a| a.kind == ActionKind::UpdateSecurityhubFinding)
+        .map(|a| &a.target)
+    else {
+        panic!("no ASFF finding update in the plan");
+    };
+    wiremock::Mock::given(method("POST"))
+        .and(path("/findings"))
+        .and(header_exists("authorization"))
+        .and(body_json(serde_json::json!({
+            "Filters": {
+                "Id": [{"Value": id, "Comparison": "EQUALS"}],
+                "ProductArn": [{"Value": product_arn, "Comparison": "EQUALS"}],
+            },
+            "MaxResults": 1,
+        })))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "Findings": [{
+                "SchemaVersion": "2018-10-08",
+                "Id": id,
+                "ProductArn": product_arn,
+                "Resources": [{"Type": "AwsAccount", "Id": "AWS::::Account:111122223333",
+                    "Details": {"Other": {"k": "v"}}}],
+                "Workflow": {"Status": "NOTIFIED"},
+                "Note": {"Text": "quell: earlier", "UpdatedBy": "quell", "UpdatedAt": "2026-12-04T10:00:00Z"},
+            }],
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let cfg = base_config(&server.uri()).await;
+    let sh = aws_sdk_securityhub::Client::new(&cfg);
+    let report = executor(sh_only(sh), enforce()).execute(&plan).await;
+    let r = report
+        .results
+        .iter()
+        .find(|r| r.action.kind == ActionKind::UpdateSecurityhubFinding)
+        .unwrap();
+    assert_eq!(r.outcome.status, Status::AlreadyInState, "{:?}", r.outcome);
+    // No BatchUpdateFindings: the only request was the read (`expect(1)` checks it on drop).
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
 }

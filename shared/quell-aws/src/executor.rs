@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use aws_sdk_iam::types::{StatusType, Tag};
 use aws_sdk_securityhub::types::{
-    AwsSecurityFinding, AwsSecurityFindingFilters, AwsSecurityFindingIdentifier, NoteUpdate,
-    StringFilter, StringFilterComparison, WorkflowStatus, WorkflowUpdate,
+    AwsSecurityFindingIdentifier, NoteUpdate, StringFilter, StringFilterComparison, WorkflowStatus,
+    WorkflowUpdate,
 };
 use quell_core::Cloud;
 use quell_core::clock::{Clock, rfc3339_seconds};
@@ -744,36 +744,18 @@ async fn update_asff(
     text: String,
 ) -> Outcome {
     {
-        let filter = |v: &str| {
-            StringFilter::builder()
-                .value(v)
-                .comparison(StringFilterComparison::Equals)
-                .build()
+        let current = match crate::securityhub::asff_finding(sh, id, product_arn).await {
+            Ok(f) => f,
+            Err(e) => return Outcome::from(e),
         };
-        let current = match sh
-            .get_findings()
-            .filters(
-                AwsSecurityFindingFilters::builder()
-                    .id(filter(id))
-                    .product_arn(filter(product_arn))
-                    .build(),
-            )
-            .send()
-            .await
-        {
-            Ok(out) => out.findings().first().cloned(),
-            Err(e) => return Outcome::from(classify(e)),
-        };
-        let workflow = current
+        let (workflow, note) = current
             .as_ref()
-            .and_then(|f: &AwsSecurityFinding| f.workflow().and_then(|w| w.status()).cloned());
-        let note = current
-            .as_ref()
-            .and_then(|f| f.note().and_then(|n| n.text()).map(str::to_string));
-        if contained && workflow == Some(WorkflowStatus::Notified) {
+            .map(crate::securityhub::workflow_and_note)
+            .unwrap_or_default();
+        if contained && workflow == Some("NOTIFIED") {
             return Outcome::already("the finding's workflow is already NOTIFIED");
         }
-        if !contained && note.as_deref() == Some(text.as_str()) {
+        if !contained && note == Some(text.as_str()) {
             return Outcome::already("the finding already carries this note and stays NEW");
         }
         let mut update = sh

@@ -13,6 +13,7 @@ pub mod keyless;
 pub mod ledger;
 pub mod links;
 pub mod release;
+pub mod securityhub;
 pub mod sweep;
 pub mod verify_queue;
 
