@@ -540,6 +540,7 @@ async fn sts_answering(status: u16, code: &str) -> wiremock::MockServer {
 
 async fn base_config(url: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(quell_aws::http::sdk_client())
         .region(aws_config::Region::new("us-east-1"))
         .endpoint_url(url)
         .retry_config(aws_config::retry::RetryConfig::disabled())

@@ -78,6 +78,7 @@ async fn start_at(
 }
 
 async fn post(url: &str, function: &str, body: Vec<u8>) -> (u16, Value) {
+    quell_azure::tls::install();
     let r = reqwest::Client::new()
         .post(format!("{url}/{function}"))
         .header("Content-Type", "application/json; charset=utf-8")
@@ -243,6 +244,7 @@ async fn graph_knows(server: &MockServer, body: &[u8]) {
 #[tokio::test]
 async fn readiness_probe_answers_at_once() {
     let url = start(Policy::default(), "http://127.0.0.1:9").await;
+    quell_azure::tls::install();
     let r = reqwest::get(format!("{url}/")).await.unwrap();
     assert_eq!(r.status(), 200);
 }

@@ -243,6 +243,7 @@ pub async fn sweep_sdk() -> aws_config::SdkConfig {
 
 async fn sdk_for(moto: &Moto) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(quell_aws::http::sdk_client())
         .region(aws_config::Region::new("us-east-1"))
         .endpoint_url(&moto.url)
         .credentials_provider(aws_credential_types::Credentials::new(

@@ -691,6 +691,7 @@ async fn the_lambda_reaches_graph_with_its_aws_token_as_the_client_assertion() {
         .await;
 
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(quell_aws::http::sdk_client())
         .region(aws_config::Region::new("us-east-1"))
         .endpoint_url(sts.uri())
         .credentials_provider(aws_credential_types::Credentials::for_tests())

@@ -17,6 +17,8 @@ mod azure_permissions;
 mod azure_sweep;
 /// Hostile and broken input: a clear error, no action, no panic.
 mod bad_input;
+/// What the shipped binaries link: one HTTP stack and one TLS provider.
+mod build_graph;
 /// Conformance over the public corpus (QUELL_CORPUS), each file pinned.
 mod corpus;
 /// Every file in events/ plans to exact subjects and actions.

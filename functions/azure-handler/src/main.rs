@@ -12,13 +12,23 @@ use quell_core::{Context, Policy};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // The host captures stdout into the function logs.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_ansi(false)
-        .init();
+    // `RUST_LOG`: a level or `target=level` pairs (tracing-subscriber's `Targets`; no regex
+    // engine in the binary).
+    let filter: tracing_subscriber::filter::Targets = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            tracing_subscriber::filter::Targets::new()
+                .with_default(tracing_subscriber::filter::LevelFilter::INFO)
+        });
+    {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        tracing_subscriber::registry()
+            .with(tracing_subscriber::fmt::layer().with_ansi(false))
+            .with(filter)
+            .init();
+    }
     let env = |k: &str| std::env::var(k).ok();
     let port: u16 = env("FUNCTIONS_CUSTOMHANDLER_PORT")
         .unwrap_or_else(|| "8080".into())

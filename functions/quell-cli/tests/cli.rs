@@ -164,6 +164,7 @@ fn apply_with_yes_contains_for_real_and_a_second_run_changes_nothing() {
     let user = quell_tests::unique("cli-apply");
     rt.block_on(async {
         let cfg = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(quell_aws::http::sdk_client())
             .region(aws_config::Region::new("us-east-1"))
             .endpoint_url(&moto.url)
             .credentials_provider(Credentials::new("testing", "testing", None, None, "t"))

@@ -279,6 +279,7 @@ pub async fn load_config(endpoint_url: Option<&str>) -> SdkConfig {
 /// The loader both configurations share: retries, timeouts, and the endpoint.
 fn loader(endpoint_url: Option<&str>) -> aws_config::ConfigLoader {
     let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(crate::http::sdk_client())
         .retry_config(retry_config())
         .timeout_config(
             TimeoutConfig::builder()

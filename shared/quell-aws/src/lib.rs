@@ -7,6 +7,7 @@ pub mod clients;
 pub mod docs;
 pub mod error;
 pub mod executor;
+pub mod http;
 mod iam;
 pub mod identity_center;
 pub mod keyless;

@@ -154,7 +154,7 @@ pub struct Http {
 impl Http {
     pub fn new(endpoints: Endpoints, tokens: Arc<dyn TokenSource>) -> Http {
         Http {
-            client: reqwest::Client::builder()
+            client: crate::tls::reqwest_builder()
                 .timeout(Duration::from_secs(20))
                 .connect_timeout(Duration::from_secs(5))
                 .build()

@@ -114,7 +114,7 @@ struct Got {
 impl TableLedger {
     pub fn new(endpoint: &str, table: &str, auth: TableAuth) -> TableLedger {
         TableLedger {
-            client: reqwest::Client::builder()
+            client: crate::tls::reqwest_builder()
                 .timeout(Duration::from_secs(20))
                 .build()
                 .unwrap_or_default(),

@@ -9,6 +9,7 @@ pub mod permissions;
 pub mod queue;
 pub mod release;
 pub mod sweep;
+pub mod tls;
 pub mod token;
 
 pub use client::{AzError, Endpoints, Http};

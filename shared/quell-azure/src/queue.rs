@@ -56,7 +56,7 @@ fn err(status: u16, code: &str, message: impl Into<String>, retryable: bool) -> 
 impl VerifyQueue {
     pub fn new(url: &str, auth: TableAuth) -> VerifyQueue {
         VerifyQueue {
-            client: reqwest::Client::builder()
+            client: crate::tls::reqwest_builder()
                 .timeout(Duration::from_secs(20))
                 .build()
                 .unwrap_or_default(),

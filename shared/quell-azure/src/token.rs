@@ -85,6 +85,7 @@ pub fn from_assertion(
     source: Arc<dyn AssertionSource>,
     options: Option<azure_identity::ClientAssertionCredentialOptions>,
 ) -> Result<Arc<dyn TokenSource>, AzError> {
+    crate::tls::install();
     let credential = azure_identity::ClientAssertionCredential::new(
         tenant.to_string(),
         client_id.to_string(),
@@ -108,6 +109,7 @@ pub fn from_assertion(
 /// - `azure_cli`: the engineer signed in with `az login` (the `quell` CLI: release and verify run
 ///   under the engineer's own identity).
 pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Arc<dyn TokenSource>, AzError> {
+    crate::tls::install();
     let bad = |m: String| AzError {
         status: 0,
         code: "Configuration".into(),

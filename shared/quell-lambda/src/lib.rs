@@ -672,17 +672,32 @@ fn is_sqs(payload: &Value) -> bool {
         .is_some_and(|r| !r.is_empty() && r.iter().all(|x| x["eventSource"] == "aws:sqs"))
 }
 
-/// JSON logs, as CloudWatch and Lambda's JSON log format expect. `RUST_LOG` filters.
+/// JSON logs, as CloudWatch and Lambda's JSON log format expect. `RUST_LOG` filters by
+/// level and target (`info`, `quell_aws=debug,info`); see [`log_filter`].
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_current_span(false)
-        .without_time()
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_target(false)
+                .with_current_span(false)
+                .without_time(),
+        )
+        .with(log_filter(std::env::var("RUST_LOG").ok().as_deref()))
         .try_init();
+}
+
+/// The log filter from `RUST_LOG`: a level, or `target=level` pairs. These are
+/// tracing-subscriber's `Targets`, not `EnvFilter`, whose span and field filters link a regex
+/// engine (about 0.25 MB of every binary) that quell's logs do not need. Absent or unreadable:
+/// `info`.
+pub fn log_filter(rust_log: Option<&str>) -> tracing_subscriber::filter::Targets {
+    rust_log.and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+        tracing_subscriber::filter::Targets::new()
+            .with_default(tracing_subscriber::filter::LevelFilter::INFO)
+    })
 }
 
 /// The whole function: init once, then serve invocations.
@@ -754,4 +769,22 @@ pub async fn run_sweeper() -> Result<(), lambda_runtime::Error> {
         sweeper.handle(event.payload).await
     }))
     .await
+}
+
+#[cfg(test)]
+mod log_filter_tests {
+    use tracing::Level;
+
+    #[test]
+    fn rust_log_sets_levels_per_target_and_defaults_to_info() {
+        let f = super::log_filter(Some("quell_aws=debug,warn"));
+        assert!(f.would_enable("quell_aws::executor", &Level::DEBUG));
+        assert!(!f.would_enable("hyper", &Level::INFO));
+        let default = super::log_filter(None);
+        assert!(default.would_enable("quell_lambda", &Level::INFO));
+        assert!(!default.would_enable("quell_lambda", &Level::DEBUG));
+        // A filter it cannot read is the default, not silence.
+        let bad = super::log_filter(Some("quell=[span]{x}=loud"));
+        assert!(bad.would_enable("quell_lambda", &Level::INFO));
+    }
 }

@@ -1,0 +1,136 @@
+//! The one HTTP stack every quell binary links: reqwest over rustls with the *ring* provider,
+//! serving the AWS SDK (through the SDK's `HttpClient` extension point) as well as Graph, ARM
+//! and the Entra token endpoint.
+//!
+//! The SDK's own client (`default-https-client`) brings a second hyper client, HTTP/2 (`h2`)
+//! and aws-lc-rs; beside reqwest that linked the HTTP stack twice and two TLS providers' worth
+//! of crypto. Why ring (`docs/performance.md`, "TLS and HTTP stack"): it is the smaller of the
+//! two rustls providers (aws-lc-rs is about 1 MB of C in each binary), it has no C toolchain
+//! requirement beyond its own assembly, and it offers the same TLS 1.2/1.3 suites and key
+//! exchanges except the post-quantum hybrid `X25519MLKEM768` (aws-lc-rs only). quell's traffic
+//! is short-lived credentials and API calls, not long-term secrets, so the hybrid's
+//! protection against later decryption of recorded traffic is a small loss against a
+//! megabyte in every function.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
+    SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+use aws_smithy_runtime_api::client::result::ConnectorError;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::body::SdkBody;
+
+/// Makes *ring* the process's rustls provider, once. Every reqwest client quell builds, and
+/// every azure_identity credential, needs it (reqwest is built without a provider of its own).
+pub fn install_tls() {
+    // `Err` means a provider is already installed (this one, by an earlier call).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A reqwest client builder with quell's TLS provider installed.
+pub fn reqwest_builder() -> reqwest::ClientBuilder {
+    install_tls();
+    reqwest::Client::builder()
+}
+
+/// The AWS SDK's HTTP client: reqwest, one connection pool per distinct set of connector
+/// settings (the SDK asks per operation; quell's configuration has one set).
+pub fn sdk_client() -> SharedHttpClient {
+    SharedHttpClient::new(Sdk::default())
+}
+
+/// The connect and read timeouts a connector was asked for.
+type Timeouts = (Option<Duration>, Option<Duration>);
+
+#[derive(Debug, Default)]
+struct Sdk {
+    pools: Mutex<HashMap<Timeouts, reqwest::Client>>,
+}
+
+impl HttpClient for Sdk {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        _components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        let key = (settings.connect_timeout(), settings.read_timeout());
+        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        let client = pools
+            .entry(key)
+            .or_insert_with(|| {
+                let mut b = reqwest_builder();
+                if let Some(t) = key.0 {
+                    b = b.connect_timeout(t);
+                }
+                if let Some(t) = key.1 {
+                    b = b.read_timeout(t);
+                }
+                b.build().unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "building the AWS HTTP client failed; using reqwest's defaults");
+                    reqwest::Client::new()
+                })
+            })
+            .clone();
+        SharedHttpConnector::new(Connector(client))
+    }
+}
+
+#[derive(Debug)]
+struct Connector(reqwest::Client);
+
+impl HttpConnector for Connector {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let client = self.0.clone();
+        HttpConnectorFuture::new(async move { send(&client, request).await })
+    }
+}
+
+async fn send(
+    client: &reqwest::Client,
+    request: HttpRequest,
+) -> Result<HttpResponse, ConnectorError> {
+    let request = request
+        .try_into_http1x()
+        .map_err(|e| ConnectorError::user(e.into()))?;
+    let (parts, body) = request.into_parts();
+    // Every request quell makes has an in-memory body (no streaming uploads).
+    let Some(bytes) = body.bytes().map(<[u8]>::to_vec) else {
+        return Err(ConnectorError::user(
+            "a streaming request body; quell's HTTP client sends in-memory bodies only".into(),
+        ));
+    };
+    let response = client
+        .request(parts.method, parts.uri.to_string())
+        .headers(parts.headers)
+        .body(bytes)
+        .send()
+        .await
+        .map_err(connector_error)?;
+    let mut out = http::Response::builder().status(response.status());
+    if let Some(h) = out.headers_mut() {
+        *h = response.headers().clone();
+    }
+    let body = response.bytes().await.map_err(connector_error)?;
+    let out = out
+        .body(SdkBody::from(body))
+        .map_err(|e| ConnectorError::other(e.into(), None))?;
+    HttpResponse::try_from(out).map_err(|e| ConnectorError::other(e.into(), None))
+}
+
+/// The SDK retries timeouts and I/O errors (a new connection); anything else is reported.
+fn connector_error(e: reqwest::Error) -> ConnectorError {
+    if e.is_timeout() {
+        ConnectorError::timeout(e.into())
+    } else if e.is_connect() {
+        ConnectorError::io(e.into()).never_connected()
+    } else if e.is_request() || e.is_body() {
+        ConnectorError::io(e.into())
+    } else {
+        ConnectorError::other(e.into(), None)
+    }
+}
