@@ -4,8 +4,8 @@
 Spawns the release `handler` on a free 127.0.0.1 port as the Functions host would, times
 process start -> first answered GET / (the host's readiness probe), then sends N invocations
 of the triple-encoded Defender XDR Event Hub batch (dry-run) over one keep-alive connection and
-reads the resident memory (VmRSS) before and after. Usage (after `cargo build --release`):
-  benches/azure_handler.py [--invocations 10000] [--binary target/release/handler]
+reads the resident memory (VmRSS) before and after. Usage (after `cargo build --profile handler -p azure-handler`):
+  benches/azure_handler.py [--invocations 10000] [--binary target/handler/handler]
 """
 import argparse, http.client, json, os, socket, statistics, subprocess, time
 
@@ -41,7 +41,7 @@ def rss_kib(pid):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--invocations", type=int, default=10000)
-    ap.add_argument("--binary", default=os.path.join(ROOT, "target/release/handler"))
+    ap.add_argument("--binary", default=os.path.join(ROOT, "target/handler/handler"))
     ap.add_argument("--starts", type=int, default=10)
     args = ap.parse_args()
     body = open(os.path.join(ROOT, "events/functions-host/eventhub-batch-triple-encoded.json"), "rb").read()

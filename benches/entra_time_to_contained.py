@@ -11,7 +11,7 @@ revocation) and the whole invocation. The handler re-reads the record from Graph
 (ARCHITECTURE invariant 24), runs without a ledger here, and takes its first token in the
 invocation (a cold handler; a warm one holds it).
 
-Usage (after `cargo build --release -p azure-handler`):
+Usage (after `cargo build --profile handler -p azure-handler`):
   python3 benches/entra_time_to_contained.py [--delay 100] [--runs 5]
 """
 import argparse, http.client, json, os, statistics, subprocess, sys, threading, time
@@ -132,7 +132,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--delay", type=int, default=100)
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--binary", default=os.path.join(ROOT, "target/release/handler"))
+    ap.add_argument("--binary", default=os.path.join(ROOT, "target/handler/handler"))
     args = ap.parse_args()
     rows = [run_once(args.binary, args.delay / 1000, i == 0) for i in range(args.runs)]
     print("| finding | delay per call | calls | first containing write (median) | invocation (median) |")

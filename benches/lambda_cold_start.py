@@ -5,7 +5,7 @@ For each function binary: start moto (for sts:GetCallerIdentity at init) and a s
 Lambda Runtime API on 127.0.0.1, spawn the binary as Lambda would, and time
   init   = process start -> first GET /runtime/invocation/next (SDK clients built, STS answered)
   invoke = event handed out -> POST /response (decode, plan, dry-run report)
-Also prints each release binary's size. Usage (after `cargo build --release`):
+Also prints the size of every Lambda binary in the target directory. Usage (after `cargo build --release`):
   benches/lambda_cold_start.py [--runs 10] [--target-dir target/release]
 """
 import argparse, json, os, socket, statistics, subprocess, sys, threading, time
@@ -18,6 +18,8 @@ FUNCTIONS = {
     "aws-access-analyzer": "events/access-analyzer/unused-access-key.json",
     "aws-runbook": "events/runbook/quarantine-iam-user.json",
 }
+# Every Lambda binary, for the size table (the goal: at most 8 MB each, stripped).
+ALL_LAMBDAS = list(FUNCTIONS) + ["aws-verify", "aws-release-expired", "aws-sweep-scheduler", "aws-sweeper"]
 
 
 def free_port():
@@ -143,6 +145,13 @@ def main():
             print(f"| {fn} | {size:.1f} MB | {statistics.median(inits):.1f} ms, {p90:.1f} ms | {statistics.median(invokes):.2f} ms |")
     finally:
         moto.kill()
+    print()
+    print("| binary | stripped size |")
+    print("|---|---|")
+    for fn in ALL_LAMBDAS:
+        path = os.path.join(args.target_dir, fn)
+        if os.path.exists(path):
+            print(f"| {fn} | {os.path.getsize(path) / 1e6:.2f} MB |")
 
 
 if __name__ == "__main__":

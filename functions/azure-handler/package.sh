@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the deployable zip for a Linux Function App (custom handler): the release `handler`
+# Builds the deployable zip for a Linux Function App (custom handler): the `handler`
 # binary next to host.json and one folder per function. Output: dist/quell-azure.zip
 #   functions/azure-handler/package.sh [--target x86_64-unknown-linux-gnu]
 # Deploy: az functionapp deployment source config-zip -g RG -n APP --src dist/quell-azure.zip
@@ -7,11 +7,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 target_args=()
-bin_dir=target/release
+bin_dir=target/handler
 if [ "${1:-}" = "--target" ]; then
-  target_args=(--target "$2"); bin_dir="target/$2/release"
+  target_args=(--target "$2"); bin_dir="target/$2/handler"
 fi
-cargo build --release -p azure-handler "${target_args[@]}"
+# The handler profile: release with unwinding (a panic ends one invocation, not the process).
+cargo build --profile handler -p azure-handler "${target_args[@]}"
 rm -rf dist/app && mkdir -p dist/app
 cp -r functions/azure-handler/app/. dist/app/
 cp "$bin_dir/handler" dist/app/handler

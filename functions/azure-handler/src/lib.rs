@@ -14,7 +14,15 @@
 //! - An alert posted to `GraphAlert`, and every Event Hub record, is re-read from Graph by id
 //!   before anything is contained: anyone with the function key can post a body and anyone with
 //!   `Send` on a hub can write a record; only Graph's copy is acted on.
-//! - Each invocation runs in its own task: a panic answers 500 for that invocation only.
+//! - Each invocation runs in its own task: a panic answers 500 for that invocation only. That
+//!   needs unwinding, so the handler builds with `--profile handler` and refuses to compile
+//!   with `panic = "abort"` (the release profile of the Lambda functions).
+
+#[cfg(panic = "abort")]
+compile_error!(
+    "the Azure handler confines a panic to its invocation and needs unwinding: build it with \
+     `cargo build --profile handler -p azure-handler` (the release profile aborts on panic)"
+);
 
 use std::sync::Arc;
 
