@@ -90,6 +90,15 @@ fn sh_only(sh: aws_sdk_securityhub::Client) -> AwsClients {
     AwsClients::with(iam, sh)
 }
 
+/// The outcome of the plan's Security Hub update.
+fn sh_update(report: &quell_core::report::Report) -> &quell_core::report::ActionResult {
+    report
+        .results
+        .iter()
+        .find(|r| r.action.kind == ActionKind::UpdateSecurityhubFinding)
+        .expect("the plan updates its Security Hub finding")
+}
+
 /// The Security Hub update of the IAM.6 finding (a notify-only plan: no IAM call).
 fn iam6_plan() -> quell_core::Plan {
     let mut policy = enforce();
@@ -120,11 +129,7 @@ async fn security_hub_findings_are_marked_notified_with_a_note() {
         .then_output(|| BatchUpdateFindingsOutput::builder().build());
     let sh = mock_client!(aws_sdk_securityhub, RuleMode::MatchAny, &[&get, &update]);
     let report = executor(sh_only(sh), enforce()).execute(&iam6_plan()).await;
-    let r = report
-        .results
-        .iter()
-        .find(|r| r.action.kind == ActionKind::UpdateSecurityhubFinding)
-        .unwrap();
+    let r = sh_update(&report);
     assert_eq!(r.outcome.status, Status::Applied, "{:?}", r.outcome);
     assert_eq!(update.num_calls(), 1);
 }
@@ -137,11 +142,7 @@ async fn an_already_notified_finding_is_not_updated_again() {
         .then_output(|| BatchUpdateFindingsOutput::builder().build());
     let sh = mock_client!(aws_sdk_securityhub, RuleMode::MatchAny, &[&get, &update]);
     let report = executor(sh_only(sh), enforce()).execute(&iam6_plan()).await;
-    let r = report
-        .results
-        .iter()
-        .find(|r| r.action.kind == ActionKind::UpdateSecurityhubFinding)
-        .unwrap();
+    let r = sh_update(&report);
     assert_eq!(r.outcome.status, Status::AlreadyInState);
     assert_eq!(update.num_calls(), 0);
 }
@@ -169,11 +170,7 @@ async fn unprocessed_findings_are_reported_as_failures_with_their_code() {
     });
     let sh = mock_client!(aws_sdk_securityhub, RuleMode::MatchAny, &[&get, &update]);
     let report = executor(sh_only(sh), enforce()).execute(&iam6_plan()).await;
-    let r = report
-        .results
-        .iter()
-        .find(|r| r.action.kind == ActionKind::UpdateSecurityhubFinding)
-        .unwrap();
+    let r = sh_update(&report);
     assert_eq!(r.outcome.status, Status::Failed);
     assert_eq!(r.outcome.error_code.as_deref(), Some("FindingNotFound"));
     // The notify before it still ran: one failure hides nothing.
@@ -355,11 +352,7 @@ async fn a_finding_whose_containment_failed_stays_new_with_a_note() {
     let report = executor(AwsClients::with(iam, sh), enforce())
         .execute(&sh_key_plan())
         .await;
-    let r = report
-        .results
-        .iter()
-        .find(|r| r.action.kind == ActionKind::UpdateSecurityhubFinding)
-        .unwrap();
+    let r = sh_update(&report);
     assert_eq!(r.outcome.status, Status::Applied, "{:?}", r.outcome);
     assert!(r.outcome.detail.contains("stays NEW"));
     assert_eq!(update.num_calls(), 1, "a note, no workflow change");
@@ -410,11 +403,7 @@ async fn an_unchanged_note_is_not_written_again_so_findings_do_not_loop() {
     let report = executor(AwsClients::with(iam, sh), enforce())
         .execute(&key_plan)
         .await;
-    let r = report
-        .results
-        .iter()
-        .find(|r| r.action.kind == ActionKind::UpdateSecurityhubFinding)
-        .unwrap();
+    let r = sh_update(&report);
     assert_eq!(r.outcome.status, Status::AlreadyInState, "{:?}", r.outcome);
     assert_eq!(update.num_calls(), 0);
 }
@@ -704,11 +693,7 @@ async fn an_ocsf_finding_is_updated_through_the_v2_api() {
     let report = executor(AwsClients::with(iam, sh), enforce())
         .execute(&plan)
         .await;
-    let r = report
-        .results
-        .iter()
-        .find(|r| r.action.kind == ActionKind::UpdateSecurityhubFinding)
-        .unwrap();
+    let r = sh_update(&report);
     assert_eq!(r.outcome.status, Status::Applied, "{:?}", report.results);
     assert_eq!(update.num_calls(), 1);
     assert_eq!(r.outcome.inverse.as_ref().unwrap().params()["StatusId"], 1);
@@ -761,11 +746,7 @@ async fn the_asff_read_is_get_findings_on_the_wire() {
     let cfg = base_config(&server.uri()).await;
     let sh = aws_sdk_securityhub::Client::new(&cfg);
     let report = executor(sh_only(sh), enforce()).execute(&plan).await;
-    let r = report
-        .results
-        .iter()
-        .find(|r| r.action.kind == ActionKind::UpdateSecurityhubFinding)
-        .unwrap();
+    let r = sh_update(&report);
     assert_eq!(r.outcome.status, Status::AlreadyInState, "{:?}", r.outcome);
     // No BatchUpdateFindings: the only request was the read (`expect(1)` checks it on drop).
     assert_eq!(server.received_requests().await.unwrap().len(), 1);
