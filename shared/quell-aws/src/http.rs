@@ -134,3 +134,100 @@ fn connector_error(e: reqwest::Error) -> ConnectorError {
         ConnectorError::other(e.into(), None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wiremock::matchers::{body_string, header, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    fn request(url: &str, body: &str) -> HttpRequest {
+        let r = http::Request::builder()
+            .method("POST")
+            .uri(url)
+            .header("content-type", "application/x-amz-json-1.0")
+            .header("x-amz-target", "DynamoDB_20120810.GetItem")
+            .body(SdkBody::from(body.to_string()))
+            .unwrap();
+        HttpRequest::try_from(r).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_request_and_its_answer_pass_through_unchanged() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/x"))
+            .and(header("x-amz-target", "DynamoDB_20120810.GetItem"))
+            .and(body_string(r#"{"TableName":"t"}"#))
+            .respond_with(
+                ResponseTemplate::new(400)
+                    .insert_header("x-amzn-requestid", "r-1")
+                    .set_body_string(r#"{"__type":"ThrottlingException"}"#),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        let client = reqwest_builder().build().unwrap();
+        let out = send(
+            &client,
+            request(&format!("{}/x", server.uri()), r#"{"TableName":"t"}"#),
+        )
+        .await
+        .unwrap();
+        assert_eq!(out.status().as_u16(), 400);
+        assert_eq!(out.headers().get("x-amzn-requestid"), Some("r-1"));
+        assert_eq!(
+            out.body().bytes(),
+            Some(&br#"{"__type":"ThrottlingException"}"#[..])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_an_io_error_the_sdk_retries() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let client = reqwest_builder().build().unwrap();
+        let e = send(&client, request(&format!("http://127.0.0.1:{port}/"), "{}"))
+            .await
+            .unwrap_err();
+        assert!(e.is_io(), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn an_answer_slower_than_the_read_timeout_is_a_timeout() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5)))
+            .mount(&server)
+            .await;
+        let client = reqwest_builder()
+            .read_timeout(Duration::from_millis(200))
+            .build()
+            .unwrap();
+        let e = send(&client, request(&server.uri(), "{}"))
+            .await
+            .unwrap_err();
+        assert!(e.is_timeout(), "{e:?}");
+    }
+
+    #[test]
+    fn one_pool_per_distinct_timeouts() {
+        let sdk = Sdk::default();
+        let settings = |ms| {
+            HttpConnectorSettings::builder()
+                .connect_timeout(Duration::from_millis(ms))
+                .build()
+        };
+        let components =
+            aws_smithy_runtime_api::client::runtime_components::RuntimeComponentsBuilder::for_tests()
+                .build()
+                .unwrap();
+        for ms in [3000, 3000, 500] {
+            let _ = sdk.http_connector(&settings(ms), &components);
+        }
+        assert_eq!(sdk.pools.lock().unwrap().len(), 2);
+    }
+}
