@@ -3,11 +3,11 @@
 //! and the Entra token endpoint.
 //!
 //! The SDK's own client (`default-https-client`) brings a second hyper client, HTTP/2 (`h2`)
-//! and aws-lc-rs; beside reqwest that linked the HTTP stack twice and two TLS providers' worth
-//! of crypto. Why ring (`docs/performance.md`, "TLS and HTTP stack"): it is the smaller of the
-//! two rustls providers (aws-lc-rs is about 1 MB of C in each binary), it has no C toolchain
-//! requirement beyond its own assembly, and it offers the same TLS 1.2/1.3 suites and key
-//! exchanges except the post-quantum hybrid `X25519MLKEM768` (aws-lc-rs only). quell's traffic
+//! and aws-lc-rs; beside reqwest that linked the HTTP stack twice. Why ring
+//! (docs/performance.md, "Lambda functions"): it is the smaller of the two rustls providers
+//! (aws-lc-rs was about 1 MB of C in each binary, ring is about 0.3 MB), and it offers the
+//! same TLS 1.2/1.3 suites, certificate checks and key exchanges except the post-quantum
+//! hybrid `X25519MLKEM768` (aws-lc-rs only). quell's traffic
 //! is short-lived credentials and API calls, not long-term secrets, so the hybrid's
 //! protection against later decryption of recorded traffic is a small loss against a
 //! megabyte in every function.
