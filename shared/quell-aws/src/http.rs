@@ -231,3 +231,33 @@ mod tests {
         assert_eq!(sdk.pools.lock().unwrap().len(), 2);
     }
 }
+
+#[cfg(test)]
+mod smoke {
+    /// TLS against a real endpoint: the handshake with ring and the platform's root store.
+    /// Needs the internet, so it is not part of the suite: `cargo test -p quell-aws --
+    /// --ignored tls_smoke`.
+    #[tokio::test]
+    #[ignore]
+    async fn tls_smoke() {
+        let client = super::reqwest_builder().build().unwrap();
+        let r = client.get("https://pypi.org/simple/").send().await.unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+        // The same server under a name its certificate does not hold: refused.
+        let addr = tokio::net::lookup_host("pypi.org:443")
+            .await
+            .unwrap()
+            .next()
+            .unwrap();
+        let wrong = super::reqwest_builder()
+            .resolve("not-pypi.example", addr)
+            .build()
+            .unwrap();
+        let e = wrong
+            .get("https://not-pypi.example/simple/")
+            .send()
+            .await
+            .unwrap_err();
+        assert!(format!("{e:?}").contains("NotValidForName"), "{e:?}");
+    }
+}
