@@ -634,6 +634,9 @@ impl azure_core::http::HttpClient for ToLocal {
 
 fn to_local(server: &MockServer) -> azure_identity::ClientAssertionCredentialOptions {
     let port = server.address().port();
+    // azure_core's reqwest client needs quell's TLS provider installed first, as every
+    // quell_azure constructor does (reqwest is built without a provider of its own).
+    quell_azure::tls::install();
     let transport = azure_core::http::Transport::new(Arc::new(ToLocal {
         port,
         inner: azure_core::http::new_http_client(None),
