@@ -751,3 +751,52 @@ async fn the_asff_read_is_get_findings_on_the_wire() {
     // No BatchUpdateFindings: the only request was the read (`expect(1)` checks it on drop).
     assert_eq!(server.received_requests().await.unwrap().len(), 1);
 }
+
+/// A throttled `GetFindings` is retried by the SDK, and the retry is the same `POST /findings`.
+#[tokio::test]
+async fn the_asff_read_is_retried_as_the_same_request() {
+    use wiremock::matchers::{body_json, method, path};
+    let server = wiremock::MockServer::start().await;
+    let body = serde_json::json!({
+        "Filters": {
+            "Id": [{"Value": "f-1", "Comparison": "EQUALS"}],
+            "ProductArn": [{"Value": "p-1", "Comparison": "EQUALS"}],
+        },
+        "MaxResults": 1,
+    });
+    wiremock::Mock::given(method("POST"))
+        .and(path("/findings"))
+        .and(body_json(body.clone()))
+        .respond_with(
+            wiremock::ResponseTemplate::new(429)
+                .insert_header("x-amzn-errortype", "TooManyRequestsException")
+                .set_body_json(serde_json::json!({"message": "Rate exceeded"})),
+        )
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    wiremock::Mock::given(method("POST"))
+        .and(path("/findings"))
+        .and(body_json(body))
+        .respond_with(
+            wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "Findings": [{"Id": "f-1", "Workflow": {"Status": "NEW"}}],
+            })),
+        )
+        .mount(&server)
+        .await;
+    let cfg = base_config(&server.uri())
+        .await
+        .into_builder()
+        .retry_config(quell_aws::clients::retry_config())
+        .build();
+    let sh = aws_sdk_securityhub::Client::new(&cfg);
+    let f = quell_aws::securityhub::asff_finding(&sh, "f-1", "p-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(f["Workflow"]["Status"], "NEW");
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 2, "one throttled attempt, then the answer");
+    assert!(requests.iter().all(|r| r.url.path() == "/findings"));
+}

@@ -40,10 +40,12 @@ impl Intercept for AsGetFindings {
     ) -> Result<(), BoxError> {
         let request = context.request_mut();
         let uri = request.uri().to_string();
-        let Some(base) = uri.strip_suffix("/findingsv2") else {
+        // Each attempt passes here; a retry may start from the request already rewritten.
+        if let Some(base) = uri.strip_suffix("/findingsv2") {
+            request.set_uri(format!("{base}/findings"))?;
+        } else if !uri.ends_with("/findings") {
             return Err(format!("unexpected GetFindingsV2 URI {uri}").into());
-        };
-        request.set_uri(format!("{base}/findings"))?;
+        }
         *request.body_mut() = SdkBody::from(self.body.clone());
         request
             .headers_mut()
