@@ -49,7 +49,9 @@ type Timeouts = (Option<Duration>, Option<Duration>);
 
 #[derive(Debug, Default)]
 struct Sdk {
-    pools: Mutex<HashMap<Timeouts, reqwest::Client>>,
+    /// Each pool, or why it could not be built (every call through it then fails with that
+    /// reason instead of panicking).
+    pools: Mutex<HashMap<Timeouts, Result<reqwest::Client, String>>>,
 }
 
 impl HttpClient for Sdk {
@@ -70,9 +72,9 @@ impl HttpClient for Sdk {
                 if let Some(t) = key.1 {
                     b = b.read_timeout(t);
                 }
-                b.build().unwrap_or_else(|e| {
-                    tracing::error!(error = %e, "building the AWS HTTP client failed; using reqwest's defaults");
-                    reqwest::Client::new()
+                b.build().map_err(|e| {
+                    tracing::error!(error = %e, "could not build the AWS HTTP client");
+                    format!("could not build the AWS HTTP client ({e}); check the TLS set-up (quell_aws::http)")
                 })
             })
             .clone();
@@ -81,12 +83,17 @@ impl HttpClient for Sdk {
 }
 
 #[derive(Debug)]
-struct Connector(reqwest::Client);
+struct Connector(Result<reqwest::Client, String>);
 
 impl HttpConnector for Connector {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
         let client = self.0.clone();
-        HttpConnectorFuture::new(async move { send(&client, request).await })
+        HttpConnectorFuture::new(async move {
+            match client {
+                Ok(client) => send(&client, request).await,
+                Err(why) => Err(ConnectorError::other(why.into(), None)),
+            }
+        })
     }
 }
 
