@@ -57,3 +57,38 @@ fn the_binaries_link_one_http_stack_and_one_tls_provider() {
         );
     }
 }
+
+/// The panic strategy each binary ships with (ARCHITECTURE invariant 27): the Lambda
+/// functions abort (release), the Azure handler unwinds (its own profile, which every build of
+/// it uses), and a plain `cargo build --release` does not try to build the handler.
+#[test]
+fn lambdas_abort_on_panic_and_the_handler_unwinds() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let manifest: toml::Value =
+        toml::from_str(&std::fs::read_to_string(format!("{root}/Cargo.toml")).unwrap()).unwrap();
+    let profile = &manifest["profile"];
+    assert_eq!(profile["release"]["panic"].as_str(), Some("abort"));
+    assert_eq!(profile["handler"]["inherits"].as_str(), Some("release"));
+    assert_eq!(profile["handler"]["panic"].as_str(), Some("unwind"));
+    let default_members: Vec<&str> = manifest["workspace"]["default-members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m.as_str())
+        .collect();
+    assert!(!default_members.contains(&"functions/azure-handler"));
+    for m in manifest["workspace"]["members"].as_array().unwrap() {
+        let m = m.as_str().unwrap();
+        assert!(
+            m == "functions/azure-handler" || default_members.contains(&m),
+            "{m} is left out of `cargo build --release`"
+        );
+    }
+    let package =
+        std::fs::read_to_string(format!("{root}/functions/azure-handler/package.sh")).unwrap();
+    assert!(package.contains("cargo build --profile handler -p azure-handler"));
+    assert!(package.contains("bin_dir=target/handler"));
+    let handler =
+        std::fs::read_to_string(format!("{root}/functions/azure-handler/src/lib.rs")).unwrap();
+    assert!(handler.contains("#[cfg(panic = \"abort\")]\ncompile_error!("));
+}

@@ -17,7 +17,7 @@ mod azure_permissions;
 mod azure_sweep;
 /// Hostile and broken input: a clear error, no action, no panic.
 mod bad_input;
-/// What the shipped binaries link: one HTTP stack and one TLS provider.
+/// What the shipped binaries link (one HTTP stack, one TLS provider) and how they panic.
 mod build_graph;
 /// Conformance over the public corpus (QUELL_CORPUS), each file pinned.
 mod corpus;

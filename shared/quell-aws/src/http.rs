@@ -25,16 +25,11 @@ use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::body::SdkBody;
 
-/// Makes *ring* the process's rustls provider, once. Every reqwest client quell builds, and
-/// every azure_identity credential, needs it (reqwest is built without a provider of its own).
-pub fn install_tls() {
+/// A reqwest client builder with *ring* installed as the process's rustls provider (reqwest
+/// is built without a provider of its own; quell-azure's clients do the same, `quell_azure::tls`).
+fn reqwest_builder() -> reqwest::ClientBuilder {
     // `Err` means a provider is already installed (this one, by an earlier call).
     let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-/// A reqwest client builder with quell's TLS provider installed.
-pub fn reqwest_builder() -> reqwest::ClientBuilder {
-    install_tls();
     reqwest::Client::builder()
 }
 
